@@ -1,0 +1,1 @@
+"""The nodeflow desktop editor (PySide6)."""

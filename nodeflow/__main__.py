@@ -1,0 +1,3 @@
+from nodeflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,286 @@
+"""The ``nodeflow`` command: run, validate and inspect graphs headless.
+
+Exit codes: 0 success, 1 a node failed, 2 invalid graph or usage, 130 interrupted.
+Heavy libraries (torch and friends) are imported only by the nodes that need them.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything can import huggingface_hub: never reach for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, TextIO  # noqa: E402
+
+from nodeflow import __version__  # noqa: E402
+from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError  # noqa: E402
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--plugins", metavar="DIR", action="append", default=[],
+                        help="also load node packs from this folder (repeatable; "
+                             "NODEFLOW_PLUGINS adds more)")
+    common.add_argument("--models", metavar="DIR", action="append", default=[],
+                        help="models folder with checkpoints/, loras/, controlnet/, vae/, upscale/ "
+                             "(repeatable; NODEFLOW_MODELS adds more)")
+
+    parser = argparse.ArgumentParser(
+        prog="nodeflow", description="nodeflow: node-graph pipelines for image generation.")
+    parser.add_argument("--version", action="version", version=f"nodeflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run a graph file (or a PNG made by nodeflow)",
+                         description="Run a graph file headless and write its outputs.")
+    run.add_argument("file", help="graph .json file, or a PNG written by image.Save")
+    run.add_argument("--set", metavar="NODE.INPUT=VALUE", action="append", default=[],
+                     help="override a literal input (repeatable)")
+    run.add_argument("--output", metavar="NODE", action="append", default=None,
+                     help="run only what this node needs (repeatable; default: all output nodes)")
+    run.add_argument("--out", metavar="DIR", default="out", help="output folder (default: out)")
+    run.add_argument("--json", action="store_true", help="print events and the result as JSON lines")
+    run.add_argument("--quiet", "-q", action="store_true", help="print only the files written")
+
+    val = sub.add_parser("validate", parents=[common], help="check graph files without running them",
+                         description="Report every problem in the graph files; exit 2 if any.")
+    val.add_argument("files", nargs="+", metavar="FILE")
+    val.add_argument("--json", action="store_true", help="print problems as JSON")
+
+    nodes = sub.add_parser("nodes", parents=[common], help="list the node types",
+                           description="List node types; --json gives each one's full schema.")
+    nodes.add_argument("filter", nargs="?", default="", help="only ids containing this text")
+    nodes.add_argument("--json", action="store_true", help="print the full schemas as JSON")
+
+    sub.add_parser("schema", help="print the JSON Schema of graph files")
+
+    plugins = sub.add_parser("plugins", parents=[common], help="list the node packs and their status")
+    plugins.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
+                   "schema": cmd_schema, "plugins": cmd_plugins}[args.command]
+        return handler(args)
+    except GraphInvalid as exc:
+        _print_problems(exc.problems, getattr(args, "json", False), sys.stdout, sys.stderr)
+        return EXIT_INVALID
+    except NodeflowError as exc:
+        print(f"nodeflow: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("nodeflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# --- shared ------------------------------------------------------------------------
+
+def _registry(args: argparse.Namespace, *, report: bool = True) -> Any:
+    from nodeflow.registry import load_registry
+
+    registry = load_registry(args.plugins)
+    if report:
+        for pack in registry.problems():
+            print(f"nodeflow: warning: node pack '{pack.name}' ({pack.source}) {pack.status}: "
+                  f"{pack.error}", file=sys.stderr)
+    return registry
+
+
+def _print_problems(problems: list[Problem], as_json: bool, out: TextIO, err: TextIO) -> None:
+    if as_json:
+        print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems]}, indent=2),
+              file=out)
+        return
+    for p in problems:
+        print(f"error: {p}", file=err)
+    count = len(problems)
+    print(f"{count} problem{'s' if count != 1 else ''} found", file=err)
+
+
+def load_graph_file(path: str, registry: Any) -> Any:
+    """Load a graph (JSON or PNG) and bring old node versions up to date; raise on problems."""
+    from nodeflow.graph import parse_graph_text, read_graph_text
+    from nodeflow.validate import migrate_nodes
+
+    graph, problems = parse_graph_text(read_graph_text(Path(path)), path)
+    if graph is not None:
+        problems += migrate_nodes(graph, registry)
+    if problems or graph is None:
+        raise GraphInvalid(problems, path)
+    return graph
+
+
+def apply_overrides(graph: Any, registry: Any, overrides: list[str]) -> None:
+    """Apply ``--set NODE.INPUT=VALUE`` overrides, parsing each by the input's declared type."""
+    from nodeflow.graph import split_ref
+    from nodeflow.node import check_literal, parse_literal
+
+    problems = []
+    file = graph.file_name
+    for item in overrides:
+        ref, eq, text = item.partition("=")
+        try:
+            if not eq:
+                raise ValueError("use --set NODE.INPUT=VALUE")
+            node_id, socket = split_ref(ref)
+        except ValueError as exc:
+            problems.append(Problem("usage", f"--set {item!r}: {exc}", Location(file)))
+            continue
+        if node_id not in graph.nodes:
+            problems.append(Problem("usage", f"--set: the graph has no node '{node_id}'",
+                                    Location(file, node_id)))
+            continue
+        node = graph.nodes[node_id]
+        cls = registry.get(node.type)
+        loc = Location(file, node_id, node.type, socket)
+        spec = cls.input_map.get(socket) if cls else None
+        if cls is None or spec is None:
+            known = ", ".join(cls.input_map) if cls else ""
+            problems.append(Problem("usage", f"--set: no input '{socket}'"
+                                    + (f" (inputs: {known})" if known else ""), loc))
+            continue
+        feeder = next((ln for ln in graph.links
+                       if ln.dst == node_id and ln.dst_socket == socket), None)
+        if feeder is not None:
+            problems.append(Problem("usage", f"--set: this input is fed by a link from "
+                                    f"{feeder.source}; set that node's input instead", loc))
+            continue
+        try:
+            value = parse_literal(spec, text)
+        except ValueError as exc:
+            problems.append(Problem("bad_value", f"--set: {exc}", loc))
+            continue
+        why = check_literal(spec, value)
+        if why:
+            problems.append(Problem("bad_value", f"--set: {why}", loc))
+            continue
+        graph.set_input(node_id, socket, value)
+    if problems:
+        raise GraphInvalid(problems, file)
+
+
+# --- commands ----------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nodeflow.errors import GraphFileError
+    from nodeflow.settings import Settings
+    from nodeflow.validate import GraphValidator
+
+    registry = _registry(args, report=not args.json)
+    all_problems: list[Problem] = []
+    summaries = []
+    for path in args.files:
+        try:
+            graph = load_graph_file(path, registry)
+        except GraphInvalid as exc:
+            all_problems += exc.problems
+            continue
+        except GraphFileError as exc:
+            all_problems.append(Problem("file", f"{exc.message}{' ' + exc.hint if exc.hint else ''}",
+                                        exc.location))
+            continue
+        settings = Settings.from_env(args.models, base_dir=Path(path).resolve().parent)
+        problems = GraphValidator(registry, settings).validate(graph)
+        all_problems += problems
+        if not problems:
+            summaries.append(f"{path}: valid ({len(graph.nodes)} nodes, {len(graph.links)} links)")
+    if all_problems:
+        _print_problems(all_problems, args.json, sys.stdout, sys.stderr)
+        return EXIT_INVALID
+    if args.json:
+        print(json.dumps({"valid": True, "problems": []}))
+    else:
+        print("\n".join(summaries))
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    registry = _registry(args, report=not args.json)
+    types = [t for t in registry.types() if args.filter.lower() in t.id.lower()]
+    if args.json:
+        print(json.dumps([t.to_json() for t in types], indent=2, default=str))
+        return EXIT_OK
+    width = max((len(t.id) for t in types), default=10)
+    for t in types:
+        summary = t.description.splitlines()[0] if t.description else ""
+        print(f"{t.id:<{width}}  {t.version:<7}  {summary}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from nodeflow.schema import graph_json_schema
+
+    print(json.dumps(graph_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args, report=False)
+    if args.json:
+        print(json.dumps([p.to_json() for p in registry.packs], indent=2))
+        return EXIT_OK
+    for p in registry.packs:
+        line = f"{p.name:<16} {p.version or '-':<9} {p.status:<12} {len(p.nodes):>3} nodes  {p.source}"
+        print(line)
+        if p.error:
+            print(f"{'':<16} error: {p.error}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nodeflow.events import CancelToken
+    from nodeflow.executor import Executor
+    from nodeflow.progress import ConsoleReporter, JsonReporter
+    from nodeflow.settings import Settings
+
+    registry = _registry(args, report=not args.json)
+    graph = load_graph_file(args.file, registry)
+    if Path(args.file).suffix.lower() == ".png":
+        graph.source = Path(args.file)
+    apply_overrides(graph, registry, args.set)
+    settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
+    executor = Executor(registry, settings)
+    if args.output:
+        for node_id in args.output:
+            if node_id not in graph.nodes:
+                raise UsageError(f"--output names node '{node_id}', which is not in the graph",
+                                 location=Location(graph.file_name))
+    reporter: Any = JsonReporter(sys.stdout) if args.json else ConsoleReporter(
+        sys.stderr, quiet=args.quiet)
+    cancel = CancelToken()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        cancel.cancel()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        reporter.message("cancelling... (Ctrl-C again to stop immediately)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = executor.run(graph, args.output, on_event=reporter, cancel=cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    reporter.finish(result)
+    if result.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,393 @@
+"""Plan, then run: the executor.
+
+``plan_execution`` works out what the requested outputs need: it computes every
+node's cache key in topological order and walks back from the requested nodes
+only as far as the cache does not reach. ``Executor.run`` then runs the nodes
+that must run, emitting events, isolating failures and honouring cancellation.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeflow.cache import OutputCache, node_key
+from nodeflow.errors import (Cancelled, GraphInvalid, Location, NodeFailed, NodeflowError,
+                             NodeInputError, UsageError)
+from nodeflow.events import (CancelToken, Event, NodeCached, NodeFailed as NodeFailedEvent,
+                             NodeFinished, NodePreview, NodeProgress, NodeSkipped, NodeStarted,
+                             RunFinished, RunStarted)
+from nodeflow.graph import Graph, Link
+from nodeflow.node import Node
+from nodeflow.registry import NodeRegistry
+from nodeflow.settings import Settings
+from nodeflow.validate import GraphValidator
+
+EventSink = Callable[[Event], None]
+
+
+@dataclass
+class Plan:
+    """What a run will do: nodes to run in order, and nodes served from the cache."""
+
+    order: list[str]
+    """Every node the requested outputs depend on, in topological order."""
+    keys: dict[str, str]
+    to_run: list[str]
+    cached: list[str]
+    requested: list[str]
+    classes: dict[str, type[Node]]
+    incoming: dict[str, list[Link]]
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Outputs of the requested nodes, by node id and output name."""
+    files: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: dict[str, NodeflowError] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.cancelled
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": "cancelled" if self.cancelled else ("failed" if self.failed else "ok"),
+            "files": [str(p) for p in self.files],
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+            "ran": self.ran,
+            "cached": self.cached,
+            "failed": {k: str(v) for k, v in self.failed.items()},
+            "skipped": self.skipped,
+        }
+
+
+def topological_order(nodes: Iterable[str], links: Iterable[Link]) -> list[str]:
+    """Kahn's algorithm, iterative (a 100,000-node chain is fine); raises on a cycle."""
+    nodes = list(nodes)
+    indegree = dict.fromkeys(nodes, 0)
+    children: dict[str, list[str]] = {}
+    for link in links:
+        children.setdefault(link.src, []).append(link.dst)
+        indegree[link.dst] += 1
+    ready = deque(n for n in nodes if indegree[n] == 0)
+    order = []
+    while ready:
+        n = ready.popleft()
+        order.append(n)
+        for c in children.get(n, ()):
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                ready.append(c)
+    if len(order) != len(nodes):
+        raise UsageError("the graph has a cycle; run `nodeflow validate` to see it")
+    return order
+
+
+def plan_execution(graph: Graph, registry: NodeRegistry, cache: OutputCache,
+                   requested: Iterable[str] | None = None, *, settings: Settings | None = None,
+                   force: Iterable[str] = ()) -> Plan:
+    """Work out which nodes the requested outputs need and which of those must run.
+
+    ``requested`` defaults to every output node. ``force`` names nodes to run even if cached.
+    """
+    settings = settings or Settings()
+    classes = {}
+    for node in graph:
+        cls = registry.get(node.type)
+        if cls is None:
+            raise UsageError(f"unknown node type '{node.type}'",
+                             location=Location(graph.file_name, node.id, node.type))
+        classes[node.id] = cls
+    if requested is None:
+        wanted = [n for n, c in classes.items() if c.output_node]
+    else:
+        wanted = list(dict.fromkeys(requested))
+        for n in wanted:
+            if n not in graph.nodes:
+                raise UsageError(f"--output names node '{n}', which is not in the graph",
+                                 location=Location(graph.file_name))
+    incoming: dict[str, list[Link]] = {}
+    for link in graph.links:
+        incoming.setdefault(link.dst, []).append(link)
+
+    # Everything the requested nodes depend on (iterative walk, never recursion).
+    needed: set[str] = set()
+    stack = list(wanted)
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        stack.extend(link.src for link in incoming.get(n, ()))
+    order = topological_order((n for n in graph.nodes if n in needed),
+                              (ln for ln in graph.links if ln.dst in needed))
+
+    keys: dict[str, str] = {}
+    out_dir = str(settings.out_dir.resolve())
+    for n in order:
+        cls = classes[n]
+        if not cls.deterministic:
+            keys[n] = uuid.uuid4().hex
+            continue
+        upstream = [(ln.dst_socket, keys[ln.src], ln.src_socket) for ln in incoming.get(n, ())]
+        keys[n] = node_key(cls.id, cls.version, graph.nodes[n].inputs, upstream,
+                           out_dir if cls.output_node else "")
+
+    # Walk back from the requested nodes as far as the cache does not reach.
+    forced = set(force)
+    must_run: set[str] = set()
+    cached: list[str] = []
+    seen: set[str] = set()
+    stack = list(wanted)
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n not in forced and keys[n] in cache:
+            cached.append(n)
+            continue
+        must_run.add(n)
+        stack.extend(link.src for link in incoming.get(n, ()))
+    to_run = [n for n in order if n in must_run]
+    return Plan(order, keys, to_run, cached, wanted, classes, incoming)
+
+
+class _Context:
+    """The `RunContext` a node gets while it runs."""
+
+    def __init__(self, run: _Run, node_id: str) -> None:
+        self._run = run
+        self.node_id = node_id
+        self.settings = run.executor.settings
+        self.files: list[Path] = []
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        self._run.cancel.raise_if_cancelled()
+        self._run.emit(NodeProgress(self.node_id, done, total, message))
+
+    def check_cancelled(self) -> None:
+        self._run.cancel.raise_if_cancelled()
+
+    def preview(self, image: Any) -> None:
+        self._run.emit(NodePreview(self.node_id, image))
+
+    def record_file(self, path: Path) -> None:
+        self.files.append(Path(path))
+
+    @property
+    def graph_json(self) -> str:
+        return self._run.graph_json()
+
+    @property
+    def models(self) -> Any:
+        return self._run.executor.models
+
+
+class _Run:
+    def __init__(self, executor: Executor, graph: Graph, on_event: EventSink | None,
+                 cancel: CancelToken) -> None:
+        self.executor = executor
+        self.graph = graph
+        self.on_event = on_event
+        self.cancel = cancel
+        self._graph_json: str | None = None
+
+    def emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def graph_json(self) -> str:
+        """The graph as run, for provenance; relative input files are made absolute so the
+        graph embedded in an output can be run again from wherever that output is."""
+        if self._graph_json is None:
+            graph = self.graph.copy()
+            settings = self.executor.settings
+            for node in graph:
+                cls = self.executor.registry.get(node.type)
+                if cls is None:
+                    continue
+                if node.version is None:
+                    node.version = cls.version
+                for spec in cls.inputs:
+                    value = node.inputs.get(spec.name)
+                    if spec.path_kind == "image" and isinstance(value, str):
+                        found = settings.resolve_path("image", value)
+                        if found is not None:
+                            node.inputs[spec.name] = str(found.resolve())
+            self._graph_json = graph.dumps()
+        return self._graph_json
+
+
+class Executor:
+    """Runs graphs. Keeps an output cache and a model manager across runs; reusable after
+    a failure or a cancel. Not re-entrant: run one graph at a time per executor.
+    """
+
+    def __init__(self, registry: NodeRegistry, settings: Settings | None = None, *,
+                 cache: OutputCache | None = None, models: Any = None) -> None:
+        self.registry = registry
+        self.settings = settings or Settings()
+        self.cache = cache if cache is not None else OutputCache()
+        self._models = models
+        self._validated: tuple[int, int] | None = None
+
+    @property
+    def models(self) -> Any:
+        if self._models is None:
+            from nodeflow.models import ModelManager
+
+            self._models = ModelManager()
+        return self._models
+
+    def validate(self, graph: Graph) -> None:
+        """Raise `GraphInvalid` if the graph has problems (remembered per graph revision)."""
+        stamp = (id(graph), graph.revision)
+        if self._validated == stamp:
+            return
+        problems = GraphValidator(self.registry, self.settings).validate(graph)
+        if problems:
+            raise GraphInvalid(problems, graph.file_name)
+        self._validated = stamp
+
+    def run(self, graph: Graph, outputs: Iterable[str] | None = None, *,
+            on_event: EventSink | None = None, cancel: CancelToken | None = None,
+            force: Iterable[str] = ()) -> RunResult:
+        """Run what the requested outputs (default: all output nodes) need.
+
+        Raises `GraphInvalid` for a bad graph; node failures and cancellation are
+        reported in the result (and as events), never raised.
+        """
+        self.validate(graph)
+        run = _Run(self, graph, on_event, cancel or CancelToken())
+        plan = plan_execution(graph, self.registry, self.cache, outputs, settings=self.settings,
+                              force=force)
+        result = RunResult(cached=list(plan.cached))
+        run.emit(RunStarted(list(plan.to_run), list(plan.cached)))
+        for n in plan.cached:
+            run.emit(NodeCached(n, plan.classes[n].id))
+
+        values: dict[str, dict[str, Any]] = {}
+        failed_or_skipped: set[str] = set()
+        remaining_uses = _consumers(plan)
+        for n in plan.to_run:
+            cls = plan.classes[n]
+            if run.cancel.cancelled:
+                result.cancelled = True
+                break
+            blocked = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in failed_or_skipped]
+            if blocked:
+                failed_or_skipped.add(n)
+                result.skipped.append(n)
+                run.emit(NodeSkipped(n, cls.id, f"input from '{blocked[0]}' is missing"))
+                continue
+            try:
+                kwargs = self._gather_inputs(graph, plan, n, values)
+                ctx = _Context(run, n)
+                run.emit(NodeStarted(n, cls.id))
+                started = time.perf_counter()
+                raw = cls().run(ctx, **kwargs)
+                outputs_of_n = _normalise_outputs(cls, raw)
+                seconds = time.perf_counter() - started
+            except Cancelled:
+                result.cancelled = True
+                break
+            except Exception as exc:  # noqa: BLE001 - a failing node is reported, not raised
+                error = _locate(exc, graph, n, cls)
+                failed_or_skipped.add(n)
+                result.failed[n] = error
+                run.emit(NodeFailedEvent(n, cls.id, error, traceback.format_exc()))
+                continue
+            self.cache.put(plan.keys[n], n, outputs_of_n)
+            values[n] = outputs_of_n
+            result.ran.append(n)
+            result.timings[n] = seconds
+            result.files.extend(ctx.files)
+            run.emit(NodeFinished(n, cls.id, seconds, list(ctx.files)))
+            # Drop values nothing later in this run needs (they stay in the cache).
+            for ln in plan.incoming.get(n, ()):
+                remaining_uses[ln.src] -= 1
+                if remaining_uses[ln.src] <= 0 and ln.src not in plan.requested:
+                    values.pop(ln.src, None)
+
+        for n in plan.requested:
+            if n in values:
+                result.outputs[n] = values[n]
+            elif n not in failed_or_skipped and not result.cancelled:
+                cached = self.cache.get(plan.keys[n])
+                if cached is not None:
+                    result.outputs[n] = cached
+        run.emit(RunFinished(result))
+        return result
+
+    def _gather_inputs(self, graph: Graph, plan: Plan, n: str,
+                       values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        cls = plan.classes[n]
+        literals = graph.nodes[n].inputs
+        kwargs: dict[str, Any] = {}
+        for spec in cls.inputs:
+            if spec.name in literals:
+                kwargs[spec.name] = literals[spec.name]
+            elif spec.has_default:
+                kwargs[spec.name] = spec.default
+            else:
+                kwargs[spec.name] = None
+        for ln in plan.incoming.get(n, ()):
+            source = values.get(ln.src)
+            if source is None:
+                source = self.cache.get(plan.keys[ln.src])
+                if source is None:
+                    raise NodeflowError(f"the output of '{ln.src}' is no longer available")
+            kwargs[ln.dst_socket] = source[ln.src_socket]
+        return kwargs
+
+
+def _consumers(plan: Plan) -> dict[str, int]:
+    uses: dict[str, int] = {}
+    for n in plan.to_run:
+        for ln in plan.incoming.get(n, ()):
+            uses[ln.src] = uses.get(ln.src, 0) + 1
+    return uses
+
+
+def _normalise_outputs(cls: type[Node], raw: Any) -> dict[str, Any]:
+    names = [o.name for o in cls.outputs]
+    if isinstance(raw, Mapping):
+        missing = [name for name in names if name not in raw]
+        if missing:
+            raise NodeflowError(f"the node returned no value for output '{missing[0]}'",
+                                hint="This is a bug in the node type; report it to its pack.")
+        return {name: raw[name] for name in names}
+    if len(names) == 1:
+        return {names[0]: raw}
+    if not names and raw is None:
+        return {}
+    raise NodeflowError(f"the node returned {type(raw).__name__}, expected a mapping of "
+                        f"its outputs ({', '.join(names)})",
+                        hint="This is a bug in the node type; report it to its pack.")
+
+
+def _locate(exc: BaseException, graph: Graph, node_id: str, cls: type[Node]) -> NodeFailed:
+    socket = exc.socket if isinstance(exc, NodeInputError) else None
+    loc = Location(graph.file_name, node_id, cls.id, socket)
+    if isinstance(exc, NodeflowError):
+        return NodeFailed(exc.message, location=loc, hint=exc.hint, cause=exc)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return NodeFailed(f"out of memory: {exc}", location=loc, cause=exc,
+                          hint="Use smaller images or batches, or a tiled mode where the node has one.")
+    return NodeFailed(f"{type(exc).__name__}: {exc}", location=loc, cause=exc)

@@ -1,0 +1,398 @@
+"""The graph model and its JSON file format (``nodeflow.graph``, version 1).
+
+The file is the single source of truth for the editor and the runner. Loading
+and saving round-trips a file byte for byte (stable order, 2-space indent).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeflow.errors import GraphFileError, GraphInvalid, Location, Problem, UsageError
+
+FORMAT = "nodeflow.graph"
+VERSION = 1
+NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+SOCKET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TOP_KEYS = ("format", "version", "nodes", "links", "editor", "meta")
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+MIGRATIONS: dict[int, Migration] = {}
+"""File migrations: MIGRATIONS[n] turns a version-n document into version n+1."""
+
+
+@dataclass
+class GraphNode:
+    """A node placed in a graph: its id, its type id and its literal input values."""
+
+    id: str
+    type: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+    """The node type's version when the file was saved (absent in hand-written files)."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.version is not None:
+            out["version"] = self.version
+        out["inputs"] = self.inputs
+        return out
+
+
+@dataclass(frozen=True)
+class Link:
+    """A connection from an output socket to an input socket."""
+
+    src: str
+    src_socket: str
+    dst: str
+    dst_socket: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.src}.{self.src_socket}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.dst}.{self.dst_socket}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"from": self.source, "to": self.target}
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """Split ``node.socket``; raise ValueError when it is not that shape."""
+    node, dot, socket = ref.partition(".")
+    if not dot or not NODE_ID.match(node) or not SOCKET.match(socket):
+        raise ValueError(f"{ref!r} is not of the form node.socket")
+    return node, socket
+
+
+GraphListener = Callable[[str, dict[str, Any]], None]
+
+
+class Graph:
+    """A pipeline: nodes with literal inputs, links between sockets, layout and free meta data.
+
+    Every change goes through a method, bumps ``revision`` and notifies listeners,
+    so an editor can be a view onto this model.
+    """
+
+    def __init__(self, *, source: Path | None = None) -> None:
+        self.nodes: dict[str, GraphNode] = {}
+        self.links: list[Link] = []
+        self.editor: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}
+        self.source = source
+        self.revision = 0
+        self._listeners: list[GraphListener] = []
+
+    # --- queries -----------------------------------------------------------------
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[GraphNode]:
+        return iter(self.nodes.values())
+
+    def node(self, node_id: str) -> GraphNode:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise UsageError(f"the graph has no node '{node_id}'",
+                             location=Location(file=self.file_name)) from None
+
+    @property
+    def file_name(self) -> str | None:
+        return str(self.source) if self.source else None
+
+    def incoming(self) -> dict[str, dict[str, Link]]:
+        """Links by target node and input socket (the last one wins if an input has several)."""
+        index: dict[str, dict[str, Link]] = {}
+        for link in self.links:
+            index.setdefault(link.dst, {})[link.dst_socket] = link
+        return index
+
+    def new_id(self, base: str) -> str:
+        """A fresh node id derived from ``base``."""
+        stem = re.sub(r"[^A-Za-z0-9_-]", "_", base) or "node"
+        if stem not in self.nodes:
+            return stem
+        n = 2
+        while f"{stem}{n}" in self.nodes:
+            n += 1
+        return f"{stem}{n}"
+
+    # --- edits -------------------------------------------------------------------
+    def subscribe(self, listener: GraphListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _changed(self, kind: str, **info: Any) -> None:
+        self.revision += 1
+        for listener in list(self._listeners):
+            listener(kind, info)
+
+    def add_node(self, type_id: str, node_id: str | None = None,
+                 inputs: dict[str, Any] | None = None, version: str | None = None) -> GraphNode:
+        node_id = node_id or self.new_id(type_id.rsplit(".", 1)[-1].lower())
+        if not NODE_ID.match(node_id):
+            raise UsageError(f"node id {node_id!r} may contain only letters, digits, '_' and '-'")
+        if node_id in self.nodes:
+            raise UsageError(f"the graph already has a node '{node_id}'")
+        node = GraphNode(node_id, type_id, dict(inputs or {}), version)
+        self.nodes[node_id] = node
+        self._changed("node_added", node=node_id)
+        return node
+
+    def remove_node(self, node_id: str) -> None:
+        self.node(node_id)
+        del self.nodes[node_id]
+        self.links = [ln for ln in self.links if ln.src != node_id and ln.dst != node_id]
+        self.editor.pop(node_id, None)
+        self._changed("node_removed", node=node_id)
+
+    def set_input(self, node_id: str, name: str, value: Any) -> None:
+        self.node(node_id).inputs[name] = value
+        self._changed("input_set", node=node_id, socket=name)
+
+    def clear_input(self, node_id: str, name: str) -> None:
+        self.node(node_id).inputs.pop(name, None)
+        self._changed("input_cleared", node=node_id, socket=name)
+
+    def connect(self, source: str, target: str) -> Link:
+        """Link ``node.output`` to ``node.input``, replacing a link already into that input."""
+        src, src_socket = split_ref(source)
+        dst, dst_socket = split_ref(target)
+        self.node(src)
+        self.node(dst)
+        self.links = [ln for ln in self.links if not (ln.dst == dst and ln.dst_socket == dst_socket)]
+        link = Link(src, src_socket, dst, dst_socket)
+        self.links.append(link)
+        self._changed("linked", link=link)
+        return link
+
+    def disconnect(self, target: str) -> None:
+        dst, dst_socket = split_ref(target)
+        self.links = [ln for ln in self.links if not (ln.dst == dst and ln.dst_socket == dst_socket)]
+        self._changed("unlinked", target=target)
+
+    def set_layout(self, node_id: str, **layout: Any) -> None:
+        self.editor.setdefault(node_id, {}).update(layout)
+        self._changed("layout", node=node_id)
+
+    # --- serialisation -----------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "nodes": {n.id: n.to_json() for n in self.nodes.values()},
+            "links": [ln.to_json() for ln in self.links],
+            "editor": self.editor,
+            "meta": self.meta,
+        }
+
+    def dumps(self) -> str:
+        return dumps_json(self.to_json())
+
+    def save(self, path: str | Path) -> Path:
+        """Write the graph file atomically."""
+        from nodeflow.files import atomic_write
+
+        path = Path(path)
+        atomic_write(path, self.dumps().encode("utf-8"))
+        self.source = path
+        return path
+
+    def copy(self) -> Graph:
+        other = Graph(source=self.source)
+        other.nodes = {k: GraphNode(v.id, v.type, copy.deepcopy(v.inputs), v.version)
+                       for k, v in self.nodes.items()}
+        other.links = list(self.links)
+        other.editor = copy.deepcopy(self.editor)
+        other.meta = copy.deepcopy(self.meta)
+        return other
+
+    @classmethod
+    def loads(cls, text: str, file: str | Path | None = None) -> Graph:
+        """Parse a graph file's text; raise `GraphInvalid` listing every structural problem."""
+        graph, problems = parse_graph_text(text, file)
+        if problems or graph is None:
+            raise GraphInvalid(problems, file)
+        return graph
+
+    @classmethod
+    def load(cls, path: str | Path) -> Graph:
+        """Load a ``.json`` graph file, or the graph embedded in a PNG written by ``image.Save``."""
+        return cls.loads(read_graph_text(Path(path)), path)
+
+
+def dumps_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def read_graph_text(path: Path) -> str:
+    """The graph file's text, or the graph embedded in a PNG."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise GraphFileError("file not found", location=Location(file=str(path)),
+                             hint="Check the path.") from None
+    except OSError as exc:
+        raise GraphFileError(f"cannot read the file: {exc.strerror or exc}",
+                             location=Location(file=str(path))) from None
+    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+        from nodeflow.provenance import graph_from_png
+
+        return graph_from_png(path)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise GraphFileError(f"not a UTF-8 text file (byte {exc.start})",
+                             location=Location(file=str(path)),
+                             hint="A graph file is JSON text, or a PNG written by image.Save.") from None
+
+
+def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph | None, list[Problem]]:
+    """Parse graph JSON leniently: the graph (minus broken parts) and every structural problem."""
+    fname = str(file) if file is not None else None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        loc = Location(file=fname, line=exc.lineno, column=exc.colno)
+        return None, [Problem("json", f"malformed JSON: {exc.msg}", loc)]
+    except RecursionError:
+        return None, [Problem("json", "malformed JSON: nested too deeply", Location(file=fname))]
+    return parse_graph_data(data, fname)
+
+
+def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, list[Problem]]:
+    problems: list[Problem] = []
+
+    def problem(code: str, message: str, node: str | None = None, socket: str | None = None) -> None:
+        problems.append(Problem(code, message, Location(file=file, node=node, socket=socket)))
+
+    if not isinstance(data, dict):
+        problem("format", f"a graph file holds a JSON object, not {_kind(data)}")
+        return None, problems
+    if data.get("format") != FORMAT:
+        problem("format", f"'format' must be \"{FORMAT}\" (got {_short(data.get('format'))}); "
+                "this is not a nodeflow graph file")
+        return None, problems
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        problem("version", f"'version' must be a whole number from 1 (got {_short(version)})")
+        return None, problems
+    if version > VERSION:
+        problem("version", f"the file has format version {version}, newer than this nodeflow "
+                f"reads ({VERSION}); update nodeflow to open it")
+        return None, problems
+    try:
+        data = migrate(data)
+    except Exception as exc:  # noqa: BLE001 - a migration bug must still be a located problem
+        problem("version", f"could not migrate the file from version {version}: {exc}")
+        return None, problems
+
+    for key in data:
+        if key not in TOP_KEYS:
+            problem("format", f"unknown top-level key '{key}' (allowed: {', '.join(TOP_KEYS)})")
+
+    graph = Graph(source=Path(file) if file else None)
+    nodes = data.get("nodes", {})
+    if not isinstance(nodes, dict):
+        problem("format", f"'nodes' must be an object mapping node ids to nodes, not {_kind(nodes)}")
+        nodes = {}
+    for node_id, entry in nodes.items():
+        if not NODE_ID.match(node_id):
+            problem("node_id", f"bad node id {node_id!r}: use only letters, digits, '_' and '-'",
+                    node=node_id)
+            continue
+        if not isinstance(entry, dict):
+            problem("format", f"a node must be an object with 'type' and 'inputs', not {_kind(entry)}",
+                    node=node_id)
+            continue
+        type_id = entry.get("type")
+        if not isinstance(type_id, str) or not type_id:
+            problem("format", "the node has no 'type' (a node type id such as \"image.Load\")",
+                    node=node_id)
+            continue
+        inputs = entry.get("inputs", {})
+        if not isinstance(inputs, dict):
+            problem("format", f"'inputs' must be an object of literal values, not {_kind(inputs)}",
+                    node=node_id)
+            inputs = {}
+        node_version = entry.get("version")
+        if node_version is not None and not isinstance(node_version, str):
+            problem("format", f"'version' of a node must be a string like \"1.0.0\", "
+                    f"not {_short(node_version)}", node=node_id)
+            node_version = None
+        for key in entry:
+            if key not in ("type", "version", "inputs"):
+                problem("format", f"unknown key '{key}' in the node (allowed: type, version, inputs)",
+                        node=node_id)
+        graph.nodes[node_id] = GraphNode(node_id, type_id, dict(inputs), node_version)
+
+    links = data.get("links", [])
+    if not isinstance(links, list):
+        problem("format", f"'links' must be a list of {{\"from\": ..., \"to\": ...}}, not {_kind(links)}")
+        links = []
+    for i, entry in enumerate(links):
+        if not isinstance(entry, dict) or set(entry) != {"from", "to"} \
+                or not isinstance(entry["from"], str) or not isinstance(entry["to"], str):
+            problem("link", f"link #{i + 1} must be {{\"from\": \"node.output\", "
+                    f"\"to\": \"node.input\"}}, got {_short(entry)}")
+            continue
+        try:
+            src, src_socket = split_ref(entry["from"])
+            dst, dst_socket = split_ref(entry["to"])
+        except ValueError as exc:
+            problem("link", f"link #{i + 1}: {exc}")
+            continue
+        graph.links.append(Link(src, src_socket, dst, dst_socket))
+
+    for key in ("editor", "meta"):
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            problem("format", f"'{key}' must be an object, not {_kind(value)}")
+            value = {}
+        setattr(graph, key, value)
+    return graph, problems
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older graph document up to the current format version."""
+    version = data["version"]
+    while version < VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise GraphFileError(f"no migration from format version {version}")
+        data = step(dict(data))
+        version += 1
+        data["version"] = version
+    return data
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if _jsonable(value) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError, RecursionError):
+        return False

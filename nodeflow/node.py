@@ -1,0 +1,356 @@
+"""The node API: a node type is a declared, typed function.
+
+Example::
+
+    class Resize(Node):
+        \"\"\"Resize images to an exact size.\"\"\"
+
+        id = "image.Resize"
+        version = "1.0.0"
+        category = "image"
+        inputs = (
+            Input("image", IMAGE, "The images to resize."),
+            Input("width", INT, "Width in pixels.", default=512, min=1, max=16384),
+        )
+        outputs = (Output("image", IMAGE, "The resized images."),)
+
+        def run(self, ctx: RunContext, image, width):
+            return {"image": ...}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nodeflow.errors import UsageError
+from nodeflow.types import BOOL, FLOAT, INT, STRING, SocketType, TypeParam, TypeSpec, UnionType
+
+if TYPE_CHECKING:
+    from nodeflow.settings import Settings
+
+_NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
+_SOCKET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+"""Default of an input that must be given a value or a link."""
+
+
+class Input(BaseModel):
+    """One input socket: its type, default and the hints an editor needs."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    type: Any = Field(description="SocketType, UnionType or TypeParam")
+    description: str = ""
+    default: Any = REQUIRED
+    optional: bool = Field(False, description="May be left unset and unlinked; the node gets None.")
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+    multiline: bool = False
+    path_kind: str | None = Field(
+        None, description="A file input: 'image' for an input picture, or a models subfolder "
+        "such as 'checkpoints', 'loras', 'controlnet', 'vae', 'upscale'.")
+    seed: bool = Field(False, description="The editor shows randomize/fixed/increment controls.")
+    link_only: bool = Field(False, description="Only a link may feed it, never a literal.")
+
+    def __init__(self, name: str, type: TypeSpec, description: str = "", **kwargs: Any) -> None:
+        super().__init__(name=name, type=type, description=description, **kwargs)
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED and not self.optional
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not REQUIRED
+
+    @property
+    def accepts_literal(self) -> bool:
+        t = self.type
+        return not self.link_only and isinstance(t, SocketType) and t.literal is not None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.type.to_json(),
+                               "description": self.description,
+                               "required": self.required}
+        if self.has_default:
+            out["default"] = self.default
+        for key in ("min", "max", "step"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        for key in ("optional", "multiline", "seed", "link_only"):
+            if getattr(self, key):
+                out[key] = True
+        if self.path_kind:
+            out["path_kind"] = self.path_kind
+        out["literal"] = self.accepts_literal
+        return out
+
+
+class Output(BaseModel):
+    """One output socket."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    type: Any
+    description: str = ""
+
+    def __init__(self, name: str, type: TypeSpec, description: str = "", **kwargs: Any) -> None:
+        super().__init__(name=name, type=type, description=description, **kwargs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type.to_json(), "description": self.description}
+
+
+class RunContext(Protocol):
+    """What a running node may use: progress, cancellation, previews, settings, models."""
+
+    node_id: str
+    settings: Settings
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; also a cancellation point."""
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the user has cancelled the run."""
+
+    def preview(self, image: Any) -> None:
+        """Publish a preview image (an IMAGE array) of work in progress."""
+
+    def record_file(self, path: Path) -> None:
+        """Tell the run about a file this node wrote."""
+
+    @property
+    def graph_json(self) -> str:
+        """The running graph as a graph file, for provenance in outputs."""
+
+    @property
+    def models(self) -> Any:
+        """The model manager: nodes get models from it, never load ad hoc."""
+
+
+class Node:
+    """Base class of node types. Subclasses declare the class attributes and `run`."""
+
+    id: ClassVar[str]
+    version: ClassVar[str] = "1.0.0"
+    category: ClassVar[str] = "misc"
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    inputs: ClassVar[Sequence[Input]] = ()
+    outputs: ClassVar[Sequence[Output]] = ()
+    deterministic: ClassVar[bool] = True
+    """False: never cached; runs every time (e.g. reads the clock or a camera)."""
+    output_node: ClassVar[bool] = False
+    """True: writes files or otherwise has effects; run by default."""
+
+    # Filled in by __init_subclass__.
+    input_map: ClassVar[Mapping[str, Input]]
+    output_map: ClassVar[Mapping[str, Output]]
+    pack: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "id" not in cls.__dict__:
+            return  # an abstract intermediate class
+        _check_declaration(cls)
+        cls.input_map = {i.name: i for i in cls.inputs}
+        cls.output_map = {o.name: o for o in cls.outputs}
+        if not cls.description:
+            cls.description = (cls.__doc__ or "").strip()
+        if not cls.title:
+            cls.title = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", cls.id.rsplit(".", 1)[1])
+
+    def run(self, ctx: RunContext, **inputs: Any) -> Mapping[str, Any] | Any:
+        """Compute the outputs: a mapping by output name (or the value when there is one output)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        """Extra validation of literal input values before anything runs.
+
+        ``values`` holds the literal inputs (linked inputs are absent). Yield
+        ``(socket, message)`` for each problem; socket None means the node itself.
+        """
+        return ()
+
+    @classmethod
+    def migrate(cls, from_version: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """Bring literal inputs saved with an older major version up to this one.
+
+        Return None when there is no migration from ``from_version``.
+        """
+        return None
+
+    @classmethod
+    def to_json(cls) -> dict[str, Any]:
+        """The node type's full schema, as `nodeflow nodes --json` prints it."""
+        return {
+            "id": cls.id,
+            "version": cls.version,
+            "title": cls.title,
+            "category": cls.category,
+            "description": cls.description,
+            "pack": cls.pack,
+            "deterministic": cls.deterministic,
+            "output_node": cls.output_node,
+            "inputs": [i.to_json() for i in cls.inputs],
+            "outputs": [o.to_json() for o in cls.outputs],
+            "literal_schema": literal_json_schema(cls),
+        }
+
+
+def _check_declaration(cls: type[Node]) -> None:
+    where = f"node class {cls.__module__}.{cls.__qualname__}"
+    if not isinstance(cls.id, str) or not _NODE_ID.match(cls.id):
+        raise UsageError(f"{where}: id {cls.id!r} must look like 'pack.Name'")
+    if not _SEMVER.match(cls.version):
+        raise UsageError(f"{where}: version {cls.version!r} must be semantic, like '1.0.0'")
+    seen: set[str] = set()
+    params_in: set[str] = set()
+    for spec in cls.inputs:
+        if not isinstance(spec, Input):
+            raise UsageError(f"{where}: inputs must be Input(...) declarations")
+        _check_socket(where, spec.name, spec.type, seen)
+        if isinstance(spec.type, TypeParam):
+            params_in.add(spec.type.name)
+        if spec.has_default and spec.accepts_literal:
+            problem = check_literal(spec, spec.default)
+            if problem:
+                raise UsageError(f"{where}: default of input {spec.name!r}: {problem}")
+    seen = set()
+    for out in cls.outputs:
+        if not isinstance(out, Output):
+            raise UsageError(f"{where}: outputs must be Output(...) declarations")
+        _check_socket(where, out.name, out.type, seen)
+        if isinstance(out.type, TypeParam) and out.type.name not in params_in:
+            raise UsageError(f"{where}: output {out.name!r} uses type parameter "
+                             f"{out.type.name!r} that no input declares")
+
+
+def _check_socket(where: str, name: str, spec: Any, seen: set[str]) -> None:
+    if not _SOCKET_NAME.match(name):
+        raise UsageError(f"{where}: socket name {name!r} must be an identifier")
+    if name in seen:
+        raise UsageError(f"{where}: socket {name!r} is declared twice")
+    seen.add(name)
+    if not isinstance(spec, SocketType | UnionType | TypeParam):
+        raise UsageError(f"{where}: socket {name!r} has type {spec!r}; use a SocketType")
+
+
+def check_literal(spec: Input, value: Any) -> str | None:
+    """Why ``value`` is not acceptable for the input, or None if it is."""
+    t = spec.type
+    if not isinstance(t, SocketType) or t.literal is None or spec.link_only:
+        return f"this input takes a link from another node, not a value (got {value!r})"
+    if value is None:
+        return None if spec.optional else "a value is required, got null"
+    if t is BOOL or t.literal is bool:
+        if not isinstance(value, bool):
+            return f"expected true or false, got {value!r}"
+    elif t.literal is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {value!r}"
+    elif t.literal is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"expected a number, got {value!r}"
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"expected a finite number, got {value!r}"
+    elif t.literal is str:
+        if not isinstance(value, str):
+            return f"expected text, got {value!r}"
+    elif not isinstance(value, t.literal):
+        return f"expected {t.literal.__name__}, got {value!r}"
+    if spec.choices is not None and value not in spec.choices:
+        options = ", ".join(repr(c) for c in spec.choices)
+        return f"{value!r} is not one of the choices: {options}"
+    if spec.min is not None and value < spec.min:
+        return f"{value!r} is below the minimum {_num(spec.min)}"
+    if spec.max is not None and value > spec.max:
+        return f"{value!r} is above the maximum {_num(spec.max)}"
+    return None
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def parse_literal(spec: Input, text: str) -> Any:
+    """Parse command-line text as a value of the input's type (raise ValueError when it is not)."""
+    t = spec.type
+    if not isinstance(t, SocketType) or t.literal is None or spec.link_only:
+        raise ValueError("this input takes a link from another node, not a value")
+    if t.literal is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    if t.literal is int:
+        try:
+            return int(text.strip(), 0)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    if t.literal is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        return int(value) if t is INT else value
+    return text
+
+
+_PY_TYPES: dict[type, str] = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+def literal_json_schema(cls: type[Node]) -> dict[str, Any]:
+    """JSON Schema (from pydantic) of the literal inputs of a node type."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {}
+    for spec in cls.inputs:
+        if not spec.accepts_literal:
+            continue
+        py: Any = spec.type.literal
+        if spec.type is FLOAT:
+            py = float
+        if spec.choices is not None:
+            from typing import Literal
+            py = Literal[tuple(spec.choices)]
+        if spec.optional:
+            py = py | None
+        constraints: dict[str, Any] = {"description": spec.description}
+        if spec.min is not None:
+            constraints["ge"] = spec.min
+        if spec.max is not None:
+            constraints["le"] = spec.max
+        default = spec.default if spec.has_default else (None if spec.optional else ...)
+        fields[spec.name] = (py, Field(default, **constraints))
+    model = create_model(f"{cls.id.replace('.', '_')}_inputs", **fields)
+    return model.model_json_schema()
+
+
+__all__ = [
+    "REQUIRED", "Input", "Output", "Node", "RunContext", "check_literal", "parse_literal",
+    "literal_json_schema", "BOOL", "FLOAT", "INT", "STRING",
+]

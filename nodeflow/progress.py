@@ -1,0 +1,131 @@
+"""Showing a run on a console: progress bars on a terminal, plain lines otherwise, or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, TextIO
+
+from nodeflow import events as ev
+
+
+class ConsoleReporter:
+    """Per-node and per-step progress: a redrawn bar on a terminal, plain lines when piped."""
+
+    def __init__(self, stream: TextIO, *, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = stream.isatty()
+        self.total = 0
+        self.index = 0
+        self._last_plain = 0.0
+        self._bar_open = False
+
+    def message(self, text: str) -> None:
+        self._end_bar()
+        print(text, file=self.stream, flush=True)
+
+    def __call__(self, event: ev.Event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, ev.RunStarted):
+            self.total = len(event.to_run)
+            if event.cached:
+                self.message(f"{len(event.cached)} node(s) from the cache")
+        elif isinstance(event, ev.NodeStarted):
+            self.index += 1
+            self._line(f"{self._prefix(event.node, event.type)} running", bar=True)
+        elif isinstance(event, ev.NodeProgress):
+            if event.total:
+                frac = max(0.0, min(1.0, event.done / event.total))
+                text = f"{self._prefix(event.node)} {_bar(frac)} {event.done:g}/{event.total:g}"
+            else:
+                text = f"{self._prefix(event.node)} {event.done:g}"
+            if event.message:
+                text += f" {event.message}"
+            if self.tty:
+                self._line(text, bar=True)
+            elif time.monotonic() - self._last_plain > 1.0:
+                self._last_plain = time.monotonic()
+                self._line(text)
+        elif isinstance(event, ev.NodeFinished):
+            self._line(f"{self._prefix(event.node, event.type)} done in {event.seconds:.2f}s")
+        elif isinstance(event, ev.NodeFailed):
+            self._line(f"{self._prefix(event.node, event.type)} FAILED")
+            self.message(f"error: {event.error}")
+        elif isinstance(event, ev.NodeSkipped):
+            self._line(f"{event.node} ({event.type}) skipped: {event.reason}")
+
+    def finish(self, result: Any) -> None:
+        self._end_bar()
+        for path in result.files:
+            print(path, flush=True)
+        if self.quiet:
+            for error in result.failed.values():
+                print(f"error: {error}", file=self.stream)
+            return
+        if result.cancelled:
+            self.message("cancelled")
+        elif result.failed:
+            n = len(result.failed)
+            self.message(f"{n} node{'s' if n != 1 else ''} failed")
+
+    def _prefix(self, node: str, type_id: str | None = None) -> str:
+        base = f"[{self.index}/{self.total}] {node}"
+        return f"{base} ({type_id})" if type_id else base
+
+    def _line(self, text: str, bar: bool = False) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text + ("" if bar else "\n"))
+            self.stream.flush()
+            self._bar_open = bar
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _end_bar(self) -> None:
+        if self._bar_open:
+            self.stream.write("\n")
+            self._bar_open = False
+
+
+def _bar(frac: float, width: int = 24) -> str:
+    filled = int(round(frac * width))
+    return "█" * filled + "░" * (width - filled)
+
+
+class JsonReporter:
+    """One JSON object per line per event, then the result."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def message(self, text: str) -> None:
+        self._emit({"event": "message", "text": text})
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.NodePreview | ev.RunFinished):
+            return
+        data: dict[str, Any] = {"event": _snake(type(event).__name__)}
+        for key, value in vars(event).items():
+            if key == "error":
+                data["error"] = str(value)
+                data["message"] = value.message
+                data["socket"] = value.location.socket
+            elif key == "traceback":
+                continue
+            elif key == "files":
+                data["files"] = [str(p) for p in value]
+            else:
+                data[key] = value
+        self._emit(data)
+
+    def finish(self, result: Any) -> None:
+        self._emit({"event": "result", **result.to_json()})
+
+    def _emit(self, data: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(data, default=str) + "\n")
+        self.stream.flush()
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")

@@ -1,0 +1,66 @@
+"""Where things are: models folders, the output folder, the graph's own folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MODEL_KINDS = ("checkpoints", "loras", "controlnet", "vae", "upscale", "tokenizers", "priors",
+               "annotators")
+"""Subfolders of a models folder, one per kind of model file."""
+
+
+def packaged_models_dir() -> Path:
+    """The demo models shipped inside the package, searched after the user's own."""
+    return Path(__file__).resolve().parent / "demo" / "models"
+
+
+@dataclass
+class Settings:
+    """Run-time settings shared by the validator, the executor and the nodes."""
+
+    models_dirs: list[Path] = field(default_factory=list)
+    out_dir: Path = field(default_factory=lambda: Path("out"))
+    base_dir: Path | None = None
+    """The folder of the graph file, for its relative paths."""
+
+    @classmethod
+    def from_env(cls, models: list[str] | None = None, out_dir: str | None = None,
+                 base_dir: Path | None = None) -> Settings:
+        dirs = [Path(m).expanduser() for m in (models or [])]
+        env = os.environ.get("NODEFLOW_MODELS")
+        if env:
+            dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+        return cls(models_dirs=dirs, out_dir=Path(out_dir) if out_dir else Path("out"),
+                   base_dir=base_dir)
+
+    def search_dirs(self, kind: str) -> list[Path]:
+        """Where a file of ``kind`` is looked for, in order."""
+        if kind == "image" or kind == "file":
+            dirs = [Path.cwd()]
+            if self.base_dir is not None:
+                dirs.append(self.base_dir)
+            return dirs
+        return [d / kind for d in [*self.models_dirs, packaged_models_dir()]]
+
+    def resolve_path(self, kind: str, name: str) -> Path | None:
+        """The existing file or folder ``name`` refers to, or None."""
+        path = Path(name).expanduser()
+        if path.is_absolute():
+            return path if path.exists() else None
+        for folder in self.search_dirs(kind):
+            candidate = folder / path
+            if candidate.exists():
+                return candidate
+        return None
+
+    def describe_search(self, kind: str, name: str) -> str:
+        path = Path(name).expanduser()
+        if path.is_absolute():
+            return f"{path} does not exist"
+        places = ", ".join(str(d) for d in self.search_dirs(kind))
+        hint = ""
+        if kind not in ("image", "file"):
+            hint = f" Put it in the '{kind}' folder of a models folder (--models DIR or NODEFLOW_MODELS)."
+        return f"'{name}' was not found in {places}.{hint}"

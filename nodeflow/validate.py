@@ -1,0 +1,275 @@
+"""Graph validation: every problem at once, each located by file, node and socket."""
+
+from __future__ import annotations
+
+import difflib
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from nodeflow.errors import Location, Problem
+from nodeflow.graph import Graph, Link
+from nodeflow.node import Input, Node, check_literal
+from nodeflow.registry import NodeRegistry
+from nodeflow.settings import Settings
+from nodeflow.types import SocketType, TypeParam, UnionType, is_compatible, type_name
+
+ResolvedType = SocketType | UnionType | None
+"""A socket's concrete type; None when a generic's type cannot be known."""
+
+
+class GraphValidator:
+    """Checks a graph against the registry without running anything."""
+
+    def __init__(self, registry: NodeRegistry, settings: Settings | None = None) -> None:
+        self.registry = registry
+        self.settings = settings or Settings()
+
+    def validate(self, graph: Graph) -> list[Problem]:
+        file = graph.file_name
+        problems: list[Problem] = []
+        classes: dict[str, type[Node]] = {}
+
+        def add(code: str, message: str, node: str | None = None, socket: str | None = None) -> None:
+            node_type = graph.nodes[node].type if node in graph.nodes else None
+            problems.append(Problem(code, message, Location(file, node, node_type, socket)))
+
+        for node in graph:
+            cls = self.registry.get(node.type)
+            if cls is None:
+                add("unknown_type", f"unknown node type '{node.type}'. "
+                    + _suggest(node.type, [c.id for c in self.registry.types()])
+                    + " Install the pack that provides it, or load its folder with --plugins.",
+                    node.id)
+                continue
+            classes[node.id] = cls
+            if node.version is not None and _major(node.version) > _major(cls.version):
+                add("node_version", f"the node was saved with {node.type} {node.version}, newer "
+                    f"than the installed {cls.version}; update the pack that provides it", node.id)
+
+        # Links: endpoints, sockets, duplicates.
+        linked_inputs: dict[tuple[str, str], Link] = {}
+        good_links: list[Link] = []
+        for link in graph.links:
+            ok = True
+            for end, node_id, socket in (("from", link.src, link.src_socket),
+                                         ("to", link.dst, link.dst_socket)):
+                if node_id not in graph.nodes:
+                    add("missing_node", f"link {link.source} -> {link.target} refers to node "
+                        f"'{node_id}', which is not in the graph", None, None)
+                    ok = False
+                    continue
+                cls = classes.get(node_id)
+                if cls is None:
+                    ok = False
+                    continue
+                names = cls.output_map if end == "from" else cls.input_map
+                if socket not in names:
+                    kind = "output" if end == "from" else "input"
+                    add(f"unknown_{kind}", f"{cls.id} has no {kind} '{socket}' (link "
+                        f"{link.source} -> {link.target}). {kind.capitalize()}s: "
+                        f"{', '.join(names) or 'none'}.", node_id, socket)
+                    ok = False
+            if not ok:
+                continue
+            key = (link.dst, link.dst_socket)
+            if key in linked_inputs:
+                add("duplicate_link", f"two links feed this input: from "
+                    f"{linked_inputs[key].source} and from {link.source}; an input takes one link",
+                    link.dst, link.dst_socket)
+                continue
+            linked_inputs[key] = link
+            good_links.append(link)
+
+        # Literal inputs and required inputs.
+        for node in graph:
+            cls = classes.get(node.id)
+            if cls is None:
+                continue
+            for name, value in node.inputs.items():
+                spec = cls.input_map.get(name)
+                if spec is None:
+                    add("unknown_input", f"{cls.id} has no input '{name}'. Inputs: "
+                        f"{', '.join(cls.input_map) or 'none'}.", node.id, name)
+                    continue
+                if (node.id, name) in linked_inputs:
+                    add("value_and_link", f"input has both a value ({_short(value)}) and a link "
+                        f"from {linked_inputs[(node.id, name)].source}; remove one", node.id, name)
+                    continue
+                why = check_literal(spec, value)
+                if why:
+                    add("bad_value", why, node.id, name)
+            for spec in cls.inputs:
+                if (spec.required and spec.name not in node.inputs
+                        and (node.id, spec.name) not in linked_inputs):
+                    how = "link an output to it" if not spec.accepts_literal else \
+                        "give it a value or link an output to it"
+                    add("missing_input", f"required input '{spec.name}' ({type_name(spec.type)}) "
+                        f"is not set; {how}", node.id, spec.name)
+
+        order, cyclic = _topological_order(list(graph.nodes), good_links)
+        if cyclic:
+            for cycle in _describe_cycles(cyclic, good_links):
+                add("cycle", "the graph has a cycle: " + " -> ".join(cycle + [cycle[0]])
+                    + "; remove one of these links", cycle[0])
+
+        problems += self._check_types(graph, classes, good_links, order)
+        problems += self._check_nodes(graph, classes, linked_inputs, problems)
+        return problems
+
+    def _check_types(self, graph: Graph, classes: dict[str, type[Node]], links: list[Link],
+                     order: list[str]) -> list[Problem]:
+        file = graph.file_name
+        problems = []
+        incoming: dict[str, list[Link]] = {}
+        for link in links:
+            incoming.setdefault(link.dst, []).append(link)
+        out_types: dict[tuple[str, str], ResolvedType] = {}
+        ordered = set(order)
+        for node_id in order + [n for n in graph.nodes if n not in ordered]:
+            cls = classes.get(node_id)
+            if cls is None:
+                continue
+            bindings: dict[str, ResolvedType] = {}
+            for link in incoming.get(node_id, []):
+                spec = cls.input_map[link.dst_socket]
+                src_type = out_types.get((link.src, link.src_socket))
+                if src_type is None:
+                    continue
+                target = spec.type
+                if isinstance(target, TypeParam):
+                    bound = bindings.get(target.name)
+                    if bound is None:
+                        bindings[target.name] = src_type
+                        target = target.bound
+                    else:
+                        target = bound
+                if target is not None and not is_compatible(src_type, target):
+                    problems.append(Problem(
+                        "type_mismatch",
+                        f"{link.source} gives {src_type.name} but this input takes "
+                        f"{target.name}; link an output of type {target.name} instead",
+                        Location(file, node_id, cls.id, link.dst_socket)))
+            for out in cls.outputs:
+                t = out.type
+                out_types[(node_id, out.name)] = (bindings.get(t.name, t.bound)
+                                                  if isinstance(t, TypeParam) else t)
+        return problems
+
+    def _check_nodes(self, graph: Graph, classes: dict[str, type[Node]],
+                     linked: dict[tuple[str, str], Link], found: list[Problem]) -> list[Problem]:
+        """Path inputs that do not exist and each node type's own checks."""
+        file = graph.file_name
+        bad_sockets = {(p.location.node, p.location.socket) for p in found}
+        problems = []
+        for node in graph:
+            cls = classes.get(node.id)
+            if cls is None:
+                continue
+            values = {}
+            for spec in cls.inputs:
+                if (node.id, spec.name) in linked or (node.id, spec.name) in bad_sockets:
+                    continue
+                if spec.name in node.inputs:
+                    values[spec.name] = node.inputs[spec.name]
+                elif spec.has_default:
+                    values[spec.name] = spec.default
+            for spec in cls.inputs:
+                value = values.get(spec.name)
+                if spec.path_kind and isinstance(value, str) and value:
+                    if self.settings.resolve_path(spec.path_kind, value) is None:
+                        problems.append(Problem(
+                            "missing_file", self.settings.describe_search(spec.path_kind, value),
+                            Location(file, node.id, cls.id, spec.name)))
+                        bad_sockets.add((node.id, spec.name))
+            values = {k: v for k, v in values.items() if (node.id, k) not in bad_sockets}
+            try:
+                for socket, message in cls.check(values, self.settings) or ():
+                    problems.append(Problem("node_check", message,
+                                            Location(file, node.id, cls.id, socket)))
+            except Exception as exc:  # noqa: BLE001 - a buggy check must not hide the others
+                problems.append(Problem("node_check", f"the node's own check failed: "
+                                        f"{type(exc).__name__}: {exc}",
+                                        Location(file, node.id, cls.id)))
+        return problems
+
+
+def migrate_nodes(graph: Graph, registry: NodeRegistry) -> list[Problem]:
+    """Bring nodes saved with an older major version of their type up to date, in place."""
+    problems = []
+    for node in graph:
+        cls = registry.get(node.type)
+        if cls is None or node.version is None or node.version == cls.version:
+            continue
+        if _major(node.version) < _major(cls.version):
+            migrated = cls.migrate(node.version, dict(node.inputs))
+            if migrated is None:
+                problems.append(Problem(
+                    "node_version",
+                    f"the node was saved with {node.type} {node.version} and the installed "
+                    f"{cls.version} has no migration from it; recreate the node or install a "
+                    f"version of its pack that supports {node.version}",
+                    Location(graph.file_name, node.id, node.type)))
+                continue
+            node.inputs = migrated
+            node.version = cls.version
+        elif _major(node.version) == _major(cls.version):
+            node.version = cls.version
+    return problems
+
+
+def _topological_order(nodes: list[str], links: Iterable[Link]) -> tuple[list[str], set[str]]:
+    """Kahn's algorithm: the order, and the nodes left over because they sit on or after a cycle."""
+    indegree = dict.fromkeys(nodes, 0)
+    children: dict[str, list[str]] = {}
+    for link in links:
+        if link.src in indegree and link.dst in indegree:
+            children.setdefault(link.src, []).append(link.dst)
+            indegree[link.dst] += 1
+    ready = deque(n for n in nodes if indegree[n] == 0)
+    order = []
+    while ready:
+        n = ready.popleft()
+        order.append(n)
+        for c in children.get(n, ()):
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                ready.append(c)
+    return order, {n for n, d in indegree.items() if d > 0}
+
+
+def _describe_cycles(remaining: set[str], links: Iterable[Link]) -> list[list[str]]:
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_edges_from((ln.src, ln.dst) for ln in links if ln.src in remaining and ln.dst in remaining)
+    cycles = []
+    for component in nx.strongly_connected_components(g):
+        sub = g.subgraph(component)
+        if len(component) == 1 and not any(sub.has_edge(n, n) for n in component):
+            continue
+        edges = nx.find_cycle(sub)
+        cycles.append([u for u, _v in edges])
+    return sorted(cycles)
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return f"Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _major(version: str) -> int:
+    try:
+        return int(version.split(".", 1)[0])
+    except ValueError:
+        return 0
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def input_spec(registry: NodeRegistry, graph: Graph, node_id: str, name: str) -> Input | None:
+    cls = registry.get(graph.node(node_id).type)
+    return cls.input_map.get(name) if cls else None

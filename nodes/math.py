@@ -1,0 +1,23 @@
+"""Arithmetic on numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.types import FLOAT
+
+
+class Add(Node):
+    """Add two numbers: a + b."""
+
+    id = "math.Add"
+    category = "math"
+    inputs = (
+        Input("a", FLOAT, "First number.", default=0.0),
+        Input("b", FLOAT, "Second number.", default=0.0),
+    )
+    outputs = (Output("sum", FLOAT, "a + b."),)
+
+    def run(self, ctx: RunContext, a: float, b: float) -> Any:
+        return a + b

@@ -1,0 +1,22 @@
+"""Graph utilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.types import TypeParam
+
+T = TypeParam("T")
+
+
+class Reroute(Node):
+    """Pass a value through unchanged, to tidy long links. Its output has its input's type."""
+
+    id = "util.Reroute"
+    category = "util"
+    inputs = (Input("value", T, "Any value."),)
+    outputs = (Output("value", T, "The same value."),)
+
+    def run(self, ctx: RunContext, value: Any) -> Any:
+        return value
