@@ -19,12 +19,23 @@ from typing import Any
 def node_key(type_id: str, version: str, literals: Mapping[str, Any],
              upstream: list[tuple[str, str, str]], extra: str = "") -> str:
     """Hash of a node's identity; ``upstream`` is (input, parent key, parent output) per link."""
-    literal_text = json.dumps(literals, sort_keys=True, separators=(",", ":"), default=repr) \
-        if literals else ""
+    literal_text = _encode_literals(literals) if literals else ""
     parts = [type_id, version, literal_text, extra]
     for name, key, socket in sorted(upstream):
         parts.append(f"{name}<{key}.{socket}")
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _encode_literals(literals: Mapping[str, Any]) -> str:
+    # repr of sorted scalar items is stable and tells 1, 1.0 and True apart; it is
+    # several times cheaper than JSON, which remains the fallback for nested values.
+    items = sorted(literals.items())
+    if all(type(v) in _SCALARS for _k, v in items):
+        return repr(items)
+    return json.dumps(literals, sort_keys=True, separators=(",", ":"), default=repr)
 
 
 class OutputCache:

@@ -156,8 +156,7 @@ def apply_overrides(graph: Any, registry: Any, overrides: list[str]) -> None:
             problems.append(Problem("usage", f"--set: no input '{socket}'"
                                     + (f" (inputs: {known})" if known else ""), loc))
             continue
-        feeder = next((ln for ln in graph.links
-                       if ln.dst == node_id and ln.dst_socket == socket), None)
+        feeder = graph.link_into(node_id, socket)
         if feeder is not None:
             problems.append(Problem("usage", f"--set: this input is fed by a link from "
                                     f"{feeder.source}; set that node's input instead", loc))

@@ -98,55 +98,30 @@ def topological_order(nodes: Iterable[str], links: Iterable[Link]) -> list[str]:
     return order
 
 
+@dataclass
+class _Structure:
+    """The parts of a plan that depend only on the graph, not on the cache."""
+
+    order: list[str]
+    keys: dict[str, str]
+    wanted: list[str]
+    classes: dict[str, type[Node]]
+    incoming: dict[str, list[Link]]
+    deterministic: bool
+
+
 def plan_execution(graph: Graph, registry: NodeRegistry, cache: OutputCache,
                    requested: Iterable[str] | None = None, *, settings: Settings | None = None,
-                   force: Iterable[str] = ()) -> Plan:
+                   force: Iterable[str] = (), structure: _Structure | None = None) -> Plan:
     """Work out which nodes the requested outputs need and which of those must run.
 
     ``requested`` defaults to every output node. ``force`` names nodes to run even if cached.
+    ``structure`` reuses the keys computed for the same, unchanged graph.
     """
-    settings = settings or Settings()
-    classes = {}
-    for node in graph:
-        cls = registry.get(node.type)
-        if cls is None:
-            raise UsageError(f"unknown node type '{node.type}'",
-                             location=Location(graph.file_name, node.id, node.type))
-        classes[node.id] = cls
-    if requested is None:
-        wanted = [n for n, c in classes.items() if c.output_node]
-    else:
-        wanted = list(dict.fromkeys(requested))
-        for n in wanted:
-            if n not in graph.nodes:
-                raise UsageError(f"--output names node '{n}', which is not in the graph",
-                                 location=Location(graph.file_name))
-    incoming: dict[str, list[Link]] = {}
-    for link in graph.links:
-        incoming.setdefault(link.dst, []).append(link)
-
-    # Everything the requested nodes depend on (iterative walk, never recursion).
-    needed: set[str] = set()
-    stack = list(wanted)
-    while stack:
-        n = stack.pop()
-        if n in needed:
-            continue
-        needed.add(n)
-        stack.extend(link.src for link in incoming.get(n, ()))
-    order = topological_order((n for n in graph.nodes if n in needed),
-                              (ln for ln in graph.links if ln.dst in needed))
-
-    keys: dict[str, str] = {}
-    out_dir = str(settings.out_dir.resolve())
-    for n in order:
-        cls = classes[n]
-        if not cls.deterministic:
-            keys[n] = uuid.uuid4().hex
-            continue
-        upstream = [(ln.dst_socket, keys[ln.src], ln.src_socket) for ln in incoming.get(n, ())]
-        keys[n] = node_key(cls.id, cls.version, graph.nodes[n].inputs, upstream,
-                           out_dir if cls.output_node else "")
+    if structure is None:
+        structure = graph_structure(graph, registry, requested, settings or Settings())
+    order, keys, wanted = structure.order, structure.keys, structure.wanted
+    classes, incoming = structure.classes, structure.incoming
 
     # Walk back from the requested nodes as far as the cache does not reach.
     forced = set(force)
@@ -164,8 +139,57 @@ def plan_execution(graph: Graph, registry: NodeRegistry, cache: OutputCache,
             continue
         must_run.add(n)
         stack.extend(link.src for link in incoming.get(n, ()))
-    to_run = [n for n in order if n in must_run]
+    to_run = [n for n in order if n in must_run] if len(must_run) != len(order) else list(order)
     return Plan(order, keys, to_run, cached, wanted, classes, incoming)
+
+
+def graph_structure(graph: Graph, registry: NodeRegistry, requested: Iterable[str] | None,
+                    settings: Settings) -> _Structure:
+    """Order and cache keys of every node the requested outputs depend on."""
+    classes = {}
+    for node in graph:
+        cls = registry.get(node.type)
+        if cls is None:
+            raise UsageError(f"unknown node type '{node.type}'",
+                             location=Location(graph.file_name, node.id, node.type))
+        classes[node.id] = cls
+    if requested is None:
+        wanted = [n for n, c in classes.items() if c.output_node]
+    else:
+        wanted = list(dict.fromkeys(requested))
+        for n in wanted:
+            if n not in graph.nodes:
+                raise UsageError(f"--output names node '{n}', which is not in the graph",
+                                 location=Location(graph.file_name))
+    incoming: dict[str, list[Link]] = {}
+    links = graph.links
+    for link in links:
+        incoming.setdefault(link.dst, []).append(link)
+
+    # Everything the requested nodes depend on (iterative walk, never recursion).
+    needed: set[str] = set()
+    stack = list(wanted)
+    while stack:
+        n = stack.pop()
+        if n in needed:
+            continue
+        needed.add(n)
+        stack.extend(link.src for link in incoming.get(n, ()))
+    order = topological_order((n for n in graph.nodes if n in needed),
+                              (ln for ln in links if ln.dst in needed))
+
+    keys: dict[str, str] = {}
+    out_dir = str(settings.out_dir.resolve())
+    for n in order:
+        cls = classes[n]
+        if not cls.deterministic:
+            keys[n] = uuid.uuid4().hex
+            continue
+        upstream = [(ln.dst_socket, keys[ln.src], ln.src_socket) for ln in incoming.get(n, ())]
+        keys[n] = node_key(cls.id, cls.version, graph.nodes[n].inputs, upstream,
+                           out_dir if cls.output_node else "")
+    deterministic = all(classes[n].deterministic for n in order)
+    return _Structure(order, keys, wanted, classes, incoming, deterministic)
 
 
 class _Context:
@@ -212,6 +236,10 @@ class _Run:
         if self.on_event is not None:
             self.on_event(event)
 
+    @property
+    def listening(self) -> bool:
+        return self.on_event is not None
+
     def graph_json(self) -> str:
         """The graph as run, for provenance; relative input files are made absolute so the
         graph embedded in an output can be run again from wherever that output is."""
@@ -246,6 +274,7 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self._models = models
         self._validated: tuple[int, int] | None = None
+        self._structure: tuple[tuple[Any, ...], _Structure] | None = None
 
     @property
     def models(self) -> Any:
@@ -275,12 +304,20 @@ class Executor:
         """
         self.validate(graph)
         run = _Run(self, graph, on_event, cancel or CancelToken())
-        plan = plan_execution(graph, self.registry, self.cache, outputs, settings=self.settings,
-                              force=force)
+        requested = None if outputs is None else tuple(outputs)
+        stamp = (id(graph), graph.revision, requested, str(self.settings.out_dir))
+        if self._structure is not None and self._structure[0] == stamp:
+            structure = self._structure[1]
+        else:
+            structure = graph_structure(graph, self.registry, requested, self.settings)
+            self._structure = (stamp, structure) if structure.deterministic else None
+        plan = plan_execution(graph, self.registry, self.cache, requested, force=force,
+                              structure=structure)
         result = RunResult(cached=list(plan.cached))
         run.emit(RunStarted(list(plan.to_run), list(plan.cached)))
-        for n in plan.cached:
-            run.emit(NodeCached(n, plan.classes[n].id))
+        if run.listening:
+            for n in plan.cached:
+                run.emit(NodeCached(n, plan.classes[n].id))
 
         values: dict[str, dict[str, Any]] = {}
         failed_or_skipped: set[str] = set()
@@ -299,7 +336,8 @@ class Executor:
             try:
                 kwargs = self._gather_inputs(graph, plan, n, values)
                 ctx = _Context(run, n)
-                run.emit(NodeStarted(n, cls.id))
+                if run.listening:
+                    run.emit(NodeStarted(n, cls.id))
                 started = time.perf_counter()
                 raw = cls().run(ctx, **kwargs)
                 outputs_of_n = _normalise_outputs(cls, raw)
@@ -317,8 +355,10 @@ class Executor:
             values[n] = outputs_of_n
             result.ran.append(n)
             result.timings[n] = seconds
-            result.files.extend(ctx.files)
-            run.emit(NodeFinished(n, cls.id, seconds, list(ctx.files)))
+            if ctx.files:
+                result.files.extend(ctx.files)
+            if run.listening:
+                run.emit(NodeFinished(n, cls.id, seconds, list(ctx.files)))
             # Drop values nothing later in this run needs (they stay in the cache).
             for ln in plan.incoming.get(n, ()):
                 remaining_uses[ln.src] -= 1

@@ -86,7 +86,8 @@ class Graph:
 
     def __init__(self, *, source: Path | None = None) -> None:
         self.nodes: dict[str, GraphNode] = {}
-        self.links: list[Link] = []
+        self._links: list[Link] = []
+        self._into: dict[tuple[str, str], Link] = {}
         self.editor: dict[str, Any] = {}
         self.meta: dict[str, Any] = {}
         self.source = source
@@ -94,6 +95,15 @@ class Graph:
         self._listeners: list[GraphListener] = []
 
     # --- queries -----------------------------------------------------------------
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """All links in file order (read-only: change them with connect/disconnect)."""
+        return tuple(self._links)
+
+    def link_into(self, node_id: str, socket: str) -> Link | None:
+        """The link feeding an input, if any."""
+        return self._into.get((node_id, socket))
+
     def __contains__(self, node_id: object) -> bool:
         return node_id in self.nodes
 
@@ -117,9 +127,17 @@ class Graph:
     def incoming(self) -> dict[str, dict[str, Link]]:
         """Links by target node and input socket (the last one wins if an input has several)."""
         index: dict[str, dict[str, Link]] = {}
-        for link in self.links:
+        for link in self._links:
             index.setdefault(link.dst, {})[link.dst_socket] = link
         return index
+
+    def _append_link(self, link: Link) -> None:
+        self._links.append(link)
+        self._into[(link.dst, link.dst_socket)] = link
+
+    def _set_links(self, links: list[Link]) -> None:
+        self._links = links
+        self._into = {(ln.dst, ln.dst_socket): ln for ln in links}
 
     def new_id(self, base: str) -> str:
         """A fresh node id derived from ``base``."""
@@ -156,7 +174,7 @@ class Graph:
     def remove_node(self, node_id: str) -> None:
         self.node(node_id)
         del self.nodes[node_id]
-        self.links = [ln for ln in self.links if ln.src != node_id and ln.dst != node_id]
+        self._set_links([ln for ln in self._links if ln.src != node_id and ln.dst != node_id])
         self.editor.pop(node_id, None)
         self._changed("node_removed", node=node_id)
 
@@ -174,15 +192,17 @@ class Graph:
         dst, dst_socket = split_ref(target)
         self.node(src)
         self.node(dst)
-        self.links = [ln for ln in self.links if not (ln.dst == dst and ln.dst_socket == dst_socket)]
+        if (dst, dst_socket) in self._into:
+            self._set_links([ln for ln in self._links if (ln.dst, ln.dst_socket) != (dst, dst_socket)])
         link = Link(src, src_socket, dst, dst_socket)
-        self.links.append(link)
+        self._append_link(link)
         self._changed("linked", link=link)
         return link
 
     def disconnect(self, target: str) -> None:
         dst, dst_socket = split_ref(target)
-        self.links = [ln for ln in self.links if not (ln.dst == dst and ln.dst_socket == dst_socket)]
+        if (dst, dst_socket) in self._into:
+            self._set_links([ln for ln in self._links if (ln.dst, ln.dst_socket) != (dst, dst_socket)])
         self._changed("unlinked", target=target)
 
     def set_layout(self, node_id: str, **layout: Any) -> None:
@@ -195,7 +215,7 @@ class Graph:
             "format": FORMAT,
             "version": VERSION,
             "nodes": {n.id: n.to_json() for n in self.nodes.values()},
-            "links": [ln.to_json() for ln in self.links],
+            "links": [ln.to_json() for ln in self._links],
             "editor": self.editor,
             "meta": self.meta,
         }
@@ -216,7 +236,7 @@ class Graph:
         other = Graph(source=self.source)
         other.nodes = {k: GraphNode(v.id, v.type, copy.deepcopy(v.inputs), v.version)
                        for k, v in self.nodes.items()}
-        other.links = list(self.links)
+        other._set_links(list(self._links))
         other.editor = copy.deepcopy(self.editor)
         other.meta = copy.deepcopy(self.meta)
         return other
@@ -356,7 +376,7 @@ def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, 
         except ValueError as exc:
             problem("link", f"link #{i + 1}: {exc}")
             continue
-        graph.links.append(Link(src, src_socket, dst, dst_socket))
+        graph._append_link(Link(src, src_socket, dst, dst_socket))
 
     for key in ("editor", "meta"):
         value = data.get(key, {})

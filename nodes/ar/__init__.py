@@ -1,0 +1,244 @@
+"""Autoregressive image generation: a VQ image tokenizer and a causal transformer prior.
+
+``ar.Tokenize`` turns images into grids of codebook indices (TOKENS), ``ar.Detokenize``
+turns them back, and ``ar.Sample`` writes a grid one token at a time with a prior,
+optionally keeping the top rows of a given grid (image completion).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from nodeflow.errors import ModelError, NodeInputError
+from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.nodes.ar.tokens import Tokens, mismatch
+from nodeflow.settings import Settings
+from nodeflow.types import FLOAT, IMAGE, INT, STRING, SocketType
+
+TOKENIZER = SocketType(
+    "TOKENIZER", color="#4db6ac",
+    description="A VQ image tokenizer (diffusers VQModel): images to codebook indices and back.")
+TOKENS = SocketType(
+    "TOKENS", color="#26a69a",
+    description="A batch of token grids: int64 codebook indices (batch, height, width), the "
+    "codebook size and the tokenizer they belong to.")
+PRIOR = SocketType(
+    "PRIOR", color="#00897b",
+    description="A causal transformer over a codebook that generates token grids in raster order.")
+
+
+def _check_model_path(values: Mapping[str, Any], settings: Settings, kind: str,
+                      read: Any) -> Iterable[tuple[str | None, str]]:
+    path = values.get("path")
+    if isinstance(path, str) and path:
+        found = settings.resolve_path(kind, path)
+        if found is not None:
+            try:
+                read(found)
+            except ValueError as exc:
+                yield ("path", str(exc))
+            except OSError as exc:
+                yield ("path", f"cannot read {found}: {exc.strerror or exc}")
+
+
+def _load(ctx: RunContext, kind: str, path: str, loader: Any) -> Any:
+    found = ctx.settings.resolve_path(kind, path)
+    if found is None:
+        raise NodeInputError("path", ctx.settings.describe_search(kind, path))
+    try:
+        return ctx.models.load(found, loader, kind=kind)
+    except ModelError as exc:
+        raise NodeInputError("path", exc.message, hint=exc.hint) from None
+
+
+class LoadTokenizer(Node):
+    """Load a VQ image tokenizer: a diffusers VQModel folder (or a pipeline folder with a
+    'vqvae' subfolder), or a single .safetensors file with its config in the metadata."""
+
+    id = "ar.LoadTokenizer"
+    category = "autoregressive"
+    inputs = (Input("path", STRING, "The tokenizer, in the 'tokenizers' folder of a models folder "
+                    "or an absolute path.", path_kind="tokenizers"),)
+    outputs = (
+        Output("tokenizer", TOKENIZER, "The tokenizer."),
+        Output("codebook_size", INT, "How many distinct tokens the codebook has."),
+        Output("downscale", INT, "Image pixels per token along each side."),
+    )
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        from nodeflow.nodes.ar.files import tokenizer_config
+
+        yield from _check_model_path(values, settings, "tokenizers", tokenizer_config)
+
+    def run(self, ctx: RunContext, path: str) -> Any:
+        from nodeflow.nodes.ar.tokenizer import load_tokenizer
+
+        tokenizer = _load(ctx, "tokenizers", path, load_tokenizer)
+        return {"tokenizer": tokenizer, "codebook_size": tokenizer.codebook_size,
+                "downscale": tokenizer.downscale}
+
+
+class Tokenize(Node):
+    """Turn images into grids of codebook indices (one token per downscale×downscale pixels)."""
+
+    id = "ar.Tokenize"
+    category = "autoregressive"
+    inputs = (
+        Input("tokenizer", TOKENIZER, "The VQ tokenizer."),
+        Input("image", IMAGE, "The images; width and height must be multiples of the "
+              "tokenizer's downscale."),
+    )
+    outputs = (Output("tokens", TOKENS, "The token grids."),)
+
+    def run(self, ctx: RunContext, tokenizer: Any, image: Any) -> Any:
+        d = tokenizer.downscale
+        height, width = image.shape[1:3]
+        if height % d or width % d:
+            raise NodeInputError(
+                "image", f"the image is {width}×{height}; this tokenizer needs width and height "
+                f"that are multiples of {d}",
+                hint=f"Resize or crop it to {width // d * d or d}×{height // d * d or d} first.")
+        with ctx.models.use(tokenizer) as device:
+            ids = tokenizer.encode(image, device)
+        ctx.progress(1, 1)
+        return Tokens(ids, tokenizer.codebook_size, tokenizer.fingerprint)
+
+
+class Detokenize(Node):
+    """Turn token grids back into images with the tokenizer they came from."""
+
+    id = "ar.Detokenize"
+    category = "autoregressive"
+    inputs = (
+        Input("tokenizer", TOKENIZER, "The VQ tokenizer whose codebook the tokens index."),
+        Input("tokens", TOKENS, "The token grids."),
+    )
+    outputs = (Output("image", IMAGE, "The decoded images."),)
+
+    def run(self, ctx: RunContext, tokenizer: Any, tokens: Tokens) -> Any:
+        problem = mismatch(tokens, tokenizer.codebook_size, tokenizer.fingerprint, "this tokenizer")
+        if problem:
+            raise NodeInputError("tokens", problem,
+                                 hint="Decode tokens with the tokenizer that made them (or that "
+                                 "the prior was trained on).")
+        ids = tokens.ids
+        if ids.size and (ids.min() < 0 or ids.max() >= tokenizer.codebook_size):
+            raise NodeInputError("tokens", f"token ids range from {ids.min()} to {ids.max()}, "
+                                 f"outside the codebook of {tokenizer.codebook_size}")
+        with ctx.models.use(tokenizer) as device:
+            image = tokenizer.decode(ids, device)
+        ctx.progress(1, 1)
+        return image
+
+
+class LoadPrior(Node):
+    """Load a token prior (a small causal transformer over a tokenizer's codebook)."""
+
+    id = "ar.LoadPrior"
+    category = "autoregressive"
+    inputs = (Input("path", STRING, "The prior: a .safetensors file with its config, or a folder "
+                    "with config.json and model.safetensors, in the 'priors' folder of a models "
+                    "folder or an absolute path.", path_kind="priors"),)
+    outputs = (
+        Output("prior", PRIOR, "The prior."),
+        Output("codebook_size", INT, "The codebook size it generates tokens for."),
+        Output("classes", STRING, "The class labels it is conditioned on, one per line "
+               "(line n is label n); empty when unconditional."),
+    )
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        from nodeflow.nodes.ar.files import prior_config
+
+        yield from _check_model_path(values, settings, "priors", prior_config)
+
+    def run(self, ctx: RunContext, path: str) -> Any:
+        from nodeflow.nodes.ar.prior import load_prior
+
+        prior = _load(ctx, "priors", path, load_prior)
+        names = prior.config.get("class_names") or [str(i) for i in range(prior.num_classes)]
+        return {"prior": prior, "codebook_size": prior.vocab_size, "classes": "\n".join(names)}
+
+
+class Sample(Node):
+    """Generate token grids one token at a time with a prior, in raster order.
+
+    With `tokens`, the top `keep_rows` rows of that grid are kept unchanged and the rest is
+    generated after them (image completion). Same seed, same tokens.
+    """
+
+    id = "ar.Sample"
+    category = "autoregressive"
+    inputs = (
+        Input("prior", PRIOR, "The prior, from ar.LoadPrior."),
+        Input("tokens", TOKENS, "A grid to continue from (optional).", optional=True),
+        Input("keep_rows", INT, "How many rows of `tokens`, from the top, are kept; the rows "
+              "below are generated. Only used with tokens.", default=0, min=0, max=4096),
+        Input("label", INT, "The class to generate (see ar.LoadPrior's classes); unset for none.",
+              optional=True, min=0, max=1_000_000),
+        Input("batch", INT, "How many grids to generate when no tokens are given.", default=1,
+              min=1, max=256),
+        Input("seed", INT, "Random seed of the sampling.", default=0, min=0, max=2**63 - 1,
+              seed=True),
+        Input("temperature", FLOAT, "Below 1 picks likelier tokens, above 1 more varied ones; "
+              "0 always takes the likeliest.", default=1.0, min=0.0, max=5.0, step=0.05),
+        Input("top_k", INT, "Only draw among the k likeliest tokens; 0 for all, 1 is greedy.",
+              default=0, min=0, max=1_000_000),
+        Input("top_p", FLOAT, "Only draw among the likeliest tokens whose probabilities add up "
+              "to p (nucleus sampling); 1 for all.", default=1.0, min=0.01, max=1.0, step=0.01),
+    )
+    outputs = (Output("tokens", TOKENS, "The generated grids."),)
+
+    def run(self, ctx: RunContext, prior: Any, tokens: Tokens | None, keep_rows: int,
+            label: int | None, batch: int, seed: int, temperature: float, top_k: int,
+            top_p: float) -> Any:
+        import numpy as np
+        import torch
+
+        from nodeflow.nodes.ar.prior import generate
+
+        height, width = prior.grid
+        fingerprint = prior.config.get("tokenizer")
+        if label is not None and label >= prior.num_classes:
+            have = (f"labels 0 to {prior.num_classes - 1}" if prior.num_classes
+                    else "no labels (it is unconditional)")
+            raise NodeInputError("label", f"label {label} is not a class of this prior; it has {have}")
+        if tokens is not None:
+            problem = mismatch(tokens, prior.vocab_size, fingerprint, "the prior")
+            if problem:
+                raise NodeInputError("tokens", problem)
+            if tokens.shape[1:] != (height, width):
+                raise NodeInputError(
+                    "tokens", f"the tokens are a {tokens.shape[2]}×{tokens.shape[1]} grid but the "
+                    f"prior makes {width}×{height} grids",
+                    hint=f"Tokenize an image of {width}×{height} tokens.")
+            if keep_rows > height:
+                raise NodeInputError("keep_rows", f"keep_rows {keep_rows} is more than the "
+                                     f"{height} rows of the grid")
+            ids = torch.from_numpy(np.ascontiguousarray(tokens.ids, dtype=np.int64))
+            ids = ids.reshape(tokens.shape[0], height * width)
+            known = keep_rows * width
+            fingerprint = tokens.tokenizer or fingerprint
+        else:
+            ids = torch.zeros(batch, height * width, dtype=torch.long)
+            known = 0
+        rows_total = height - known // width
+
+        def on_token(i: int) -> None:
+            if (i + 1) % width == 0:
+                ctx.progress((i + 1) // width - known // width, rows_total)
+            else:
+                ctx.check_cancelled()
+
+        with ctx.models.use(prior):
+            out = generate(prior, ids, known, label, seed, temperature, top_k, top_p,
+                           on_token=on_token)
+        grid = out.numpy().reshape(-1, height, width)
+        return Tokens(grid, prior.vocab_size, fingerprint)
+
+
+NODES = [LoadTokenizer, Tokenize, Detokenize, LoadPrior, Sample]
+__all__ = ["TOKENIZER", "TOKENS", "PRIOR", "Tokens", "LoadTokenizer", "Tokenize", "Detokenize",
+           "LoadPrior", "Sample", "NODES"]

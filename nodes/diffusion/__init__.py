@@ -1,0 +1,18 @@
+"""Stable Diffusion nodes (SD 1.x/2.x, SDXL) built on diffusers, transformers and peft.
+
+Modules: ``types`` (socket types and values), ``loaders`` (checkpoint, VAE, ControlNet),
+``single_file`` (original-layout .safetensors checkpoints with the carried configs),
+``lora``, ``conditioning`` (prompts, ControlNet hints), ``latent`` and ``sample``.
+Nothing here imports torch until a node runs.
+"""
+
+from nodeflow.nodes.diffusion.conditioning import ApplyControlNet, TextEncode
+from nodeflow.nodes.diffusion.latent import EmptyLatent, SetLatentMask, VAEDecode, VAEEncode
+from nodeflow.nodes.diffusion.loaders import LoadCheckpoint, LoadControlNet, LoadVAE
+from nodeflow.nodes.diffusion.lora import LoadLoRA
+from nodeflow.nodes.diffusion.sample import Sample
+
+NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyControlNet, EmptyLatent,
+         VAEEncode, VAEDecode, SetLatentMask, Sample]
+
+__all__ = [cls.__name__ for cls in NODES]

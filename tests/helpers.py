@@ -1,0 +1,109 @@
+"""Node types and graph builders shared by the engine tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from nodeflow.errors import NodeInputError
+from nodeflow.graph import Graph
+from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.registry import NodeRegistry, load_registry
+from nodeflow.types import FLOAT, INT
+
+CALLS: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def count(node_id: str) -> None:
+    with _lock:
+        CALLS[node_id] = CALLS.get(node_id, 0) + 1
+
+
+class Counted(Node):
+    """Adds 1 to its input and counts how often it ran, by node id."""
+
+    id = "test.Counted"
+    category = "test"
+    inputs = (Input("x", FLOAT, "A number.", default=0.0),)
+    outputs = (Output("y", FLOAT, "x + 1."),)
+
+    def run(self, ctx: RunContext, x: float) -> Any:
+        count(ctx.node_id)
+        return x + 1
+
+
+class Fails(Node):
+    """Always fails, naming its input."""
+
+    id = "test.Fails"
+    category = "test"
+    inputs = (Input("x", FLOAT, "A number.", default=0.0),)
+    outputs = (Output("y", FLOAT, "Never produced."),)
+
+    def run(self, ctx: RunContext, x: float) -> Any:
+        count(ctx.node_id)
+        raise NodeInputError("x", f"the value {x} is cursed", hint="Use another value.")
+
+
+class Crashes(Node):
+    """Raises an ordinary Python exception."""
+
+    id = "test.Crashes"
+    category = "test"
+    inputs = (Input("x", FLOAT, "A number.", default=0.0),)
+    outputs = (Output("y", FLOAT, "Never produced."),)
+
+    def run(self, ctx: RunContext, x: float) -> Any:
+        raise ZeroDivisionError("division by zero")
+
+
+class Slow(Node):
+    """Takes `steps` steps of 10 ms, reporting progress each step."""
+
+    id = "test.Slow"
+    category = "test"
+    inputs = (Input("x", FLOAT, "A number.", default=0.0),
+              Input("steps", INT, "Steps.", default=200, min=1, max=100000))
+    outputs = (Output("y", FLOAT, "x + 1."),)
+
+    def run(self, ctx: RunContext, x: float, steps: int) -> Any:
+        count(ctx.node_id)
+        for i in range(steps):
+            time.sleep(0.01)
+            ctx.progress(i + 1, steps)
+        return x + 1
+
+
+class Clock(Node):
+    """Non-deterministic: a new value every run."""
+
+    id = "test.Clock"
+    category = "test"
+    deterministic = False
+    outputs = (Output("t", FLOAT, "A time."),)
+
+    def run(self, ctx: RunContext) -> Any:
+        count(ctx.node_id)
+        return time.perf_counter()
+
+
+TEST_NODES = [Counted, Fails, Crashes, Slow, Clock]
+
+
+def make_registry() -> NodeRegistry:
+    """The installed packs plus the test nodes."""
+    registry = load_registry(use_env=False)
+    registry.register_module("test", TEST_NODES, "tests/helpers.py")
+    return registry
+
+
+def chain(n: int, type_id: str = "math.Add") -> Graph:
+    graph = Graph()
+    graph.add_node(type_id, "n0", {"a": 0.0, "b": 1.0} if type_id == "math.Add" else {})
+    socket_in, socket_out = ("a", "sum") if type_id == "math.Add" else ("x", "y")
+    for i in range(1, n):
+        graph.add_node(type_id, f"n{i}", {"b": 1.0} if type_id == "math.Add" else {})
+        graph.connect(f"n{i - 1}.{socket_out}", f"n{i}.{socket_in}")
+    return graph

@@ -1,0 +1,180 @@
+"""Caching, cancellation, failure isolation and scale of the executor."""
+
+import threading
+
+import pytest
+
+from nodeflow.events import CancelToken, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped
+from nodeflow.executor import Executor
+from nodeflow.graph import Graph
+
+from . import helpers
+from .helpers import CALLS, chain, make_registry
+
+REG = make_registry()
+
+
+@pytest.fixture(autouse=True)
+def reset_counts():
+    CALLS.clear()
+
+
+def two_counted():
+    g = Graph()
+    g.add_node("test.Counted", "a", {"x": 1.0})
+    g.add_node("test.Counted", "b")
+    g.connect("a.y", "b.x")
+    return g
+
+
+def test_unchanged_inputs_are_not_rerun():
+    ex = Executor(REG)
+    g = two_counted()
+    assert ex.run(g, ["b"]).outputs["b"]["y"] == 3.0
+    events = []
+    result = ex.run(g, ["b"], on_event=events.append)
+    assert CALLS == {"a": 1, "b": 1}
+    assert result.outputs["b"]["y"] == 3.0 and result.ran == [] and result.cached == ["b"]
+    assert any(isinstance(e, NodeCached) and e.node == "b" for e in events)
+
+
+def test_changed_input_reruns_only_what_depends_on_it():
+    ex = Executor(REG)
+    g = two_counted()
+    g.add_node("test.Counted", "other", {"x": 10.0})
+    ex.run(g, ["b", "other"])
+    g.set_input("b", "x", 5.0)  # literal on b is not allowed while linked: relink instead
+    g.disconnect("b.x")
+    result = ex.run(g, ["b", "other"])
+    assert result.ran == ["b"] and result.outputs["b"]["y"] == 6.0
+    assert CALLS == {"a": 1, "b": 2, "other": 1}
+
+
+def test_an_equal_graph_loaded_again_hits_the_cache():
+    ex = Executor(REG)
+    g = two_counted()
+    ex.run(g, ["b"])
+    ex.run(Graph.loads(g.dumps()), ["b"])
+    assert CALLS == {"a": 1, "b": 1}
+
+
+def test_non_deterministic_nodes_always_run():
+    ex = Executor(REG)
+    g = Graph()
+    g.add_node("test.Clock", "clock")
+    g.add_node("test.Counted", "after")
+    g.connect("clock.t", "after.x")
+    first = ex.run(g, ["after"]).outputs["after"]["y"]
+    second = ex.run(g, ["after"]).outputs["after"]["y"]
+    assert CALLS == {"clock": 2, "after": 2} and first != second
+
+
+def test_failure_is_located_and_independent_branches_finish():
+    ex = Executor(REG)
+    g = Graph(source=None)
+    g.add_node("test.Fails", "bad", {"x": 13.0})
+    g.add_node("test.Counted", "after_bad")
+    g.connect("bad.y", "after_bad.x")
+    g.add_node("test.Counted", "good", {"x": 1.0})
+    events = []
+    result = ex.run(g, ["after_bad", "good"], on_event=events.append)
+    assert result.outputs == {"good": {"y": 2.0}}
+    assert result.skipped == ["after_bad"] and "after_bad" not in CALLS
+    error = result.failed["bad"]
+    assert error.location.node == "bad" and error.location.socket == "x"
+    assert "cursed" in str(error) and "Use another value." in str(error)
+    assert any(isinstance(e, NodeFailed) for e in events)
+    assert any(isinstance(e, NodeSkipped) and e.node == "after_bad" for e in events)
+    # Nothing partial was cached: the failing node runs again, the good one does not.
+    ex.run(g, ["after_bad", "good"])
+    assert CALLS["bad"] == 2 and CALLS["good"] == 1
+
+
+def test_python_exception_becomes_a_located_error():
+    g = Graph()
+    g.add_node("test.Crashes", "boom")
+    result = Executor(REG).run(g, ["boom"])
+    assert "ZeroDivisionError: division by zero" in str(result.failed["boom"])
+    assert result.failed["boom"].location.node_type == "test.Crashes"
+
+
+def test_cancel_is_prompt_leaves_no_partial_results_and_engine_is_reusable():
+    ex = Executor(REG)
+    g = Graph()
+    g.add_node("test.Counted", "first", {"x": 1.0})
+    g.add_node("test.Slow", "slow", {"steps": 1000})
+    g.connect("first.y", "slow.x")
+    g.add_node("test.Counted", "last")
+    g.connect("slow.y", "last.x")
+    token = CancelToken()
+
+    def on_event(event):
+        if isinstance(event, NodeProgress) and event.done == 5:
+            token.cancel()
+
+    result = ex.run(g, ["last"], on_event=on_event, cancel=token)
+    assert result.cancelled and not result.ok
+    assert CALLS == {"first": 1, "slow": 1}
+    assert "last" not in result.outputs
+    # Reusable: the finished node is cached, the cancelled one is not.
+    g.set_input("slow", "steps", 3)
+    result = ex.run(g, ["last"])
+    assert result.ok and result.outputs["last"]["y"] == 4.0
+    assert CALLS == {"first": 1, "slow": 2, "last": 1}
+
+
+def test_cancel_from_another_thread():
+    ex = Executor(REG)
+    g = Graph()
+    g.add_node("test.Slow", "slow", {"steps": 10000})
+    token = CancelToken()
+    timer = threading.Timer(0.2, token.cancel)
+    timer.start()
+    result = ex.run(g, ["slow"], cancel=token)
+    assert result.cancelled and sum(result.timings.values()) == 0
+
+
+def test_default_outputs_are_the_output_nodes(tmp_path):
+    from PIL import Image
+
+    from nodeflow.settings import Settings
+
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(tmp_path / "in.png")
+    g = Graph()
+    g.add_node("image.Load", "load", {"path": str(tmp_path / "in.png")})
+    g.add_node("image.Invert", "unused")
+    g.connect("load.image", "unused.image")
+    g.add_node("image.Save", "save", {"prefix": "x"})
+    g.connect("load.image", "save.image")
+    events = []
+    result = Executor(REG, Settings(out_dir=tmp_path / "out")).run(g, on_event=events.append)
+    finished = [e.node for e in events if isinstance(e, NodeFinished)]
+    assert finished == ["load", "save"]
+    assert [p.name for p in result.files] == ["x_00001.png"]
+
+
+def test_a_100000_node_chain_validates_and_runs():
+    g = chain(100_000)
+    result = Executor(REG).run(g, ["n99999"])
+    assert result.outputs["n99999"]["sum"] == 100_000.0
+
+
+def test_independent_results_are_identical_across_runs():
+    g = chain(50)
+    a = Executor(REG).run(g, ["n49"]).outputs
+    b = Executor(REG).run(Graph.loads(g.dumps()), ["n49"]).outputs
+    assert a == b == {"n49": {"sum": 50.0}}
+
+
+def test_cache_keeps_a_bounded_number_of_results_per_node():
+    ex = Executor(REG)
+    g = Graph()
+    g.add_node("test.Counted", "a", {"x": 0.0})
+    for value in range(10):
+        g.set_input("a", "x", float(value))
+        ex.run(g, ["a"])
+    assert len(ex.cache) == ex.cache.per_node
+
+
+def test_helpers_module_is_the_one_registered():
+    assert REG.get("test.Counted") is helpers.Counted
