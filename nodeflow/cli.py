@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", parents=[common], help="list the node packs and their status")
     plugins.add_argument("--json", action="store_true")
+
+    edit = sub.add_parser("edit", parents=[common], help="open a graph in the desktop editor",
+                          description="Open the graph editor (PySide6), with FILE or the demo graph.")
+    edit.add_argument("file", nargs="?", help="graph .json file, or a PNG written by image.Save")
+    edit.add_argument("--screenshot", metavar="OUT.png",
+                      help="render the window (graph fitted to the view) to a PNG offscreen and exit")
+    edit.add_argument("--out", metavar="DIR", default=None, help="output folder for runs (default: out)")
     return parser
 
 
@@ -77,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
-                   "schema": cmd_schema, "plugins": cmd_plugins}[args.command]
+                   "schema": cmd_schema, "plugins": cmd_plugins, "edit": cmd_edit}[args.command]
         return handler(args)
     except GraphInvalid as exc:
         _print_problems(exc.problems, getattr(args, "json", False), sys.stdout, sys.stderr)
@@ -241,6 +248,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         if p.error:
             print(f"{'':<16} error: {p.error}")
     return EXIT_OK
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    try:
+        from nodeflow.gui import app  # Qt is imported only by this command
+    except ImportError as exc:
+        raise UsageError(f"the editor needs PySide6 ({exc})",
+                         hint="Install it with: pip install 'nodeflow[gui]'") from None
+    return app.launch(args.file, screenshot=args.screenshot, plugins=args.plugins, models=args.models,
+                      out=args.out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

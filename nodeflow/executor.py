@@ -18,11 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.cache import OutputCache, node_key
-from nodeflow.errors import (Cancelled, GraphInvalid, Location, NodeFailed, NodeflowError,
-                             NodeInputError, UsageError)
-from nodeflow.events import (CancelToken, Event, NodeCached, NodeFailed as NodeFailedEvent,
-                             NodeFinished, NodePreview, NodeProgress, NodeSkipped, NodeStarted,
-                             RunFinished, RunStarted)
+from nodeflow.errors import (
+    Cancelled,
+    GraphInvalid,
+    Location,
+    NodeFailed,
+    NodeflowError,
+    NodeInputError,
+    UsageError,
+)
+from nodeflow.events import (
+    CancelToken,
+    Event,
+    NodeCached,
+    NodeFinished,
+    NodePreview,
+    NodeProgress,
+    NodeSkipped,
+    NodeStarted,
+    RunFinished,
+    RunStarted,
+)
+from nodeflow.events import NodeFailed as NodeFailedEvent
 from nodeflow.graph import Graph, Link
 from nodeflow.node import Node
 from nodeflow.registry import NodeRegistry

@@ -57,9 +57,9 @@ class Input(BaseModel):
     description: str = ""
     default: Any = REQUIRED
     optional: bool = Field(False, description="May be left unset and unlinked; the node gets None.")
-    min: float | None = None
-    max: float | None = None
-    step: float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    step: int | float | None = None
     choices: tuple[Any, ...] | None = None
     multiline: bool = False
     path_kind: str | None = Field(

@@ -26,6 +26,7 @@ class SocketType:
     """
 
     __slots__ = ("name", "parents", "literal", "description", "color", "_ancestors")
+    _ancestors: frozenset[str]
 
     def __init__(
         self,
@@ -43,9 +44,9 @@ class SocketType:
         self.literal = literal
         self.description = description
         self.color = color
-        ancestors = {name}
+        ancestors: set[str] = {name}
         for parent in self.parents:
-            ancestors |= parent._ancestors
+            ancestors |= parent.ancestors()
         self._ancestors = frozenset(ancestors)
         with _lock:
             existing = _TYPES.get(name)
@@ -54,6 +55,10 @@ class SocketType:
                     f"socket type {name!r} is already defined; import the existing one "
                     f"instead of defining it again (or choose another name)")
             _TYPES[name] = self
+
+    def ancestors(self) -> frozenset[str]:
+        """Names of this type and every declared supertype."""
+        return self._ancestors
 
     def is_subtype_of(self, other: SocketType) -> bool:
         return other.name in self._ancestors
