@@ -8,10 +8,10 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test test-slow lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py examples/plugin-example/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[all,test]"
+	$(BIN)/python -m pip install -q -e ".[all,test]" -e examples/plugin-example
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--screenshot", metavar="OUT.png",
                       help="render the window (graph fitted to the view) to a PNG offscreen and exit")
     edit.add_argument("--out", metavar="DIR", default=None, help="output folder for runs (default: out)")
+
+    plugin = sub.add_parser("plugin", help="write plugins: scaffold a package, print the API reference")
+    plugin_sub = plugin.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
+    new = plugin_sub.add_parser("new", help="create a working plugin package NAME")
+    new.add_argument("name", help="pack name: lower-case, becomes the node id prefix")
+    new.add_argument("--dir", default=".", help="parent folder (default: current folder)")
+    plugin_sub.add_parser("docs", help="print the plugin API reference (Markdown)")
     return parser
 
 
@@ -84,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     try:
         handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
-                   "schema": cmd_schema, "plugins": cmd_plugins, "edit": cmd_edit}[args.command]
+                   "schema": cmd_schema, "plugins": cmd_plugins, "edit": cmd_edit,
+                   "plugin": cmd_plugin}[args.command]
         return handler(args)
     except GraphInvalid as exc:
         _print_problems(exc.problems, getattr(args, "json", False), sys.stdout, sys.stderr)
@@ -258,6 +266,20 @@ def cmd_edit(args: argparse.Namespace) -> int:
                          hint="Install it with: pip install 'nodeflow[gui]'") from None
     return app.launch(args.file, screenshot=args.screenshot, plugins=args.plugins, models=args.models,
                       out=args.out)
+
+
+def cmd_plugin(args: argparse.Namespace) -> int:
+    if args.plugin_command == "docs":
+        from nodeflow.apidoc import api_reference
+
+        print(api_reference(), end="")
+        return EXIT_OK
+    from nodeflow.scaffold import scaffold_plugin
+
+    folder = scaffold_plugin(args.name, Path(args.dir))
+    print(f"created {folder}")
+    print(f"next: pip install -e {folder}[test] && pytest {folder}/tests && nodeflow nodes {args.name}")
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -52,16 +52,16 @@ class Input(BaseModel):
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    name: str
+    name: str = Field(description="Socket name, an identifier.")
     type: Any = Field(description="SocketType, UnionType or TypeParam")
-    description: str = ""
-    default: Any = REQUIRED
+    description: str = Field("", description="Shown to users in the editor and `nodeflow nodes`.")
+    default: Any = Field(REQUIRED, description="Value when the graph gives none; REQUIRED if it must.")
     optional: bool = Field(False, description="May be left unset and unlinked; the node gets None.")
-    min: int | float | None = None
-    max: int | float | None = None
-    step: int | float | None = None
-    choices: tuple[Any, ...] | None = None
-    multiline: bool = False
+    min: int | float | None = Field(None, description="Smallest allowed value.")
+    max: int | float | None = Field(None, description="Largest allowed value.")
+    step: int | float | None = Field(None, description="Increment for the editor's spin box.")
+    choices: tuple[Any, ...] | None = Field(None, description="The allowed values (a combo box).")
+    multiline: bool = Field(False, description="Text edited in a multi-line box (prompts).")
     path_kind: str | None = Field(
         None, description="A file input: 'image' for an input picture, or a models subfolder "
         "such as 'checkpoints', 'loras', 'controlnet', 'vae', 'upscale'.")
@@ -149,7 +149,14 @@ class RunContext(Protocol):
 
 
 class Node:
-    """Base class of node types. Subclasses declare the class attributes and `run`."""
+    """Base class of node types. Subclasses declare the class attributes and `run`.
+
+    Class attributes: ``id`` (stable, ``pack.Name``), ``version`` (semantic; bump the
+    major version when saved graphs need `migrate`), ``category``, ``title`` (default:
+    from the id), ``description`` (default: the docstring), ``inputs`` (`Input`
+    declarations), ``outputs`` (`Output` declarations), ``deterministic`` (False: never
+    cached), ``output_node`` (True: writes files; run by default).
+    """
 
     id: ClassVar[str]
     version: ClassVar[str] = "1.0.0"
