@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", default="out", help="output folder (default: out)")
     run.add_argument("--json", action="store_true", help="print events and the result as JSON lines")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the files written")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="run up to N independent nodes at once (default: up to 4, by CPU count; "
+                          "1 = strictly one after another)")
 
     val = sub.add_parser("validate", parents=[common], help="check graph files without running them",
                          description="Report every problem in the graph files; exit 2 if any.")
@@ -294,7 +297,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         graph.source = Path(args.file)
     apply_overrides(graph, registry, args.set)
     settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
-    executor = Executor(registry, settings)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    executor = Executor(registry, settings, workers=args.workers)
     if args.output:
         for node_id in args.output:
             if node_id not in graph.nodes:

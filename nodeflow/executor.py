@@ -8,11 +8,15 @@ that must run, emitting events, isolating failures and honouring cancellation.
 
 from __future__ import annotations
 
+import heapq
+import os
+import threading
 import time
 import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,10 +252,13 @@ class _Run:
         self.on_event = on_event
         self.cancel = cancel
         self._graph_json: str | None = None
+        self._emit_lock = threading.Lock()
 
     def emit(self, event: Event) -> None:
+        # Nodes running in worker threads report progress too: one event at a time.
         if self.on_event is not None:
-            self.on_event(event)
+            with self._emit_lock:
+                self.on_event(event)
 
     @property
     def listening(self) -> bool:
@@ -285,8 +292,11 @@ class Executor:
     """
 
     def __init__(self, registry: NodeRegistry, settings: Settings | None = None, *,
-                 cache: OutputCache | None = None, models: Any = None) -> None:
+                 cache: OutputCache | None = None, models: Any = None,
+                 workers: int | None = None) -> None:
         self.registry = registry
+        self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+        """Nodes run at once at most; 1 runs every node in the calling thread, in order."""
         self.settings = settings or Settings()
         self.cache = cache if cache is not None else OutputCache()
         self._models = models
@@ -336,40 +346,55 @@ class Executor:
             for n in plan.cached:
                 run.emit(NodeCached(n, plan.classes[n].id))
 
-        values: dict[str, dict[str, Any]] = {}
-        failed_or_skipped: set[str] = set()
-        remaining_uses = _consumers(plan)
+        values, dead = self._execute(graph, plan, run, result)
+        for n in plan.requested:
+            if n in values:
+                result.outputs[n] = values[n]
+            elif n not in dead and not result.cancelled:
+                cached = self.cache.get(plan.keys[n])
+                if cached is not None:
+                    result.outputs[n] = cached
+        run.emit(RunFinished(result))
+        return result
+
+    def _execute(self, graph: Graph, plan: Plan, run: _Run,
+                 result: RunResult) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Run the planned nodes as their inputs become ready.
+
+        Independent branches run concurrently: nodes that compute on the
+        accelerator are serialised (one at a time per device), the others go to a
+        worker pool. When only one node can run, it runs in this thread, so a
+        chain costs no more than a plain loop. All bookkeeping happens here; the
+        workers only call the nodes.
+        """
+        in_run = set(plan.to_run)
+        position = {n: i for i, n in enumerate(plan.to_run)}
+        waiting: dict[str, int] = {}
+        children: dict[str, list[str]] = {}
         for n in plan.to_run:
+            parents = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in in_run]
+            waiting[n] = len(parents)
+            for p in parents:
+                children.setdefault(p, []).append(n)
+        ready = [(position[n], n) for n in plan.to_run if waiting[n] == 0]
+        heapq.heapify(ready)
+        values: dict[str, dict[str, Any]] = {}
+        dead: set[str] = set()
+        remaining_uses = _consumers(plan)
+        running: dict[Future[tuple[dict[str, Any], float]], tuple[str, _Context]] = {}
+        busy_lanes: set[str] = set()
+        pool: ThreadPoolExecutor | None = None
+
+        def release(n: str) -> None:
+            for child in children.get(n, ()):
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    heapq.heappush(ready, (position[child], child))
+
+        def finish(n: str, ctx: _Context, outputs: dict[str, Any], seconds: float) -> None:
             cls = plan.classes[n]
-            if run.cancel.cancelled:
-                result.cancelled = True
-                break
-            blocked = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in failed_or_skipped]
-            if blocked:
-                failed_or_skipped.add(n)
-                result.skipped.append(n)
-                run.emit(NodeSkipped(n, cls.id, f"input from '{blocked[0]}' is missing"))
-                continue
-            try:
-                kwargs = self._gather_inputs(graph, plan, n, values)
-                ctx = _Context(run, n)
-                if run.listening:
-                    run.emit(NodeStarted(n, cls.id))
-                started = time.perf_counter()
-                raw = cls().run(ctx, **kwargs)
-                outputs_of_n = _normalise_outputs(cls, raw)
-                seconds = time.perf_counter() - started
-            except Cancelled:
-                result.cancelled = True
-                break
-            except Exception as exc:  # noqa: BLE001 - a failing node is reported, not raised
-                error = _locate(exc, graph, n, cls)
-                failed_or_skipped.add(n)
-                result.failed[n] = error
-                run.emit(NodeFailedEvent(n, cls.id, error, traceback.format_exc()))
-                continue
-            self.cache.put(plan.keys[n], n, outputs_of_n)
-            values[n] = outputs_of_n
+            self.cache.put(plan.keys[n], n, outputs)
+            values[n] = outputs
             result.ran.append(n)
             result.timings[n] = seconds
             if ctx.files:
@@ -378,19 +403,93 @@ class Executor:
                 run.emit(NodeFinished(n, cls.id, seconds, list(ctx.files)))
             # Drop values nothing later in this run needs (they stay in the cache).
             for ln in plan.incoming.get(n, ()):
-                remaining_uses[ln.src] -= 1
-                if remaining_uses[ln.src] <= 0 and ln.src not in plan.requested:
-                    values.pop(ln.src, None)
+                if ln.src in remaining_uses:
+                    remaining_uses[ln.src] -= 1
+                    if remaining_uses[ln.src] <= 0 and ln.src not in plan.requested:
+                        values.pop(ln.src, None)
+            release(n)
 
-        for n in plan.requested:
-            if n in values:
-                result.outputs[n] = values[n]
-            elif n not in failed_or_skipped and not result.cancelled:
-                cached = self.cache.get(plan.keys[n])
-                if cached is not None:
-                    result.outputs[n] = cached
-        run.emit(RunFinished(result))
-        return result
+        def fail(n: str, exc: BaseException, tb: str) -> None:
+            cls = plan.classes[n]
+            if isinstance(exc, Cancelled):
+                result.cancelled = True
+            else:
+                error = _locate(exc, graph, n, cls)
+                result.failed[n] = error
+                run.emit(NodeFailedEvent(n, cls.id, error, tb))
+            dead.add(n)
+            release(n)
+
+        try:
+            while ready or running:
+                if run.cancel.cancelled:
+                    result.cancelled = True
+                    ready.clear()
+                deferred = []
+                while ready:
+                    _pos, n = heapq.heappop(ready)
+                    cls = plan.classes[n]
+                    blocked = next((ln.src for ln in plan.incoming.get(n, ()) if ln.src in dead), None)
+                    if blocked is not None:
+                        dead.add(n)
+                        result.skipped.append(n)
+                        run.emit(NodeSkipped(n, cls.id, f"input from '{blocked}' is missing"))
+                        release(n)
+                        continue
+                    lane = "accelerator" if cls.uses_accelerator else None
+                    if lane is not None and lane in busy_lanes:
+                        deferred.append((_pos, n))
+                        continue
+                    try:
+                        kwargs = self._gather_inputs(graph, plan, n, values)
+                    except Exception as exc:  # noqa: BLE001
+                        fail(n, exc, traceback.format_exc())
+                        continue
+                    ctx = _Context(run, n)
+                    if run.listening:
+                        run.emit(NodeStarted(n, cls.id))
+                    if not running and not ready and not deferred or self.workers == 1:
+                        # Nothing else can run meanwhile: run it here.
+                        try:
+                            outputs, seconds = _call(cls, ctx, kwargs)
+                        except BaseException as exc:  # noqa: BLE001 - includes Cancelled
+                            if isinstance(exc, KeyboardInterrupt):
+                                raise
+                            fail(n, exc, traceback.format_exc())
+                        else:
+                            finish(n, ctx, outputs, seconds)
+                        if run.cancel.cancelled:
+                            result.cancelled = True
+                            ready.clear()
+                            deferred.clear()
+                        continue
+                    if pool is None:
+                        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nodeflow")
+                    future = pool.submit(_call, cls, ctx, kwargs)
+                    running[future] = (n, ctx)
+                    if lane is not None:
+                        busy_lanes.add(lane)
+                        future.lane = lane  # type: ignore[attr-defined]
+                for item in deferred:
+                    heapq.heappush(ready, item)
+                if not running:
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: position[running[f][0]]):
+                    n, ctx = running.pop(future)
+                    busy_lanes.discard(getattr(future, "lane", ""))
+                    error = future.exception()
+                    if error is not None:
+                        fail(n, error, "".join(traceback.format_exception(error)))
+                    else:
+                        outputs, seconds = future.result()
+                        finish(n, ctx, outputs, seconds)
+        finally:
+            if pool is not None:
+                if running:
+                    run.cancel.cancel()
+                pool.shutdown(wait=True)
+        return values, dead
 
     def _gather_inputs(self, graph: Graph, plan: Plan, n: str,
                        values: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -412,6 +511,12 @@ class Executor:
                     raise NodeflowError(f"the output of '{ln.src}' is no longer available")
             kwargs[ln.dst_socket] = source[ln.src_socket]
         return kwargs
+
+
+def _call(cls: type[Node], ctx: _Context, kwargs: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    raw = cls().run(ctx, **kwargs)
+    return _normalise_outputs(cls, raw), time.perf_counter() - started
 
 
 def _consumers(plan: Plan) -> dict[str, int]:

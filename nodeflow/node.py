@@ -155,7 +155,8 @@ class Node:
     major version when saved graphs need `migrate`), ``category``, ``title`` (default:
     from the id), ``description`` (default: the docstring), ``inputs`` (`Input`
     declarations), ``outputs`` (`Output` declarations), ``deterministic`` (False: never
-    cached), ``output_node`` (True: writes files; run by default).
+    cached), ``output_node`` (True: writes files; run by default), ``uses_accelerator``
+    (True: computes on the GPU; run one at a time per device).
     """
 
     id: ClassVar[str]
@@ -169,6 +170,9 @@ class Node:
     """False: never cached; runs every time (e.g. reads the clock or a camera)."""
     output_node: ClassVar[bool] = False
     """True: writes files or otherwise has effects; run by default."""
+    uses_accelerator: ClassVar[bool] = False
+    """True: computes on the GPU (or the CPU standing in for it); such nodes run one at a
+    time per device, while other nodes run beside them."""
 
     # Filled in by __init_subclass__.
     input_map: ClassVar[Mapping[str, Input]]
@@ -220,6 +224,7 @@ class Node:
             "pack": cls.pack,
             "deterministic": cls.deterministic,
             "output_node": cls.output_node,
+            "uses_accelerator": cls.uses_accelerator,
             "inputs": [i.to_json() for i in cls.inputs],
             "outputs": [o.to_json() for o in cls.outputs],
             "literal_schema": literal_json_schema(cls),

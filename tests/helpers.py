@@ -89,7 +89,37 @@ class Clock(Node):
         return time.perf_counter()
 
 
-TEST_NODES = [Counted, Fails, Crashes, Slow, Clock]
+SPANS: list[tuple[str, float, float]] = []
+
+
+class Busy(Node):
+    """Sleeps `seconds` (releasing the GIL, like numpy or Pillow work) and records when."""
+
+    id = "test.Busy"
+    category = "test"
+    inputs = (Input("x", FLOAT, "A number.", default=0.0),
+              Input("seconds", FLOAT, "How long.", default=0.3, min=0.0, max=10.0))
+    outputs = (Output("y", FLOAT, "x + 1."),)
+
+    def run(self, ctx: RunContext, x: float, seconds: float) -> Any:
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            time.sleep(0.01)
+            ctx.check_cancelled()
+        with _lock:
+            SPANS.append((ctx.node_id, start, time.perf_counter()))
+        return x + 1
+
+
+class BusyOnDevice(Busy):
+    """Like test.Busy, but computes on the accelerator."""
+
+    id = "test.BusyOnDevice"
+    uses_accelerator = True
+
+
+TEST_NODES = [Counted, Fails, Crashes, Slow, Clock, Busy, BusyOnDevice]
 
 
 def make_registry() -> NodeRegistry:

@@ -178,3 +178,61 @@ def test_cache_keeps_a_bounded_number_of_results_per_node():
 
 def test_helpers_module_is_the_one_registered():
     assert REG.get("test.Counted") is helpers.Counted
+
+
+def overlapping(a, b):
+    spans = {n: (s, e) for n, s, e in helpers.SPANS}
+    (s1, e1), (s2, e2) = spans[a], spans[b]
+    return s1 < e2 and s2 < e1
+
+
+def branches(type_id):
+    g = Graph()
+    for side in ("left", "right"):
+        g.add_node(type_id, f"{side}1", {"x": 1.0 if side == "left" else 10.0})
+        g.add_node(type_id, f"{side}2")
+        g.connect(f"{side}1.y", f"{side}2.x")
+    g.add_node("math.Add", "join")
+    g.connect("left2.y", "join.a")
+    g.connect("right2.y", "join.b")
+    return g
+
+
+def test_independent_branches_run_at_the_same_time_with_serial_results():
+    helpers.SPANS.clear()
+    parallel = Executor(REG, workers=2).run(branches("test.Busy"), ["join"])
+    assert overlapping("left1", "right1") or overlapping("left2", "right2")
+    serial = Executor(REG, workers=1).run(branches("test.Busy"), ["join"])
+    assert parallel.outputs == serial.outputs == {"join": {"sum": 15.0}}
+
+
+def test_accelerator_nodes_run_one_at_a_time_beside_cpu_nodes():
+    helpers.SPANS.clear()
+    g = branches("test.BusyOnDevice")
+    g.add_node("test.Busy", "cpu", {"seconds": 0.5})
+    result = Executor(REG, workers=3).run(g, ["join", "cpu"])
+    assert result.ok
+    device = ["left1", "left2", "right1", "right2"]
+    for i, a in enumerate(device):
+        for b in device[i + 1:]:
+            assert not overlapping(a, b), (a, b)
+    assert any(overlapping("cpu", d) for d in device)
+
+
+def test_failure_and_cancel_under_concurrency():
+    g = branches("test.Busy")
+    g.add_node("test.Fails", "bad")
+    g.disconnect("right2.x")
+    g.connect("bad.y", "right2.x")
+    result = Executor(REG, workers=2).run(g, ["left2", "right2"])
+    assert result.outputs == {"left2": {"y": 3.0}}
+    assert "bad" in result.failed and result.skipped == ["right2"]
+
+    token = CancelToken()
+    threading.Timer(0.15, token.cancel).start()
+    slow = branches("test.Busy")
+    for n in ("left1", "right1"):
+        slow.set_input(n, "seconds", 5.0)
+    ex = Executor(REG, workers=2)
+    result = ex.run(slow, ["join"], cancel=token)
+    assert result.cancelled and result.ran == [] and len(ex.cache) == 0
