@@ -78,6 +78,15 @@ class OutputCache:
                     del self._refs[old]
                     self._data.pop(old, None)
 
+    def evict_node(self, node_id: str) -> None:
+        """Forget every result of one node (its outputs hold something that was let go)."""
+        with self._lock:
+            for key in self._by_node.pop(node_id, {}):
+                self._refs[key] -= 1
+                if self._refs[key] == 0:
+                    del self._refs[key]
+                    self._data.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

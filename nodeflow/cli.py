@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", metavar="DIR", default="out", help="output folder (default: out)")
     run.add_argument("--json", action="store_true", help="print events and the result as JSON lines")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the files written")
+    run.add_argument("--devices", metavar="LIST", default=None,
+                     help="compute devices, e.g. cuda:0,cuda:1 (default: the GPUs found, else cpu)")
+    run.add_argument("--vram-budget", metavar="SIZE", default=None,
+                     help="model memory allowed per device, e.g. 6GB (default: free memory minus 1 GiB)")
+    run.add_argument("--ram-budget", metavar="SIZE", default=None,
+                     help="model memory allowed in RAM before idle models are dropped, e.g. 12GB")
+    run.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
+                     help="compute precision (default: fp16 on CUDA, fp32 on CPU; VAEs stay fp32)")
+    run.add_argument("--memory-report", action="store_true",
+                     help="after the run, print per node the device, resident models and peak bytes")
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="run up to N independent nodes at once (default: up to 4, by CPU count; "
                           "1 = strictly one after another)")
@@ -271,6 +281,24 @@ def cmd_edit(args: argparse.Namespace) -> int:
                       out=args.out)
 
 
+def print_memory_report(models: Any, result: Any, out: TextIO) -> None:
+    """Per node: the device, the models resident after it, and the peak bytes accounted."""
+    from nodeflow.devices import format_size
+
+    print("memory report (model weights accounted by the model manager)", file=out)
+    print(f"  {'node':<20} {'device':<8} {'peak':>10}  models", file=out)
+    for node in result.ran:
+        memory = models.node_memory.get(node)
+        if memory is None:
+            continue
+        print(f"  {node:<20} {memory.device:<8} {format_size(memory.peak):>10}  "
+              f"{', '.join(memory.models) or '-'}", file=out)
+    for device, peak in sorted(models.peak.items()):
+        print(f"  peak on {device}: {format_size(peak)}", file=out)
+    print(f"  loads from disk: {models.loads}, moved to devices: {models.onloads}, "
+          f"offloaded: {models.offloads}, dropped: {models.drops}", file=out)
+
+
 def cmd_plugin(args: argparse.Namespace) -> int:
     if args.plugin_command == "docs":
         from nodeflow.apidoc import api_reference
@@ -299,7 +327,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    executor = Executor(registry, settings, workers=args.workers)
+    from nodeflow.devices import parse_size
+    from nodeflow.models import ModelManager
+
+    models = ModelManager(
+        args.devices.split(",") if args.devices else None,
+        vram_budget=parse_size(args.vram_budget) if args.vram_budget else None,
+        ram_budget=parse_size(args.ram_budget) if args.ram_budget else None,
+        dtype=args.dtype)
+    executor = Executor(registry, settings, workers=args.workers, models=models)
     if args.output:
         for node_id in args.output:
             if node_id not in graph.nodes:
@@ -320,6 +356,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     reporter.finish(result)
+    if args.memory_report:
+        print_memory_report(models, result, sys.stdout if not args.json else sys.stderr)
     if result.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if result.failed else EXIT_OK

@@ -26,6 +26,7 @@ from nodeflow.errors import (
     Cancelled,
     GraphInvalid,
     Location,
+    ModelError,
     NodeFailed,
     NodeflowError,
     NodeInputError,
@@ -221,6 +222,8 @@ class _Context:
         self.node_id = node_id
         self.settings = run.executor.settings
         self.files: list[Path] = []
+        self.low_memory = False
+        """True when the node is retried after running out of memory: use tiling if you can."""
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         self._run.cancel.raise_if_cancelled()
@@ -253,6 +256,19 @@ class _Run:
         self.cancel = cancel
         self._graph_json: str | None = None
         self._emit_lock = threading.Lock()
+        self._dropped: list[str] = []
+
+    def model_dropped(self, entry: Any) -> None:
+        """The model manager let a model go: so must the outputs holding it."""
+        if entry.node is not None:
+            self.executor.cache.evict_node(entry.node)
+            with self._emit_lock:
+                self._dropped.append(entry.node)
+
+    def take_dropped(self) -> list[str]:
+        with self._emit_lock:
+            dropped, self._dropped = self._dropped, []
+        return dropped
 
     def emit(self, event: Event) -> None:
         # Nodes running in worker threads report progress too: one event at a time.
@@ -346,7 +362,14 @@ class Executor:
             for n in plan.cached:
                 run.emit(NodeCached(n, plan.classes[n].id))
 
-        values, dead = self._execute(graph, plan, run, result)
+        watch_drops = self._models is not None and hasattr(self._models, "on_drop")
+        if watch_drops:
+            self._models.on_drop.append(run.model_dropped)
+        try:
+            values, dead = self._execute(graph, plan, run, result)
+        finally:
+            if watch_drops:
+                self._models.on_drop.remove(run.model_dropped)
         for n in plan.requested:
             if n in values:
                 result.outputs[n] = values[n]
@@ -361,11 +384,13 @@ class Executor:
                  result: RunResult) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Run the planned nodes as their inputs become ready.
 
-        Independent branches run concurrently: nodes that compute on the
-        accelerator are serialised (one at a time per device), the others go to a
-        worker pool. When only one node can run, it runs in this thread, so a
-        chain costs no more than a plain loop. All bookkeeping happens here; the
-        workers only call the nodes.
+        Independent branches run concurrently: nodes that compute on an
+        accelerator run one at a time per device (branches spread over several
+        devices), the others go to a worker pool. Among ready accelerator nodes,
+        the one whose models are already resident goes first, so nodes sharing a
+        model are grouped and swaps are few. When only one node can run, it runs
+        in this thread, so a chain costs no more than a plain loop. All
+        bookkeeping happens here; the workers only call the nodes.
         """
         in_run = set(plan.to_run)
         position = {n: i for i, n in enumerate(plan.to_run)}
@@ -381,8 +406,10 @@ class Executor:
         values: dict[str, dict[str, Any]] = {}
         dead: set[str] = set()
         remaining_uses = _consumers(plan)
-        running: dict[Future[tuple[dict[str, Any], float]], tuple[str, _Context]] = {}
-        busy_lanes: set[str] = set()
+        running: dict[Future[tuple[dict[str, Any], float]], _Job] = {}
+        busy: set[str] = set()
+        placed: dict[str, str] = {}
+        retried: set[str] = set()
         pool: ThreadPoolExecutor | None = None
 
         def release(n: str) -> None:
@@ -391,8 +418,8 @@ class Executor:
                 if waiting[child] == 0:
                     heapq.heappush(ready, (position[child], child))
 
-        def finish(n: str, ctx: _Context, outputs: dict[str, Any], seconds: float) -> None:
-            cls = plan.classes[n]
+        def finish(job: _Job, outputs: dict[str, Any], seconds: float) -> None:
+            n, ctx = job.node, job.ctx
             self.cache.put(plan.keys[n], n, outputs)
             values[n] = outputs
             result.ran.append(n)
@@ -400,7 +427,7 @@ class Executor:
             if ctx.files:
                 result.files.extend(ctx.files)
             if run.listening:
-                run.emit(NodeFinished(n, cls.id, seconds, list(ctx.files)))
+                run.emit(NodeFinished(n, plan.classes[n].id, seconds, list(ctx.files)))
             # Drop values nothing later in this run needs (they stay in the cache).
             for ln in plan.incoming.get(n, ()):
                 if ln.src in remaining_uses:
@@ -420,70 +447,119 @@ class Executor:
             dead.add(n)
             release(n)
 
+        def prepare(n: str) -> _Job | None:
+            cls = plan.classes[n]
+            blocked = next((ln.src for ln in plan.incoming.get(n, ()) if ln.src in dead), None)
+            if blocked is not None:
+                dead.add(n)
+                result.skipped.append(n)
+                run.emit(NodeSkipped(n, cls.id, f"input from '{blocked}' is missing"))
+                release(n)
+                return None
+            try:
+                for gone in run.take_dropped():
+                    values.pop(gone, None)
+                kwargs = self._gather_inputs(graph, plan, n, values, run)
+            except Exception as exc:  # noqa: BLE001
+                fail(n, exc, traceback.format_exc())
+                return None
+            return _Job(n, cls, kwargs, _Context(run, n))
+
+        def choose_device(job: _Job) -> str | None:
+            """A free device for an accelerator node, or None to wait for one."""
+            devices = [d for d in self.models.devices if d.name not in busy]
+            if not devices:
+                return None
+            parents = [placed[ln.src] for ln in plan.incoming.get(job.node, ()) if ln.src in placed]
+            components = self.models.components_in(job.kwargs.values())
+            job.components = components
+            return min(devices, key=lambda d: (d.name not in parents,
+                                               self.models.bytes_to_load(components, d.name),
+                                               self.models.accounted(d.name))).name
+
+        def start(job: _Job, device: str) -> None:
+            nonlocal pool
+            job.device = device
+            if job.cls.uses_accelerator:
+                why = self.models.check_fits(job.components, self.models.device_named(device))
+                if why is not None:
+                    fail(job.node, ModelError(
+                        why, hint="Raise --vram-budget, use --dtype fp16 or bf16, or a smaller "
+                        "model."), "")
+                    return
+            if run.listening and job.node not in retried:
+                run.emit(NodeStarted(job.node, job.cls.id))
+            if (not running and not ready and not pending) or self.workers == 1:
+                # Nothing else can run meanwhile: run it here.
+                try:
+                    outputs, seconds = _call(job)
+                except BaseException as exc:  # noqa: BLE001 - includes Cancelled
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    done_with_error(job, exc, traceback.format_exc())
+                else:
+                    finish(job, outputs, seconds)
+                return
+            if pool is None:
+                pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nodeflow")
+            running[pool.submit(_call, job)] = job
+            if job.cls.uses_accelerator:
+                busy.add(device)
+
+        def done_with_error(job: _Job, exc: BaseException, tb: str) -> None:
+            if _is_oom(exc) and job.node not in retried:
+                # Out of memory: free what the budget allows and try once more, frugally.
+                retried.add(job.node)
+                self.models.free(job.device)
+                job.ctx = _Context(run, job.node)
+                job.ctx.low_memory = True
+                heapq.heappush(ready, (position[job.node], job.node))
+                retry_jobs[job.node] = job
+                return
+            fail(job.node, exc, tb)
+
+        retry_jobs: dict[str, _Job] = {}
+        pending: list[_Job] = []
         try:
-            while ready or running:
+            while ready or running or pending:
                 if run.cancel.cancelled:
                     result.cancelled = True
                     ready.clear()
-                deferred = []
+                    pending.clear()
                 while ready:
                     _pos, n = heapq.heappop(ready)
-                    cls = plan.classes[n]
-                    blocked = next((ln.src for ln in plan.incoming.get(n, ()) if ln.src in dead), None)
-                    if blocked is not None:
-                        dead.add(n)
-                        result.skipped.append(n)
-                        run.emit(NodeSkipped(n, cls.id, f"input from '{blocked}' is missing"))
-                        release(n)
-                        continue
-                    lane = "accelerator" if cls.uses_accelerator else None
-                    if lane is not None and lane in busy_lanes:
-                        deferred.append((_pos, n))
-                        continue
-                    try:
-                        kwargs = self._gather_inputs(graph, plan, n, values)
-                    except Exception as exc:  # noqa: BLE001
-                        fail(n, exc, traceback.format_exc())
-                        continue
-                    ctx = _Context(run, n)
-                    if run.listening:
-                        run.emit(NodeStarted(n, cls.id))
-                    if not running and not ready and not deferred or self.workers == 1:
-                        # Nothing else can run meanwhile: run it here.
-                        try:
-                            outputs, seconds = _call(cls, ctx, kwargs)
-                        except BaseException as exc:  # noqa: BLE001 - includes Cancelled
-                            if isinstance(exc, KeyboardInterrupt):
-                                raise
-                            fail(n, exc, traceback.format_exc())
-                        else:
-                            finish(n, ctx, outputs, seconds)
-                        if run.cancel.cancelled:
-                            result.cancelled = True
-                            ready.clear()
-                            deferred.clear()
-                        continue
-                    if pool is None:
-                        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nodeflow")
-                    future = pool.submit(_call, cls, ctx, kwargs)
-                    running[future] = (n, ctx)
-                    if lane is not None:
-                        busy_lanes.add(lane)
-                        future.lane = lane  # type: ignore[attr-defined]
-                for item in deferred:
-                    heapq.heappush(ready, item)
+                    job = retry_jobs.pop(n, None) or prepare(n)
+                    if job is not None:
+                        pending.append(job)
+                # CPU nodes start at once; accelerator nodes by resident models first.
+                pending.sort(key=lambda j: position[j.node])
+                for job in [j for j in pending if not j.cls.uses_accelerator]:
+                    pending.remove(job)
+                    start(job, "cpu")
+                    if run.cancel.cancelled:
+                        break
+                while pending and not run.cancel.cancelled:
+                    options = [(d, j) for j in pending if (d := choose_device(j)) is not None]
+                    if not options:
+                        break  # every device is busy: wait for one
+                    device, job = min(options, key=lambda o: (
+                        self.models.bytes_to_load(o[1].components, o[0]), position[o[1].node]))
+                    pending.remove(job)
+                    placed[job.node] = device
+                    start(job, device)
                 if not running:
                     continue
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: position[running[f][0]]):
-                    n, ctx = running.pop(future)
-                    busy_lanes.discard(getattr(future, "lane", ""))
+                for future in sorted(done, key=lambda f: position[running[f].node]):
+                    job = running.pop(future)
+                    if job.cls.uses_accelerator:
+                        busy.discard(job.device or "")
                     error = future.exception()
                     if error is not None:
-                        fail(n, error, "".join(traceback.format_exception(error)))
+                        done_with_error(job, error, "".join(traceback.format_exception(error)))
                     else:
                         outputs, seconds = future.result()
-                        finish(n, ctx, outputs, seconds)
+                        finish(job, outputs, seconds)
         finally:
             if pool is not None:
                 if running:
@@ -491,8 +567,8 @@ class Executor:
                 pool.shutdown(wait=True)
         return values, dead
 
-    def _gather_inputs(self, graph: Graph, plan: Plan, n: str,
-                       values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def _gather_inputs(self, graph: Graph, plan: Plan, n: str, values: dict[str, dict[str, Any]],
+                       run: _Run | None = None) -> dict[str, Any]:
         cls = plan.classes[n]
         literals = graph.nodes[n].inputs
         kwargs: dict[str, Any] = {}
@@ -507,16 +583,65 @@ class Executor:
             source = values.get(ln.src)
             if source is None:
                 source = self.cache.get(plan.keys[ln.src])
-                if source is None:
-                    raise NodeflowError(f"the output of '{ln.src}' is no longer available")
+            if source is None and run is not None:
+                source = self._recompute(graph, plan, ln.src, values, run)
+            if source is None:
+                raise NodeflowError(f"the output of '{ln.src}' is no longer available")
             kwargs[ln.dst_socket] = source[ln.src_socket]
         return kwargs
 
+    def _recompute(self, graph: Graph, plan: Plan, node: str, values: dict[str, dict[str, Any]],
+                   run: _Run) -> dict[str, Any]:
+        """Run again a node whose output was let go (its model was dropped to keep within the
+        RAM budget), and whatever of its ancestors is gone too; walks without recursion."""
+        missing: list[str] = []
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n in missing or n in values or self.cache.get(plan.keys[n]) is not None:
+                continue
+            missing.append(n)
+            stack.extend(ln.src for ln in plan.incoming.get(n, ()))
+        position = {n: i for i, n in enumerate(plan.order)}
+        outputs: dict[str, Any] = {}
+        for n in sorted(missing, key=position.__getitem__):
+            job = _Job(n, plan.classes[n], self._gather_inputs(graph, plan, n, values), _Context(run, n),
+                       device="cpu")
+            outputs, _seconds = _call(job)
+            self.cache.put(plan.keys[n], n, outputs)
+            values[n] = outputs
+        return values[node]
 
-def _call(cls: type[Node], ctx: _Context, kwargs: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    started = time.perf_counter()
-    raw = cls().run(ctx, **kwargs)
-    return _normalise_outputs(cls, raw), time.perf_counter() - started
+
+@dataclass(eq=False)
+class _Job:
+    node: str
+    cls: type[Node]
+    kwargs: dict[str, Any]
+    ctx: _Context
+    device: str | None = None
+    components: list[Any] = field(default_factory=list)
+
+
+def _call(job: _Job) -> tuple[dict[str, Any], float]:
+    """Run one node (in whichever thread), on the device the scheduler gave it."""
+    from nodeflow.models import current_device, current_node
+
+    node_token = current_node.set(job.node)
+    device_token = current_device.set(job.device)
+    try:
+        started = time.perf_counter()
+        raw = job.cls().run(job.ctx, **job.kwargs)
+        return _normalise_outputs(job.cls, raw), time.perf_counter() - started
+    finally:
+        current_node.reset(node_token)
+        current_device.reset(device_token)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 def _consumers(plan: Plan) -> dict[str, int]:

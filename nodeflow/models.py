@@ -1,33 +1,80 @@
-"""The model manager: every loaded model is owned here, loaded once, placed on a device.
+"""The model manager: owns every loaded model, loads each file once, and keeps the
+models resident on each compute device within that device's memory budget.
 
-Nodes ask it for models (``load``) and for the device to compute on
-(``use``); they never call ``.to("cuda")`` themselves. Memory budgets and
-offloading build on this accounting.
+Nodes ask it for models (``load``) and for a device to compute on (``use``);
+they never call ``.to("cuda")`` themselves. Inside ``use`` the manager makes
+room on the device by offloading the least recently used idle models to CPU
+memory, and past the RAM budget it drops idle models altogether (they are read
+from disk again when next needed). The same accounting runs when the CPU is
+the compute device, so the policy is testable on any machine.
 """
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import os
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nodeflow.devices import Device, available_ram, format_size, make_devices
 from nodeflow.errors import ModelError
 
 T = TypeVar("T")
 
+current_node: contextvars.ContextVar[str | None] = contextvars.ContextVar("nodeflow_node", default=None)
+"""The node running in this thread (set by the executor)."""
+current_device: contextvars.ContextVar[str | None] = contextvars.ContextVar("nodeflow_device",
+                                                                            default=None)
+"""The device the executor assigned to the node running in this thread."""
 
-@dataclass
+HOST = "host"
+"""Where offloaded models live: CPU memory, not a compute device."""
+
+
+@dataclass(eq=False)
+class Component:
+    """One torch module the manager places: a UNet, a text encoder, an upscaler..."""
+
+    name: str
+    size: int
+    device: str = HOST
+    in_use: int = 0
+    last_used: int = 0
+    file_key: tuple[Any, ...] | None = None
+    ref: Any = None
+    """The module itself (files) or a weak reference to it (modules made at run time)."""
+
+    def module(self) -> Any:
+        return self.ref() if isinstance(self.ref, weakref.ref) else self.ref
+
+
+@dataclass(eq=False)
 class LoadedModel:
+    """A model file loaded once: what the loader returned and the components inside it."""
+
     key: tuple[Any, ...]
     kind: str
     path: Path | None
     model: Any
     size: int
+    components: list[Component] = field(default_factory=list)
+    node: str | None = None
+    """The node that loaded it (its cached outputs hold the model)."""
+
+
+@dataclass
+class NodeMemory:
+    """What `--memory-report` shows for one node."""
+
+    device: str = HOST
+    models: list[str] = field(default_factory=list)
+    peak: int = 0
 
 
 def file_identity(path: Path) -> tuple[str, int, int]:
@@ -49,99 +96,344 @@ def file_identity(path: Path) -> tuple[str, int, int]:
     return str(resolved), st.st_size, st.st_mtime_ns
 
 
-def model_size(model: Any) -> int:
-    """Bytes of parameters and buffers of a torch module (0 for other objects)."""
-    total = 0
-    params = getattr(model, "parameters", None)
-    buffers = getattr(model, "buffers", None)
-    if callable(params):
-        total += sum(p.numel() * p.element_size() for p in params())
+def _is_module(obj: Any) -> bool:
+    return callable(getattr(obj, "parameters", None)) and callable(getattr(obj, "to", None))
+
+
+def module_size(module: Any) -> int:
+    """Bytes of parameters and buffers of a torch module."""
+    total = sum(p.numel() * p.element_size() for p in module.parameters())
+    buffers = getattr(module, "buffers", None)
     if callable(buffers):
         total += sum(b.numel() * b.element_size() for b in buffers())
-    return total
+    return int(total)
 
 
-def default_device() -> str:
-    import torch
+def find_modules(obj: Any, depth: int = 3) -> list[tuple[str, Any]]:
+    """The torch modules inside a loader's result (dataclasses, dicts, sequences, attributes)."""
+    found: list[tuple[str, Any]] = []
+    seen: set[int] = set()
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    def walk(value: Any, name: str, level: int) -> None:
+        if value is None or id(value) in seen or isinstance(value, str | bytes | int | float):
+            return
+        seen.add(id(value))
+        if _is_module(value):
+            found.append((name, value))
+            return
+        if level <= 0:
+            return
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            items: Iterable[tuple[str, Any]] = ((f.name, getattr(value, f.name))
+                                               for f in dataclasses.fields(value))
+        elif isinstance(value, dict):
+            items = ((str(k), v) for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            items = ((str(i), v) for i, v in enumerate(value))
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            items = ((k, v) for k, v in vars(value).items() if not k.startswith("_"))
+        else:
+            return
+        for key, child in items:
+            walk(child, f"{name}.{key}" if name else key, level - 1)
+
+    walk(obj, "", depth)
+    return found
+
+
+def model_size(model: Any) -> int:
+    """Bytes of every torch module inside ``model``."""
+    return sum(module_size(m) for _n, m in find_modules(model))
 
 
 class ModelManager:
-    """Loads each model file once per process and shares it between nodes and branches."""
+    """Loads each model file once per process and places models on devices within budgets."""
 
-    def __init__(self, device: str | None = None, dtype: str | None = None) -> None:
-        self._device = device
+    def __init__(self, devices: list[str] | None = None, *, vram_budget: int | None = None,
+                 ram_budget: int | None = None, dtype: str | None = None) -> None:
+        self._device_names = devices
+        self._vram_budget = vram_budget
+        self._devices: list[Device] | None = None
+        self.ram_budget = ram_budget
         self.dtype_override = dtype
-        self._models: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
+        self._files: dict[tuple[Any, ...], LoadedModel] = {}
+        self._components: dict[int, Component] = {}
         self._lock = threading.RLock()
+        self._tick = 0
         self.loads = 0
-        """How many times a model was actually read from disk."""
+        """How many times a model file was actually read from disk."""
+        self.onloads = 0
+        self.offloads = 0
+        self.drops = 0
+        self.peak: dict[str, int] = {}
+        """Highest bytes accounted as resident, per device."""
+        self.node_memory: dict[str, NodeMemory] = {}
+        self.on_drop: list[Callable[[LoadedModel], None]] = []
+        """Called when a model is dropped, so holders of its outputs can let it go."""
+
+    # --- devices -------------------------------------------------------------------
+    @property
+    def devices(self) -> list[Device]:
+        if self._devices is None:
+            self._devices = make_devices(self._device_names, self._vram_budget)
+        return self._devices
+
+    def device_named(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        if name == "cpu":
+            return Device("cpu", max(0, available_ram()))
+        return Device(HOST, self.ram_budget or max(0, available_ram()))
 
     @property
     def device(self) -> str:
-        if self._device is None:
-            self._device = default_device()
-        return self._device
+        """The torch device the current node computes on."""
+        return self._current().torch_device
+
+    def _current(self) -> Device:
+        name = current_device.get()
+        if name is None:
+            return self.devices[0]
+        return self.device_named(name)
 
     def dtype(self, kind: str = "") -> Any:
-        """The compute dtype for a model kind on this device."""
+        """The compute dtype for a model kind on the current device."""
         import torch
 
         names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
         if self.dtype_override:
+            if kind == "vae" and self.dtype_override == "fp16":
+                return torch.float32  # SD VAEs overflow in fp16
             return names[self.dtype_override]
-        if self.device.startswith("cuda") and kind != "vae":
+        if self._current().name.startswith("cuda") and kind != "vae":
             return torch.float16
         return torch.float32
 
-    def load(self, path: Path, loader: Callable[[Path], T], *, kind: str,
-             variant: str = "") -> T:
-        """The model at ``path``, loaded once by ``loader`` and kept for every later request."""
+    # --- loading -------------------------------------------------------------------
+    def load(self, path: Path, loader: Callable[[Path], T], *, kind: str, variant: str = "") -> T:
+        """The model at ``path``, read once by ``loader`` and shared by every later request."""
         identity = file_identity(path)
         key = (kind, variant, *identity)
         with self._lock:
-            entry = self._models.get(key)
+            entry = self._files.get(key)
             if entry is not None:
-                self._models.move_to_end(key)
+                self._touch(entry.components)
+                self._note(entry)
                 return entry.model  # type: ignore[no-any-return]
-            model = loader(path)
+        model = loader(path)
+        with self._lock:
+            entry = self._files.get(key)
+            if entry is not None:  # another thread loaded it meanwhile
+                return entry.model  # type: ignore[no-any-return]
             self.loads += 1
-            self._models[key] = LoadedModel(key, kind, path, model, model_size(model))
-            return model
+            entry = self._track(key, kind, path, model)
+            self._note(entry)
+            self._enforce_ram_budget(keep=entry)
+        return model
 
     def register(self, key: tuple[Any, ...], kind: str, model: T) -> T:
-        """Own a model made in memory (e.g. a LoRA-patched variant)."""
+        """Own a model made in memory (e.g. a LoRA-patched variant) under ``key``."""
         with self._lock:
-            entry = self._models.get(key)
+            entry = self._files.get(key)
             if entry is not None:
                 return entry.model  # type: ignore[no-any-return]
-            self._models[key] = LoadedModel(key, kind, None, model, model_size(model))
+            self._track(key, kind, None, model)
             return model
 
     def get(self, key: tuple[Any, ...]) -> Any | None:
         with self._lock:
-            entry = self._models.get(key)
+            entry = self._files.get(key)
             return entry.model if entry is not None else None
 
+    def _track(self, key: tuple[Any, ...], kind: str, path: Path | None, model: Any) -> LoadedModel:
+        entry = LoadedModel(key, kind, path, model, 0, node=current_node.get())
+        base = path.name if path is not None else kind
+        for name, module in find_modules(model):
+            component = self._components.get(id(module))
+            if component is None:
+                component = Component(f"{base}:{name}" if name else base, module_size(module),
+                                      file_key=key, ref=module)
+                self._components[id(module)] = component
+            entry.components.append(component)
+        entry.size = sum(c.size for c in entry.components)
+        self._files[key] = entry
+        return entry
+
+    # --- placement -----------------------------------------------------------------
     @contextmanager
     def use(self, *models: Any) -> Iterator[str]:
-        """Place the models on the compute device for the duration of the block."""
-        device = self.device
-        for model in models:
-            to = getattr(model, "to", None)
-            if callable(to) and device != "cpu":
-                to(device)
-        yield device
-
-    def resident(self) -> list[LoadedModel]:
+        """Place the models on the current node's device for the block; yields the torch device."""
+        device = self._current()
         with self._lock:
-            return list(self._models.values())
+            components = self._components_of(models)
+            self._make_room(device, components)
+            for c in components:
+                self._place(c, device)
+                c.in_use += 1
+            self._touch(components)
+            self._record(device)
+        try:
+            yield device.torch_device
+        finally:
+            with self._lock:
+                for c in components:
+                    c.in_use -= 1
+                self._touch(components)
+
+    def components_in(self, values: Iterable[Any]) -> list[Component]:
+        """The tracked components inside node input values (for scheduling decisions)."""
+        with self._lock:
+            found = []
+            for value in values:
+                for _name, module in find_modules(value):
+                    c = self._components.get(id(module))
+                    if c is not None and c not in found:
+                        found.append(c)
+            return found
+
+    def bytes_to_load(self, components: Iterable[Component], device: str) -> int:
+        return sum(c.size for c in components if c.device != device)
+
+    def check_fits(self, components: list[Component], device: Device) -> str | None:
+        """Why these components can never be resident together on ``device``, or None."""
+        total = sum(c.size for c in components)
+        if total > device.budget:
+            names = ", ".join(f"{c.name} ({format_size(c.size)})" for c in components)
+            return (f"needs {format_size(total)} of models on {device.name} ({names}) but its "
+                    f"budget is {format_size(device.budget)}")
+        return None
+
+    def free(self, device: str | None = None) -> int:
+        """Offload every idle model from ``device`` (all devices if None); returns bytes freed."""
+        with self._lock:
+            freed = 0
+            for c in list(self._components.values()):
+                if c.in_use == 0 and c.device != HOST and (device is None or c.device == device):
+                    freed += c.size
+                    self._place(c, None)
+            return freed
+
+    def _components_of(self, models: tuple[Any, ...]) -> list[Component]:
+        components: list[Component] = []
+        for model in models:
+            for name, module in find_modules(model) or []:
+                c = self._components.get(id(module))
+                if c is None:
+                    # A module made at run time (e.g. a patched copy): track it weakly.
+                    c = Component(type(module).__name__ + (f":{name}" if name else ""),
+                                  module_size(module), ref=weakref.ref(module, self._forget(id(module))))
+                    self._components[id(module)] = c
+                if c not in components:
+                    components.append(c)
+        return components
+
+    def _forget(self, ident: int) -> Callable[[Any], None]:
+        def forget(_ref: Any) -> None:
+            with self._lock:
+                self._components.pop(ident, None)
+        return forget
+
+    def _make_room(self, device: Device, wanted: list[Component]) -> None:
+        why = self.check_fits(wanted, device)
+        if why:
+            raise ModelError(why, hint="Raise --vram-budget, use --dtype fp16 or bf16, or use a "
+                             "smaller model.")
+        need = self.bytes_to_load(wanted, device.name)
+        while self.accounted(device.name) + need > device.budget:
+            idle = [c for c in self._components.values()
+                    if c.device == device.name and c.in_use == 0 and c not in wanted]
+            if not idle:
+                raise ModelError(f"{device.name} has no room: the models in use fill its budget "
+                                 f"of {format_size(device.budget)}",
+                                 hint="Run fewer branches at once (--workers 1) or raise --vram-budget.")
+            victim = min(idle, key=lambda c: c.last_used)
+            self._place(victim, None)
+
+    def _place(self, c: Component, device: Device | None) -> None:
+        target = device.name if device is not None else HOST
+        if c.device == target:
+            return
+        torch_target = device.torch_device if device is not None else "cpu"
+        current = "cpu" if c.device == HOST else self.device_named(c.device).torch_device
+        module = c.module()
+        if module is not None and torch_target != current:
+            module.to(torch_target)
+        if device is None:
+            self.offloads += 1
+        else:
+            self.onloads += 1
+        c.device = target
+        if device is None:
+            self._enforce_ram_budget()
+
+    def _enforce_ram_budget(self, keep: LoadedModel | None = None) -> None:
+        if self.ram_budget is None:
+            return
+        while self.host_bytes() > self.ram_budget:
+            droppable = [e for e in self._files.values() if e is not keep and e.path is not None
+                         and all(c.in_use == 0 and self._in_host(c) for c in e.components)]
+            if not droppable:
+                return
+            victim = min(droppable, key=lambda e: max((c.last_used for c in e.components), default=0))
+            self._drop(victim)
+
+    def _drop(self, entry: LoadedModel) -> None:
+        del self._files[entry.key]
+        for c in entry.components:
+            if self._components.get(id(c.module())) is c:
+                del self._components[id(c.module())]
+        self.drops += 1
+        for callback in list(self.on_drop):
+            callback(entry)
+
+    def _in_host(self, c: Component) -> bool:
+        return c.device in (HOST, "cpu") or self.device_named(c.device).shares_host_memory
+
+    def host_bytes(self) -> int:
+        """Bytes of models held in CPU memory (offloaded, or resident on a CPU-backed device)."""
+        with self._lock:
+            return sum(c.size for c in self._components.values() if self._in_host(c))
+
+    def accounted(self, device: str) -> int:
+        """Bytes of models resident on ``device``."""
+        with self._lock:
+            return sum(c.size for c in self._components.values() if c.device == device)
+
+    def resident(self, device: str | None = None) -> list[Component]:
+        with self._lock:
+            return [c for c in self._components.values()
+                    if c.device != HOST and (device is None or c.device == device)]
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._files.values())
 
     def clear(self) -> None:
         with self._lock:
-            self._models.clear()
+            self._files.clear()
+            self._components.clear()
+
+    def _touch(self, components: Iterable[Component]) -> None:
+        self._tick += 1
+        for c in components:
+            c.last_used = self._tick
+
+    def _record(self, device: Device) -> None:
+        now = self.accounted(device.name)
+        self.peak[device.name] = max(self.peak.get(device.name, 0), now)
+        node = current_node.get()
+        if node is not None:
+            memory = self.node_memory.setdefault(node, NodeMemory(device.name))
+            memory.device = device.name
+            memory.peak = max(memory.peak, now)
+            memory.models = [c.name for c in self.resident(device.name)]
+
+    def _note(self, entry: LoadedModel) -> None:
+        node = current_node.get()
+        if node is not None:
+            memory = self.node_memory.setdefault(node, NodeMemory())
+            memory.peak = max(memory.peak, entry.size)
+            name = entry.path.name if entry.path is not None else entry.kind
+            if name not in memory.models:
+                memory.models.append(name)

@@ -7,6 +7,7 @@ import pytest
 from nodeflow.events import CancelToken, NodeCached, NodeFailed, NodeFinished, NodeProgress, NodeSkipped
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
+from nodeflow.models import ModelManager
 
 from . import helpers
 from .helpers import CALLS, chain, make_registry
@@ -210,7 +211,7 @@ def test_accelerator_nodes_run_one_at_a_time_beside_cpu_nodes():
     helpers.SPANS.clear()
     g = branches("test.BusyOnDevice")
     g.add_node("test.Busy", "cpu", {"seconds": 0.5})
-    result = Executor(REG, workers=3).run(g, ["join", "cpu"])
+    result = Executor(REG, workers=3, models=ModelManager(devices=["cpu"])).run(g, ["join", "cpu"])
     assert result.ok
     device = ["left1", "left2", "right1", "right2"]
     for i, a in enumerate(device):

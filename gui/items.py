@@ -1,0 +1,640 @@
+"""What the canvas draws: nodes and frames painted with QPainter, links as curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFontMetricsF,
+    QImage,
+    QPainter,
+    QPainterPath,
+    QPainterPathStroker,
+    QPen,
+    QPixmap,
+)
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
+
+from nodeflow.node import Node
+from nodeflow.types import SocketType, TypeParam, UnionType
+
+from . import theme
+
+if TYPE_CHECKING:
+    from .scene import GraphScene
+
+LOW_DETAIL = 0.4
+_MOVED = QGraphicsItem.GraphicsItemChange.ItemScenePositionHasChanged
+_AA = QPainter.RenderHint.Antialiasing
+_NO_BRUSH = Qt.BrushStyle.NoBrush
+"""Below this zoom a node is drawn as a plain coloured box (fast when the whole graph is in view)."""
+
+
+def socket_color(t: Any) -> QColor:
+    if isinstance(t, SocketType):
+        return QColor(t.color)
+    if isinstance(t, UnionType) and t.types:
+        return QColor(t.types[0].color)
+    if isinstance(t, TypeParam) and t.bound is not None:
+        return socket_color(t.bound)
+    return QColor("#bdbdbd")
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "in" | "out"
+    type: Any
+    color: QColor
+    y: float
+
+
+class _Fonts:
+    title = theme.ui_font(9.5, bold=True)
+    label = theme.ui_font(8.5)
+    badge = theme.ui_font(7.5, bold=True)
+    _metrics: dict[str, QFontMetricsF] = {}
+
+    _widths: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def width(cls, which: str, text: str) -> float:
+        key = (which, text)
+        w = cls._widths.get(key)
+        if w is None:
+            if len(cls._widths) > 20000:
+                cls._widths.clear()
+            w = cls._widths[key] = cls.metrics(which).horizontalAdvance(text)
+        return w
+
+    @classmethod
+    def metrics(cls, which: str) -> QFontMetricsF:
+        if which not in cls._metrics:
+            cls._metrics[which] = QFontMetricsF(getattr(cls, which))
+        return cls._metrics[which]
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        text = f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+        return text
+    if isinstance(value, str):
+        line = value.replace("\n", " ⏎ ")
+        return f"“{line[:16]}…”" if len(line) > 17 else f"“{line}”" if value else "“”"
+    if value is None:
+        return "—"
+    return str(value)
+
+
+class NodeItem(QGraphicsItem):
+    """A node: title bar in its category colour, sockets coloured by type, values, status, image."""
+
+    def __init__(self, scene: GraphScene, node_id: str) -> None:
+        super().__init__()
+        self.ctl = scene
+        self.node_id = node_id
+        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
+                      | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
+                      | QGraphicsItem.GraphicsItemFlag.ItemSendsScenePositionChanges)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.setZValue(1)
+        self.setAcceptHoverEvents(True)
+        self.status = ""  # queued | running | done | cached | failed | skipped | cancelled
+        self.status_text = ""
+        self.progress: float | None = None
+        self.problems: list[str] = []
+        self.error: str | None = None
+        """Why the node failed in the last run."""
+        self.problem_sockets: set[str] = set()
+        self.drag_marks: dict[tuple[str, str], bool] = {}
+        self.hover_socket: tuple[str, str] | None = None
+        self.pixmap: QPixmap | None = None
+        self.width = theme.MIN_WIDTH
+        self.height = theme.TITLE_H
+        self._bounds: QRectF = None  # type: ignore[assignment]
+        self.rows: list[Row] = []
+        self.refresh()
+
+    # --- model --------------------------------------------------------------------------
+    @property
+    def cls(self) -> type[Node] | None:
+        node = self.ctl.graph.nodes.get(self.node_id)
+        return self.ctl.registry.get(node.type) if node is not None else None
+
+    def refresh(self) -> None:
+        """Recompute rows and size from the node's type, links and values."""
+        graph = self.ctl.graph
+        node = graph.nodes[self.node_id]
+        cls = self.cls
+        self.title = cls.title if cls else node.type
+        if self.title.lower().replace(" ", "") != self.node_id.lower():
+            self.subtitle = self.node_id
+        else:
+            self.subtitle = ""
+        self.color = theme.category_color(cls.category) if cls else theme.PROBLEM.darker(160)
+        rows: list[Row] = []
+        y = theme.TITLE_H + theme.ROW_H / 2 + 2
+        if cls is not None:
+            outs = [(o.name, o.type) for o in cls.outputs]
+            ins = [(i.name, i.type) for i in cls.inputs]
+        else:  # unknown type: sockets from the links, so they still attach
+            outs = sorted({(ln.src_socket, None) for ln in graph.links if ln.src == self.node_id})
+            ins = sorted({(ln.dst_socket, None) for ln in graph.links if ln.dst == self.node_id})
+        for name, t in outs:
+            rows.append(Row(name, "out", t, socket_color(t), y))
+            y += theme.ROW_H
+        for name, t in ins:
+            rows.append(Row(name, "in", t, socket_color(t), y))
+            y += theme.ROW_H
+        self.rows = rows
+        self._row_index = {(r.kind, r.name): r for r in rows}
+        width = max(theme.MIN_WIDTH, _Fonts.width("title", self.title) + 70)
+        for r in rows:
+            text = r.name
+            if r.kind == "in":
+                text += "  " + self.value_text(r.name)
+            width = max(width, _Fonts.width("label", text) + 40)
+        self.rows_bottom = y - theme.ROW_H / 2 + 4
+        height = self.rows_bottom + 4
+        if self.pixmap is not None:
+            width = max(width, 200.0)
+            height += self._pixmap_size(width)[1] + 8
+        if width != self.width or height != self.height or self._bounds is None:
+            self.prepareGeometryChange()
+            self.width, self.height = width, height
+            top = 18.0 if self.subtitle else 4.0
+            self._bounds = QRectF(-8, -top, self.width + 16, self.height + top + 4)
+            self.ctl.overview.invalidate()
+        self.update()
+
+    def value_text(self, name: str) -> str:
+        graph = self.ctl.graph
+        if self._row_is_socket(name):
+            return ""
+        node = graph.nodes[self.node_id]
+        cls = self.cls
+        if name in node.inputs:
+            return format_value(node.inputs[name])
+        spec = cls.input_map.get(name) if cls else None
+        if spec is not None and spec.accepts_literal and spec.has_default:
+            return format_value(spec.default)
+        return ""
+
+    def socket_pos(self, kind: str, name: str) -> QPointF:
+        """Scene position of a socket."""
+        row = self._row_index.get((kind, name))
+        y = row.y if row else theme.TITLE_H / 2
+        x = self.width if kind == "out" else 0.0
+        return self.mapToScene(QPointF(x, y))
+
+    def socket_at(self, pos: QPointF, radius: float = 10.0) -> tuple[str, str] | None:
+        """The socket (kind, name) at a point in item coordinates, or None."""
+        for r in self.rows:
+            if abs(pos.y() - r.y) > theme.ROW_H / 2:
+                continue
+            x = self.width if r.kind == "out" else 0.0
+            if abs(pos.x() - x) <= radius or (r.kind == "out" and pos.x() > self.width - 50) or \
+                    (r.kind == "in" and pos.x() < 50 and self._row_is_socket(r.name)):
+                return (r.kind, r.name)
+        return None
+
+    def _row_is_socket(self, name: str) -> bool:
+        cls = self.cls
+        spec = cls.input_map.get(name) if cls else None
+        if spec is None or not spec.accepts_literal or (self.node_id, name) in self.ctl.linked_inputs:
+            return True
+        entry = self.ctl.graph.editor.get(self.node_id)
+        shown = entry.get("sockets") if isinstance(entry, dict) else None
+        return isinstance(shown, list) and name in shown
+
+    def set_image(self, image: QImage | None) -> None:
+        self.pixmap = QPixmap.fromImage(image) if image is not None and not image.isNull() else None
+        self._scaled = None
+        self.refresh()
+
+    def _pixmap_size(self, width: float) -> tuple[float, float]:
+        assert self.pixmap is not None
+        w = width - 12
+        h = w * self.pixmap.height() / max(1, self.pixmap.width())
+        if h > theme.PREVIEW_MAX_H:
+            w, h = w * theme.PREVIEW_MAX_H / h, theme.PREVIEW_MAX_H
+        return w, h
+
+    # --- QGraphicsItem ------------------------------------------------------------------------
+    def boundingRect(self) -> QRectF:
+        return self._bounds
+
+    def shape(self) -> QPainterPath:
+        path = QPainterPath()
+        path.addRect(QRectF(-8, 0, self.width + 16, self.height))
+        return path
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())  # type: ignore[attr-defined]
+        body = QRectF(0, 0, self.width, self.height)
+        selected = self.isSelected()
+        if lod < LOW_DETAIL:
+            painter.setPen(QPen(theme.NODE_SELECTED if selected else
+                                (theme.PROBLEM if self.problems else self._status_color() or theme.NODE_BORDER),
+                                0 if not (selected or self.problems) else 3 / max(lod, 0.05)))
+            painter.setBrush(self.color)
+            painter.drawRect(body)
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        # Body and title bar.
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.NODE_BODY)
+        painter.drawRoundedRect(body, 6, 6)
+        title = QPainterPath()
+        title.setFillRule(Qt.FillRule.WindingFill)
+        title.addRoundedRect(QRectF(0, 0, self.width, theme.TITLE_H), 6, 6)
+        title.addRect(QRectF(0, theme.TITLE_H - 6, self.width, 6))
+        painter.setBrush(self.color)
+        painter.drawPath(title)
+        # Progress along the bottom of the title bar.
+        if self.status == "running" and self.progress is not None:
+            painter.setBrush(theme.RUNNING)
+            painter.drawRect(QRectF(0, theme.TITLE_H - 3, self.width * max(0.0, min(1.0, self.progress)), 3))
+        # Outline: selection, problems, status.
+        outline = theme.NODE_BORDER
+        width = 1.0
+        if self.problems or self.status == "failed":
+            outline, width = theme.PROBLEM, 2.0
+        elif self.status == "running":
+            outline, width = theme.RUNNING, 2.0
+        if selected:
+            outline, width = theme.NODE_SELECTED, 2.0
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(QPen(outline, width))
+        painter.drawRoundedRect(body, 6, 6)
+        # Title text.
+        painter.setFont(_Fonts.title)
+        painter.setPen(theme.NODE_TEXT)
+        badge_w = self._paint_badge(painter)
+        text_rect = QRectF(8, 0, self.width - 16 - badge_w, theme.TITLE_H)
+        title_text = self.title if not self.subtitle else f"{self.title}"
+        painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title_text)
+        # Rows.
+        painter.setFont(_Fonts.label)
+        fm = _Fonts.metrics("label")
+        for r in self.rows:
+            self._paint_row(painter, r, fm)
+        if self.subtitle and lod > 0.6:
+            painter.setPen(theme.NODE_DIM_TEXT)
+            painter.setFont(_Fonts.badge)
+            painter.drawText(QRectF(0, -16, self.width, 14),
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, self.subtitle)
+        if self.pixmap is not None:
+            w, h = self._pixmap_size(self.width)
+            target = QRectF((self.width - w) / 2, self.rows_bottom + 4, w, h)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            painter.drawPixmap(target, self.pixmap, QRectF(self.pixmap.rect()))
+
+    def _status_color(self) -> QColor | None:
+        return {"running": theme.RUNNING, "done": theme.DONE, "cached": theme.CACHED,
+                "failed": theme.PROBLEM, "skipped": theme.SKIPPED}.get(self.status)
+
+    def _paint_badge(self, painter: QPainter) -> float:
+        text, color = "", None
+        if self.problems:
+            text, color = f"⚠ {len(self.problems)}", theme.PROBLEM
+        elif self.status:
+            color = self._status_color() or theme.SKIPPED
+            text = self.status_text or self.status
+        if not text or color is None:
+            return 0.0
+        painter.save()
+        painter.setFont(_Fonts.badge)
+        w = _Fonts.width("badge", text) + 10
+        rect = QRectF(self.width - w - 5, 5, w, theme.TITLE_H - 10)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(color)
+        painter.drawRoundedRect(rect, 4, 4)
+        painter.setPen(QColor("#ffffff"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+        return w + 5
+
+    def _paint_row(self, painter: QPainter, r: Row, fm: QFontMetricsF) -> None:
+        key = (r.kind, r.name)
+        mark = self.drag_marks.get(key)
+        is_socket = r.kind == "out" or self._row_is_socket(r.name)
+        x = self.width if r.kind == "out" else 0.0
+        center = QPointF(x, r.y)
+        radius = theme.SOCKET_R
+        if mark is True or self.hover_socket == key:
+            painter.setPen(Qt.PenStyle.NoPen)
+            glow = QColor(r.color)
+            glow.setAlpha(110)
+            painter.setBrush(glow)
+            painter.drawEllipse(center, radius + 5, radius + 5)
+        color = QColor(r.color)
+        if mark is False:
+            color.setAlpha(50)
+        if is_socket:
+            painter.setPen(QPen(QColor("#111111"), 1))
+            painter.setBrush(color)
+            painter.drawEllipse(center, radius, radius)
+        else:  # a literal input: a small hollow socket that still accepts a link
+            painter.setPen(QPen(color, 1.5))
+            painter.setBrush(theme.NODE_BODY)
+            painter.drawEllipse(center, radius - 1.5, radius - 1.5)
+        bad = r.name in self.problem_sockets and r.kind == "in"
+        dim = mark is False
+        painter.setPen(theme.PROBLEM if bad else (theme.NODE_DIM_TEXT if dim else theme.NODE_TEXT))
+        label_rect = QRectF(12, r.y - theme.ROW_H / 2, self.width - 24, theme.ROW_H)
+        if r.kind == "out":
+            painter.drawText(label_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, r.name)
+            return
+        painter.drawText(label_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, r.name)
+        value = self.value_text(r.name)
+        if value:
+            painter.setPen(theme.PROBLEM if bad else theme.NODE_DIM_TEXT)
+            room = self.width - 36 - _Fonts.width("label", r.name)
+            painter.drawText(label_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                             fm.elidedText(value, Qt.TextElideMode.ElideRight, room))
+
+    # --- interaction ------------------------------------------------------------------------
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
+        if change == _MOVED:
+            self.ctl.node_moved(self)
+        return value
+
+    def mousePressEvent(self, event: Any) -> None:
+        socket = self.socket_at(event.pos())
+        if socket is not None and event.button() == Qt.MouseButton.LeftButton:
+            self.ctl.begin_link_drag(self, socket[0], socket[1], event.scenePos())
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: Any) -> None:
+        if self.ctl.drag is not None:
+            self.ctl.drag_move(event.scenePos())
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: Any) -> None:
+        if self.ctl.drag is not None:
+            self.ctl.end_link_drag(event.scenePos())
+            return
+        super().mouseReleaseEvent(event)
+
+    def hoverMoveEvent(self, event: Any) -> None:
+        socket = self.socket_at(event.pos())
+        if socket != self.hover_socket:
+            self.hover_socket = socket
+            self.setCursor(Qt.CursorShape.CrossCursor if socket else Qt.CursorShape.ArrowCursor)
+            self.update()
+            self.setToolTip(self._tooltip(socket))
+
+    def hoverLeaveEvent(self, event: Any) -> None:
+        if self.hover_socket is not None:
+            self.hover_socket = None
+            self.update()
+
+    def _tooltip(self, socket: tuple[str, str] | None) -> str:
+        cls = self.cls
+        lines = []
+        if socket is not None and cls is not None:
+            kind, name = socket
+            spec = cls.output_map.get(name) if kind == "out" else cls.input_map.get(name)
+            if spec is not None:
+                from .connect import type_label
+                lines.append(f"<b>{name}</b> ({type_label(spec.type)})<br>{spec.description}")
+        elif cls is not None:
+            lines.append(f"<b>{cls.title}</b> — {cls.id} {cls.version}<br>{cls.description}")
+        lines += [f"<span style='color:#ef5350'>⚠ {p}</span>" for p in self.problems]
+        if self.error:
+            lines.append(f"<span style='color:#ef5350'>✗ {self.error}</span>")
+        return "<br>".join(lines)
+
+    def mouseDoubleClickEvent(self, event: Any) -> None:
+        self.ctl.node_activated(self)
+        super().mouseDoubleClickEvent(event)
+
+
+class LinkItem(QGraphicsPathItem):
+    """A link drawn as a horizontal-tangent cubic curve from an output to an input."""
+
+    def __init__(self, src: NodeItem, src_socket: str, dst: NodeItem, dst_socket: str, color: QColor) -> None:
+        super().__init__()
+        self.src, self.src_socket, self.dst, self.dst_socket = src, src_socket, dst, dst_socket
+        self.setZValue(0)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.base_color = color
+        self.invalid = False
+        self._apply_pen()
+        self.update_path()
+
+    @property
+    def target(self) -> str:
+        return f"{self.dst.node_id}.{self.dst_socket}"
+
+    def _apply_pen(self) -> None:
+        color = theme.LINK_INVALID if self.invalid else self.base_color
+        pen = QPen(color, 2.2)
+        self._selected_pen = QPen(theme.NODE_SELECTED, 3.2)
+        self._pen = pen
+        self._thin = QPen(pen.color(), 0)
+        self.setPen(pen)
+        self.update()
+
+    def update_path(self) -> None:
+        self._path = curve(self.src.socket_pos("out", self.src_socket), self.dst.socket_pos("in", self.dst_socket))
+        self.setPath(self._path)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        lod = option.levelOfDetailFromTransform(painter.worldTransform())  # type: ignore[attr-defined]
+        if lod < LOW_DETAIL:  # far out: a thin aliased curve is indistinguishable and much cheaper
+            painter.setRenderHint(_AA, False)
+            painter.setPen(self._thin)
+        else:
+            painter.setRenderHint(_AA, True)
+            painter.setPen(self._selected_pen if self.isSelected() else self._pen)
+        painter.setBrush(_NO_BRUSH)
+        painter.drawPath(self._path)
+
+    def shape(self) -> QPainterPath:
+        stroker = QPainterPathStroker()
+        stroker.setWidth(10)
+        return stroker.createStroke(self.path())
+
+
+
+def curve(a: QPointF, b: QPointF) -> QPainterPath:
+    dx = max(40.0, abs(b.x() - a.x()) * 0.5)
+    path = QPainterPath(a)
+    path.cubicTo(QPointF(a.x() + dx, a.y()), QPointF(b.x() - dx, b.y()), b)
+    return path
+
+
+class FrameItem(QGraphicsItem):
+    """A frame (group) behind nodes: moving it moves the nodes inside; the corner resizes it."""
+
+    HANDLE = 14.0
+    TITLE = 24.0
+
+    def __init__(self, scene: GraphScene, index: int, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.ctl = scene
+        self.index = index
+        self.setZValue(-10)
+        self.setFlags(QGraphicsItem.GraphicsItemFlag.ItemIsMovable
+                      | QGraphicsItem.GraphicsItemFlag.ItemIsSelectable
+                      | QGraphicsItem.GraphicsItemFlag.ItemSendsGeometryChanges)
+        self.title = str(data.get("title", "Group"))
+        x, y, w, h = [float(v) for v in data.get("rect", [0, 0, 300, 200])][:4]
+        self.setPos(x, y)
+        self.size = (max(60.0, w), max(40.0, h))
+        self.color = QColor(str(data.get("color", ""))) if data.get("color") else theme.FRAME
+        if not self.color.isValid():
+            self.color = theme.FRAME
+        self._resizing = False
+        self._carried: dict[Any, QPointF] = {}
+
+    def rect_data(self) -> list[float]:
+        return [round(self.pos().x(), 1), round(self.pos().y(), 1), round(self.size[0], 1), round(self.size[1], 1)]
+
+    def boundingRect(self) -> QRectF:
+        return QRectF(0, 0, *self.size)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        rect = self.boundingRect()
+        painter.setPen(QPen(theme.NODE_SELECTED if self.isSelected() else self.color.lighter(150), 1.5))
+        fill = QColor(self.color)
+        fill.setAlpha(min(fill.alpha(), 70))
+        painter.setBrush(fill)
+        painter.drawRoundedRect(rect, 8, 8)
+        bar = QColor(self.color)
+        bar.setAlpha(160)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(bar)
+        painter.drawRoundedRect(QRectF(0, 0, rect.width(), self.TITLE), 8, 8)
+        painter.setPen(theme.NODE_TEXT)
+        painter.setFont(_Fonts.title)
+        painter.drawText(QRectF(10, 0, rect.width() - 20, self.TITLE), Qt.AlignmentFlag.AlignVCenter, self.title)
+        painter.setBrush(QBrush(self.color.lighter(170)))
+        h = self.HANDLE
+        corner = QPainterPath()
+        corner.moveTo(rect.right(), rect.bottom() - h)
+        corner.lineTo(rect.right(), rect.bottom())
+        corner.lineTo(rect.right() - h, rect.bottom())
+        corner.closeSubpath()
+        painter.drawPath(corner)
+
+    def mousePressEvent(self, event: Any) -> None:
+        p = event.pos()
+        self._resizing = p.x() > self.size[0] - self.HANDLE and p.y() > self.size[1] - self.HANDLE
+        self.ctl.frame_press(self)
+        if not self._resizing:
+            inside = self.sceneBoundingRect()
+            self._carried = {item: item.pos() for item in self.ctl.node_items.values()
+                             if inside.contains(item.sceneBoundingRect().center())}
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: Any) -> None:
+        if self._resizing:
+            p = event.pos()
+            self.prepareGeometryChange()
+            self.size = (max(60.0, p.x()), max(40.0, p.y()))
+            self.update()
+            return
+        before = self.pos()
+        super().mouseMoveEvent(event)
+        delta = self.pos() - before
+        if delta.x() or delta.y():
+            for item in self._carried:
+                if not item.isSelected():
+                    item.moveBy(delta.x(), delta.y())
+
+    def mouseReleaseEvent(self, event: Any) -> None:
+        super().mouseReleaseEvent(event)
+        self._resizing = False
+        self.ctl.frame_release(self, list(self._carried))
+        self._carried = {}
+
+    def mouseDoubleClickEvent(self, event: Any) -> None:
+        if event.pos().y() <= self.TITLE:
+            self.ctl.rename_frame(self)
+
+
+class OverviewItem(QGraphicsItem):
+    """The whole graph at low zoom in one paint: nodes as boxes, links as thin curves.
+
+    Below `LOW_DETAIL` the node and link items stop painting themselves (they stay
+    in the scene for selection, moves and hit tests); this item draws them all
+    with a handful of calls, from shapes rebuilt only when the graph changes.
+    """
+
+    def __init__(self, scene: GraphScene) -> None:
+        super().__init__()
+        self.ctl = scene
+        self.setZValue(-5)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.setVisible(False)
+        self._dirty = True
+        self._bounds = QRectF()
+        self._links: list[tuple[QPen, QPainterPath]] = []
+        self._nodes: list[tuple[QColor, list[QRectF]]] = []
+        self._outlined: list[tuple[QPen, list[QRectF]]] = []
+
+    def invalidate(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self.update()
+
+    def _rebuild(self) -> None:
+        self._dirty = False  # before prepareGeometryChange, which asks for the bounds
+        bounds = self.ctl.items_rect()
+        if bounds != self._bounds:
+            self.prepareGeometryChange()
+            self._bounds = QRectF(bounds)
+        links: dict[int, tuple[QColor, QPainterPath]] = {}
+        for link in self.ctl.link_items.values():
+            color = theme.LINK_INVALID if link.invalid else link.base_color
+            entry = links.setdefault(color.rgba(), (color, QPainterPath()))
+            entry[1].addPath(link._path)
+        self._links = [(QPen(c, 0), p) for c, p in links.values()]
+        nodes: dict[int, tuple[QColor, list[QRectF]]] = {}
+        outlined: dict[int, tuple[QColor, list[QRectF]]] = {}
+        for item in self.ctl.node_items.values():
+            rect = item.sceneBoundingRect().adjusted(8, 4, -8, -4)
+            nodes.setdefault(item.color.rgba(), (item.color, []))[1].append(rect)
+            edge = theme.NODE_SELECTED if item.isSelected() else theme.PROBLEM if item.problems \
+                else item._status_color()
+            if edge is not None:
+                outlined.setdefault(edge.rgba(), (edge, []))[1].append(rect)
+        self._nodes = list(nodes.values())
+        self._outlined = [(QPen(c, 3), rects) for c, rects in outlined.values()]
+        self._dirty = False
+
+    def boundingRect(self) -> QRectF:
+        if self._dirty and self.isVisible():
+            self._rebuild()
+        return self._bounds.adjusted(-10, -10, 10, 10)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        if self._dirty:
+            self._rebuild()
+        painter.setRenderHint(_AA, False)
+        painter.setBrush(_NO_BRUSH)
+        for pen, path in self._links:
+            painter.setPen(pen)
+            painter.drawPath(path)
+        painter.setPen(Qt.PenStyle.NoPen)
+        for color, rects in self._nodes:
+            painter.setBrush(color)
+            painter.drawRects(rects)
+        painter.setBrush(_NO_BRUSH)
+        for pen, rects in self._outlined:
+            pen.setCosmetic(True)
+            painter.setPen(pen)
+            painter.drawRects(rects)

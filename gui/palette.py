@@ -1,0 +1,146 @@
+"""The node palette: type to find a node type by name, category or description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QPoint, Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent
+from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+
+from nodeflow.node import Node
+from nodeflow.registry import NodeRegistry
+from nodeflow.types import TypeParam
+
+from . import theme
+from .connect import accepts, type_label
+from .scene import PaletteFilter
+
+
+def _concrete(t: Any) -> Any:
+    return t.bound if isinstance(t, TypeParam) else t
+
+
+def fits(cls: type[Node], f: PaletteFilter | None) -> bool:
+    """Can a node of this type be linked to the socket being dragged?"""
+    if f is None:
+        return True
+    if f.kind == "out":
+        return any(accepts(f.type, _concrete(spec.type)) for spec in cls.inputs)
+    return any(accepts(_concrete(out.type), f.type) for out in cls.outputs)
+
+
+def score(cls: type[Node], words: list[str]) -> int | None:
+    """Rank of a node type for the search words (higher first), None when it does not match."""
+    name = f"{cls.id} {cls.title}".lower()
+    category = cls.category.lower()
+    description = cls.description.lower()
+    total = 0
+    for w in words:
+        if cls.title.lower().startswith(w) or cls.id.lower().split(".", 1)[-1].startswith(w):
+            total += 100
+        elif w in name:
+            total += 60
+        elif category.startswith(w):
+            total += 40
+        elif w in description:
+            total += 10
+        else:
+            return None
+    return total
+
+
+class NodePalette(QFrame):
+    """A pop-up list of node types built from the registry (plugin nodes included)."""
+
+    chosen = Signal(str)
+
+    def __init__(self, registry: NodeRegistry, parent: QWidget | None = None) -> None:
+        super().__init__(parent, Qt.WindowType.Popup)
+        self.registry = registry
+        self.filter: PaletteFilter | None = None
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setObjectName("palette")
+        self.setStyleSheet("#palette { background: #26282c; border: 1px solid #444; }"
+                           "QLineEdit { padding: 5px; background: #1e1f22; color: #eee; border: none; }"
+                           "QListWidget { background: #26282c; color: #ddd; border: none; }"
+                           "QListWidget::item:selected { background: #3f6fa8; }"
+                           "QLabel { color: #9aa0a6; padding: 2px 6px; }")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Search nodes…")
+        self.hint = QLabel(self)
+        self.list = QListWidget(self)
+        self.list.setUniformItemSizes(True)
+        layout.addWidget(self.search)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.list)
+        self.resize(360, 380)
+        self.search.textChanged.connect(self.refilter)
+        self.search.installEventFilter(self)
+        self.list.itemActivated.connect(self._pick)
+        self.list.itemClicked.connect(self._pick)
+
+    def open_at(self, global_pos: QPoint, f: PaletteFilter | None = None) -> None:
+        self.filter = f
+        if f is None:
+            self.hint.hide()
+        else:
+            what = "taking" if f.kind == "out" else "giving"
+            self.hint.setText(f"Nodes {what} {type_label(f.type)}")
+            self.hint.show()
+        self.search.clear()
+        self.refilter()
+        self.move(global_pos)
+        self.show()
+        self.search.setFocus()
+
+    def refilter(self) -> None:
+        words = self.search.text().lower().split()
+        ranked = []
+        for cls in self.registry.types():
+            if not fits(cls, self.filter):
+                continue
+            s = score(cls, words) if words else 0
+            if s is not None:
+                ranked.append((-s, cls.category, cls.title, cls))
+        ranked.sort(key=lambda r: r[:3])
+        self.list.clear()
+        for _s, _cat, _title, cls in ranked:
+            summary = cls.description.splitlines()[0] if cls.description else ""
+            item = QListWidgetItem(f"{cls.title}    ·  {cls.category}")
+            item.setData(Qt.ItemDataRole.UserRole, cls.id)
+            item.setToolTip(f"{cls.id} {cls.version}\n{summary}")
+            item.setForeground(QColor("#e6e6e6"))
+            swatch = theme.category_color(cls.category)
+            item.setBackground(QColor(swatch.red(), swatch.green(), swatch.blue(), 40))
+            self.list.addItem(item)
+        if self.list.count():
+            self.list.setCurrentRow(0)
+
+    def visible_ids(self) -> list[str]:
+        return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())]
+
+    def _pick(self, item: QListWidgetItem | None = None) -> None:
+        item = item or self.list.currentItem()
+        if item is None:
+            return
+        type_id = item.data(Qt.ItemDataRole.UserRole)
+        self.hide()
+        self.chosen.emit(type_id)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if obj is self.search and isinstance(event, QKeyEvent) and event.type() == QKeyEvent.Type.KeyPress:
+            key = event.key()
+            if key in (Qt.Key.Key_Down, Qt.Key.Key_Up, Qt.Key.Key_PageDown, Qt.Key.Key_PageUp):
+                row = self.list.currentRow() + (1 if key in (Qt.Key.Key_Down, Qt.Key.Key_PageDown) else -1)
+                self.list.setCurrentRow(max(0, min(self.list.count() - 1, row)))
+                return True
+            if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self._pick()
+                return True
+            if key == Qt.Key.Key_Escape:
+                self.hide()
+                return True
+        return super().eventFilter(obj, event)
