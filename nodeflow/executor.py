@@ -309,8 +309,10 @@ class Executor:
 
     def __init__(self, registry: NodeRegistry, settings: Settings | None = None, *,
                  cache: OutputCache | None = None, models: Any = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, model_aware: bool = True) -> None:
         self.registry = registry
+        self.model_aware = model_aware
+        """Start first the ready accelerator node whose models are already resident."""
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
         """Nodes run at once at most; 1 runs every node in the calling thread, in order."""
         self.settings = settings or Settings()
@@ -393,7 +395,9 @@ class Executor:
         bookkeeping happens here; the workers only call the nodes.
         """
         in_run = set(plan.to_run)
-        position = {n: i for i, n in enumerate(plan.to_run)}
+        position = {n: i for i, n in enumerate(_depth_first(plan) if self.model_aware
+                                               else plan.to_run)}
+        frugal = getattr(self._models, "ram_budget", None) is not None
         waiting: dict[str, int] = {}
         children: dict[str, list[str]] = {}
         for n in plan.to_run:
@@ -531,22 +535,32 @@ class Executor:
                     job = retry_jobs.pop(n, None) or prepare(n)
                     if job is not None:
                         pending.append(job)
-                # CPU nodes start at once; accelerator nodes by resident models first.
+                # CPU nodes start at once (under a RAM budget only in depth-first turn, so
+                # models are loaded just before they are used); accelerator nodes by
+                # resident models first.
                 pending.sort(key=lambda j: position[j.node])
                 for job in [j for j in pending if not j.cls.uses_accelerator]:
+                    if frugal and (running or job is not pending[0]):
+                        break
                     pending.remove(job)
                     start(job, "cpu")
-                    if run.cancel.cancelled:
+                    if run.cancel.cancelled or frugal:
                         break
                 while pending and not run.cancel.cancelled:
-                    options = [(d, j) for j in pending if (d := choose_device(j)) is not None]
+                    if frugal and (running or pending[0].cls.uses_accelerator is False):
+                        break  # under a RAM budget: one node at a time, depth first
+                    options = [(d, j) for j in pending
+                               if j.cls.uses_accelerator and (d := choose_device(j)) is not None]
                     if not options:
                         break  # every device is busy: wait for one
                     device, job = min(options, key=lambda o: (
-                        self.models.bytes_to_load(o[1].components, o[0]), position[o[1].node]))
+                        self.models.bytes_to_load(o[1].components, o[0]) if self.model_aware else 0,
+                        position[o[1].node]))
                     pending.remove(job)
                     placed[job.node] = device
                     start(job, device)
+                    if job not in running.values():
+                        break  # it ran here: its children may be ready now and go first
                 if not running:
                     continue
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -642,6 +656,35 @@ def _is_oom(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _depth_first(plan: Plan) -> list[str]:
+    """The nodes to run, each branch finished before the next starts (parents first).
+
+    Running in this order keeps few intermediate values and models alive at once;
+    it is computed with an explicit stack, never recursion.
+    """
+    in_run = set(plan.to_run)
+    order: list[str] = []
+    done: set[str] = set()
+    roots = [n for n in plan.requested if n in in_run]
+    roots += [n for n in reversed(plan.to_run) if n not in roots]
+    for root in roots:
+        if root in done:
+            continue
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            n, expanded = stack.pop()
+            if n in done:
+                continue
+            if expanded:
+                done.add(n)
+                order.append(n)
+                continue
+            stack.append((n, True))
+            parents = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in in_run and ln.src not in done]
+            stack.extend((p, False) for p in reversed(parents))
+    return order
 
 
 def _consumers(plan: Plan) -> dict[str, int]:

@@ -221,6 +221,9 @@ class ModelManager:
                 self._touch(entry.components)
                 self._note(entry)
                 return entry.model  # type: ignore[no-any-return]
+        with self._lock:
+            # Make room in RAM before reading: the file's size is what it will take.
+            self._enforce_ram_budget(incoming=identity[1])
         model = loader(path)
         with self._lock:
             entry = self._files.get(key)
@@ -367,10 +370,10 @@ class ModelManager:
         if device is None:
             self._enforce_ram_budget()
 
-    def _enforce_ram_budget(self, keep: LoadedModel | None = None) -> None:
+    def _enforce_ram_budget(self, keep: LoadedModel | None = None, incoming: int = 0) -> None:
         if self.ram_budget is None:
             return
-        while self.host_bytes() > self.ram_budget:
+        while self.host_bytes() + incoming > self.ram_budget:
             droppable = [e for e in self._files.values() if e is not keep and e.path is not None
                          and all(c.in_use == 0 and self._in_host(c) for c in e.components)]
             if not droppable:
