@@ -191,7 +191,7 @@ def test_schema_command_publishes_a_json_schema(capsys):
 
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
-    for name in ("resize.json", "demo.json"):
+    for name in ("resize.json", "image_effects.json"):
         jsonschema.validate(json.loads((REPO / "graphs" / name).read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"format": "nodeflow.graph", "version": 1, "nodes": [], }, schema)

@@ -12,7 +12,7 @@ from .conftest import REPO
 from .helpers import make_registry
 
 REG = make_registry()
-BASE = json.loads((REPO / "graphs" / "demo.json").read_text())
+BASE = json.loads((REPO / "graphs" / "image_effects.json").read_text())
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True),
                     st.text(max_size=12))

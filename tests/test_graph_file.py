@@ -9,7 +9,7 @@ from nodeflow.graph import Graph, parse_graph_text
 from .conftest import REPO
 
 
-@pytest.mark.parametrize("name", ["resize.json", "demo.json"])
+@pytest.mark.parametrize("name", ["resize.json", "image_effects.json"])
 def test_round_trip_is_byte_identical(name):
     text = (REPO / "graphs" / name).read_text()
     assert Graph.loads(text).dumps() == text

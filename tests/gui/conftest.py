@@ -13,7 +13,7 @@ from nodeflow.registry import NodeRegistry, load_registry
 from nodeflow.types import FLOAT, IMAGE, INT
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / "graphs" / "demo.json"
+DEMO = REPO / "graphs" / "image_effects.json"
 
 
 class Steps(Node):
@@ -102,4 +102,4 @@ def demo_window(make_window: Any, tmp_path: Path) -> Any:
 
     folder = tmp_path / "graphs"
     shutil.copytree(REPO / "graphs", folder)
-    return make_window(folder / "demo.json")
+    return make_window(folder / "image_effects.json")

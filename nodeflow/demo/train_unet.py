@@ -1,0 +1,323 @@
+"""Train the demo text encoder + UNet (latent diffusion on the demo VAE's latents).
+
+    python -m nodeflow.demo.train_unet --out DIR --minutes 90 --seed 0
+
+Needs ``DIR/vae`` (from :mod:`nodeflow.demo.train_vae`); writes the tokenizer
+if ``DIR/tokenizer`` is missing.  A small ``CLIPTextModel`` and a small
+``UNet2DConditionModel`` are trained jointly on the frozen VAE's latents of
+the procedural world (filled shapes), with 10% caption dropout (empty caption,
+for classifier-free guidance), a zero-terminal-SNR ``scaled_linear`` schedule
+and v-prediction.  Every ``--save-every`` minutes (and at the end) the whole
+``DIR`` is rewritten atomically as a diffusers ``StableDiffusionPipeline``
+folder (EMA weights; the UNet stored as fp16 safetensors unless
+``--fp32``), and the full training state goes to ``--work`` so ``--resume``
+can continue an interrupted run.
+
+Sample with the saved ``DDIMScheduler`` (v_prediction, trailing timestep
+spacing, zero-terminal-SNR betas), guidance scale ~7.5.
+"""
+
+from __future__ import annotations
+
+from . import _train_common as C  # sets the offline environment first
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+SCHEDULER_KW = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    rescale_betas_zero_snr=True,
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
+    clip_sample=False,
+)
+
+
+def make_text_encoder(tokenizer, hidden: int = 64, layers: int = 3):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        projection_dim=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(cfg)
+
+
+def make_unet(cross_dim: int, channels=(48, 96, 128)):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=tuple(channels),
+        layers_per_block=1,
+        cross_attention_dim=cross_dim,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def make_train_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SCHEDULER_KW)
+
+
+def make_sample_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SCHEDULER_KW, set_alpha_to_one=True, steps_offset=1)
+
+
+def encode_pool(vae, n: int, seed: int, batch: int = 64):
+    """Render ``n`` world scenes (seeded) and encode them: (mean, std, captions)."""
+    import torch
+
+    from . import world
+    from .train_vae import to_tensor
+
+    rng = np.random.default_rng(seed)
+    means, stds, caps = [], [], []
+    vae.eval()
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            k = min(batch, n - i)
+            imgs = np.empty((k, 64, 64, 3), np.uint8)
+            for j in range(k):
+                s = world.sample_scene(rng)
+                imgs[j] = world.render_array(s, 64)
+                caps.append(world.caption(s))
+            d = vae.encode(to_tensor(imgs)).latent_dist
+            means.append(d.mean.half())
+            stds.append(d.std.half())
+    return torch.cat(means), torch.cat(stds), caps
+
+
+class EMA:
+    def __init__(self, modules, decay: float = 0.999):
+        import torch
+
+        self.decay = decay
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.step = 0
+        self._torch = torch
+
+    def update(self):
+        self.step += 1
+        d = min(self.decay, (1 + self.step) / (10 + self.step))
+        with self._torch.no_grad():
+            self._torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    def copy_to(self, modules):
+        params = [p for m in modules for p in m.parameters()]
+        with self._torch.no_grad():
+            for p, s in zip(params, self.shadow):
+                p.copy_(s)
+
+
+def write_pipeline(final: Path, static: Path, unet, text_encoder, tokenizer, fp16: bool, meta: dict) -> None:
+    """Write the full pipeline folder to a temp dir, then swap it into place."""
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    def write(tmp: Path):
+        vae = AutoencoderKL.from_pretrained(static / "vae")
+        u = copy.deepcopy(unet).eval()
+        te = copy.deepcopy(text_encoder).eval()
+        if fp16:
+            # diffusers up-casts fp16 weights to fp32 on load; transformers 5
+            # would keep the text encoder in fp16, so it stays fp32 (it is tiny)
+            u = u.half()
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=te,
+            tokenizer=tokenizer,
+            unet=u,
+            scheduler=make_sample_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        # keep our own tokenizer files byte-for-byte (vocab/merges/config)
+        shutil.rmtree(tmp / "tokenizer")
+        shutil.copytree(static / "tokenizer", tmp / "tokenizer")
+        (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+        readme = static / "README.md"
+        if readme.exists():
+            shutil.copy(readme, tmp / "README.md")
+
+    C.atomic_dir(final, write)
+
+
+def main(argv=None) -> None:
+    ap = C.base_parser(__doc__.splitlines()[0])
+    ap.set_defaults(lr=6e-4, minutes=90.0, save_every=5.0)
+    ap.add_argument("--work", default="/tmp/nodeflow-demo-train/unet", help="training state (for --resume) and caches")
+    ap.add_argument("--resume", action="store_true", help="continue from the state in --work")
+    ap.add_argument("--pool", type=int, default=32768, help="number of distinct training scenes")
+    ap.add_argument("--text-hidden", type=int, default=64)
+    ap.add_argument("--text-layers", type=int, default=3)
+    ap.add_argument("--channels", default="48,96,128")
+    ap.add_argument("--dropout", type=float, default=0.1, help="caption dropout probability")
+    ap.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
+    args = ap.parse_args(argv)
+    C.setup(args)
+    import torch
+    from diffusers import AutoencoderKL
+
+    from . import tokenizer as tok_mod
+
+    out = Path(args.out)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    static = work / "static"
+    if not (out / "vae").exists():
+        raise SystemExit(f"{out / 'vae'} not found: run nodeflow.demo.train_vae first")
+    # snapshot of the parts this run does not train (the output folder is rewritten)
+    if static.exists():
+        shutil.rmtree(static)
+    static.mkdir()
+    shutil.copytree(out / "vae", static / "vae")
+    if (out / "tokenizer").exists():
+        shutil.copytree(out / "tokenizer", static / "tokenizer")
+    else:
+        tok_mod.save(static / "tokenizer")
+    if (out / "README.md").exists():
+        shutil.copy(out / "README.md", static / "README.md")
+    tokenizer = tok_mod.load(static / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(static / "vae").float()
+    vae.requires_grad_(False)
+    sf = float(vae.config.scaling_factor)
+
+    text_encoder = make_text_encoder(tokenizer, args.text_hidden, args.text_layers)
+    unet = make_unet(text_encoder.config.hidden_size, [int(c) for c in args.channels.split(",")])
+    C.log(f"UNet params {C.n_params(unet):,}; text encoder params {C.n_params(text_encoder):,}; VAE scaling_factor {sf:.4f}")
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    ema = EMA([unet, text_encoder])
+    step = 0
+    elapsed_before = 0.0
+    state_path = work / "state.pt"
+    if args.resume and state_path.exists():
+        st = torch.load(state_path, weights_only=True)
+        unet.load_state_dict(st["unet"])
+        text_encoder.load_state_dict(st["text_encoder"])
+        opt.load_state_dict(st["opt"])
+        for s, v in zip(ema.shadow, st["ema"]):
+            s.copy_(v)
+        ema.step = step = int(st["step"])
+        elapsed_before = float(st["elapsed"])
+        C.log(f"resumed at step {step}")
+
+    t0 = C.Clock(0, 0)
+    import hashlib
+
+    vae_hash = hashlib.sha256((static / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
+    pool_path = work / f"pool-{args.seed + 1000}-{args.pool}-{vae_hash}.pt"
+    if pool_path.exists():
+        pool = torch.load(pool_path, weights_only=True)
+        means, stds, caps = pool["means"], pool["stds"], pool["caps"]
+    else:
+        means, stds, caps = encode_pool(vae, args.pool, args.seed + 1000)
+        torch.save({"means": means, "stds": stds, "caps": caps}, work / "pool.tmp")
+        os.replace(work / "pool.tmp", pool_path)
+    C.log(f"encoded {len(caps)} scenes in {t0.elapsed():.0f}s; latent*sf std {(means.float() * sf).std():.3f}")
+    del vae
+    # tokenize every distinct caption once
+    uniq = sorted(set(caps)) + [""]
+    index = {c: i for i, c in enumerate(uniq)}
+    ids_table = tokenizer(uniq, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+    cap_idx = torch.tensor([index[c] for c in caps])
+    empty_idx = index[""]
+
+    sched = make_train_scheduler()
+    gen = torch.Generator().manual_seed(args.seed + step)
+    clock = C.Clock(args.minutes, args.steps)
+    last_save, ema_loss = 0.0, None
+    start_step = step
+    unet.train()
+    text_encoder.train()
+
+    def checkpoint(final: bool = False):
+        torch.save(
+            {
+                "unet": unet.state_dict(),
+                "text_encoder": text_encoder.state_dict(),
+                "opt": opt.state_dict(),
+                "ema": ema.shadow,
+                "step": step,
+                "elapsed": elapsed_before + clock.elapsed(),
+            },
+            work / "state.tmp",
+        )
+        os.replace(work / "state.tmp", state_path)
+        u, te = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+        ema.copy_to([u, te])
+        meta = {
+            "steps": step,
+            "minutes": round((elapsed_before + clock.elapsed()) / 60, 1),
+            "batch": args.batch,
+            "seed": args.seed,
+            "final": final,
+            "command": "python -m nodeflow.demo.train_unet " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+            "sampling": {"scheduler": "DDIMScheduler", "prediction_type": "v_prediction", "timestep_spacing": "trailing", "rescale_betas_zero_snr": True, "guidance_scale": 7.5},
+        }
+        write_pipeline(out, static, u, te, tokenizer, not args.fp32, meta)
+        C.log(f"checkpoint written at step {step}")
+
+    while not clock.done(step):
+        lr = C.cosine_lr(args.lr, clock.fraction(step), warmup=0.01, floor=0.2)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, len(caps), (args.batch,), generator=gen)
+        z = (means[idx].float() + stds[idx].float() * torch.randn(means[idx].shape, generator=gen)) * sf
+        ci = cap_idx[idx].clone()
+        drop = torch.rand(args.batch, generator=gen) < args.dropout
+        ci[drop] = empty_idx
+        ids = ids_table[ci]
+        noise = torch.randn(z.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=gen)
+        noisy = sched.add_noise(z, noise, t)
+        target = sched.get_velocity(z, noise, t)
+        hidden = text_encoder(ids).last_hidden_state
+        pred = unet(noisy, t, hidden).sample
+        loss = torch.nn.functional.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update()
+        step += 1
+        ema_loss = loss.item() if ema_loss is None else 0.99 * ema_loss + 0.01 * loss.item()
+        if step % 50 == 0:
+            C.log(f"step {step} loss {ema_loss:.4f} lr {lr:.2e} {clock.elapsed() / max(1, step - start_step):.3f}s/step")
+        if clock.elapsed() - last_save > 60 * args.save_every:
+            checkpoint()
+            last_save = clock.elapsed()
+    checkpoint(final=True)
+    C.log(f"done: {step} steps, {(elapsed_before + clock.elapsed()) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
