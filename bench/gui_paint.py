@@ -44,10 +44,10 @@ def big_graph(n: int) -> Graph:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    from nodeflow.gui.app import create_app
-    from nodeflow.gui.window import MainWindow
     from PySide6.QtWidgets import QApplication
 
+    from nodeflow.gui.app import create_app
+    from nodeflow.gui.window import MainWindow
     from nodeflow.registry import load_registry
 
     create_app()

@@ -19,8 +19,6 @@ spacing, zero-terminal-SNR betas), guidance scale ~7.5.
 
 from __future__ import annotations
 
-from . import _train_common as C  # sets the offline environment first
-
 import copy
 import json
 import os
@@ -28,6 +26,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+from . import _train_common as C  # sets the offline environment first
 
 SCHEDULER_KW = dict(
     num_train_timesteps=1000,
@@ -137,7 +137,6 @@ class EMA:
 
 def write_pipeline(final: Path, static: Path, unet, text_encoder, tokenizer, fp16: bool, meta: dict) -> None:
     """Write the full pipeline folder to a temp dir, then swap it into place."""
-    import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
     def write(tmp: Path):

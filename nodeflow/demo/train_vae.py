@@ -10,9 +10,9 @@ the time, outlined shapes), generated on the fly from ``--seed``.
 
 from __future__ import annotations
 
-from . import _train_common as C  # sets the offline environment first
-
 import numpy as np
+
+from . import _train_common as C  # sets the offline environment first
 
 
 def make_vae():
@@ -100,10 +100,9 @@ def main(argv=None) -> None:
     ap.add_argument("--vae-dir", default="", help="where to write the VAE (default: OUT/vae)")
     args = ap.parse_args(argv)
     C.setup(args)
-    import os
-    import torch
-
     from pathlib import Path
+
+    import torch
 
     out = Path(args.out)
     vae_dir = Path(args.vae_dir) if args.vae_dir else out / "vae"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from nodeflow.gui import commands as cmd
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
 from nodeflow.graph import Graph
+from nodeflow.gui import commands as cmd
 from nodeflow.validate import GraphValidator
 
 from .util import add_from_palette, drag, node_point, socket_point
