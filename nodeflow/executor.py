@@ -266,6 +266,8 @@ class _Run:
                 self._dropped.append(entry.node)
 
     def take_dropped(self) -> list[str]:
+        if not self._dropped:  # the common case: no lock needed to see it is empty
+            return []
         with self._emit_lock:
             dropped, self._dropped = self._dropped, []
         return dropped

@@ -130,7 +130,7 @@ ANNOTATOR_FILES = {
     "openpose": ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
     "depth": ("dpt_hybrid-midas-501f0c75.pt",),
 }
-SOURCE = "the Annotators collection of the ControlNet authors (lllyasviel/Annotators)"
+SOURCE = "the ControlNet authors' annotator weights, lllyasviel/Annotators"
 
 
 def _weights_folder(settings: Settings, name: str) -> Path | None:
@@ -219,10 +219,19 @@ _LOADERS = {"hed": _load_hed, "lineart": _load_lineart, "openpose": _load_openpo
             "depth": _load_depth}
 
 
+def _locked(loader: Callable[[Path], Any]) -> Callable[[Path], Any]:
+    def load(folder: Path) -> Any:
+        from nodeflow.nodes.diffusion.files import LOAD_LOCK
+
+        with LOAD_LOCK:
+            return loader(folder)
+    return load
+
+
 def _detector(ctx: RunContext, path: str, kind: str) -> Any:
     folder = _annotator_folder(ctx, path, kind)
     try:
-        return ctx.models.load(folder, _LOADERS[kind], kind="annotator", variant=kind)
+        return ctx.models.load(folder, _locked(_LOADERS[kind]), kind="annotator", variant=kind)
     except NodeInputError:
         raise
     except ImportError as exc:
