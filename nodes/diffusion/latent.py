@@ -1,0 +1,198 @@
+"""Latent nodes: empty latents, VAE encode/decode (with a tiled mode), inpainting masks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from nodeflow.errors import NodeInputError
+from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.nodes.diffusion.types import LATENT, VAE, Autoencoder, EncodedImage, Latent
+from nodeflow.settings import Settings
+from nodeflow.types import BOOL, IMAGE, INT, MASK
+
+MULTIPLE = 8
+
+
+def _size_problems(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:
+    for name in ("width", "height"):
+        value = values.get(name)
+        if isinstance(value, int) and value % MULTIPLE:
+            lower = value - value % MULTIPLE
+            yield name, (f"{name} {value} is not divisible by {MULTIPLE}; the autoencoder works on "
+                         f"blocks of {MULTIPLE} pixels. Use {lower or MULTIPLE} or {lower + MULTIPLE}")
+
+
+class EmptyLatent(Node):
+    """An empty latent of a size: the starting point of text-to-image (the sampler fills it with
+    seeded noise)."""
+
+    id = "diffusion.EmptyLatent"
+    category = "diffusion/latent"
+    inputs = (
+        Input("width", INT, "Image width in pixels (a multiple of 8).", default=512, min=8,
+              max=8192, step=8),
+        Input("height", INT, "Image height in pixels (a multiple of 8).", default=512, min=8,
+              max=8192, step=8),
+        Input("batch", INT, "How many images to make at once.", default=1, min=1, max=64),
+    )
+    outputs = (Output("latent", LATENT, "The empty latent."),)
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        yield from _size_problems(values)
+
+    def run(self, ctx: RunContext, width: int, height: int, batch: int) -> Any:
+        for socket, message in _size_problems({"width": width, "height": height}):
+            raise NodeInputError(socket or "width", message)
+        return Latent(width=width, height=height, batch=batch)
+
+
+def image_to_pixels(image: Any) -> Any:
+    """IMAGE (batch, h, w, 3) in [0, 1] → tensor (batch, 3, h, w) in [-1, 1], as diffusers does."""
+    import numpy as np
+    import torch
+
+    arr = np.asarray(image, dtype=np.float32)
+    pixels = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    return 2.0 * pixels - 1.0
+
+
+def pixels_to_image(pixels: Any) -> Any:
+    """Decoder output in [-1, 1] → IMAGE in [0, 1], as diffusers' image processor computes it."""
+    out = (pixels / 2 + 0.5).clamp(0, 1)
+    return out.cpu().permute(0, 2, 3, 1).float().numpy()
+
+
+def to_model_space(vae: Any, latents: Any) -> Any:
+    """Encoder latents → the scaled latents the UNet works on."""
+    config = vae.config
+    mean = getattr(config, "latents_mean", None)
+    std = getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        import torch
+
+        m = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+        s = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        return (latents - m) * config.scaling_factor / s
+    return config.scaling_factor * latents
+
+
+def from_model_space(vae: Any, latents: Any) -> Any:
+    """The UNet's scaled latents → what the decoder takes."""
+    config = vae.config
+    mean = getattr(config, "latents_mean", None)
+    std = getattr(config, "latents_std", None)
+    if mean is not None and std is not None:
+        import torch
+
+        m = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+        s = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+        return latents * s / config.scaling_factor + m
+    return latents / config.scaling_factor
+
+
+def encode_pixels(autoencoder: Autoencoder, pixels: Any, tiled: bool) -> Any:
+    """The encoder's latent distribution of pixels in [-1, 1]."""
+    import torch
+
+    vae = autoencoder.vae
+    with torch.no_grad():
+        pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+        if tiled:
+            if hasattr(vae, "_tiled_encode"):  # what encode() itself calls when tiling is on
+                from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+                return DiagonalGaussianDistribution(vae._tiled_encode(pixels))
+            return vae.tiled_encode(pixels).latent_dist
+        return vae.encode(pixels).latent_dist
+
+
+class VAEEncode(Node):
+    """Encode images into latents (for image-to-image and inpainting). The encoder's distribution
+    is sampled later by the sampler, with its seed."""
+
+    id = "diffusion.VAEEncode"
+    category = "diffusion/latent"
+    inputs = (
+        Input("vae", VAE, "The autoencoder."),
+        Input("image", IMAGE, "The images to encode (width and height multiples of 8)."),
+        Input("tiled", BOOL, "Encode in overlapping tiles to save memory on large images.",
+              default=False),
+    )
+    outputs = (Output("latent", LATENT, "The encoded latents."),)
+
+    def run(self, ctx: RunContext, vae: Autoencoder, image: Any, tiled: bool) -> Any:
+        import torch
+
+        batch, height, width = image.shape[:3]
+        for name, value in (("width", width), ("height", height)):
+            if value % MULTIPLE:
+                raise NodeInputError("image", f"the image {name} {value} is not divisible by "
+                                     f"{MULTIPLE}", hint="Resize or crop it first (image.Resize).")
+        pixels = image_to_pixels(image)
+        with ctx.models.use(vae.vae):
+            dist = encode_pixels(vae, pixels, tiled)
+            with torch.no_grad():
+                samples = to_model_space(vae.vae, dist.mode())
+        return Latent(width=int(width), height=int(height), batch=int(batch), samples=samples,
+                      encoded=EncodedImage(pixels, dist, vae, tiled))
+
+
+class VAEDecode(Node):
+    """Decode latents into images."""
+
+    id = "diffusion.VAEDecode"
+    category = "diffusion/latent"
+    inputs = (
+        Input("vae", VAE, "The autoencoder."),
+        Input("latent", LATENT, "The latents to decode (from a sampler)."),
+        Input("tiled", BOOL, "Decode in overlapping tiles to save memory on large images.",
+              default=False),
+    )
+    outputs = (Output("image", IMAGE, "The decoded images."),)
+
+    def run(self, ctx: RunContext, vae: Autoencoder, latent: Latent, tiled: bool) -> Any:
+        import torch
+
+        if latent.is_empty:
+            raise NodeInputError("latent", "this latent is empty: there is nothing to decode yet",
+                                 hint="Run it through diffusion.Sample first.")
+        model = vae.vae
+        with ctx.models.use(model), torch.no_grad():
+            z = from_model_space(model, latent.samples.to(device=model.device, dtype=model.dtype))
+            if tiled:
+                pixels = model.tiled_decode(z, return_dict=False)[0]
+            else:
+                pixels = model.decode(z, return_dict=False)[0]
+        return pixels_to_image(pixels)
+
+
+class SetLatentMask(Node):
+    """Mark the area of an encoded image to repaint (inpainting): 1 = change, 0 = keep. Works with
+    regular checkpoints (the kept area is restored every step) and with 9-channel inpainting ones."""
+
+    id = "diffusion.SetLatentMask"
+    category = "diffusion/latent"
+    inputs = (
+        Input("latent", LATENT, "The encoded picture (from VAEEncode)."),
+        Input("mask", MASK, "The area to repaint, at the picture's size."),
+    )
+    outputs = (Output("latent", LATENT, "The latent with its inpainting mask."),)
+
+    def run(self, ctx: RunContext, latent: Latent, mask: Any) -> Any:
+        import numpy as np
+
+        if latent.encoded is None:
+            raise NodeInputError("latent", "inpainting needs the encoded picture, but this latent "
+                                 "did not come from VAEEncode",
+                                 hint="Connect diffusion.VAEEncode's output here.")
+        arr = np.asarray(mask, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.shape[1:] != (latent.height, latent.width):
+            raise NodeInputError("mask", f"the mask is {arr.shape[2]}×{arr.shape[1]} but the picture "
+                                 f"is {latent.width}×{latent.height}",
+                                 hint="Resize the mask to the picture's size.")
+        return replace(latent, mask=arr)

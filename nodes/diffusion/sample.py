@@ -1,0 +1,395 @@
+"""The sampler: classifier-free guided denoising driven by a diffusers scheduler.
+
+One story, as in the diffusers pipelines: prepare the embeddings, set the
+timesteps, prepare the starting latents (noise for text-to-image, noised image
+latents for image-to-image and inpainting), then step. Random numbers come from
+one CPU generator seeded by ``seed`` and are drawn in the pipelines' order, so a
+graph gives the same pixels as the matching pipeline, on any device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from nodeflow.errors import NodeInputError
+from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.nodes.diffusion.types import (
+    CONDITIONING,
+    FAMILY_NAMES,
+    LATENT,
+    MODEL,
+    Conditioning,
+    DiffusionModel,
+    Latent,
+)
+from nodeflow.settings import Settings
+from nodeflow.types import FLOAT, INT, STRING
+
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler",
+                     {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "ddim": ("DDIMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+}
+"""Sampler names and the diffusers scheduler (with settings) that implements each."""
+
+SCHEDULES = ("normal", "karras")
+KARRAS = frozenset({"euler", "heun", "dpmpp_2m", "dpmpp_2m_sde", "unipc", "lms"})
+"""Samplers whose diffusers scheduler offers Karras sigmas."""
+
+PREVIEW_EVERY = 4
+
+# Linear maps from 4-channel latents to RGB, for cheap previews.
+_PREVIEW_RGB = {
+    "sd": ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
+           (-0.2120, -0.2616, -0.7177)),
+    "sdxl": ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362),
+             (-0.3165, -0.2492, -0.2188)),
+}
+
+
+def make_scheduler(config: Mapping[str, Any], sampler: str, schedule: str) -> Any:
+    """The diffusers scheduler for a sampler name, built from a checkpoint's scheduler config."""
+    import diffusers
+
+    class_name, overrides = SAMPLERS[sampler]
+    kwargs = dict(overrides)
+    if schedule == "karras":
+        kwargs["use_karras_sigmas"] = True
+    return getattr(diffusers, class_name).from_config(dict(config), **kwargs)
+
+
+def latent_preview(latents: Any, family: str) -> Any:
+    """A rough RGB picture of latents (batch item 0) by a fixed linear projection."""
+    import torch
+
+    z = latents[:1].detach().float().cpu()
+    if z.shape[1] == 4:
+        weights = torch.tensor(_PREVIEW_RGB["sdxl" if family == "sdxl" else "sd"])
+        rgb = torch.einsum("bchw,cr->bhwr", z, weights)
+    else:
+        rgb = z[:, :3].permute(0, 2, 3, 1) / 4
+        if rgb.shape[-1] < 3:
+            rgb = rgb[..., :1].expand(*rgb.shape[:3], 3)
+    return ((rgb + 1) / 2).clamp(0, 1).numpy()
+
+
+def guidance_embedding(w: Any, dim: int, dtype: Any) -> Any:
+    """Sinusoidal embedding of the guidance scale, for guidance-distilled (LCM) UNets."""
+    import torch
+
+    w = w * 1000.0
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, dtype=dtype) * -(math.log(10000.0) / (half - 1)))
+    emb = w.to(dtype)[:, None] * freq[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+    if dim % 2 == 1:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+def _matched(a: Any, b: Any) -> tuple[Any, Any]:
+    """Repeat the shorter of two chunked embeddings so both have the same token count."""
+    la, lb = a.shape[1], b.shape[1]
+    if la == lb:
+        return a, b
+    n = math.lcm(la, lb)
+    return a.repeat(1, n // la, 1), b.repeat(1, n // lb, 1)
+
+
+def _step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
+    params = set(inspect.signature(scheduler.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "eta" in params:
+        kwargs["eta"] = 0.0
+    if "generator" in params:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def _hint_tensor(image: Any, width: int, height: int, batch: int, cfg: bool, dtype: Any,
+                 device: Any) -> Any:
+    import numpy as np
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32).transpose(0, 3, 1, 2)))
+    if t.shape[-2:] != (height, width):
+        t = torch.nn.functional.interpolate(t, size=(height, width))
+    if t.shape[0] == 1:
+        t = t.repeat_interleave(batch, dim=0)
+    t = t.to(device=device, dtype=dtype)
+    return torch.cat([t] * 2) if cfg else t
+
+
+class Sample(Node):
+    """Denoise a latent with classifier-free guidance: text-to-image from an empty latent,
+    image-to-image from an encoded one (denoise below 1), inpainting from a masked one."""
+
+    id = "diffusion.Sample"
+    category = "diffusion/sampling"
+    inputs = (
+        Input("model", MODEL, "The denoising model (from a checkpoint, optionally with LoRAs)."),
+        Input("positive", CONDITIONING, "What to make (with any ControlNets attached)."),
+        Input("negative", CONDITIONING, "What to steer away from."),
+        Input("latent", LATENT, "Where to start: an empty latent, an encoded image, or a masked one."),
+        Input("seed", INT, "The noise seed (the same seed gives the same image on any device).",
+              default=0, min=0, max=2**63 - 1, seed=True),
+        Input("steps", INT, "Denoising steps.", default=20, min=1, max=1000),
+        Input("cfg", FLOAT, "Classifier-free guidance scale (1 or less: no guidance).", default=7.5,
+              min=0.0, max=100.0, step=0.5),
+        Input("sampler", STRING, "The sampling method.", default="euler", choices=tuple(SAMPLERS)),
+        Input("scheduler", STRING, "The noise schedule: normal, or Karras sigmas (for euler, heun, "
+              "dpmpp_2m, dpmpp_2m_sde, unipc, lms).", default="normal", choices=SCHEDULES),
+        Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of an "
+              "encoded image.", default=1.0, min=0.0, max=1.0, step=0.01),
+    )
+    outputs = (Output("latent", LATENT, "The denoised latents."),)
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        sampler, schedule = values.get("sampler"), values.get("scheduler")
+        if schedule == "karras" and sampler in SAMPLERS and sampler not in KARRAS:
+            yield "scheduler", (f"the {sampler} sampler has no Karras schedule; use 'normal', or one "
+                                f"of {', '.join(sorted(KARRAS))}")
+        steps, denoise = values.get("steps"), values.get("denoise")
+        if sampler == "pndm" and isinstance(steps, int) and steps < 4:
+            yield "steps", f"the pndm sampler needs at least 4 steps, got {steps}"
+        if isinstance(steps, int) and isinstance(denoise, int | float) and 0 <= denoise < 1:
+            if int(steps * denoise) < 1:
+                yield "denoise", (f"denoise {denoise} with {steps} steps leaves no step to run; "
+                                  "raise denoise or steps")
+
+    def run(self, ctx: RunContext, model: DiffusionModel, positive: Conditioning,
+            negative: Conditioning, latent: Latent, seed: int, steps: int, cfg: float,
+            sampler: str, scheduler: str, denoise: float) -> Any:
+        if sampler not in SAMPLERS:
+            raise NodeInputError("sampler", f"unknown sampler {sampler!r}",
+                                 hint=f"Use one of: {', '.join(SAMPLERS)}.")
+        if scheduler not in SCHEDULES:
+            raise NodeInputError("scheduler", f"unknown scheduler {scheduler!r}",
+                                 hint=f"Use one of: {', '.join(SCHEDULES)}.")
+        for problem in self.check({"sampler": sampler, "scheduler": scheduler, "steps": steps,
+                                   "denoise": denoise}, ctx.settings):
+            raise NodeInputError(problem[0] or "sampler", problem[1])
+        for socket, cond in (("positive", positive), ("negative", negative)):
+            if cond.family != model.family:
+                raise NodeInputError(socket, f"this conditioning was encoded by a "
+                                     f"{FAMILY_NAMES.get(cond.family)} text encoder, but the model is "
+                                     f"{FAMILY_NAMES.get(model.family)}",
+                                     hint="Encode the prompt with the same checkpoint's clip.")
+        for hint in positive.hints:
+            if hint.controlnet.family != model.family:
+                raise NodeInputError("positive", f"a ControlNet attached here is for "
+                                     f"{FAMILY_NAMES.get(hint.controlnet.family)}, but the model is "
+                                     f"{FAMILY_NAMES.get(model.family)}")
+        if latent.width % model.latent_scale or latent.height % model.latent_scale:
+            raise NodeInputError("latent", f"the latent's size {latent.width}×{latent.height} is not a "
+                                 f"multiple of {model.latent_scale}")
+        if model.is_inpaint and latent.mask is None:
+            raise NodeInputError("latent", "this is an inpainting checkpoint (9-channel UNet): it needs "
+                                 "an encoded picture with a mask",
+                                 hint="Connect VAEEncode → SetLatentMask here.")
+        if latent.mask is not None and latent.encoded is None:
+            raise NodeInputError("latent", "an inpainting mask needs the encoded picture")
+        if latent.is_empty and denoise < 1.0:
+            raise NodeInputError("denoise", f"denoise {denoise} needs a starting image, but the latent "
+                                 "is empty", hint="Use denoise 1, or encode an image with VAEEncode.")
+        modules = [model.unet, *(h.controlnet.model for h in positive.hints)]
+        with ctx.models.use(*modules) as device:
+            samples = _denoise(ctx, model, positive, negative, latent, seed, steps, cfg, sampler,
+                               scheduler, denoise, device)
+        return replace(latent, samples=samples, encoded=None, mask=None)
+
+
+def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
+             latent: Latent, seed: int, steps: int, cfg: float, sampler: str, schedule: str,
+             denoise: float, device: Any) -> Any:
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    unet = model.unet
+    dtype = unet.dtype
+    batch = latent.batch
+    height, width = latent.height, latent.width
+    scale = model.latent_scale
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    guidance_cond = unet.config.time_cond_proj_dim is not None
+    do_cfg = cfg > 1.0 and not guidance_cond
+
+    # Embeddings: [negative, positive] when guiding, each repeated for the batch.
+    pos, neg = positive.embeds, negative.embeds
+    if do_cfg:
+        pos, neg = _matched(pos, neg)
+    pos = pos.to(device=device, dtype=dtype).repeat(batch, 1, 1)
+    neg = neg.to(device=device, dtype=dtype).repeat(batch, 1, 1)
+    embeds = torch.cat([neg, pos]) if do_cfg else pos
+    added_cond = None
+    if model.family == "sdxl":
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype)
+        text_embeds = positive.pooled.to(device=device, dtype=dtype).repeat(batch, 1)
+        if do_cfg:
+            neg_pooled = negative.pooled.to(device=device, dtype=dtype).repeat(batch, 1)
+            text_embeds = torch.cat([neg_pooled, text_embeds])
+            time_ids = torch.cat([time_ids, time_ids])
+        added_cond = {"text_embeds": text_embeds, "time_ids": time_ids.to(device).repeat(batch, 1)}
+    timestep_cond = None
+    if guidance_cond:
+        w = torch.tensor(cfg - 1).repeat(batch)
+        timestep_cond = guidance_embedding(w, unet.config.time_cond_proj_dim, dtype).to(device)
+
+    # Timesteps; denoise < 1 (or an image to start from) skips the noisiest ones.
+    scheduler = make_scheduler(model.scheduler_config, sampler, schedule)
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps
+    if sampler == "pndm" and steps < 4:  # its warm-up needs more steps than that
+        raise NodeInputError("steps", f"the pndm sampler needs at least 4 steps, got {steps}")
+    from_image = not latent.is_empty
+    if from_image:
+        init = min(int(steps * denoise), steps)
+        t_start = max(steps - init, 0)
+        timesteps = timesteps[t_start * scheduler.order:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+        if steps - t_start < 1:
+            raise NodeInputError("denoise", f"denoise {denoise} with {steps} steps leaves no step "
+                                 "to run", hint="Raise denoise or steps.")
+    latent_timestep = timesteps[:1].repeat(batch)
+    shape = (batch, unet.config.in_channels if not model.is_inpaint else (unet.config.in_channels - 1) // 2,
+             height // scale, width // scale)
+
+    mask: Any = None
+    masked_latents: Any = None
+    image_latents: Any = None
+    noise: Any = None
+    if latent.mask is not None:
+        latents, noise, image_latents, mask, masked_latents = _prepare_inpaint(
+            latent, model, scheduler, generator, shape, latent_timestep, denoise == 1.0, do_cfg,
+            device, dtype)
+    elif from_image:
+        if latent.encoded is not None:
+            with torch.no_grad():
+                init_latents = _sample_latents(latent, generator, device, dtype)
+        else:
+            init_latents = latent.samples.to(device=device, dtype=dtype)
+        if init_latents.shape[0] < batch:
+            init_latents = init_latents.repeat(batch // init_latents.shape[0], 1, 1, 1)
+        noise = randn_tensor(init_latents.shape, generator=generator, device=device, dtype=dtype)
+        latents = scheduler.add_noise(init_latents, noise, latent_timestep)
+    else:
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        latents = latents * scheduler.init_noise_sigma
+
+    hints = [(h, _hint_tensor(h.image, width, height, batch, do_cfg, h.controlnet.model.dtype, device))
+             for h in positive.hints]
+    extra = _step_kwargs(scheduler, generator)
+    total = len(timesteps)
+    with torch.no_grad():
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            down = mid = None
+            for hint, image in hints:
+                keep = 1.0 - float(i / total < hint.start or (i + 1) / total > hint.end)
+                d, m = hint.controlnet.model(
+                    model_input, t, encoder_hidden_states=embeds, controlnet_cond=image,
+                    conditioning_scale=hint.strength * keep, guess_mode=False,
+                    added_cond_kwargs=added_cond, return_dict=False)
+                if down is None:
+                    down, mid = list(d), m
+                else:
+                    down = [a + b for a, b in zip(down, d, strict=True)]
+                    mid = mid + m
+            if model.is_inpaint:
+                model_input = torch.cat([model_input, mask, masked_latents], dim=1)
+            kwargs: dict[str, Any] = {}
+            if down is not None:
+                kwargs = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+            noise_pred = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
+                              added_cond_kwargs=added_cond, return_dict=False, **kwargs)[0]
+            if do_cfg:
+                uncond, text = noise_pred.chunk(2)
+                noise_pred = uncond + cfg * (text - uncond)
+            latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+            if mask is not None and not model.is_inpaint:
+                init_mask = mask.chunk(2)[0] if do_cfg else mask
+                proper = image_latents
+                if i < total - 1:
+                    proper = scheduler.add_noise(proper, noise, torch.tensor([timesteps[i + 1]]))
+                latents = (1 - init_mask) * proper + init_mask * latents
+            ctx.progress(i + 1, total)
+            if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
+                ctx.preview(latent_preview(latents, model.family))
+    return latents
+
+
+def _sample_latents(latent: Latent, generator: Any, device: Any, dtype: Any) -> Any:
+    """Draw the encoded image's latents from the encoder's distribution with the sampler's generator."""
+    from nodeflow.nodes.diffusion.latent import to_model_space
+
+    assert latent.encoded is not None
+    sample = latent.encoded.dist.sample(generator=generator)
+    return to_model_space(latent.encoded.vae.vae, sample).to(device=device, dtype=dtype)
+
+
+def _prepare_inpaint(latent: Latent, model: DiffusionModel, scheduler: Any, generator: Any,
+                     shape: tuple[int, ...], latent_timestep: Any, full: bool, do_cfg: bool,
+                     device: Any, dtype: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """Starting latents, noise, image latents, latent mask and masked-image latents, drawn in the
+    inpainting pipeline's order."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from nodeflow.nodes.diffusion.latent import encode_pixels
+
+    assert latent.encoded is not None
+    batch = shape[0]
+    keep_image = not model.is_inpaint
+    image_latents = None
+    with torch.no_grad():
+        if keep_image or not full:
+            image_latents = _sample_latents(latent, generator, device, dtype)
+            image_latents = image_latents.repeat(batch // image_latents.shape[0], 1, 1, 1)
+        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if full:
+            latents = noise * scheduler.init_noise_sigma
+        else:
+            latents = scheduler.add_noise(image_latents, noise, latent_timestep)
+
+        condition = torch.from_numpy(latent.mask)[:, None].clone()
+        condition[condition < 0.5] = 0
+        condition[condition >= 0.5] = 1
+        pixels = latent.encoded.pixels
+        masked = pixels * (condition < 0.5)
+        mask = torch.nn.functional.interpolate(condition, size=(shape[2], shape[3]))
+        mask = mask.to(device=device, dtype=dtype)
+        if model.is_inpaint:
+            dist = encode_pixels(latent.encoded.vae, masked, latent.encoded.tiled)
+            from nodeflow.nodes.diffusion.latent import to_model_space
+
+            masked_latents = to_model_space(latent.encoded.vae.vae, dist.sample(generator=generator))
+            masked_latents = masked_latents.to(device=device, dtype=dtype)
+        else:
+            # Unused by a 4-channel UNet, but the pipeline draws these numbers: keep in step.
+            randn_tensor((masked.shape[0], shape[1], shape[2], shape[3]), generator=generator,
+                         device=device, dtype=dtype)
+            masked_latents = torch.zeros(0)
+        if mask.shape[0] < batch:
+            mask = mask.repeat(batch // mask.shape[0], 1, 1, 1)
+        if model.is_inpaint and masked_latents.shape[0] < batch:
+            masked_latents = masked_latents.repeat(batch // masked_latents.shape[0], 1, 1, 1)
+        if do_cfg:
+            mask = torch.cat([mask] * 2)
+            if model.is_inpaint:
+                masked_latents = torch.cat([masked_latents] * 2)
+    return latents, noise, image_latents, mask, masked_latents

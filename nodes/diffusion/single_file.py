@@ -1,0 +1,198 @@
+"""Single-file checkpoints in the original Stable Diffusion layout (``model.diffusion_model.*``,
+``first_stage_model.*``, ``cond_stage_model.*`` / ``conditioner.*``), loaded fully offline.
+
+The family is read from the file's tensor names; the architecture comes from the
+config folders this package carries (``configs/sd15``, ``configs/sd21``,
+``configs/sdxl``: diffusers-format configs, no weights) and the CLIP tokenizer is
+built from open-clip-torch's vocabulary. A checkpoint of another architecture can
+bring its own: a diffusers config folder named like the file plus ``.config``
+(``model.safetensors`` → ``model.config/``) is used instead of the carried one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodeflow.errors import ModelError
+from nodeflow.nodes.diffusion.files import safetensors_keys
+from nodeflow.nodes.diffusion.types import Autoencoder
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+FAMILY_CONFIGS = {"sd1": "sd15", "sd2": "sd21", "sdxl": "sdxl"}
+UNET = "model.diffusion_model."
+CROSS_ATTENTION_KEY = UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+CROSS_ATTENTION_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a single-file checkpoint's tensor names say about it."""
+
+    family: str
+    in_channels: int
+
+
+def what_it_is(keys: list[str]) -> str:
+    """A guess at what a safetensors file that is not a checkpoint holds, for messages."""
+    if any("lora" in k for k in keys):
+        return "a LoRA (load it with diffusion.LoadLoRA)"
+    if any(k.startswith("control_model.") or "input_hint_block" in k for k in keys):
+        return "a ControlNet (load it with diffusion.LoadControlNet)"
+    if any(k.startswith(("encoder.", "decoder.", "first_stage_model.")) for k in keys):
+        return "a VAE (load it with diffusion.LoadVAE)"
+    if any(k.startswith(("text_model.", "encoder.layers.")) for k in keys):
+        return "a text encoder"
+    return "not a Stable Diffusion model"
+
+
+def inspect_header(header: Mapping[str, Any], name: str) -> CheckpointInfo:
+    """Family and UNet input channels from a safetensors header; ModelError if not a checkpoint."""
+    keys = list(header)
+    if not any(k.startswith(UNET) for k in keys):
+        raise ModelError(f"{name} is not a Stable Diffusion checkpoint: it looks like {what_it_is(keys)}",
+                         hint="Give LoadCheckpoint a full checkpoint (.safetensors) or a diffusers folder.")
+    if any(k.startswith("conditioner.embedders.") for k in keys):
+        family = "sdxl"
+    elif any(k.startswith("cond_stage_model.model.") for k in keys):
+        family = "sd2"
+    elif any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        family = "sd1"
+    else:
+        width = header.get(CROSS_ATTENTION_KEY, {}).get("shape", [0, 0])[1]
+        if width not in CROSS_ATTENTION_FAMILY:
+            raise ModelError(f"{name} is a UNet of an unknown family (cross-attention width {width})",
+                             hint="nodeflow loads SD 1.x, SD 2.x and SDXL checkpoints.")
+        family = CROSS_ATTENTION_FAMILY[width]
+    conv_in = header.get(UNET + "input_blocks.0.0.weight", {}).get("shape", [0, 4])
+    return CheckpointInfo(family, int(conv_in[1]))
+
+
+def checkpoint_info(path: Path) -> CheckpointInfo:
+    try:
+        header = safetensors_keys(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not a readable safetensors file ({exc})") from None
+    return inspect_header(header, path.name)
+
+
+def _sidecar(path: Path) -> Path | None:
+    folder = path.parent / (path.stem + ".config")
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def _prepare_config(path: Path, info: CheckpointInfo, workdir: Path) -> Path:
+    """The config folder for this file: its own, or the carried one adjusted to the file."""
+    own = _sidecar(path)
+    if own is not None:
+        return own
+    source = CONFIGS / FAMILY_CONFIGS[info.family]
+    if info.in_channels == 4:
+        return source
+    target = workdir / source.name
+    shutil.copytree(source, target)
+    unet_config = target / "unet" / "config.json"
+    data = json.loads(unet_config.read_text())
+    data["in_channels"] = info.in_channels
+    unet_config.write_text(json.dumps(data))
+    if info.family == "sd2":  # SD 2 inpainting is an epsilon model, unlike SD 2.1 768
+        sched = target / "scheduler" / "scheduler_config.json"
+        data = json.loads(sched.read_text())
+        data["prediction_type"] = "epsilon"
+        sched.write_text(json.dumps(data))
+    return target
+
+
+def _has_vocab(folder: Path) -> bool:
+    return (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+
+
+def load_single_file(path: Path, dtype: Any = None) -> Any:
+    """Load an original-layout .safetensors checkpoint into a `Checkpoint`."""
+    import diffusers
+
+    from nodeflow.nodes.diffusion.clip_vocab import EOS, clip_tokenizer
+    from nodeflow.nodes.diffusion.loaders import Checkpoint, read_scheduler_config
+    from nodeflow.nodes.diffusion.types import DiffusionModel, TextEncoders
+
+    info = checkpoint_info(path)
+    sdxl = info.family == "sdxl"
+    inpaint = info.in_channels == 9
+    cls: Any
+    if sdxl:
+        cls = diffusers.StableDiffusionXLInpaintPipeline if inpaint else diffusers.StableDiffusionXLPipeline
+    else:
+        cls = diffusers.StableDiffusionInpaintPipeline if inpaint else diffusers.StableDiffusionPipeline
+    with tempfile.TemporaryDirectory(prefix="nodeflow-config-") as work:
+        config = _prepare_config(path, info, Path(work))
+        kwargs: dict[str, Any] = {"config": str(config), "local_files_only": True}
+        if dtype is not None:
+            kwargs["torch_dtype"] = dtype
+        if not _has_vocab(config / "tokenizer"):
+            kwargs["tokenizer"] = clip_tokenizer(EOS if info.family == "sd1" or sdxl else "!")
+        if sdxl and not _has_vocab(config / "tokenizer_2"):
+            kwargs["tokenizer_2"] = clip_tokenizer("!")
+        if not sdxl:
+            kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        else:
+            kwargs["add_watermarker"] = False
+        try:
+            pipe = cls.from_single_file(str(path), **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot load {path.name} as a {info.family.upper()} checkpoint: {exc}",
+                             hint="Check that the file is complete; a checkpoint of another "
+                                  "architecture needs its config folder beside it "
+                                  f"({path.stem}.config/).") from None
+        scheduler_config = read_scheduler_config(config / "scheduler")
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.eval().requires_grad_(False)
+    vae = Autoencoder(pipe.vae, info.family)
+    return Checkpoint(
+        DiffusionModel(pipe.unet, scheduler_config, info.family, vae.scale_factor, str(path)),
+        TextEncoders(info.family, pipe.tokenizer, pipe.text_encoder, getattr(pipe, "tokenizer_2", None),
+                     getattr(pipe, "text_encoder_2", None)),
+        vae,
+    )
+
+
+def load_single_file_vae(path: Path, dtype: Any = None) -> Autoencoder:
+    """A VAE from one .safetensors file, in the original layout or diffusers'."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    header = safetensors_keys(path)
+    keys = list(header)
+    family = "sdxl" if "xl" in path.name.lower() else "sd1"
+    config = CONFIGS / FAMILY_CONFIGS[family]
+    if any(".down_blocks." in k for k in keys):  # already in diffusers' layout
+        from safetensors.torch import load_file
+
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config / "vae"))
+        missing, unexpected = vae.load_state_dict(load_file(str(path)), strict=False)
+        if missing or unexpected:
+            raise ModelError(f"{path.name} does not fit a Stable Diffusion VAE "
+                             f"({len(missing)} tensors missing, {len(unexpected)} unexpected)")
+        if dtype is not None:
+            vae = vae.to(dtype)
+    else:
+        if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.")) for k in keys):
+            raise ModelError(f"{path.name} is not a VAE: it looks like {what_it_is(keys)}")
+        kwargs: dict[str, Any] = {"config": str(config), "subfolder": "vae", "local_files_only": True}
+        if dtype is not None:
+            kwargs["torch_dtype"] = dtype
+        vae = AutoencoderKL.from_single_file(str(path), **kwargs)
+    with torch.no_grad():
+        vae.eval().requires_grad_(False)
+    return Autoencoder(vae, family)
+
+
+def load_single_file_controlnet(path: Path, dtype: Any = None) -> Any:
+    raise ModelError(f"{path.name}: ControlNets are loaded from diffusers folders "
+                     "(config.json + diffusion_pytorch_model.safetensors)",
+                     hint="Give the ControlNet's folder instead of a single file.")

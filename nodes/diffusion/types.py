@@ -1,0 +1,153 @@
+"""Socket types of the diffusion pack and the values that travel on them.
+
+Values are small frozen records around torch modules and tensors; a node never
+mutates one it received, it makes a new record (e.g. a LoRA gives a new model).
+Nothing here imports torch at module import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from nodeflow.types import SocketType
+
+MODEL = SocketType("MODEL", color="#b39ddb",
+                   description="A denoising UNet with its scheduler configuration and model family.")
+CLIP = SocketType("CLIP", color="#ffd54f",
+                  description="The text encoder(s) and tokenizer(s) of a checkpoint.")
+VAE = SocketType("VAE", color="#ef5350",
+                 description="The autoencoder that turns latents into pixels and back.")
+CONDITIONING = SocketType("CONDITIONING", color="#ffa726",
+                          description="Encoded prompt embeddings, with any attached ControlNet hints.")
+LATENT = SocketType("LATENT", color="#f48fb1",
+                    description="A batch of latents (or an empty latent of a size), with an optional "
+                                "inpainting mask.")
+CONTROL_NET = SocketType("CONTROL_NET", color="#80cbc4", description="A ControlNet model.")
+
+FAMILIES = ("sd1", "sd2", "sdxl")
+FAMILY_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sdxl": "SDXL"}
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel:
+    """A UNet, the scheduler configuration it was trained with, and its family."""
+
+    unet: Any
+    scheduler_config: dict[str, Any]
+    family: str
+    latent_scale: int = 8
+    """Pixels per latent cell of the checkpoint's autoencoder."""
+    source: str = ""
+    loras: tuple[str, ...] = ()
+    """Names of the LoRAs applied, in order (for messages)."""
+    adapters: tuple[tuple[str, float], ...] = ()
+    """peft adapter names active on ``unet`` and their weights."""
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def is_inpaint(self) -> bool:
+        return self.in_channels == 9
+
+
+@dataclass(frozen=True, eq=False)
+class TextEncoders:
+    """Tokenizer(s) and text encoder(s): one pair for SD 1.x/2.x, two for SDXL."""
+
+    family: str
+    tokenizer: Any
+    text_encoder: Any
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+    adapters: tuple[tuple[str, float], ...] = ()
+    adapters_2: tuple[tuple[str, float], ...] = ()
+
+    def pairs(self) -> list[tuple[Any, Any]]:
+        pairs = [(self.tokenizer, self.text_encoder)]
+        if self.text_encoder_2 is not None:
+            pairs.append((self.tokenizer_2, self.text_encoder_2))
+        return pairs
+
+
+@dataclass(frozen=True, eq=False)
+class Autoencoder:
+    """An AutoencoderKL and the family it belongs to ('' when unknown)."""
+
+    vae: Any
+    family: str = ""
+
+    @property
+    def scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+@dataclass(frozen=True, eq=False)
+class ControlNet:
+    """A ControlNetModel and its family."""
+
+    model: Any
+    family: str
+    source: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ControlHint:
+    """A ControlNet with its control image, strength and active fraction of the steps."""
+
+    controlnet: ControlNet
+    image: Any
+    """IMAGE array (batch, height, width, 3) in [0, 1]."""
+    strength: float
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    """Prompt embeddings (1, tokens, dim), SDXL's pooled embedding, and ControlNet hints."""
+
+    embeds: Any
+    family: str
+    pooled: Any = None
+    hints: tuple[ControlHint, ...] = ()
+
+    def with_hint(self, hint: ControlHint) -> Conditioning:
+        return replace(self, hints=(*self.hints, hint))
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedImage:
+    """What VAEEncode saw: the pixels in [-1, 1] and the encoder's latent distribution.
+
+    The distribution is sampled by the sampler with its own seed, in the order the
+    diffusers pipelines draw their random numbers, so img2img and inpainting match them.
+    """
+
+    pixels: Any
+    dist: Any
+    vae: Autoencoder
+    tiled: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Latent:
+    """Latents (batch, channels, height/8, width/8), or an empty latent of a size.
+
+    ``samples`` is None for an empty latent (the sampler starts from noise).
+    ``mask`` (batch, 1, height, width) in pixels marks with 1 where inpainting may change.
+    """
+
+    width: int
+    height: int
+    batch: int
+    samples: Any = None
+    encoded: EncodedImage | None = None
+    mask: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.samples is None
