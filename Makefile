@@ -29,7 +29,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check nodeflow nodes gui tests bench
-	$(BIN)/mypy nodeflow
+	$(BIN)/mypy nodeflow nodes
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor_overhead.py

@@ -159,6 +159,9 @@ class ModelManager:
         self._files: dict[tuple[Any, ...], LoadedModel] = {}
         self._components: dict[int, Component] = {}
         self._lock = threading.RLock()
+        self._load_lock = threading.RLock()
+        # One loader at a time: diffusers and accelerate build models on the meta device by
+        # patching torch process-wide, so two loaders at once corrupt each other.
         self._tick = 0
         self.loads = 0
         """How many times a model file was actually read from disk."""
@@ -224,7 +227,12 @@ class ModelManager:
         with self._lock:
             # Make room in RAM before reading: the file's size is what it will take.
             self._enforce_ram_budget(incoming=identity[1])
-        model = loader(path)
+        with self._load_lock:
+            with self._lock:
+                entry = self._files.get(key)
+                if entry is not None:  # another thread loaded it meanwhile
+                    return entry.model  # type: ignore[no-any-return]
+            model = loader(path)
         with self._lock:
             entry = self._files.get(key)
             if entry is not None:  # another thread loaded it meanwhile

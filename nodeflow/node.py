@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -191,9 +191,14 @@ class Node:
         if not cls.title:
             cls.title = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", cls.id.rsplit(".", 1)[1])
 
-    def run(self, ctx: RunContext, **inputs: Any) -> Mapping[str, Any] | Any:
-        """Compute the outputs: a mapping by output name (or the value when there is one output)."""
-        raise NotImplementedError
+    if TYPE_CHECKING:
+        # Subclasses declare their inputs as named parameters of `run`.
+        run: Callable[..., Mapping[str, Any] | Any]
+    else:
+        def run(self, ctx: RunContext, **inputs: Any) -> Mapping[str, Any] | Any:
+            """Compute the outputs: a mapping by output name (or the value when there is one
+            output). Inputs arrive as keyword arguments named like the input sockets."""
+            raise NotImplementedError
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:

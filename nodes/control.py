@@ -252,6 +252,7 @@ class HED(Node):
     """Soft edges (HED) of a picture."""
 
     id = "control.HED"
+    uses_accelerator = True
     category = "control"
     inputs = (Input("image", IMAGE, "The picture."), _path_input("hed"),
               Input("safe", BOOL, "Quantise the edges (the 'safe' variant).", default=False),
@@ -273,6 +274,7 @@ class Lineart(Node):
     """Line art drawn by a learned model (realistic, or coarse)."""
 
     id = "control.Lineart"
+    uses_accelerator = True
     category = "control"
     inputs = (Input("image", IMAGE, "The picture."), _path_input("lineart"),
               Input("coarse", BOOL, "Use the coarse model.", default=False), RESOLUTION)
@@ -293,6 +295,7 @@ class OpenPose(Node):
     """Human pose skeletons (body, optionally hands and face)."""
 
     id = "control.OpenPose"
+    uses_accelerator = True
     category = "control"
     inputs = (Input("image", IMAGE, "The picture."), _path_input("openpose"),
               Input("hands", BOOL, "Also draw hands.", default=False),
@@ -315,6 +318,7 @@ class Depth(Node):
     """A depth map (MiDaS): near is bright."""
 
     id = "control.Depth"
+    uses_accelerator = True
     category = "control"
     inputs = (Input("image", IMAGE, "The picture."), _path_input("depth"), RESOLUTION)
     outputs = (Output("image", IMAGE, "The depth map."),)

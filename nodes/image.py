@@ -66,8 +66,8 @@ class Load(Node):
         if found is None:
             raise NodeInputError("path", ctx.settings.describe_search("image", path))
         try:
-            with Image.open(found) as im:
-                im = ImageOps.exif_transpose(im)
+            with Image.open(found) as opened:
+                im = ImageOps.exif_transpose(opened)
                 im.load()
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise NodeInputError("path", f"{found} is not a picture nodeflow can read ({exc})",

@@ -84,6 +84,7 @@ class Tokenize(Node):
     """Turn images into grids of codebook indices (one token per downscale×downscale pixels)."""
 
     id = "ar.Tokenize"
+    uses_accelerator = True
     category = "autoregressive"
     inputs = (
         Input("tokenizer", TOKENIZER, "The VQ tokenizer."),
@@ -110,6 +111,7 @@ class Detokenize(Node):
     """Turn token grids back into images with the tokenizer they came from."""
 
     id = "ar.Detokenize"
+    uses_accelerator = True
     category = "autoregressive"
     inputs = (
         Input("tokenizer", TOKENIZER, "The VQ tokenizer whose codebook the tokens index."),
@@ -170,6 +172,7 @@ class Sample(Node):
     """
 
     id = "ar.Sample"
+    uses_accelerator = True
     category = "autoregressive"
     inputs = (
         Input("prior", PRIOR, "The prior, from ar.LoadPrior."),

@@ -106,6 +106,7 @@ class TextEncode(Node):
     encoded in chunks, so nothing is cut off."""
 
     id = "diffusion.TextEncode"
+    uses_accelerator = True
     category = "diffusion/conditioning"
     inputs = (
         Input("clip", CLIP, "The text encoder(s) from a checkpoint (or a LoRA)."),

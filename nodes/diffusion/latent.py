@@ -114,6 +114,7 @@ class VAEEncode(Node):
     is sampled later by the sampler, with its seed."""
 
     id = "diffusion.VAEEncode"
+    uses_accelerator = True
     category = "diffusion/latent"
     inputs = (
         Input("vae", VAE, "The autoencoder."),
@@ -144,6 +145,7 @@ class VAEDecode(Node):
     """Decode latents into images."""
 
     id = "diffusion.VAEDecode"
+    uses_accelerator = True
     category = "diffusion/latent"
     inputs = (
         Input("vae", VAE, "The autoencoder."),

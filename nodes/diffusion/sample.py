@@ -137,6 +137,7 @@ class Sample(Node):
     image-to-image from an encoded one (denoise below 1), inpainting from a masked one."""
 
     id = "diffusion.Sample"
+    uses_accelerator = True
     category = "diffusion/sampling"
     inputs = (
         Input("model", MODEL, "The denoising model (from a checkpoint, optionally with LoRAs)."),

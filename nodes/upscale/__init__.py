@@ -74,6 +74,7 @@ class Upscale(Node):
     """
 
     id = "upscale.Upscale"
+    uses_accelerator = True
     category = "upscale"
     inputs = (
         Input("upscale_model", UPSCALE_MODEL, "The model, from upscale.LoadModel."),
