@@ -103,3 +103,10 @@ def demo_window(make_window: Any, tmp_path: Path) -> Any:
     folder = tmp_path / "graphs"
     shutil.copytree(REPO / "graphs", folder)
     return make_window(folder / "image_effects.json")
+
+
+@pytest.fixture(autouse=True)
+def empty_clipboard(qapp: Any) -> Any:
+    """Leave the clipboard empty: Qt's offscreen platform crashes at exit if it holds data."""
+    yield
+    qapp.clipboard().clear()
