@@ -14,7 +14,6 @@ import threading
 import time
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from nodeflow.graph import Graph, Link
 from nodeflow.node import Node
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
-from nodeflow.validate import GraphValidator
+from nodeflow.validate import GraphValidator, kahn_order
 
 EventSink = Callable[[Event], None]
 
@@ -100,22 +99,8 @@ class RunResult:
 
 def topological_order(nodes: Iterable[str], links: Iterable[Link]) -> list[str]:
     """Kahn's algorithm, iterative (a 100,000-node chain is fine); raises on a cycle."""
-    nodes = list(nodes)
-    indegree = dict.fromkeys(nodes, 0)
-    children: dict[str, list[str]] = {}
-    for link in links:
-        children.setdefault(link.src, []).append(link.dst)
-        indegree[link.dst] += 1
-    ready = deque(n for n in nodes if indegree[n] == 0)
-    order = []
-    while ready:
-        n = ready.popleft()
-        order.append(n)
-        for c in children.get(n, ()):
-            indegree[c] -= 1
-            if indegree[c] == 0:
-                ready.append(c)
-    if len(order) != len(nodes):
+    order, cyclic = kahn_order(list(nodes), links)
+    if cyclic:
         raise UsageError("the graph has a cycle; run `nodeflow validate` to see it")
     return order
 

@@ -107,7 +107,7 @@ class GraphValidator:
                     add("missing_input", f"required input '{spec.name}' ({type_name(spec.type)}) "
                         f"is not set; {how}", node.id, spec.name)
 
-        order, cyclic = _topological_order(list(graph.nodes), good_links)
+        order, cyclic = kahn_order(list(graph.nodes), good_links)
         if cyclic:
             for cycle in _describe_cycles(cyclic, good_links):
                 add("cycle", "the graph has a cycle: " + " -> ".join(cycle + [cycle[0]])
@@ -218,7 +218,7 @@ def migrate_nodes(graph: Graph, registry: NodeRegistry) -> list[Problem]:
     return problems
 
 
-def _topological_order(nodes: list[str], links: Iterable[Link]) -> tuple[list[str], set[str]]:
+def kahn_order(nodes: list[str], links: Iterable[Link]) -> tuple[list[str], set[str]]:
     """Kahn's algorithm: the order, and the nodes left over because they sit on or after a cycle."""
     indegree = dict.fromkeys(nodes, 0)
     children: dict[str, list[str]] = {}
