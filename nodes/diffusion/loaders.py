@@ -9,7 +9,7 @@ once per process through the model manager.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,19 +161,27 @@ class LoadCheckpoint(Node):
                            "a .safetensors file")
 
     def run(self, ctx: RunContext, path: str) -> Any:
-        found = resolve(ctx, "path", "checkpoints", path)
-        problem = check_weights_file(found, "checkpoint")
-        if problem:
-            raise NodeInputError("path", problem)
         dtype = ctx.models.dtype("unet")
-        try:
-            ckpt = ctx.models.load(found, lambda p: load_checkpoint(p, dtype), kind="checkpoint")
-        except ModelError as exc:
-            raise NodeInputError("path", exc.message, hint=exc.hint) from None
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise NodeInputError("path", f"cannot load the checkpoint {found}: {exc}",
-                                 hint="Check that it is a complete Stable Diffusion checkpoint.") from None
+        ckpt = load_path_input(ctx, path, "checkpoints", "checkpoint",
+                               lambda p: load_checkpoint(p, dtype),
+                               "Check that it is a complete Stable Diffusion checkpoint.")
         return {"model": ckpt.model, "clip": ckpt.clip, "vae": ckpt.vae}
+
+
+def load_path_input(ctx: RunContext, path: str, kind: str, what: str,
+                    loader: Callable[[Path], Any], hint: str) -> Any:
+    """Resolve a model file named by the node's `path` input and load it once through the model
+    manager; every failure is an error on the `path` socket."""
+    found = resolve(ctx, "path", kind, path)
+    problem = check_weights_file(found, what)
+    if problem:
+        raise NodeInputError("path", problem)
+    try:
+        return ctx.models.load(found, loader, kind=what.lower())
+    except ModelError as exc:
+        raise NodeInputError("path", exc.message, hint=exc.hint) from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise NodeInputError("path", f"cannot load the {what} {found}: {exc}", hint=hint) from None
 
 
 def load_vae_file(path: Path, dtype: Any = None) -> Autoencoder:
@@ -211,18 +219,9 @@ class LoadVAE(Node):
         yield from check_path_input(dict(values), settings, "path", "vae", "VAE")
 
     def run(self, ctx: RunContext, path: str) -> Any:
-        found = resolve(ctx, "path", "vae", path)
-        problem = check_weights_file(found, "VAE")
-        if problem:
-            raise NodeInputError("path", problem)
         dtype = ctx.models.dtype("vae")
-        try:
-            return ctx.models.load(found, lambda p: load_vae_file(p, dtype), kind="vae")
-        except ModelError as exc:
-            raise NodeInputError("path", exc.message, hint=exc.hint) from None
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise NodeInputError("path", f"cannot load the VAE {found}: {exc}",
-                                 hint="Check that it is a Stable Diffusion VAE.") from None
+        return load_path_input(ctx, path, "vae", "VAE", lambda p: load_vae_file(p, dtype),
+                               "Check that it is a Stable Diffusion VAE.")
 
 
 def controlnet_family(model: Any) -> str:
@@ -270,18 +269,10 @@ class LoadControlNet(Node):
         yield from check_path_input(dict(values), settings, "path", "controlnet", "ControlNet")
 
     def run(self, ctx: RunContext, path: str) -> Any:
-        found = resolve(ctx, "path", "controlnet", path)
-        problem = check_weights_file(found, "ControlNet")
-        if problem:
-            raise NodeInputError("path", problem)
         dtype = ctx.models.dtype("controlnet")
-        try:
-            return ctx.models.load(found, lambda p: load_controlnet_file(p, dtype), kind="controlnet")
-        except ModelError as exc:
-            raise NodeInputError("path", exc.message, hint=exc.hint) from None
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise NodeInputError("path", f"cannot load the ControlNet {found}: {exc}",
-                                 hint="Check that it is a diffusers ControlNet.") from None
+        return load_path_input(ctx, path, "controlnet", "ControlNet",
+                               lambda p: load_controlnet_file(p, dtype),
+                               "Check that it is a diffusers ControlNet.")
 
 
 def family_name(family: str) -> str:
