@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import NodeInputError
+from nodeflow.errors import Cancelled, NodeInputError
 from nodeflow.graph import Graph
 from nodeflow.node import Input, Node, Output, RunContext
 from nodeflow.registry import NodeRegistry, load_registry
+from nodeflow.settings import Settings
 from nodeflow.types import FLOAT, INT
 
 CALLS: dict[str, int] = {}
@@ -137,3 +139,32 @@ def chain(n: int, type_id: str = "math.Add") -> Graph:
         graph.add_node(type_id, f"n{i}", {"b": 1.0} if type_id == "math.Add" else {})
         graph.connect(f"n{i - 1}.{socket_out}", f"n{i}.{socket_in}")
     return graph
+
+
+class DirectContext:
+    """A RunContext for calling one node's `run` directly; records progress."""
+
+    def __init__(self, settings: Settings, models: Any = None, cancel_after: int | None = None):
+        from nodeflow.models import ModelManager
+
+        self.node_id = "node"
+        self.settings = settings
+        self.models = models if models is not None else ModelManager()
+        self.events: list[tuple[float, float | None, str | None]] = []
+        self.cancel_after = cancel_after
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        self.events.append((done, total, message))
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        if self.cancel_after is not None and len(self.events) >= self.cancel_after:
+            raise Cancelled()
+
+    def preview(self, image: Any) -> None:
+        pass
+
+    def record_file(self, path: Path) -> None:
+        pass
+
+    graph_json = "{}"

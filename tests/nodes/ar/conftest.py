@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from nodeflow.errors import Cancelled
 from nodeflow.settings import Settings
+from tests.helpers import DirectContext
 
 VQ_CONFIG: dict[str, Any] = {
     "in_channels": 3,
@@ -30,33 +30,6 @@ PRIOR_CONFIG: dict[str, Any] = {
 }
 
 
-class DirectContext:
-    """A RunContext for calling one node's `run` directly; records progress."""
-
-    def __init__(self, settings: Settings, models: Any = None, cancel_after: int | None = None):
-        from nodeflow.models import ModelManager
-
-        self.node_id = "node"
-        self.settings = settings
-        self.models = models if models is not None else ModelManager()
-        self.events: list[tuple[float, float | None, str | None]] = []
-        self.cancel_after = cancel_after
-
-    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        self.events.append((done, total, message))
-        self.check_cancelled()
-
-    def check_cancelled(self) -> None:
-        if self.cancel_after is not None and len(self.events) >= self.cancel_after:
-            raise Cancelled()
-
-    def preview(self, image: Any) -> None:
-        pass
-
-    def record_file(self, path: Path) -> None:
-        pass
-
-    graph_json = "{}"
 
 
 def make_vq(seed: int = 0, **overrides: Any) -> Any:
