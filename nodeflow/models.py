@@ -328,7 +328,7 @@ class ModelManager:
     def _components_of(self, models: tuple[Any, ...]) -> list[Component]:
         components: list[Component] = []
         for model in models:
-            for name, module in find_modules(model) or []:
+            for name, module in find_modules(model):
                 c = self._components.get(id(module))
                 if c is None:
                     # A module made at run time (e.g. a patched copy): track it weakly.

@@ -9,7 +9,7 @@ from typing import Any
 
 from nodeflow.errors import Location, Problem
 from nodeflow.graph import Graph, Link
-from nodeflow.node import Input, Node, check_literal
+from nodeflow.node import Node, check_literal
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
 from nodeflow.types import SocketType, TypeParam, UnionType, is_compatible, type_name
@@ -269,7 +269,3 @@ def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
-
-def input_spec(registry: NodeRegistry, graph: Graph, node_id: str, name: str) -> Input | None:
-    cls = registry.get(graph.node(node_id).type)
-    return cls.input_map.get(name) if cls else None
