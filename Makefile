@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo demo-models test test-slow lint bench clean
 
 $(STAMP): pyproject.toml setup.py examples/plugin-example/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,19 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/nodeflow run graphs/demo.json --out out
+
+# Retrain every shipped demo model from scratch into nodeflow/demo/models (about 4.5 hours
+# on a 2-core CPU; each step's budget is its --minutes), then print the quality table.
+demo-models: $(STAMP)
+	$(BIN)/python -m nodeflow.demo.train_vae --minutes 10 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_unet --minutes 150 --threads 2
+	$(BIN)/python -m nodeflow.demo.export_single_file
+	$(BIN)/python -m nodeflow.demo.train_lora --minutes 25 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_controlnet --minutes 25 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_upscaler --minutes 40 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_vq --minutes 20 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_prior --minutes 15 --threads 2
+	$(BIN)/python bench/demo_quality.py
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: $(STAMP)

@@ -180,6 +180,7 @@ def main(argv=None) -> None:
     ap.add_argument("--channels", default="48,96,128")
     ap.add_argument("--dropout", type=float, default=0.1, help="caption dropout probability")
     ap.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
+    ap.add_argument("--init", default="", help="start from the UNet and text encoder of this pipeline folder (e.g. the shipped one) instead of random weights")
     args = ap.parse_args(argv)
     C.setup(args)
     import torch
@@ -211,6 +212,14 @@ def main(argv=None) -> None:
 
     text_encoder = make_text_encoder(tokenizer, args.text_hidden, args.text_layers)
     unet = make_unet(text_encoder.config.hidden_size, [int(c) for c in args.channels.split(",")])
+    if args.init and not (args.resume and (work / "state.pt").exists()):
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        init = Path(args.init)
+        unet = UNet2DConditionModel.from_pretrained(init / "unet").float()
+        text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder").float()
+        C.log(f"initialised from {init}")
     C.log(f"UNet params {C.n_params(unet):,}; text encoder params {C.n_params(text_encoder):,}; VAE scaling_factor {sf:.4f}")
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)

@@ -12,6 +12,7 @@ bring its own: a diffusers config folder named like the file plus ``.config``
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from typing import Any
 
 from nodeflow.errors import ModelError
 from nodeflow.nodes.diffusion.files import safetensors_keys
-from nodeflow.nodes.diffusion.types import Autoencoder
+from nodeflow.nodes.diffusion.types import FAMILY_NAMES, Autoencoder
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 FAMILY_CONFIGS = {"sd1": "sd15", "sd2": "sd21", "sdxl": "sdxl"}
@@ -74,15 +75,45 @@ def inspect_header(header: Mapping[str, Any], name: str) -> CheckpointInfo:
 
 
 def checkpoint_info(path: Path) -> CheckpointInfo:
+    """What the file's tensor names say; ModelError if it is not a checkpoint, or if it is one
+    the carried config of its family does not describe and it has no config folder beside it."""
     try:
         header = safetensors_keys(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is not a readable safetensors file ({exc})") from None
-    return inspect_header(header, path.name)
+    info = inspect_header(header, path.name)
+    if _sidecar(path) is None:
+        unlike = _unlike_carried(header, info)
+        if unlike:
+            folder = _sidecar_path(path)
+            raise ModelError(
+                f"{path.name} is not a standard {FAMILY_NAMES[info.family]} checkpoint "
+                f"({'; '.join(unlike)}) and the config folder its architecture needs is missing: "
+                f"{folder}{os.sep}",
+                hint="Put the checkpoint's diffusers config folder there (model_index.json and the "
+                     "unet/, vae/, text_encoder/, tokenizer/, scheduler/ configs; no weights).")
+    return info
+
+
+def _unlike_carried(header: Mapping[str, Any], info: CheckpointInfo) -> list[str]:
+    """How the file's UNet differs from the carried config of its family (read from the header)."""
+    config = json.loads((CONFIGS / FAMILY_CONFIGS[info.family] / "unet" / "config.json").read_text())
+    unlike = []
+    conv_in = header.get(UNET + "input_blocks.0.0.weight", {}).get("shape")
+    if conv_in and conv_in[0] != config["block_out_channels"][0]:
+        unlike.append(f"UNet width {conv_in[0]}, not {config['block_out_channels'][0]}")
+    attention = header.get(CROSS_ATTENTION_KEY, {}).get("shape")
+    if attention and attention[1] != config["cross_attention_dim"]:
+        unlike.append(f"cross-attention width {attention[1]}, not {config['cross_attention_dim']}")
+    return unlike
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.parent / (path.stem + ".config")
 
 
 def _sidecar(path: Path) -> Path | None:
-    folder = path.parent / (path.stem + ".config")
+    folder = _sidecar_path(path)
     return folder if (folder / "model_index.json").is_file() else None
 
 

@@ -1,0 +1,194 @@
+"""What the shipped demo models' pictures show: the quality table of the demo model family.
+
+Every model is loaded from the files nodeflow ships (``nodeflow/demo/models``) and judged
+on scenes of the demo world drawn from seeds that training never used:
+
+- text-to-image (``nodeflow-shapes``): on N prompts, how often the shape colour, the
+  background colour and the shape kind of the picture match the prompt
+  (``nodeflow.demo.evaluate.analyse``: geometric and colour tests);
+- ControlNet (``nodeflow-shapes-edges``): IoU of the generated shape with the shape the
+  edge map outlines;
+- LoRA (``nodeflow-shapes-outlined``): how outlined the shapes are at strengths 0, 0.5, 1;
+- 4x upscaler (``nodeflow-shapes-4x``): PSNR on held-out low/high pairs against bicubic;
+- VQ tokenizer (``nodeflow-shapes-vq``): round-trip PSNR;
+- AR prior (``nodeflow-shapes-prior``): how often a sampled picture has the asked colour.
+
+Usage: python bench/demo_quality.py [--n 64] [--threads 2] [--only sd,controlnet,...]
+       [--json results.json]
+
+``--n`` sets the number of prompts for the diffusion rows (the issue's table uses 64);
+the other rows use fixed held-out sets.  On this 2-core CPU the full table takes about
+ten minutes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nodeflow.demo import evaluate, world  # noqa: E402
+
+MODELS = Path(world.__file__).resolve().parent / "models"
+CHECKPOINT = MODELS / "checkpoints" / "nodeflow-shapes"
+LORA = MODELS / "loras" / "nodeflow-shapes-outlined.safetensors"
+CONTROLNET = MODELS / "controlnet" / "nodeflow-shapes-edges"
+UPSCALER = MODELS / "upscale" / "nodeflow-shapes-4x.safetensors"
+VQ = MODELS / "tokenizers" / "nodeflow-shapes-vq"
+PRIOR = MODELS / "priors" / "nodeflow-shapes-prior.safetensors"
+SEED = 777  # prompts and sampling seeds; training uses seeds 0..10 and 1000+
+
+
+def sd_row(n: int) -> dict:
+    pipe = evaluate.load_pipeline(CHECKPOINT)
+    scenes = evaluate.prompts(n, SEED)
+    images = evaluate.generate(pipe, [world.caption(s) for s in scenes], SEED)
+    acc = evaluate.score(scenes, images)["accuracy"]
+    return {"colour": acc["colour"], "background": acc["background"], "shape": acc["shape"],
+            "per_shape": acc["per_shape"], "n": n}
+
+
+def controlnet_row(n: int) -> dict:
+    from nodeflow.demo import control_eval
+
+    return control_eval.controlnet_eval(CHECKPOINT, CONTROLNET, n=n, seed=SEED)
+
+
+def lora_row(n: int) -> dict:
+    from nodeflow.demo import control_eval
+
+    return control_eval.lora_sweep(CHECKPOINT, LORA, n=n, seed=SEED)
+
+
+def upscaler_row(n: int = 32) -> dict:
+    from spandrel import ModelLoader
+
+    from nodeflow.demo import train_upscaler
+
+    net = ModelLoader().load_from_file(str(UPSCALER)).model.float().eval()
+    model, bicubic = train_upscaler.evaluate(net, n)
+    return {"psnr_db": round(model, 2), "bicubic_psnr_db": round(bicubic, 2),
+            "gain_db": round(model - bicubic, 2), "n": n}
+
+
+def vq_row(n: int = 256) -> dict:
+    from diffusers import VQModel
+
+    from nodeflow.demo import train_vq
+
+    vq = VQModel.from_pretrained(VQ).float().eval()
+    r = train_vq.evaluate(vq, n)
+    return {"psnr_db": round(r["psnr_db"], 2), "codes_used": r["codes_used"], "n": n}
+
+
+def prior_row(per_colour: int = 8, cfg: float = 3.0) -> dict:
+    """Colour accuracy of pictures sampled through the ar nodes (label = colour)."""
+    from nodeflow.testing import run_graph
+
+    nodes: dict = {"prior": {"type": "ar.LoadPrior", "inputs": {"path": str(PRIOR)}},
+                   "tokenizer": {"type": "ar.LoadTokenizer", "inputs": {"path": str(VQ)}}}
+    links = []
+    for label in range(len(world.COLOURS)):
+        nodes[f"sample{label}"] = {"type": "ar.Sample", "inputs": {
+            "label": label, "batch": per_colour, "seed": SEED * 1000 + label, "temperature": 1.0,
+            "top_k": 0, "top_p": 0.9, "cfg": cfg}}
+        nodes[f"decode{label}"] = {"type": "ar.Detokenize", "inputs": {}}
+        links += [{"from": "prior.prior", "to": f"sample{label}.prior"},
+                  {"from": f"sample{label}.tokens", "to": f"decode{label}.tokens"},
+                  {"from": "tokenizer.tokenizer", "to": f"decode{label}.tokenizer"}]
+    graph = {"format": "nodeflow.graph", "version": 1, "nodes": nodes, "links": links}
+    result = run_graph(graph, outputs=[f"decode{label}" for label in range(len(world.COLOURS))])
+    right = total = 0
+    for label, colour in enumerate(world.COLOURS):
+        for image in result.outputs[f"decode{label}"]["image"]:
+            pixels = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+            right += evaluate.analyse(pixels).colour == colour
+            total += 1
+    return {"colour": right / total, "n": total, "cfg": cfg}
+
+
+TARGETS = {
+    "sd.colour": 0.90, "sd.background": 0.90, "sd.shape": 0.75, "controlnet.iou": 0.70,
+    "upscaler.gain_db": 2.0, "prior.colour": 0.80,
+}
+
+
+def table(results: dict) -> str:
+    lines = ["| model | measure | value | target |", "| --- | --- | --- | --- |"]
+
+    def row(model: str, measure: str, value, target: str = "") -> None:
+        lines.append(f"| {model} | {measure} | {value} | {target} |")
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.0f}%"
+
+    if "sd" in results:
+        r = results["sd"]
+        row("nodeflow-shapes", f"shape colour ({r['n']} prompts)", pct(r["colour"]), "≥ 90%")
+        row("nodeflow-shapes", "background colour", pct(r["background"]), "≥ 90%")
+        row("nodeflow-shapes", "shape kind", pct(r["shape"]), "≥ 75%")
+        row("nodeflow-shapes", "shape kind per shape",
+            ", ".join(f"{k} {pct(v)}" for k, v in r["per_shape"].items()))
+    if "controlnet" in results:
+        r = results["controlnet"]
+        row("nodeflow-shapes-edges", f"IoU with the edge map's shape ({r.get('n', '?')})",
+            f"{r['iou']:.2f}", "≥ 0.70")
+    if "lora" in results:
+        r = results["lora"]
+        row("nodeflow-shapes-outlined", "outlined fraction by strength",
+            ", ".join(f"{k}: {v:.2f}" for k, v in r["outlined"].items()), "rises clearly")
+    if "upscaler" in results:
+        r = results["upscaler"]
+        row("nodeflow-shapes-4x", f"PSNR vs bicubic ({r['n']} pairs)",
+            f"{r['psnr_db']:.2f} vs {r['bicubic_psnr_db']:.2f} dB ({r['gain_db']:+.2f})", "≥ +2 dB")
+    if "vq" in results:
+        r = results["vq"]
+        row("nodeflow-shapes-vq", f"round-trip PSNR ({r['n']} images)", f"{r['psnr_db']:.2f} dB")
+    if "prior" in results:
+        r = results["prior"]
+        row("nodeflow-shapes-prior", f"colour accuracy ({r['n']} samples, cfg {r['cfg']})",
+            pct(r["colour"]), "≥ 80%")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=64, help="prompts for the diffusion rows")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="sd,controlnet,lora,upscaler,vq,prior")
+    ap.add_argument("--json", default="", help="also write the results here")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = {"sd": lambda: sd_row(args.n), "controlnet": lambda: controlnet_row(args.n),
+            "lora": lambda: lora_row(max(8, args.n // 4)), "upscaler": upscaler_row,
+            "vq": vq_row, "prior": prior_row}
+    results: dict = {}
+    for name in args.only.split(","):
+        t0 = time.perf_counter()
+        try:
+            results[name] = rows[name]()
+        except FileNotFoundError as e:
+            print(f"{name}: model not shipped ({e})", file=sys.stderr)
+            continue
+        results[name]["seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
+    print(table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
