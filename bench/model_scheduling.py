@@ -3,7 +3,8 @@ and peak RSS of a multi-model graph under a RAM budget.
 
 Part 1: two chains that each use their own model, written interleaved in the file
 (a1, b1, a2, b2, ...), run under a budget that holds one model. Prints loads to the
-device, offloads and wall time, model-aware against plain file order.
+device, offloads and wall time, model-aware against plain file order, and a node's
+plan-time memory estimate beside its measured peak.
 Part 2 (in a subprocess per setting): three models loaded and used one after the
 other, with and without a RAM budget of about one and a half models; prints the
 peak RSS above the interpreter's baseline.
@@ -24,8 +25,8 @@ from safetensors.torch import save_file
 
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
-from nodeflow.models import ModelManager
-from nodeflow.node import Input, Node, Output
+from nodeflow.models import ModelManager, estimate_file_bytes
+from nodeflow.node import Input, MemoryEstimate, Node, Output, ValueEstimate
 from nodeflow.registry import load_registry
 from nodeflow.types import FLOAT, STRING, SocketType
 
@@ -43,6 +44,12 @@ class LoadWeights(Node):
     id = "bench.LoadWeights"
     inputs = (Input("path", STRING, "File."),)
     outputs = (Output("model", WEIGHTS, "Model."),)
+
+    @classmethod
+    def estimate_memory(cls, values, upstream, ctx):
+        size = estimate_file_bytes(Path(values["path"]), ctx.dtype("bench"))
+        model = ValueEstimate({Path(values["path"]).name: size})
+        return MemoryEstimate(dict(model.models), outputs={"model": model})
 
     def run(self, ctx, path):
         from safetensors.torch import load_file
@@ -122,6 +129,9 @@ def swaps(mb: int) -> None:
             print(f"  {label}: {models.onloads:2d} loads to device, {models.offloads:2d} offloads, "
                   f"{models.loads} reads from disk, {wall:6.3f} s")
         print(f"  outputs identical: {results[True] == results[False]}")
+        memory = models.node_memory["m0_0"]
+        print(f"  m0_0: plan-time estimate {memory.estimate.total / 1e6:.1f} MB, measured peak "
+              f"{memory.peak / 1e6:.1f} MB")
 
 
 RSS_CHILD = """

@@ -15,7 +15,16 @@ from __future__ import annotations
 from nodeflow.errors import Cancelled, ModelError, NodeflowError, NodeInputError
 from nodeflow.imaging import image_size, image_to_pils, mask_to_pils, pil_to_image, pil_to_mask
 from nodeflow.models import ModelManager
-from nodeflow.node import REQUIRED, Input, Node, Output, RunContext
+from nodeflow.node import (
+    REQUIRED,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    Output,
+    RunContext,
+    ValueEstimate,
+)
 from nodeflow.registry import API_VERSION
 from nodeflow.settings import Settings
 from nodeflow.types import (
@@ -37,6 +46,8 @@ __all__ = [
     "API_VERSION",
     # declaring nodes
     "Node", "Input", "Output", "REQUIRED", "RunContext",
+    # declaring a node's memory need (Node.estimate_memory)
+    "MemoryEstimate", "ValueEstimate", "EstimateContext",
     # socket types
     "SocketType", "UnionType", "TypeParam", "is_compatible", "socket_type",
     "INT", "FLOAT", "BOOL", "STRING", "IMAGE", "MASK",

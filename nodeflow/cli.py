@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
                      help="compute precision (default: fp16 on CUDA, fp32 on CPU; VAEs stay fp32)")
     run.add_argument("--memory-report", action="store_true",
-                     help="after the run, print per node the device, resident models and peak bytes")
+                     help="after the run, print per node the device, resident models, peak bytes "
+                          "and the plan-time estimate")
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="run up to N independent nodes at once (default: up to 4, by CPU count; "
                           "1 = strictly one after another)")
@@ -282,21 +283,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def print_memory_report(models: Any, result: Any, out: TextIO) -> None:
-    """Per node: the device, the models resident after it, and the peak bytes accounted."""
-    from nodeflow.devices import format_size
+    """Per node: the device, the peak bytes accounted beside the plan-time estimate, the models."""
+    from nodeflow.models import memory_report
 
-    print("memory report (model weights accounted by the model manager)", file=out)
-    print(f"  {'node':<20} {'device':<8} {'peak':>10}  models", file=out)
-    for node in result.ran:
-        memory = models.node_memory.get(node)
-        if memory is None:
-            continue
-        print(f"  {node:<20} {memory.device:<8} {format_size(memory.peak):>10}  "
-              f"{', '.join(memory.models) or '-'}", file=out)
-    for device, peak in sorted(models.peak.items()):
-        print(f"  peak on {device}: {format_size(peak)}", file=out)
-    print(f"  loads from disk: {models.loads}, moved to devices: {models.onloads}, "
-          f"offloaded: {models.offloads}, dropped: {models.drops}", file=out)
+    print(memory_report(models, result.ran), file=out, end="")
 
 
 def cmd_plugin(args: argparse.Namespace) -> int:

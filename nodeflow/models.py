@@ -7,16 +7,24 @@ room on the device by offloading the least recently used idle models to CPU
 memory, and past the RAM budget it drops idle models altogether (they are read
 from disk again when next needed). The same accounting runs when the CPU is
 the compute device, so the policy is testable on any machine.
+
+Before a run, ``estimate_file_bytes`` sizes model files without loading them
+(safetensors headers, the weight files of a diffusers folder), for the plan-time
+memory estimates of loader nodes (see `Node.estimate_memory`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
+import json
+import math
 import os
+import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +32,7 @@ from typing import Any, TypeVar
 
 from nodeflow.devices import Device, available_ram, format_size, make_devices
 from nodeflow.errors import ModelError
+from nodeflow.node import DTYPE_BYTES, MemoryEstimate
 
 T = TypeVar("T")
 
@@ -75,6 +84,8 @@ class NodeMemory:
     device: str = HOST
     models: list[str] = field(default_factory=list)
     peak: int = 0
+    estimate: MemoryEstimate | None = None
+    """The plan-time estimate (models and activations), when the node's type gives one."""
 
 
 def file_identity(path: Path) -> tuple[str, int, int]:
@@ -94,6 +105,81 @@ def file_identity(path: Path) -> tuple[str, int, int]:
     except OSError as exc:
         raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
     return str(resolved), st.st_size, st.st_mtime_ns
+
+
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+                      "I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1,
+                      "BOOL": 1}
+_FLOATS = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """Tensor names of a .safetensors file to ``{"dtype", "shape", ...}``; reads no weights.
+
+    Raises ValueError when the file is not a safetensors file.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path.name} is too short to be a safetensors file")
+        (size,) = struct.unpack("<Q", head)
+        if size <= 1 or size > 100_000_000:
+            raise ValueError(f"{path.name} has no safetensors header")
+        raw = fh.read(size)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{path.name} has no safetensors header") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name} has no safetensors header")
+    header.pop("__metadata__", None)
+    return header
+
+
+def tensor_bytes(entry: dict[str, Any], dtype: str | None = None) -> int:
+    """Bytes of one tensor of a safetensors header once loaded: floating-point tensors in
+    ``dtype`` ('fp32', 'fp16', 'bf16'; None: as stored), the others as stored."""
+    count = math.prod(int(n) for n in entry.get("shape", ()))
+    stored = str(entry.get("dtype", "F32"))
+    if dtype is not None and stored in _FLOATS:
+        return count * DTYPE_BYTES[dtype]
+    return count * _SAFETENSORS_BYTES.get(stored, 4)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files diffusers or transformers read from one component folder: the
+    .safetensors files (all shards) without a variant such as ``.fp16``, else the others."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    for group in ([p for p in files if p.suffix.lower() == ".safetensors"],
+                  [p for p in files if p.suffix.lower() != ".safetensors"]):
+        plain = [p for p in group if "." not in p.stem]
+        if plain or group:
+            return plain or group
+    return []
+
+
+def estimate_file_bytes(path: Path, dtype: str | None = None) -> int:
+    """Bytes a model file or folder takes once loaded with floating-point weights in ``dtype``
+    (None: as stored), read without loading it: the tensor sizes of a .safetensors header, the
+    weight files of every folder inside a diffusers folder, or else the file size.
+
+    Raises ModelError or ValueError when it cannot be read.
+    """
+    return _estimate_file_bytes(file_identity(path), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _estimate_file_bytes(identity: tuple[str, int, int], dtype: str | None) -> int:
+    path = Path(identity[0])
+    if path.is_dir():
+        total = 0
+        for root, _dirs, _files in os.walk(path):
+            total += sum(_estimate_file_bytes(file_identity(f), dtype) for f in weight_files(Path(root)))
+        return total
+    if path.suffix.lower() == ".safetensors":
+        return sum(tensor_bytes(entry, dtype) for entry in safetensors_header(path).values())
+    return path.stat().st_size
 
 
 def _is_module(obj: Any) -> bool:
@@ -205,13 +291,21 @@ class ModelManager:
         import torch
 
         names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+        return names[self.dtype_name(kind)]
+
+    def dtype_name(self, kind: str = "", device: str | None = None) -> str:
+        """The name of the compute dtype for a model kind on ``device``: fp32, fp16 or bf16.
+
+        ``device`` defaults to the current node's; torch is not imported.
+        """
         if self.dtype_override:
             if kind == "vae" and self.dtype_override == "fp16":
-                return torch.float32  # SD VAEs overflow in fp16
-            return names[self.dtype_override]
-        if self._current().name.startswith("cuda") and kind != "vae":
-            return torch.float16
-        return torch.float32
+                return "fp32"  # SD VAEs overflow in fp16
+            return self.dtype_override
+        name = device if device is not None else self._current().name
+        if name.startswith("cuda") and kind != "vae":
+            return "fp16"
+        return "fp32"
 
     # --- loading -------------------------------------------------------------------
     def load(self, path: Path, loader: Callable[[Path], T], *, kind: str, variant: str = "") -> T:
@@ -314,6 +408,12 @@ class ModelManager:
             return (f"needs {format_size(total)} of models on {device.name} ({names}) but its "
                     f"budget is {format_size(device.budget)}")
         return None
+
+    def note_estimates(self, estimates: Mapping[str, MemoryEstimate]) -> None:
+        """Keep the plan-time estimates of a run's nodes, for the memory report."""
+        with self._lock:
+            for node, estimate in estimates.items():
+                self.node_memory.setdefault(node, NodeMemory()).estimate = estimate
 
     def free(self, device: str | None = None) -> int:
         """Offload every idle model from ``device`` (all devices if None); returns bytes freed."""
@@ -448,3 +548,26 @@ class ModelManager:
             name = entry.path.name if entry.path is not None else entry.kind
             if name not in memory.models:
                 memory.models.append(name)
+
+
+def memory_report(models: ModelManager, nodes: Iterable[str]) -> str:
+    """What ``--memory-report`` prints for the nodes that ran: per node the device, the peak of
+    model weights resident while it ran (measured) beside its plan-time estimate of models and
+    activations, and the models resident; then the peaks per device and the model traffic."""
+    lines = ["memory report (peak: model weights the model manager accounted while the node ran; "
+             "est.: estimated before the run)",
+             f"  {'node':<20} {'device':<8} {'peak':>10} {'est. models':>12} {'est. activ.':>12}  models"]
+    for node in nodes:
+        memory = models.node_memory.get(node)
+        if memory is None:
+            continue
+        estimate = memory.estimate
+        est_models = format_size(estimate.model_bytes) if estimate is not None else "-"
+        est_act = format_size(estimate.activations) if estimate and estimate.activations else "-"
+        lines.append(f"  {node:<20} {memory.device:<8} {format_size(memory.peak):>10} {est_models:>12} "
+                     f"{est_act:>12}  {', '.join(memory.models) or '-'}")
+    for device, peak in sorted(models.peak.items()):
+        lines.append(f"  peak on {device}: {format_size(peak)}")
+    lines.append(f"  loads from disk: {models.loads}, moved to devices: {models.onloads}, "
+                 f"offloaded: {models.offloads}, dropped: {models.drops}")
+    return "\n".join(lines) + "\n"

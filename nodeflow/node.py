@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -148,6 +149,82 @@ class RunContext(Protocol):
         """The model manager: nodes get models from it, never load ad hoc."""
 
 
+@dataclass(frozen=True)
+class ValueEstimate:
+    """What planning knows of a value before it exists (see `Node.estimate_memory`)."""
+
+    models: Mapping[str, int] = field(default_factory=dict)
+    """The models inside the value, by name, with the bytes each takes resident in the dtype it
+    runs in. A node that computes with the value needs them on its device."""
+    info: Mapping[str, Any] = field(default_factory=dict)
+    """Facts later estimates use, e.g. ``width``, ``height`` and ``batch`` of a latent or an
+    image, or ``channels`` and ``itemsize`` (bytes per number) of a model."""
+
+    def dims(self) -> tuple[int, int, int] | None:
+        """Width, height and batch from ``info``, when all three are known."""
+        width, height, batch = (self.info.get(k) for k in ("width", "height", "batch"))
+        if isinstance(width, int) and isinstance(height, int) and isinstance(batch, int) \
+                and min(width, height, batch) > 0:
+            return width, height, batch
+        return None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A node's memory need on its compute device, estimated before anything runs."""
+
+    models: Mapping[str, int] = field(default_factory=dict)
+    """Models that must be resident at once while the node runs: name → bytes."""
+    activations: int = 0
+    """Working memory on top of the weights (tensors made while it runs), in bytes; 0: unknown."""
+    min_activations: int | None = None
+    """The least working memory it can run with when it adapts to the memory it has (e.g. by
+    shrinking its tiles); None: it does not adapt, ``activations`` is what it needs."""
+    outputs: Mapping[str, ValueEstimate] = field(default_factory=dict)
+    """What each output will carry; outputs left out carry what they would without the hook."""
+    note: str = ""
+    """What the activations were estimated for, for messages (e.g. '512×512, batch 2')."""
+
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of the models it needs resident."""
+        return sum(self.models.values())
+
+    @property
+    def total(self) -> int:
+        """Models plus activations: the estimated need on the device."""
+        return self.model_bytes + self.activations
+
+    @property
+    def least(self) -> int:
+        """Models plus the least activations it can run with: more than the budget cannot run."""
+        least = self.activations if self.min_activations is None else self.min_activations
+        return self.model_bytes + min(least, self.activations)
+
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+"""Bytes per number of the compute dtypes."""
+
+
+@dataclass(frozen=True)
+class EstimateContext:
+    """What a memory estimate may consult before anything runs."""
+
+    settings: Settings
+    device: str = "cpu"
+    """The device the node will compute on ('cpu' for nodes that do not use the accelerator)."""
+    dtypes: Callable[[str, str], str] | None = None
+    """The model manager's rule: (model kind, device) → 'fp32', 'fp16' or 'bf16'."""
+
+    def dtype(self, kind: str = "") -> str:
+        """'fp32', 'fp16' or 'bf16': what `RunContext.models.dtype(kind)` gives this node."""
+        return self.dtypes(kind, self.device) if self.dtypes is not None else "fp32"
+
+    def itemsize(self, kind: str = "") -> int:
+        """Bytes per number of that dtype."""
+        return DTYPE_BYTES[self.dtype(kind)]
+
+
 class Node:
     """Base class of node types. Subclasses declare the class attributes and `run`.
 
@@ -208,6 +285,25 @@ class Node:
         ``(socket, message)`` for each problem; socket None means the node itself.
         """
         return ()
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """Estimate, before anything runs, the memory this node needs on its compute device.
+
+        ``values`` holds the literal inputs (as for `check`: linked inputs are absent),
+        ``upstream`` what each linked input will carry (`ValueEstimate`, for inputs that carry
+        something known). Return the models it needs resident at once (usually those its inputs
+        carry), its activation bytes (a rough, somewhat generous figure is fine) and what its
+        outputs carry; None when it cannot tell. A run fails before any node runs when a node
+        that uses the accelerator needs more than the budget of every device.
+
+        Without this hook: a node that uses the accelerator needs the models of all its inputs;
+        an output carries the models of the inputs of its own type (with their ``info``), and,
+        for a node that does not use the accelerator, also those of inputs whose type no output
+        has (they were packed into the outputs, as a ControlNet into a conditioning).
+        """
+        return None
 
     @classmethod
     def migrate(cls, from_version: str, inputs: dict[str, Any]) -> dict[str, Any] | None:
@@ -369,5 +465,6 @@ def literal_json_schema(cls: type[Node]) -> dict[str, Any]:
 
 __all__ = [
     "REQUIRED", "Input", "Output", "Node", "RunContext", "check_literal", "parse_literal",
+    "EstimateContext", "MemoryEstimate", "ValueEstimate",
     "literal_json_schema", "BOOL", "FLOAT", "INT", "STRING",
 ]

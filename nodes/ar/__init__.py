@@ -3,15 +3,21 @@
 ``ar.Tokenize`` turns images into grids of codebook indices (TOKENS), ``ar.Detokenize``
 turns them back, and ``ar.Sample`` writes a grid one token at a time with a prior,
 optionally keeping the top rows of a given grid (image completion).
+
+Memory estimates (before a run): the tokenizer and the prior are sized from their
+files (both run in float32); sampling adds the prior's key/value cache, 2 × layers ×
+batch × tokens × width × 4 bytes, and the attention scores of a prefill,
+batch × heads × tokens² × 4 bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
 from nodeflow.nodes.ar.tokens import Tokens, mismatch
 from nodeflow.settings import Settings
 from nodeflow.types import FLOAT, IMAGE, INT, STRING, SocketType
@@ -52,6 +58,27 @@ def _load(ctx: RunContext, kind: str, path: str, loader: Any) -> Any:
         raise NodeInputError("path", exc.message, hint=exc.hint) from None
 
 
+def _estimate_file(values: Mapping[str, Any], ctx: EstimateContext, kind: str,
+                   weights: Any) -> tuple[str, int] | None:
+    """The name and float32 bytes of the model file a loader's `path` names, or None."""
+    from nodeflow.models import estimate_file_bytes
+
+    path = values.get("path")
+    found = ctx.settings.resolve_path(kind, path) if isinstance(path, str) and path else None
+    if found is None:
+        return None
+    try:
+        return found.name, estimate_file_bytes(weights(found), "fp32")
+    except (OSError, ValueError, ModelError):
+        return None
+
+
+def _tokenizer_weights(path: Any) -> Any:
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "vqvae").is_dir():
+        return path / "vqvae"
+    return path
+
+
 class LoadTokenizer(Node):
     """Load a VQ image tokenizer: a diffusers VQModel folder (or a pipeline folder with a
     'vqvae' subfolder), or a single .safetensors file with its config in the metadata."""
@@ -71,6 +98,15 @@ class LoadTokenizer(Node):
         from nodeflow.nodes.ar.files import tokenizer_config
 
         yield from _check_model_path(values, settings, "tokenizers", tokenizer_config)
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The VQ model sized from its file or folder (float32)."""
+        found = _estimate_file(values, ctx, "tokenizers", _tokenizer_weights)
+        if found is None:
+            return None
+        return MemoryEstimate(dict([found]), outputs={"tokenizer": ValueEstimate(dict([found]))})
 
     def run(self, ctx: RunContext, path: str) -> Any:
         from nodeflow.nodes.ar.tokenizer import load_tokenizer
@@ -156,6 +192,25 @@ class LoadPrior(Node):
 
         yield from _check_model_path(values, settings, "priors", prior_config)
 
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The prior sized from its file (float32), with the shape its sampling needs."""
+        from nodeflow.nodes.ar.files import prior_config
+
+        found = _estimate_file(values, ctx, "priors",
+                               lambda p: p / "model.safetensors" if p.is_dir() else p)
+        if found is None:
+            return None
+        try:
+            config = prior_config(ctx.settings.resolve_path("priors", values["path"]) or Path())
+        except (OSError, ValueError):
+            config = {}
+        info = {k: config[k] for k in ("layers", "dim", "heads") if isinstance(config.get(k), int)}
+        if isinstance(config.get("height"), int) and isinstance(config.get("width"), int):
+            info["tokens"] = config["height"] * config["width"] + 1
+        return MemoryEstimate(dict([found]), outputs={"prior": ValueEstimate(dict([found]), info)})
+
     def run(self, ctx: RunContext, path: str) -> Any:
         from nodeflow.nodes.ar.prior import load_prior
 
@@ -191,12 +246,31 @@ class Sample(Node):
               default=0, min=0, max=1_000_000),
         Input("top_p", FLOAT, "Only draw among the likeliest tokens whose probabilities add up "
               "to p (nucleus sampling); 1 for all.", default=1.0, min=0.01, max=1.0, step=0.01),
+        Input("cfg", FLOAT, "Classifier-free guidance with a label: above 1 follows the label "
+              "more closely (each step also runs without it, so it costs twice the compute); "
+              "1 turns it off.", default=1.0, min=0.0, max=20.0, step=0.1),
     )
     outputs = (Output("tokens", TOKENS, "The generated grids."),)
 
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The prior, and its key/value cache and prefill scores (see the module docstring)."""
+        prior = upstream.get("prior")
+        if prior is None:
+            return None
+        info = prior.info
+        batch = values.get("batch") if "tokens" not in upstream else None
+        if not all(isinstance(info.get(k), int) for k in ("layers", "dim", "heads", "tokens")) \
+                or not isinstance(batch, int):
+            return MemoryEstimate(dict(prior.models))
+        tokens = info["tokens"]
+        activations = 4 * batch * tokens * (2 * info["layers"] * info["dim"] + info["heads"] * tokens)
+        return MemoryEstimate(dict(prior.models), activations, note=f"batch {batch}")
+
     def run(self, ctx: RunContext, prior: Any, tokens: Tokens | None, keep_rows: int,
             label: int | None, batch: int, seed: int, temperature: float, top_k: int,
-            top_p: float) -> Any:
+            top_p: float, cfg: float = 1.0) -> Any:
         import numpy as np
         import torch
 
@@ -237,7 +311,7 @@ class Sample(Node):
 
         with ctx.models.use(prior):
             out = generate(prior, ids, known, label, seed, temperature, top_k, top_p,
-                           on_token=on_token)
+                           on_token=on_token, cfg=cfg)
         grid = out.numpy().reshape(-1, height, width)
         return Tokens(grid, prior.vocab_size, fingerprint)
 

@@ -181,9 +181,12 @@ def choose(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
 @torch.inference_mode()
 def generate(model: TokenPrior, ids: torch.Tensor, known: int, label: int | None, seed: int,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, use_cache: bool = True,
-             on_token: Callable[[int], None] = lambda i: None) -> torch.Tensor:
+             on_token: Callable[[int], None] = lambda i: None, cfg: float = 1.0) -> torch.Tensor:
     """Fill ``ids`` (batch, N) from position ``known`` on; the first ``known`` are kept.
 
+    With a ``label`` and ``cfg`` other than 1, classifier-free guidance: every step also
+    runs the grid without a label and draws from ``uncond + cfg * (cond - uncond)`` logits
+    (the prior is trained with labels dropped now and then, so it knows both).
     ``on_token(i)`` is called after token i is chosen (for progress and cancellation).
     Returns the completed (batch, N) int64 tensor on the CPU.
     """
@@ -193,11 +196,24 @@ def generate(model: TokenPrior, ids: torch.Tensor, known: int, label: int | None
         raise ValueError(f"the prior makes {model.length} tokens, not {length}")
     ids = ids.clone().cpu()
     generator = torch.Generator("cpu").manual_seed(seed)
+    guided = label is not None and cfg != 1.0
     labels = model.labels_for(label, batch, device)
+    if guided:
+        labels = torch.cat([labels, model.labels_for(None, batch, device)])
     if known >= length:
         return ids
-    cache = KVCache(model, batch) if use_cache else None
-    logits = model(labels, ids[:, :known].to(device), cache, 0)[:, -1]
+
+    def rows(x: torch.Tensor) -> torch.Tensor:  # the conditional and unconditional halves
+        return torch.cat([x, x]) if guided else x
+
+    def mix(logits: torch.Tensor) -> torch.Tensor:
+        if not guided:
+            return logits
+        cond, uncond = logits.float().chunk(2)
+        return uncond + cfg * (cond - uncond)
+
+    cache = KVCache(model, len(labels)) if use_cache else None
+    logits = mix(model(labels, rows(ids[:, :known]).to(device), cache, 0)[:, -1])
     for i in range(known, length):
         token = choose(logits, temperature, top_k, top_p, generator)
         ids[:, i] = token
@@ -205,9 +221,10 @@ def generate(model: TokenPrior, ids: torch.Tensor, known: int, label: int | None
         if i + 1 == length:
             break
         if cache is not None:
-            logits = model(labels, token[:, None].to(device), cache, i + 1)[:, -1]
+            logits = model(labels, rows(token[:, None]).to(device), cache, i + 1)[:, -1]
         else:
-            logits = model(labels, ids[:, :i + 1].to(device))[:, -1]
+            logits = model(labels, rows(ids[:, :i + 1]).to(device))[:, -1]
+        logits = mix(logits)
     return ids
 
 

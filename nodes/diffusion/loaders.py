@@ -4,6 +4,10 @@ A checkpoint is a diffusers-format folder (``model_index.json`` with ``unet/``,
 ``vae/``, ``text_encoder/``, ``tokenizer/``...) or a single ``.safetensors`` file
 in the original Stable Diffusion layout (see ``single_file``). Each file loads
 once per process through the model manager.
+
+Before a run, each loader estimates from the files alone (safetensors headers and
+configs, no weights read) the bytes its models will take in the dtype they load
+in, and the widths the sampler's and decoder's activation estimates need.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.models import estimate_file_bytes, safetensors_header, tensor_bytes
+from nodeflow.node import (
+    DTYPE_BYTES,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    Output,
+    RunContext,
+    ValueEstimate,
+)
 from nodeflow.nodes.diffusion.files import LOAD_LOCK, check_path_input, check_weights_file, resolve
 from nodeflow.nodes.diffusion.types import (
     CLIP,
@@ -126,6 +140,77 @@ def _load_checkpoint(path: Path, dtype: Any) -> Checkpoint:
     return load_single_file(path, dtype)
 
 
+_SINGLE_FILE_PARTS = (("model.diffusion_model.", "unet"), ("first_stage_model.", "vae"),
+                      ("conditioner.embedders.0.", "text_encoder"),
+                      ("conditioner.embedders.1.", "text_encoder_2"), ("cond_stage_model.", "text_encoder"))
+"""Tensor name prefixes of an original-layout checkpoint and the part each belongs to (EMA
+copies and anything else are not loaded)."""
+_OUTPUT_PARTS = {"model": ("unet",), "clip": ("text_encoder", "text_encoder_2"), "vae": ("vae",)}
+
+
+def _config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _vae_info(config: Mapping[str, Any], itemsize: int) -> dict[str, Any]:
+    """What the VAE activation estimates need from a VAE config."""
+    blocks = config.get("block_out_channels") or [128, 256, 512, 512]
+    return {"channels": int(blocks[0]), "tile": int(config.get("sample_size") or 512),
+            "scale": 2 ** (len(blocks) - 1), "itemsize": itemsize}
+
+
+def checkpoint_estimate(found: Path, dtype: str) -> dict[str, ValueEstimate]:
+    """What LoadCheckpoint's outputs will carry, from the files alone: the bytes of the UNet, the
+    text encoder(s) and the VAE loaded in ``dtype``, and the widths activation estimates need.
+
+    A diffusers folder is sized by the weight files of its component folders, a single file
+    by the tensors of its header under each part's prefix. Raises OSError, ValueError or
+    ModelError when the files cannot be read.
+    """
+    itemsize = DTYPE_BYTES[dtype]
+    sizes: dict[str, int] = {}
+    if found.is_dir():
+        for part in ("unet", "text_encoder", "text_encoder_2", "vae"):
+            if (found / part).is_dir():
+                sizes[part] = estimate_file_bytes(found / part, dtype)
+        unet = _config(found / "unet" / "config.json")
+        vae_info = _vae_info(_config(found / "vae" / "config.json"), itemsize)
+        width = int((unet.get("block_out_channels") or [320])[0])
+    else:
+        from nodeflow.nodes.diffusion.single_file import CONFIGS, FAMILY_CONFIGS, UNET, inspect_header
+
+        header = safetensors_header(found)
+        for key, entry in header.items():
+            owner = next((p for prefix, p in _SINGLE_FILE_PARTS if key.startswith(prefix)), None)
+            if owner is not None:
+                sizes[owner] = sizes.get(owner, 0) + tensor_bytes(entry, dtype)
+        family = inspect_header(header, found.name).family
+        vae_info = _vae_info(_config(CONFIGS / FAMILY_CONFIGS[family] / "vae" / "config.json"), itemsize)
+        conv_out = header.get("first_stage_model.decoder.conv_out.weight", {}).get("shape")
+        if conv_out:
+            vae_info["channels"] = int(conv_out[1])
+        width = int(header.get(UNET + "input_blocks.0.0.weight", {}).get("shape", [320])[0])
+    model_info = {"channels": width, "itemsize": itemsize, "latent_scale": vae_info["scale"]}
+    infos: dict[str, dict[str, Any]] = {"model": model_info, "clip": {}, "vae": vae_info}
+    return {out: ValueEstimate({f"{found.name}:{p}": sizes[p] for p in parts if p in sizes}, infos[out])
+            for out, parts in _OUTPUT_PARTS.items()}
+
+
+def _found(values: Mapping[str, Any], ctx: EstimateContext, kind: str) -> Path | None:
+    name = values.get("path")
+    return ctx.settings.resolve_path(kind, name) if isinstance(name, str) and name else None
+
+
+def _loaded(outputs: Mapping[str, ValueEstimate]) -> MemoryEstimate:
+    """A loader's estimate: it holds every model its outputs carry (in CPU memory)."""
+    models = {name: size for value in outputs.values() for name, size in value.models.items()}
+    return MemoryEstimate(models, outputs=outputs)
+
+
 class LoadCheckpoint(Node):
     """Load a Stable Diffusion checkpoint (SD 1.x, 2.x or SDXL): a diffusers folder or a single
     .safetensors file, fully offline. The family is detected from the checkpoint itself."""
@@ -159,6 +244,18 @@ class LoadCheckpoint(Node):
             yield "path", (f"{found} is a folder but not a diffusers-format checkpoint (no "
                            "model_index.json, no unet/); point to the checkpoint folder itself or to "
                            "a .safetensors file")
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """UNet, text encoder(s) and VAE sized from the files, in the dtype they load in."""
+        found = _found(values, ctx, "checkpoints")
+        if found is None:
+            return None
+        try:
+            return _loaded(checkpoint_estimate(found, ctx.dtype("unet")))
+        except (OSError, ValueError, KeyError, ModelError):
+            return None
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("unet")
@@ -205,6 +302,9 @@ def _load_vae_file(path: Path, dtype: Any) -> Autoencoder:
     return load_single_file_vae(path, dtype)
 
 
+_VAE_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "first_stage_model.")
+
+
 class LoadVAE(Node):
     """Load a VAE (autoencoder) to use instead of the checkpoint's own."""
 
@@ -217,6 +317,32 @@ class LoadVAE(Node):
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
         yield from check_path_input(dict(values), settings, "path", "vae", "VAE")
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The VAE sized from its file or folder, in the dtype it loads in."""
+        found = _found(values, ctx, "vae")
+        if found is None:
+            return None
+        dtype = ctx.dtype("vae")
+        try:
+            if found.is_dir():
+                folder = found / "vae" if (found / "vae" / "config.json").is_file() else found
+                size = estimate_file_bytes(folder, dtype)
+                info = _vae_info(_config(folder / "config.json"), DTYPE_BYTES[dtype])
+            else:
+                header = safetensors_header(found)
+                weights = [e for k, e in header.items() if k.startswith(_VAE_PREFIXES)]
+                size = sum(tensor_bytes(e, dtype) for e in weights or header.values())
+                info = _vae_info({}, DTYPE_BYTES[dtype])
+                conv_out = next((header[k]["shape"] for k in header
+                                 if k.endswith("decoder.conv_out.weight")), None)
+                if conv_out:
+                    info["channels"] = int(conv_out[1])
+        except (OSError, ValueError, KeyError, ModelError):
+            return None
+        return _loaded({"vae": ValueEstimate({found.name: size}, info)})
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("vae")
@@ -267,6 +393,19 @@ class LoadControlNet(Node):
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
         yield from check_path_input(dict(values), settings, "path", "controlnet", "ControlNet")
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The ControlNet sized from its folder, in the dtype it loads in."""
+        found = _found(values, ctx, "controlnet")
+        if found is None or not found.is_dir():
+            return None
+        try:
+            size = estimate_file_bytes(found, ctx.dtype("controlnet"))
+        except (OSError, ValueError, ModelError):
+            return None
+        return _loaded({"controlnet": ValueEstimate({found.name: size})})
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("controlnet")

@@ -1,4 +1,11 @@
-"""Learned upscalers: GAN and transformer super-resolution models loaded through spandrel."""
+"""Learned upscalers: GAN and transformer super-resolution models loaded through spandrel.
+
+Memory estimate (before a run): the model, sized from its file, plus for a tile of T×T
+input pixels about ``UPSCALE_ACTIVATION_FACTOR`` × scale × T² × bytes per number (an
+ESRGAN 4x with 512-pixel tiles in fp32: about 4.8 GB), when the image size is known
+before the run. The upscaler halves its tiles when memory runs out, so only the
+smallest tile has to fit.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.node import (
+    DTYPE_BYTES,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    Output,
+    RunContext,
+    ValueEstimate,
+)
 from nodeflow.settings import Settings
 from nodeflow.types import IMAGE, INT, STRING, SocketType
 
@@ -18,6 +34,11 @@ UPSCALE_MODEL = SocketType(
 DEFAULT_TILE = 512
 FALLBACK_TILE = 512
 """Where the whole-image mode (tile 0) starts tiling when memory runs out."""
+UPSCALE_ACTIVATION_FACTOR = 3 * 384
+"""Bytes of activations per input pixel of a tile, per unit of scale and per byte of the dtype
+(ComfyUI's figure for spandrel models: generous for small architectures)."""
+SMALLEST_TILE = 16
+"""The smallest tile the upscaler falls back to."""
 
 
 class LoadModel(Node):
@@ -47,6 +68,24 @@ class LoadModel(Node):
                 problem = check_weights_file(found)
                 if problem:
                     yield ("path", problem)
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The model sized from its file, in the dtype it loads in."""
+        from nodeflow.models import estimate_file_bytes
+
+        path = values.get("path")
+        found = ctx.settings.resolve_path("upscale", path) if isinstance(path, str) and path else None
+        if found is None:
+            return None
+        dtype = ctx.dtype("upscale")
+        try:
+            size = estimate_file_bytes(found, dtype)
+        except (OSError, ValueError, ModelError):
+            return None
+        model = ValueEstimate({found.name: size}, {"itemsize": DTYPE_BYTES[dtype]})
+        return MemoryEstimate(dict(model.models), outputs={"upscale_model": model})
 
     def run(self, ctx: RunContext, path: str) -> Any:
         from nodeflow.nodes.upscale.model import check_weights_file, load_upscale_model
@@ -93,6 +132,33 @@ class Upscale(Node):
         if isinstance(tile, int) and isinstance(overlap, int) and 0 < tile <= overlap:
             yield ("tile", f"tile {tile} must be larger than overlap {overlap}; make the tile "
                    "bigger (or the overlap smaller), or use 0 for the whole image")
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The model, and one tile's activations when the image size is known (see the module
+        docstring; the scale is taken as 4 before the model is read)."""
+        model = upstream.get("upscale_model")
+        if model is None:
+            return None
+        image = upstream.get("image")
+        dims = image.dims() if image is not None else None
+        tile = values.get("tile")
+        if dims is None or not isinstance(tile, int):
+            return MemoryEstimate(dict(model.models))
+        width, height, batch = dims
+        scale = int(model.info.get("scale", 4))
+        per_pixel = UPSCALE_ACTIVATION_FACTOR * scale * int(model.info.get("itemsize", 4))
+        side = tile if tile > 0 else max(width, height)
+        outputs = {}
+        if "scale" in model.info:  # only a known scale gives the output's size
+            outputs["image"] = ValueEstimate(info={"width": width * scale, "height": height * scale,
+                                                   "batch": batch})
+        return MemoryEstimate(
+            dict(model.models), per_pixel * min(side, width) * min(side, height),
+            min_activations=per_pixel * min(SMALLEST_TILE, width) * min(SMALLEST_TILE, height),
+            outputs=outputs,
+            note=f"{min(side, width)}×{min(side, height)} tiles" if tile > 0 else f"{width}×{height}")
 
     def run(self, ctx: RunContext, upscale_model: Any, image: Any, tile: int, overlap: int) -> Any:
         import numpy as np

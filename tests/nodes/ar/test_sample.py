@@ -146,3 +146,25 @@ def test_tokens_of_a_real_tokenizer_continue_and_keep_its_identity(torch_threads
     out = sample(ctx, prior, tokens=tokens, keep_rows=3)
     assert out.tokenizer == vq.fingerprint
     np.testing.assert_array_equal(out.ids[:, :3], tokens.ids[:, :3])
+
+
+def test_classifier_free_guidance_follows_the_guided_logits(torch_threads, ctx, prior):
+    """cfg 1 is exactly the unguided sampler; greedy cfg > 1 picks argmax(u + cfg * (c - u))."""
+    import torch
+
+    plain = sample(ctx, prior, seed=3, label=2)
+    np.testing.assert_array_equal(sample(ctx, prior, seed=3, label=2, cfg=1.0).ids, plain.ids)
+    guided = sample(ctx, prior, seed=3, label=2, cfg=4.0)
+    np.testing.assert_array_equal(sample(ctx, prior, seed=3, label=2, cfg=4.0).ids, guided.ids)
+
+    cfg = 4.0
+    greedy = sample(ctx, prior, seed=0, label=2, cfg=cfg, top_k=1).ids
+    height, width = prior.grid
+    ids = torch.zeros(2, height * width, dtype=torch.long)
+    cond, uncond = prior.labels_for(2, 2, "cpu"), prior.labels_for(None, 2, "cpu")
+    with torch.no_grad():
+        for i in range(height * width):
+            c, u = prior(cond, ids[:, :i])[:, -1], prior(uncond, ids[:, :i])[:, -1]
+            ids[:, i] = (u + cfg * (c - u)).argmax(-1)
+    np.testing.assert_array_equal(greedy, ids.numpy().reshape(2, height, width))
+    assert (greedy != sample(ctx, prior, seed=0, label=2, top_k=1).ids).any()
