@@ -92,7 +92,7 @@ def vq_row(n: int = 256) -> dict:
     return {"psnr_db": round(r["psnr_db"], 2), "codes_used": r["codes_used"], "n": n}
 
 
-def prior_row(per_colour: int = 8, cfg: float = 3.0) -> dict:
+def prior_row(per_colour: int = 8, cfg: float = 2.0) -> dict:
     """Colour accuracy of pictures sampled through the ar nodes (label = colour)."""
     from nodeflow.testing import run_graph
 
@@ -133,6 +133,9 @@ def table(results: dict) -> str:
     def pct(x: float) -> str:
         return f"{100 * x:.0f}%"
 
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}"
+
     if "sd" in results:
         r = results["sd"]
         row("nodeflow-shapes", f"shape colour ({r['n']} prompts)", pct(r["colour"]), "≥ 90%")
@@ -141,13 +144,22 @@ def table(results: dict) -> str:
         row("nodeflow-shapes", "shape kind per shape",
             ", ".join(f"{k} {pct(v)}" for k, v in r["per_shape"].items()))
     if "controlnet" in results:
-        r = results["controlnet"]
-        row("nodeflow-shapes-edges", f"IoU with the edge map's shape ({r.get('n', '?')})",
-            f"{r['iou']:.2f}", "≥ 0.70")
+        r = results["controlnet"]["settings"]
+        n = results["controlnet"]["n"]
+        row("nodeflow-shapes-edges", f"IoU with the edge map's shape, prompted ({n})",
+            f"{r['caption@1.0']['edge_iou']:.2f} (base model alone {r['caption@0.0']['edge_iou']:.2f})",
+            "≥ 0.70")
+        if "empty@1.0" in r:
+            row("nodeflow-shapes-edges", "IoU, empty prompt",
+                f"{r['empty@1.0']['edge_iou']:.2f} (base model alone {r['empty@0.0']['edge_iou']:.2f})")
+        row("nodeflow-shapes-edges", "shape colour / background with control",
+            f"{pct(r['caption@1.0']['colour'])} / {pct(r['caption@1.0']['background'])}")
     if "lora" in results:
-        r = results["lora"]
-        row("nodeflow-shapes-outlined", "outlined fraction by strength",
-            ", ".join(f"{k}: {v:.2f}" for k, v in r["outlined"].items()), "rises clearly")
+        r = results["lora"]["strengths"]
+        row("nodeflow-shapes-outlined", f"outlined fraction by strength ({results['lora']['n']})",
+            ", ".join(f"{k}: {num(v['outlined_fraction'])}" for k, v in r.items()), "rises clearly")
+        row("nodeflow-shapes-outlined", "shape colour by strength",
+            ", ".join(f"{k}: {pct(v['colour'])}" for k, v in r.items()))
     if "upscaler" in results:
         r = results["upscaler"]
         row("nodeflow-shapes-4x", f"PSNR vs bicubic ({r['n']} pairs)",

@@ -18,12 +18,13 @@ UPSCALER = MODELS / "upscale" / "nodeflow-shapes-4x.safetensors"
 VQ_DIR = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 TEST_SEED = 20_250_704  # held out: training streams use small seeds, evaluation 424242/515151
 
-# The shipped upsampler does not beat bicubic yet (about -2 dB on held-out pairs: it
-# is undertrained); this guards what it does reach so a retrain cannot regress below it.
+# The shipped upsampler measured 40.3 dB against bicubic's 32.6 dB (+7.7 dB) over 32
+# held-out pairs (bench/demo_quality.py); the target is at least +2 dB over bicubic, and
+# the check here (4 other pairs) asks for that.
 # The shipped VQ
 # round trip measured 16.9 dB over 256 held-out scenes and 14.8 dB on these 4; the
 # threshold leaves a margin of about 1.8 dB below the latter.
-MIN_UPSCALER_PSNR_DB = 26.0
+MIN_GAIN_OVER_BICUBIC_DB = 2.0
 MIN_VQ_PSNR_DB = 13.0
 
 
@@ -42,7 +43,7 @@ def _one_thread(torch_threads):
     yield
 
 
-def test_upscaler_is_a_4x_esrgan_close_to_the_high_resolution_render():
+def test_upscaler_is_a_4x_real_esrgan_that_beats_bicubic_by_2_db():
     import spandrel
     import torch
     from PIL import Image
@@ -50,7 +51,7 @@ def test_upscaler_is_a_4x_esrgan_close_to_the_high_resolution_render():
     assert UPSCALER.is_file(), f"missing shipped weights {UPSCALER}"
     assert UPSCALER.stat().st_size <= 5 * 1024 * 1024
     desc = spandrel.ModelLoader().load_from_file(str(UPSCALER)).eval()
-    assert desc.architecture.id == "ESRGAN"
+    assert desc.architecture.id == "Compact"  # Real-ESRGAN's compact network
     assert desc.scale == 4
     assert (desc.input_channels, desc.output_channels) == (3, 3)
 
@@ -67,7 +68,7 @@ def test_upscaler_is_a_4x_esrgan_close_to_the_high_resolution_render():
     p_model = np.mean([_psnr(m, h) for m, h in zip(model, highs)])
     p_bicubic = np.mean([_psnr(b, h) for b, h in zip(bicubic, highs)])
     print(f"upscaler {p_model:.2f} dB, bicubic {p_bicubic:.2f} dB")
-    assert p_model >= MIN_UPSCALER_PSNR_DB, (p_model, p_bicubic)
+    assert p_model - p_bicubic >= MIN_GAIN_OVER_BICUBIC_DB, (p_model, p_bicubic)
 
 
 def test_vq_tokenizer_round_trip():
