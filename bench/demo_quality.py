@@ -160,6 +160,8 @@ def table(results: dict) -> str:
             ", ".join(f"{k}: {num(v['outlined_fraction'])}" for k, v in r.items()), "rises clearly")
         row("nodeflow-shapes-outlined", "shape colour by strength",
             ", ".join(f"{k}: {pct(v['colour'])}" for k, v in r.items()))
+        row("nodeflow-shapes-outlined", "background by strength",
+            ", ".join(f"{k}: {pct(v['background'])}" for k, v in r.items()))
     if "upscaler" in results:
         r = results["upscaler"]
         row("nodeflow-shapes-4x", f"PSNR vs bicubic ({r['n']} pairs)",

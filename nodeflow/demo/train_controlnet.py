@@ -40,6 +40,7 @@ from .train_lora import (
     DEFAULT_BASE,
     VAL_SEED,
     ParamEMA,
+    base_name,
     caption_table,
     command_line,
     encode_world,
@@ -179,7 +180,7 @@ def main(argv=None) -> None:
     def checkpoint(final: bool = False) -> None:
         meta = {
             "steps": step, "minutes": round(clock.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
-            "seed": args.seed, "final": final, "caption_dropout": args.dropout, "base": str(args.base),
+            "seed": args.seed, "final": final, "caption_dropout": args.dropout, "base": base_name(args.base),
             "conditioning": "world.edge_map: 1-px white shape edges on black, RGB in [0, 1]",
             "conditioning_embedding_out_channels": list(cond_ch),
             "command": command_line("nodeflow.demo.train_controlnet", argv),

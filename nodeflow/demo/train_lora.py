@@ -198,6 +198,15 @@ def noisy_batch(sched, means, stds, idx, sf: float, gen, t=None, skew: float = 1
     return noisy, t, target
 
 
+def base_name(base) -> str:
+    """The base pipeline as recorded in metadata: relative to the shipped models folder when inside it."""
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parent / "models"
+    path = Path(base).resolve()
+    return str(path.relative_to(models)) if path.is_relative_to(models) else str(base)
+
+
 def command_line(module: str, argv) -> str:
     return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -296,7 +305,7 @@ def main(argv=None) -> None:
         return {
             "steps": step, "minutes": round(clock.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
             "rank": args.rank, "alpha": args.rank, "text_encoder": te_lora, "seed": args.seed, "final": final,
-            "base": str(args.base), "trigger": "outlined", "command": command_line("nodeflow.demo.train_lora", argv),
+            "base": base_name(args.base), "trigger": "outlined", "command": command_line("nodeflow.demo.train_lora", argv),
         }
 
     def checkpoint(final: bool = False) -> None:

@@ -63,3 +63,21 @@ def test_inpainting_repaints_the_hole_and_keeps_the_rest(registry, tmp_path):
     assert kept < 12, kept  # the blue around the hole survives
     found = evaluate.analyse(images[0])
     assert found.colour == "yellow" and found.background == "blue", found
+
+
+def test_controlnet_draws_the_shape_where_the_edge_map_says(registry, tmp_path):
+    images = run(registry, "demo_controlnet", tmp_path, sampler={"steps": 10}, latent={"batch": 2})
+    ious = [control_eval.edge_iou(image, assets.STAR) for image in images]
+    print("edge IoU", ious)
+    assert len(images) == 2 and min(ious) >= 0.6, ious
+
+
+def test_the_lora_changes_the_pictures_and_its_strength_0_is_the_base_model(registry, tmp_path):
+    base = run(registry, "demo_lora", tmp_path / "0", sampler={"steps": 10}, latent={"batch": 2},
+               lora={"strength_model": 0.0, "strength_clip": 0.0})
+    lora = run(registry, "demo_lora", tmp_path / "1", sampler={"steps": 10}, latent={"batch": 2})
+    assert all(np.abs(a.astype(int) - b.astype(int)).mean() > 5 for a, b in zip(base, lora))
+    # The base model never saw the word "outlined" and loses the background; the LoRA knows it.
+    found = [evaluate.analyse(image) for image in lora]
+    print("with the LoRA", found)
+    assert [f.background for f in found] == ["white", "white"], found
