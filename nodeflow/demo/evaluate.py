@@ -139,7 +139,7 @@ def score(scenes, images) -> dict:
         per_shape[s.shape][1] += 1
         rows.append({"prompt": world.caption(s), **asdict(an)})
     n = max(1, len(scenes))
-    acc = {k: res[k] / n for k in ("colour", "background", "shape", "all")}
+    acc: dict = {k: res[k] / n for k in ("colour", "background", "shape", "all")}
     acc["per_shape"] = {k: v[0] / max(1, v[1]) for k, v in per_shape.items()}
     acc["n"] = len(scenes)
     return {"accuracy": acc, "rows": rows}
