@@ -287,7 +287,8 @@ class ModelManager:
         return self.device_named(name)
 
     def dtype(self, kind: str = "") -> Any:
-        """The compute dtype for a model kind on the current device."""
+        """The compute dtype for a model kind on the current device (for a node that does not
+        compute on an accelerator, such as a loader: on the device its models will compute on)."""
         import torch
 
         names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -296,13 +297,19 @@ class ModelManager:
     def dtype_name(self, kind: str = "", device: str | None = None) -> str:
         """The name of the compute dtype for a model kind on ``device``: fp32, fp16 or bf16.
 
-        ``device`` defaults to the current node's; torch is not imported.
+        ``device`` defaults to the current node's; a node that runs on the CPU beside the
+        compute devices (a loader) gets the dtype of the first compute device, where the models
+        it loads will compute. torch is not imported.
         """
         if self.dtype_override:
             if kind == "vae" and self.dtype_override == "fp16":
                 return "fp32"  # SD VAEs overflow in fp16
             return self.dtype_override
-        name = device if device is not None else self._current().name
+        if device is not None:
+            name = device
+        else:
+            current = self._current()
+            name = current.name if current in self.devices else self.devices[0].name
         if name.startswith("cuda") and kind != "vae":
             return "fp16"
         return "fp32"

@@ -263,3 +263,26 @@ def test_the_dtype_rule_is_the_same_with_and_without_torch():
     assert fp16.dtype_name("unet", "cpu") == "fp16" and fp16.dtype_name("vae") == "fp32"
     assert fp16.dtype("unet") == torch.float16 and fp16.dtype("vae") == torch.float32
     assert ModelManager(["cpu"], vram_budget=1, dtype="bf16").dtype("vae") == torch.bfloat16
+
+
+def test_a_loader_loads_in_the_dtype_of_the_device_its_models_compute_on():
+    from nodeflow.models import current_device
+
+    gpu = ModelManager(["cuda:0"], vram_budget=1)  # a budget given: no GPU is asked
+    token = current_device.set("cpu")  # a loader runs beside the accelerator, on the CPU
+    try:
+        assert gpu.dtype_name("unet") == "fp16" and gpu.dtype_name("vae") == "fp32"
+        assert ModelManager(["cpu"], vram_budget=1).dtype_name("unet") == "fp32"
+    finally:
+        current_device.reset(token)
+
+
+def test_a_checkpoint_loaded_for_fp16_keeps_its_vae_in_fp32(tmp_path):
+    graph = Graph()
+    graph.add_node("diffusion.LoadCheckpoint", "checkpoint", {"path": "nodeflow-shapes"})
+    result = Executor(load_registry(use_env=False), Settings(out_dir=tmp_path),
+                      models=ModelManager(["cpu"], dtype="fp16")).run(graph, ["checkpoint"])
+    out = result.outputs["checkpoint"]
+    assert out["model"].unet.dtype == torch.float16
+    assert out["clip"].text_encoder.dtype == torch.float16
+    assert out["vae"].vae.dtype == torch.float32

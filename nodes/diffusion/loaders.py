@@ -258,9 +258,15 @@ class LoadCheckpoint(Node):
             return None
 
     def run(self, ctx: RunContext, path: str) -> Any:
-        dtype = ctx.models.dtype("unet")
-        ckpt = load_path_input(ctx, path, "checkpoints", "checkpoint",
-                               lambda p: load_checkpoint(p, dtype),
+        dtype, vae_dtype = ctx.models.dtype("unet"), ctx.models.dtype("vae")
+
+        def load(p: Path) -> Checkpoint:
+            ckpt = load_checkpoint(p, dtype)
+            if vae_dtype != dtype:  # e.g. SD VAEs overflow in fp16: they stay fp32
+                ckpt.vae.vae.to(vae_dtype)
+            return ckpt
+
+        ckpt = load_path_input(ctx, path, "checkpoints", "checkpoint", load,
                                "Check that it is a complete Stable Diffusion checkpoint.")
         return {"model": ckpt.model, "clip": ckpt.clip, "vae": ckpt.vae}
 
