@@ -122,17 +122,17 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) != 8:
-            raise ValueError(f"{path.name} is too short to be a safetensors file")
+            raise ValueError("the file is too short to be a safetensors file")
         (size,) = struct.unpack("<Q", head)
         if size <= 1 or size > 100_000_000:
-            raise ValueError(f"{path.name} has no safetensors header")
+            raise ValueError("the file has no safetensors header")
         raw = fh.read(size)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(f"{path.name} has no safetensors header") from None
+        raise ValueError("the file has no safetensors header") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path.name} has no safetensors header")
+        raise ValueError("the file has no safetensors header")
     header.pop("__metadata__", None)
     return header
 

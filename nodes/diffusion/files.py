@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import struct
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import NodeInputError
+from nodeflow.models import safetensors_header
 from nodeflow.settings import Settings
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -28,29 +27,6 @@ def resolve(ctx: Any, socket: str, kind: str, name: str) -> Path:
     return found
 
 
-def safetensors_keys(path: Path) -> dict[str, Any]:
-    """The header of a .safetensors file: tensor names to {dtype, shape, ...}; reads no weights.
-
-    Raises ValueError when the file is not a safetensors file.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise ValueError("the file is too short to be a safetensors file")
-        (size,) = struct.unpack("<Q", head)
-        if size <= 1 or size > 100_000_000:
-            raise ValueError("the file has no safetensors header")
-        raw = fh.read(size)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("the file has no safetensors header") from None
-    if not isinstance(header, dict):
-        raise ValueError("the file has no safetensors header")
-    header.pop("__metadata__", None)
-    return header
-
-
 def check_weights_file(path: Path, what: str) -> str | None:
     """Why ``path`` cannot be a weights file of ``what``, or None (for validation)."""
     if path.is_dir():
@@ -60,7 +36,7 @@ def check_weights_file(path: Path, what: str) -> str | None:
                 f"safetensors files (or diffusers folders), never from pickles. Convert it to "
                 f".safetensors first")
     try:
-        safetensors_keys(path)
+        safetensors_header(path)
     except (OSError, ValueError) as exc:
         return f"{path} is not a readable safetensors file ({exc})"
     return None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import ModelError
-from nodeflow.nodes.diffusion.files import safetensors_keys
+from nodeflow.models import safetensors_header
 from nodeflow.nodes.diffusion.types import FAMILY_NAMES, Autoencoder
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -78,7 +78,7 @@ def checkpoint_info(path: Path) -> CheckpointInfo:
     """What the file's tensor names say; ModelError if it is not a checkpoint, or if it is one
     the carried config of its family does not describe and it has no config folder beside it."""
     try:
-        header = safetensors_keys(path)
+        header = safetensors_header(path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is not a readable safetensors file ({exc})") from None
     info = inspect_header(header, path.name)
@@ -197,7 +197,7 @@ def load_single_file_vae(path: Path, dtype: Any = None) -> Autoencoder:
     import torch
     from diffusers import AutoencoderKL
 
-    header = safetensors_keys(path)
+    header = safetensors_header(path)
     keys = list(header)
     family = "sdxl" if "xl" in path.name.lower() else "sd1"
     config = CONFIGS / FAMILY_CONFIGS[family]

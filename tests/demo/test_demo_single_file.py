@@ -62,10 +62,10 @@ def test_single_file_loads_the_folders_weights_and_pixels(renders):
     import torch
     from safetensors import safe_open
 
-    from nodeflow.nodes.diffusion.files import safetensors_keys
+    from nodeflow.models import safetensors_header
 
     folder, single = renders["nodeflow-shapes"], renders["nodeflow-shapes.safetensors"]
-    header = safetensors_keys(SINGLE)
+    header = safetensors_header(SINGLE)
     parts = {  # part: (folder module, file module, its tensors in the file, its weights in the folder)
         "unet": (folder["checkpoint"]["model"].unet, single["checkpoint"]["model"].unet,
                  "model.diffusion_model.", FOLDER / "unet" / "diffusion_pytorch_model.safetensors"),
