@@ -91,6 +91,20 @@ def atomic_dir(final: str | Path, write) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def atomic_file(final: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` then atomically replace ``final`` with the file it wrote
+    (readable by all, as a shipped file; some writers create files private)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_json(path: str | Path, obj) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")

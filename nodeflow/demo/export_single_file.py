@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._train_common import atomic_dir, atomic_file
 
 CHECKPOINTS = Path(__file__).resolve().parent / "models" / "checkpoints"
 DEFAULT_SRC = CHECKPOINTS / "nodeflow-shapes"
@@ -156,39 +156,13 @@ def ldm_state_dict(folder: Path, half: Sequence[str] = ()) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_file(target: Path, write: Callable[[Path], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # as a shipped file; writers may create it private
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_sd1_single_file(folder: Path, target: Path, half: Sequence[str] = (),
                          metadata: dict[str, str] | None = None) -> Path:
     """The diffusers SD 1.x folder ``folder`` as one original-layout .safetensors file."""
     from safetensors.torch import save_file
 
     state = ldm_state_dict(Path(folder), half)
-    _atomic_file(Path(target), lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    atomic_file(Path(target), lambda tmp: save_file(state, str(tmp), metadata=metadata))
     return Path(target)
 
 
@@ -212,7 +186,7 @@ def write_sidecar(folder: Path, target: Path) -> Path:
     for required in ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json"):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"{folder} is not a diffusers SD 1.x folder: it has no {required}")
-    _atomic_dir(sidecar, write)
+    atomic_dir(sidecar, write)
     return sidecar
 
 

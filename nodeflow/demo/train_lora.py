@@ -22,16 +22,14 @@ diffusers/peft layout (``unet.<module>.lora_A.weight``,
 The training settings are in the file's metadata (``nodeflow_training``).
 The last log line is a JSON report.
 
-The helpers here (:func:`load_base`, :func:`encode_world`, :class:`ParamEMA`,
-:func:`atomic_file`) are shared with :mod:`nodeflow.demo.train_controlnet`.
+The helpers here (:func:`load_base`, :func:`encode_world`, :class:`ParamEMA`)
+are shared with :mod:`nodeflow.demo.train_controlnet`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -142,19 +140,6 @@ class ParamEMA:
         return cm()
 
 
-def atomic_file(final: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then atomically replace ``final`` with the file it wrote."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def caption_table(tokenizer, caps: list[str]):
     """(ids table (k, 77), index of each caption in it, index of the empty caption)."""
     import torch
@@ -235,7 +220,7 @@ def lora_tensors(unet, text_encoder, fp16: bool) -> dict:
 def save_lora(path: Path, tensors: dict, meta: dict) -> None:
     from safetensors.torch import save_file
 
-    atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "nodeflow_training": json.dumps(meta)}))
+    C.atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "nodeflow_training": json.dumps(meta)}))
 
 
 def main(argv=None) -> None:
