@@ -46,7 +46,12 @@ THUMB_MAX = 400
 
 
 def demo_graph_path() -> Path | None:
-    """The graph the editor starts with when no file is given."""
+    """The graph the editor starts with when no file is given.
+
+    ``graphs/demo.json`` beside this package's folder: the source checkout's
+    ``graphs/`` folder, or in an installed package its copy ``nodeflow/graphs``
+    (``nodeflow.graphs``, see setup.py), found by the same relative path.
+    """
     path = Path(__file__).resolve().parent.parent / "graphs" / "demo.json"
     return path if path.is_file() else None
 
