@@ -5,7 +5,9 @@
 The base pipeline (``--base``, default the shipped ``nodeflow-shapes`` folder)
 is loaded and frozen; peft LoRA adapters (rank ``--rank``, alpha = rank,
 gaussian init so ``lora_B`` starts at zero) are added to the UNet attention
-projections ``to_q, to_k, to_v, to_out.0`` and, unless ``--no-text-encoder``,
+projections ``to_q, to_k, to_v, to_out.0`` (with ``--targets all`` also the
+resnet convolutions and the transformer blocks' ``proj_in``, ``proj_out`` and
+feed-forward) and, unless ``--no-text-encoder``,
 to the text encoder's ``q_proj, k_proj, v_proj, out_proj``.  They are trained
 with the base model's objective (v-prediction, zero-terminal-SNR
 ``scaled_linear`` betas) on the frozen VAE's latents of the procedural world
@@ -39,6 +41,10 @@ from . import _train_common as C  # sets the offline environment first
 DEFAULT_BASE = C.DEFAULT_OUT
 DEFAULT_LORA = Path(__file__).resolve().parent / "models" / "loras" / "nodeflow-shapes-outlined.safetensors"
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# ``--targets all``: also the resnet convolutions and the transformer blocks'
+# projections and feed-forward, so the adapter can change how shapes are drawn,
+# not only what the cross-attention reads from the caption
+UNET_TARGETS_ALL = UNET_TARGETS + ["conv1", "conv2", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 POOL_SEED_OFFSET = 2000  # training scenes: default_rng(seed + 2000); evaluation uses 777
 VAL_SEED = 4242  # fixed held-out batch for the logged validation loss
@@ -229,6 +235,8 @@ def main(argv=None) -> None:
     ap.add_argument("--base", default=str(DEFAULT_BASE), help="the base StableDiffusionPipeline folder (frozen)")
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = rank)")
     ap.add_argument("--no-text-encoder", action="store_true", help="adapt the UNet only")
+    ap.add_argument("--targets", choices=("attn", "all"), default="attn",
+                    help="UNet modules to adapt: attention projections only, or also resnet convs and transformer projections")
     ap.add_argument("--pool", type=int, default=4096, help="number of distinct training scenes")
     ap.add_argument("--dropout", type=float, default=0.1, help="caption dropout probability")
     ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the saved weights (0: no EMA)")
@@ -244,7 +252,7 @@ def main(argv=None) -> None:
     tokenizer, text_encoder, unet, vae, sched_cfg = load_base(args.base)
     sf = float(vae.config.scaling_factor)
     sched = train_scheduler(sched_cfg)
-    unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+    unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian", target_modules=UNET_TARGETS_ALL if args.targets == "all" else UNET_TARGETS))
     te_lora = not args.no_text_encoder
     if te_lora:
         # peft directly (transformers' add_adapter may demand a newer peft than diffusers does)
@@ -289,7 +297,7 @@ def main(argv=None) -> None:
     def meta(final: bool) -> dict:
         return {
             "steps": step, "minutes": round(clock.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
-            "rank": args.rank, "alpha": args.rank, "text_encoder": te_lora, "seed": args.seed, "final": final,
+            "rank": args.rank, "alpha": args.rank, "targets": args.targets, "text_encoder": te_lora, "seed": args.seed, "final": final,
             "base": base_name(args.base), "trigger": "outlined", "command": command_line("nodeflow.demo.train_lora", argv),
         }
 
