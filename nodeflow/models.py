@@ -114,10 +114,12 @@ _FLOATS = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
-def safetensors_header(path: Path) -> dict[str, Any]:
+def safetensors_header(path: Path, *, metadata: bool = False) -> dict[str, Any]:
     """Tensor names of a .safetensors file to ``{"dtype", "shape", ...}``; reads no weights.
 
-    Raises ValueError when the file is not a safetensors file.
+    With ``metadata=True`` the file's ``__metadata__`` entry (a str-to-str dict, when
+    the file has one) is kept in the result. Raises ValueError saying what is wrong
+    when the file is not a safetensors file.
     """
     with open(path, "rb") as fh:
         head = fh.read(8)
@@ -125,15 +127,18 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             raise ValueError("the file is too short to be a safetensors file")
         (size,) = struct.unpack("<Q", head)
         if size <= 1 or size > 100_000_000:
-            raise ValueError("the file has no safetensors header")
+            raise ValueError("the file has no safetensors header (its header length is implausible)")
         raw = fh.read(size)
+    if len(raw) != size:
+        raise ValueError("the safetensors header is truncated")
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("the file has no safetensors header") from None
+        raise ValueError("the file has no safetensors header (it is not JSON)") from None
     if not isinstance(header, dict):
-        raise ValueError("the file has no safetensors header")
-    header.pop("__metadata__", None)
+        raise ValueError("the file has no safetensors header (it is not a JSON object)")
+    if not metadata:
+        header.pop("__metadata__", None)
     return header
 
 

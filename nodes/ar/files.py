@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 from typing import Any
 
+from nodeflow.models import safetensors_header
+
 PRIOR_FORMAT = "nodeflow.ar_prior"
 TOKENIZER_FORMAT = "nodeflow.vq_tokenizer"
-
-
-def safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file; ValueError if it is not one."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("the file is too short")
-        (length,) = struct.unpack("<Q", head)
-        if length <= 1 or length > 100_000_000:
-            raise ValueError("the header length is implausible")
-        raw = f.read(length)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("the header is not JSON") from None
-    if not isinstance(header, dict) or len(raw) != length:
-        raise ValueError("the header is damaged")
-    return header
 
 
 def read_config(path: Path, fmt: str, config_name: str = "config.json") -> dict[str, Any]:
@@ -46,7 +28,7 @@ def read_config(path: Path, fmt: str, config_name: str = "config.json") -> dict[
     else:
         if path.suffix.lower() != ".safetensors":
             raise ValueError(f"{path.name} is not a .safetensors file or a model folder")
-        header = safetensors_header(path)
+        header = safetensors_header(path, metadata=True)
         meta = header.get("__metadata__") or {}
         if "config" not in meta:
             found = meta.get("format")

@@ -6,13 +6,12 @@ safetensors and ``.pth``/``.ckpt``/``.bin`` files with ``torch.load(weights_only
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import ModelError
+from nodeflow.models import safetensors_header
 
 WEIGHT_SUFFIXES = (".pth", ".safetensors", ".ckpt", ".bin", ".pt")
 
@@ -159,27 +158,6 @@ def _guess_arch(state_dict: dict[str, Any]) -> str:
 
 # Torch-free inspection, used by validation.
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor names, shapes, metadata); ValueError if not one."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError("the file is too short")
-        (length,) = struct.unpack("<Q", head)
-        if length <= 1 or length > 100_000_000:
-            raise ValueError("the header length is implausible")
-        raw = f.read(length)
-    if len(raw) != length:
-        raise ValueError("the header is truncated")
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"the header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise ValueError("the header is not a JSON object")
-    return header
-
-
 # Tensor-name prefixes of files that are something else entirely, for a message that says what.
 _OTHER_KINDS = (
     ("model.diffusion_model.", "a Stable Diffusion checkpoint", "checkpoints"),
@@ -213,8 +191,7 @@ def check_weights_file(path: Path) -> str | None:
         return f"{path.name} is not a weights file (expected .pth or .safetensors)"
     try:
         if suffix == ".safetensors":
-            header = read_safetensors_header(path)
-            keys = [k for k in header if k != "__metadata__"]
+            keys = list(safetensors_header(path))
             if not keys:
                 return f"{path.name} holds no tensors"
             other = describe_other_kind(keys)
