@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -103,13 +102,6 @@ def atomic_file(final: str | Path, write) -> None:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def atomic_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def log(*a) -> None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -185,14 +183,8 @@ def save(net, path: Path, dtype, meta: dict) -> None:
     """Write the generator's weights to ``path`` via a temporary file and a rename."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        save_file(state_dict_for(net, dtype), str(tmp), metadata={k: str(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    tensors = state_dict_for(net, dtype)
+    C.atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()}))
 
 
 def choose_dtype(net, n: int = 16):
