@@ -181,15 +181,23 @@ def checkpoint_estimate(found: Path, dtype: str) -> dict[str, ValueEstimate]:
         vae_info = _vae_info(_config(found / "vae" / "config.json"), itemsize)
         width = int((unet.get("block_out_channels") or [320])[0])
     else:
-        from nodeflow.nodes.diffusion.single_file import CONFIGS, FAMILY_CONFIGS, UNET, inspect_header
+        from nodeflow.nodes.diffusion.single_file import (
+            CONFIGS,
+            FAMILY_CONFIGS,
+            UNET,
+            inspect_header,
+            sidecar_folder,
+        )
 
         header = safetensors_header(found)
         for key, entry in header.items():
             owner = next((p for prefix, p in _SINGLE_FILE_PARTS if key.startswith(prefix)), None)
             if owner is not None:
                 sizes[owner] = sizes.get(owner, 0) + tensor_bytes(entry, dtype)
-        family = inspect_header(header, found.name).family
-        vae_info = _vae_info(_config(CONFIGS / FAMILY_CONFIGS[family] / "vae" / "config.json"), itemsize)
+        # the file's own config folder (model.config/) when it has one, else the family's
+        own = sidecar_folder(found)
+        configs = own if own is not None else CONFIGS / FAMILY_CONFIGS[inspect_header(header, found.name).family]
+        vae_info = _vae_info(_config(configs / "vae" / "config.json"), itemsize)
         conv_out = header.get("first_stage_model.decoder.conv_out.weight", {}).get("shape")
         if conv_out:
             vae_info["channels"] = int(conv_out[1])

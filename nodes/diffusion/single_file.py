@@ -82,7 +82,7 @@ def checkpoint_info(path: Path) -> CheckpointInfo:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is not a readable safetensors file ({exc})") from None
     info = inspect_header(header, path.name)
-    if _sidecar(path) is None:
+    if sidecar_folder(path) is None:
         unlike = _unlike_carried(header, info)
         if unlike:
             folder = _sidecar_path(path)
@@ -112,14 +112,15 @@ def _sidecar_path(path: Path) -> Path:
     return path.parent / (path.stem + ".config")
 
 
-def _sidecar(path: Path) -> Path | None:
+def sidecar_folder(path: Path) -> Path | None:
+    """The config folder a single file brings along (``model.config/``), if it has one."""
     folder = _sidecar_path(path)
     return folder if (folder / "model_index.json").is_file() else None
 
 
 def _prepare_config(path: Path, info: CheckpointInfo, workdir: Path) -> Path:
     """The config folder for this file: its own, or the carried one adjusted to the file."""
-    own = _sidecar(path)
+    own = sidecar_folder(path)
     if own is not None:
         return own
     source = CONFIGS / FAMILY_CONFIGS[info.family]

@@ -138,3 +138,15 @@ def test_single_file_without_its_sidecar_fails_naming_the_file(tmp_path, capsys)
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "nodeflow-shapes.safetensors" in err and "Traceback" not in err, err
+
+
+def test_memory_estimate_of_the_single_file_reads_its_sidecar():
+    # the demo VAE downsamples 4x; the SD1.5 config the file would otherwise be read
+    # with says 8x, which would make every latent-size estimate 4 times too small
+    from nodeflow.nodes.diffusion.loaders import checkpoint_estimate
+
+    from_folder = checkpoint_estimate(FOLDER, "fp32")
+    from_file = checkpoint_estimate(SINGLE, "fp32")
+    assert from_folder["vae"].info["scale"] == from_file["vae"].info["scale"] == 4
+    assert from_file["model"].info["latent_scale"] == 4
+    assert from_file["vae"].info["channels"] == from_folder["vae"].info["channels"]
