@@ -53,7 +53,7 @@ from nodeflow.node import EstimateContext, MemoryEstimate, Node, ValueEstimate
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
 from nodeflow.types import TypeParam
-from nodeflow.validate import GraphValidator, kahn_order
+from nodeflow.validate import GraphValidator, kahn_order, literal_values
 
 EventSink = Callable[[Event], None]
 
@@ -299,17 +299,7 @@ def check_plan_memory(graph: Graph, plan: Plan, estimates: Mapping[str, MemoryEs
 def _literal_values(graph: Graph, n: str, cls: type[Node], links: Iterable[Link]) -> dict[str, Any]:
     """The literal inputs of a node and the defaults of its unset, unlinked inputs (as `check`
     gets them)."""
-    linked = {ln.dst_socket for ln in links}
-    literals = graph.nodes[n].inputs
-    values: dict[str, Any] = {}
-    for spec in cls.inputs:
-        if spec.name in linked:
-            continue
-        if spec.name in literals:
-            values[spec.name] = literals[spec.name]
-        elif spec.has_default:
-            values[spec.name] = spec.default
-    return values
+    return literal_values(cls, graph.nodes[n].inputs, (ln.dst_socket for ln in links))
 
 
 def _merged(groups: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nodeflow.errors import Location, Problem
@@ -166,14 +166,8 @@ class GraphValidator:
             cls = classes.get(node.id)
             if cls is None:
                 continue
-            values = {}
-            for spec in cls.inputs:
-                if (node.id, spec.name) in linked or (node.id, spec.name) in bad_sockets:
-                    continue
-                if spec.name in node.inputs:
-                    values[spec.name] = node.inputs[spec.name]
-                elif spec.has_default:
-                    values[spec.name] = spec.default
+            values = literal_values(cls, node.inputs, (spec.name for spec in cls.inputs
+                                                       if (node.id, spec.name) in linked or (node.id, spec.name) in bad_sockets))
             for spec in cls.inputs:
                 value = values.get(spec.name)
                 if spec.path_kind and isinstance(value, str) and value:
@@ -192,6 +186,21 @@ class GraphValidator:
                                         f"{type(exc).__name__}: {exc}",
                                         Location(file, node.id, cls.id)))
         return problems
+
+
+def literal_values(cls: type[Node], literals: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
+    """The values a node's ``check`` and ``estimate_memory`` get: its literal inputs, and the
+    defaults of its unset inputs, leaving out the sockets in ``skip`` (linked or invalid)."""
+    skipped = set(skip)
+    values: dict[str, Any] = {}
+    for spec in cls.inputs:
+        if spec.name in skipped:
+            continue
+        if spec.name in literals:
+            values[spec.name] = literals[spec.name]
+        elif spec.has_default:
+            values[spec.name] = spec.default
+    return values
 
 
 def migrate_nodes(graph: Graph, registry: NodeRegistry) -> list[Problem]:
