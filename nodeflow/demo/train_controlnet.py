@@ -37,9 +37,9 @@ from pathlib import Path
 
 from . import _train_common as C  # sets the offline environment first
 from .train_lora import (
-    DEFAULT_BASE,
     VAL_SEED,
     ParamEMA,
+    adapter_parser,
     base_name,
     caption_table,
     command_line,
@@ -99,17 +99,9 @@ def write_controlnet(final: Path, controlnet, fp16: bool, meta: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = C.base_parser(__doc__.splitlines()[0])
-    ap.set_defaults(out=str(DEFAULT_CONTROLNET), lr=1e-3, minutes=25.0, save_every=5.0, batch=8)
-    ap.add_argument("--base", default=str(DEFAULT_BASE), help="the base StableDiffusionPipeline folder (frozen)")
-    ap.add_argument("--pool", type=int, default=4096, help="number of distinct training scenes")
-    ap.add_argument("--dropout", type=float, default=0.5, help="probability of an empty caption")
+    ap = adapter_parser(__doc__, out=DEFAULT_CONTROLNET, dropout=0.5, batch=8)
     ap.add_argument("--cond-channels", default="", help="conditioning embedding channels, e.g. 16,32,64 (default: one stride-2 stage per VAE downsampling)")
     ap.add_argument("--t-skew", type=float, default=2.0, help="timestep skew towards high noise (1: uniform; k: t = T(1-(1-u)^k))")
-    ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the saved weights (0: no EMA)")
-    ap.add_argument("--log-every", type=int, default=25, help="steps between log lines (with a held-out loss)")
-    ap.add_argument("--val", type=int, default=64, help="held-out scenes for the logged loss")
-    ap.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
     args = ap.parse_args(argv)
     C.setup(args)
     import torch

@@ -53,6 +53,21 @@ VAL_SEED = 4242  # fixed held-out batch for the logged validation loss
 # --------------------------------------------------------------------------- shared helpers
 
 
+def adapter_parser(doc: str, *, out: Path, dropout: float, batch: int):
+    """The command-line options shared by the trainers of adapters on a frozen base
+    (this LoRA and :mod:`nodeflow.demo.train_controlnet`)."""
+    ap = C.base_parser(doc.splitlines()[0])
+    ap.set_defaults(out=str(out), lr=1e-3, minutes=25.0, save_every=5.0, batch=batch)
+    ap.add_argument("--base", default=str(DEFAULT_BASE), help="the base StableDiffusionPipeline folder (frozen)")
+    ap.add_argument("--pool", type=int, default=4096, help="number of distinct training scenes")
+    ap.add_argument("--dropout", type=float, default=dropout, help="probability of an empty caption")
+    ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the saved weights (0: no EMA)")
+    ap.add_argument("--log-every", type=int, default=25, help="steps between log lines (with a held-out loss)")
+    ap.add_argument("--val", type=int, default=64, help="held-out scenes for the logged loss")
+    ap.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
+    return ap
+
+
 def load_base(base: str | Path):
     """(tokenizer, text_encoder, unet, vae, scheduler_config) of a pipeline folder: fp32, eval, frozen."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -230,19 +245,11 @@ def save_lora(path: Path, tensors: dict, meta: dict) -> None:
 
 
 def main(argv=None) -> None:
-    ap = C.base_parser(__doc__.splitlines()[0])
-    ap.set_defaults(out=str(DEFAULT_LORA), lr=1e-3, minutes=25.0, save_every=5.0, batch=32)
-    ap.add_argument("--base", default=str(DEFAULT_BASE), help="the base StableDiffusionPipeline folder (frozen)")
+    ap = adapter_parser(__doc__, out=DEFAULT_LORA, dropout=0.1, batch=32)
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = rank)")
     ap.add_argument("--no-text-encoder", action="store_true", help="adapt the UNet only")
     ap.add_argument("--targets", choices=("attn", "all"), default="attn",
                     help="UNet modules to adapt: attention projections only, or also resnet convs and transformer projections")
-    ap.add_argument("--pool", type=int, default=4096, help="number of distinct training scenes")
-    ap.add_argument("--dropout", type=float, default=0.1, help="caption dropout probability")
-    ap.add_argument("--ema", type=float, default=0.99, help="EMA decay of the saved weights (0: no EMA)")
-    ap.add_argument("--log-every", type=int, default=25, help="steps between log lines (with a held-out loss)")
-    ap.add_argument("--val", type=int, default=64, help="held-out scenes for the logged loss")
-    ap.add_argument("--fp32", action="store_true", help="store fp32 weights instead of fp16")
     args = ap.parse_args(argv)
     C.setup(args)
     import torch

@@ -79,7 +79,8 @@ def _load_checkpoint():
     return run_node(LoadCheckpoint, path=str(BASE))
 
 
-def test_lora_training_smoke_run_loads_through_load_lora(tmp_path, restore_torch_flags, capsys):
+@pytest.mark.parametrize("targets", ["attn", "all"])
+def test_lora_training_smoke_run_loads_through_load_lora(tmp_path, restore_torch_flags, capsys, targets):
     import json
 
     import torch
@@ -92,7 +93,7 @@ def test_lora_training_smoke_run_loads_through_load_lora(tmp_path, restore_torch
     out = tmp_path / "outlined.safetensors"
     # a large learning rate so two steps move lora_B (zero at init) visibly
     train_lora.main(["--out", str(out), "--steps", "2", "--pool", "8", "--val", "4", "--batch", "4",
-                     "--lr", "1e-2", "--ema", "0", "--log-every", "1", "--threads", "1"])
+                     "--lr", "1e-2", "--ema", "0", "--log-every", "1", "--threads", "1", "--targets", targets])
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["steps"] == 2 and report["out"] == str(out)
     assert out.is_file() and not list(tmp_path.glob(".*tmp*"))
@@ -101,6 +102,8 @@ def test_lora_training_smoke_run_loads_through_load_lora(tmp_path, restore_torch
         assert json.loads(f.metadata()["nodeflow_training"])["rank"] == 8
         assert all(f.get_tensor(k).dtype == torch.float16 for k in keys)
     assert any(k.startswith("unet.") and ".attn2.to_k.lora_A." in k for k in keys)
+    # resnet convolutions are adapted only with --targets all
+    assert any(k.startswith("unet.") and ".resnets.0.conv1.lora_A." in k for k in keys) == (targets == "all")
     assert any(k.startswith("text_encoder.text_model.") for k in keys)
 
     ckpt = _load_checkpoint()
