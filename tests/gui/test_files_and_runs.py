@@ -192,3 +192,23 @@ def test_editing_after_a_run_clears_the_results_it_invalidates(qtbot, demo_windo
     assert statuses["blend"] == statuses["enlarge"] == statuses["save"] == ""
     again = _run(qtbot, w)
     assert set(again.cached) >= {"load", "crop", "invert"} and "blend" in again.ran
+
+
+def test_editor_with_no_file_opens_the_demo_graph_untitled(qtbot, tmp_path, editor_home, monkeypatch):
+    from nodeflow.cli import main
+    from nodeflow.gui import window as window_mod
+
+    opened = []
+    real_set_document = window_mod.MainWindow.set_document
+
+    def spy(self, doc):
+        real_set_document(self, doc)
+        opened.append((doc.path, dict(doc.graph.nodes)))
+
+    monkeypatch.setattr(window_mod.MainWindow, "set_document", spy)
+    assert main(["edit", "--screenshot", str(tmp_path / "shot.png")]) == 0
+    path, nodes = opened[-1]
+    # untitled: Save asks for a new place instead of writing over the shipped graph
+    assert path is None
+    assert nodes["checkpoint"].type == "diffusion.LoadCheckpoint"
+    assert nodes["checkpoint"].inputs["path"] == "nodeflow-shapes"
