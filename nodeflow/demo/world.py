@@ -42,7 +42,7 @@ BASE_SIZE = 64          # the world's native image size
 MIN_EXTENT = 18         # shape extent (px across at 64x64), inclusive range
 MAX_EXTENT = 44
 SUPERSAMPLE = 4         # draw at this multiple, then area-downsample
-OUTLINE_PX = 3.0        # outline width at 64x64
+OUTLINE_PX = 5.0        # outline width at 64x64: wider than one latent cell (the demo VAE downsamples 4x)
 
 # Every word the world's captions use (plus a few harmless extras that prompts
 # in examples may contain).  The demo tokenizer covers exactly these words.

@@ -56,6 +56,22 @@ def test_outlined_fraction_separates_outlined_from_filled_renders():
     assert math.isnan(control_eval.outlined_fraction(blank, scenes[0]))
 
 
+def test_hollowness_separates_outlined_from_filled_circles_squares_and_triangles():
+    scenes = [s for s in _scenes() if s.shape != "star"]  # a star's hull is hollow either way
+    outlined = [control_eval.hollowness(world.render(s, outlined=True)) for s in scenes]
+    filled = [control_eval.hollowness(world.render(s)) for s in scenes]
+    assert max(filled) < 0.1, filled
+    assert np.mean(outlined) > 0.3 and np.mean(outlined) > 3 * np.mean(filled) + 0.2, outlined
+    # an outline broken open still counts, unlike outlined_fraction (which needs an interior)
+    ring = world.render_array(scenes[0], outlined=True).copy()
+    mask = world.coverage(scenes[0], outlined=True) > 0
+    rows = np.nonzero(mask.any(axis=1))[0]
+    ring[rows[0] : rows[0] + 4] = ring[0, 0]  # erase the top of the outline
+    assert control_eval.hollowness(ring) > 0.3
+    blank = np.zeros((64, 64, 3), np.uint8) + 128
+    assert math.isnan(control_eval.hollowness(blank))
+
+
 def test_edge_iou_of_ground_truth_renders():
     scenes = _scenes()
     own = [control_eval.edge_iou(world.render(s), s) for s in scenes]
