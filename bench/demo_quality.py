@@ -8,7 +8,9 @@ on scenes of the demo world drawn from seeds that training never used:
   (``nodeflow.demo.evaluate.analyse``: geometric and colour tests);
 - ControlNet (``nodeflow-shapes-edges``): IoU of the generated shape with the shape the
   edge map outlines;
-- LoRA (``nodeflow-shapes-outlined``): how outlined the shapes are at strengths 0, 0.5, 1;
+- LoRA (``nodeflow-shapes-outlined``): how outlined the shapes are at strengths 0, 0.5, 1
+  (``control_eval.outlined_fraction`` on pictures with a closed interior, and
+  ``control_eval.hollowness``, which also counts outlines broken open);
 - 4x upscaler (``nodeflow-shapes-4x``): PSNR on held-out low/high pairs against bicubic;
 - VQ tokenizer (``nodeflow-shapes-vq``): round-trip PSNR;
 - AR prior (``nodeflow-shapes-prior``): how often a sampled picture has the asked colour.
@@ -158,6 +160,10 @@ def table(results: dict) -> str:
         r = results["lora"]["strengths"]
         row("nodeflow-shapes-outlined", f"outlined fraction by strength ({results['lora']['n']})",
             ", ".join(f"{k}: {num(v['outlined_fraction'])}" for k, v in r.items()), "rises clearly")
+        row("nodeflow-shapes-outlined", "pictures with a closed interior to measure",
+            ", ".join(f"{k}: {v['measured']}" for k, v in r.items()))
+        row("nodeflow-shapes-outlined", "hollowness by strength (world: 0.13 filled, 0.39 outlined)",
+            ", ".join(f"{k}: {num(v['hollowness'])}" for k, v in r.items()), "rises clearly")
         row("nodeflow-shapes-outlined", "shape colour by strength",
             ", ".join(f"{k}: {pct(v['colour'])}" for k, v in r.items()))
         row("nodeflow-shapes-outlined", "background by strength",
