@@ -25,7 +25,7 @@ demo-models: $(STAMP)
 	$(BIN)/python -m nodeflow.demo.train_vae --minutes 10 --threads 2
 	$(BIN)/python -m nodeflow.demo.train_unet --minutes 150 --threads 2
 	$(BIN)/python -m nodeflow.demo.export_single_file
-	$(BIN)/python -m nodeflow.demo.train_lora --minutes 25 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_lora --minutes 45 --rank 16 --targets all --threads 2
 	$(BIN)/python -m nodeflow.demo.train_controlnet --minutes 25 --threads 2
 	$(BIN)/python -m nodeflow.demo.train_upscaler --minutes 40 --threads 2
 	$(BIN)/python -m nodeflow.demo.train_vq --minutes 20 --threads 2
