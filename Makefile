@@ -19,7 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nodeflow run graphs/demo.json --out out
 
-# Retrain every shipped demo model from scratch into nodeflow/demo/models (about 4.5 hours
+# Retrain every shipped demo model from scratch into nodeflow/demo/models (about 5 hours
 # on a 2-core CPU; each step's budget is its --minutes), then print the quality table.
 demo-models: $(STAMP)
 	$(BIN)/python -m nodeflow.demo.train_vae --minutes 10 --threads 2
