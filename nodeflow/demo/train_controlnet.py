@@ -43,6 +43,7 @@ from .train_lora import (
     base_name,
     caption_table,
     command_line,
+    ema_weights,
     encode_world,
     heldout_timesteps,
     load_base,
@@ -178,10 +179,7 @@ def main(argv=None) -> None:
             "command": command_line("nodeflow.demo.train_controlnet", argv),
             "sampling": {"scheduler": "DDIMScheduler", "guidance_scale": 7.5, "size": 64},
         }
-        if ema is not None:
-            with ema.swapped():
-                write_controlnet(out, controlnet, not args.fp32, meta)
-        else:
+        with ema_weights(ema):
             write_controlnet(out, controlnet, not args.fp32, meta)
         C.log(f"checkpoint written at step {step}: {out}")
 
@@ -210,10 +208,7 @@ def main(argv=None) -> None:
             checkpoint()
             last_save = clock.elapsed()
     checkpoint(final=True)
-    if ema is not None:
-        with ema.swapped():
-            val_end = val_loss()
-    else:
+    with ema_weights(ema):
         val_end = val_loss()
     report = {
         "out": str(out), "steps": step, "minutes": round(clock.elapsed() / 60, 2),

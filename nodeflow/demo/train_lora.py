@@ -161,6 +161,13 @@ class ParamEMA:
         return cm()
 
 
+def ema_weights(ema: ParamEMA | None):
+    """Context manager: the EMA values in the parameters inside it, or nothing to do without EMA."""
+    import contextlib
+
+    return ema.swapped() if ema is not None else contextlib.nullcontext()
+
+
 def caption_table(tokenizer, caps: list[str]):
     """(ids table (k, 77), index of each caption in it, index of the empty caption)."""
     import torch
@@ -310,10 +317,7 @@ def main(argv=None) -> None:
 
     def checkpoint(final: bool = False) -> None:
         te = text_encoder if te_lora else None
-        if ema is not None:
-            with ema.swapped():
-                tensors = lora_tensors(unet, te, not args.fp32)
-        else:
+        with ema_weights(ema):
             tensors = lora_tensors(unet, te, not args.fp32)
         save_lora(out, tensors, meta(final))
         C.log(f"checkpoint written at step {step}: {out}")
@@ -343,10 +347,7 @@ def main(argv=None) -> None:
             checkpoint()
             last_save = clock.elapsed()
     checkpoint(final=True)
-    if ema is not None:
-        with ema.swapped():
-            val_end = val_loss()
-    else:
+    with ema_weights(ema):
         val_end = val_loss()
     report = {
         "out": str(out), "steps": step, "minutes": round(clock.elapsed() / 60, 2),
