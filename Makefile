@@ -19,11 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nodeflow run graphs/demo.json --out out
 
-# Retrain every shipped demo model from scratch into nodeflow/demo/models (about 5 hours
+# Retrain every shipped demo model from scratch into nodeflow/demo/models (about 7 hours
 # on a 2-core CPU; each step's budget is its --minutes), then print the quality table.
 demo-models: $(STAMP)
 	$(BIN)/python -m nodeflow.demo.train_vae --minutes 10 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_unet --minutes 150 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_vae --init nodeflow/demo/models/checkpoints/nodeflow-shapes/vae \
+		--decoder-only --empty 0.15 --splice 0.5 --minutes 10 --lr 3e-4 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_unet --minutes 160 --threads 2
+	$(BIN)/python -m nodeflow.demo.train_unet --resume --minutes 100 --lr 2e-4 --threads 2
 	$(BIN)/python -m nodeflow.demo.export_single_file
 	$(BIN)/python -m nodeflow.demo.train_lora --minutes 45 --rank 16 --targets all --threads 2
 	$(BIN)/python -m nodeflow.demo.train_controlnet --minutes 25 --threads 2

@@ -6,6 +6,24 @@ Writes ``DIR/vae`` (diffusers format, safetensors) every ``--save-every``
 minutes and at the end; the config's ``scaling_factor`` is set to 1/std of the
 latents of a held-out set.  Trains on the procedural world (filled and, 30% of
 the time, outlined shapes), generated on the fly from ``--seed``.
+
+The world always has a shape in it, so a decoder trained on it alone turns a
+latent of plain background (what inpainting gives when it paints a shape out,
+or paints only a speck) into coloured noise over the whole picture: its group
+norms have never seen a flat picture.  ``--empty P`` makes a fraction P of the
+pictures plain background.
+
+Plain background is not enough: the latents around an inpainted hole still
+carry what the encoder saw there (its attention and group norms see the whole
+picture), and a decoder that never met such a mix blows up on it too.
+``--splice P`` (with ``--decoder-only``) trains on that mix: for a fraction P
+of the pictures a region of the latents comes from a partner picture on the
+same background, and the target is the two pictures composited the same way.
+
+    python -m nodeflow.demo.train_vae --init DIR/vae --decoder-only --empty 0.15 --splice 0.5 --minutes 10
+
+``--decoder-only`` keeps the encoder, so the latent space and the UNet trained
+on it stay valid.
 """
 
 from __future__ import annotations
@@ -38,14 +56,50 @@ def to_tensor(images: np.ndarray):
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def batch(rng: np.random.Generator, n: int, outlined_p: float = 0.3) -> np.ndarray:
+def batch(rng: np.random.Generator, n: int, outlined_p: float = 0.3, empty_p: float = 0.0,
+          backgrounds: list[str] | None = None) -> np.ndarray:
+    """``n`` world pictures; a fraction ``empty_p`` of them plain background (the random
+    stream is the same as without it when ``empty_p`` is 0).  Their background colours
+    are appended to ``backgrounds`` when given."""
     from . import world
 
     out = np.empty((n, 64, 64, 3), np.uint8)
     for i in range(n):
         s = world.sample_scene(rng)
         out[i] = world.render_array(s, 64, outlined=bool(rng.random() < outlined_p))
+        if empty_p > 0 and rng.random() < empty_p:
+            out[i] = world.PALETTE[s.background]
+        if backgrounds is not None:
+            backgrounds.append(s.background)
     return out
+
+
+def splice_partners(rng: np.random.Generator, backgrounds: list[str], p: float):
+    """What inpainting hands the decoder: for a fraction ``p`` of the pictures, a region
+    (a disc or a box, in 16x16 latent cells) to take from a partner picture on the same
+    background, half the time plain background and half the time another shape.
+
+    Returns (partner pictures uint8 (n, 64, 64, 3), latent masks float32 (n, 1, 16, 16))."""
+    from . import world
+
+    n = len(backgrounds)
+    partners = np.empty((n, 64, 64, 3), np.uint8)
+    masks = np.zeros((n, 1, 16, 16), np.float32)
+    yy, xx = np.mgrid[0:16, 0:16] + 0.5
+    for i, bg in enumerate(backgrounds):
+        if rng.random() < 0.5:
+            partners[i] = world.PALETTE[bg]
+        else:
+            partners[i] = world.render_array(world.sample_scene(rng, background=bg), 64)
+        if rng.random() >= p:
+            continue
+        cx, cy = rng.uniform(2, 14, size=2)
+        r = rng.uniform(2, 7)
+        if rng.random() < 0.5:
+            masks[i, 0] = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        else:
+            masks[i, 0] = (np.abs(xx - cx) <= r) & (np.abs(yy - cy) <= r)
+    return partners, masks
 
 
 def psnr(a, b) -> float:
@@ -55,13 +109,18 @@ def psnr(a, b) -> float:
     return 10 * np.log10(1.0 / max(mse, 1e-12))
 
 
-def evaluate(vae, n: int = 256, seed: int = 12345):
-    """PSNR on held-out scenes and the latents' (mean, std)."""
+def evaluate(vae, n: int = 256, seed: int = 12345, empty: float = 0.0):
+    """PSNR on held-out scenes (every 1/``empty``-th of them plain background) and the
+    latents' (mean, std)."""
     import torch
 
     from . import world
 
-    imgs, _, _ = world.dataset(n, seed, outlined=0.3)
+    imgs, _, scenes = world.dataset(n, seed, outlined=0.3)
+    if empty > 0:
+        every = max(1, round(1 / empty))
+        for i in range(0, n, every):
+            imgs[i] = world.PALETTE[scenes[i].background]
     x = to_tensor(imgs)
     vae.eval()
     with torch.no_grad():
@@ -97,6 +156,11 @@ def main(argv=None) -> None:
         action="store_true",
         help="with --init: train only the decoder (the latent space, and so a UNet trained on it, stays valid)",
     )
+    ap.add_argument("--empty", type=float, default=0.0,
+                    help="fraction of training pictures that are plain background (no shape)")
+    ap.add_argument("--splice", type=float, default=0.0,
+                    help="with --decoder-only: fraction of pictures whose latents are partly another "
+                         "picture's (as after inpainting), composited the same way in the target")
     ap.add_argument("--vae-dir", default="", help="where to write the VAE (default: OUT/vae)")
     args = ap.parse_args(argv)
     C.setup(args)
@@ -117,6 +181,9 @@ def main(argv=None) -> None:
     if args.decoder_only:
         if not args.init:
             raise SystemExit("--decoder-only needs --init")
+    elif args.splice > 0:
+        raise SystemExit("--splice needs --decoder-only")
+    if args.decoder_only:
         fixed_sf = float(vae.config.scaling_factor)
         vae.encoder.requires_grad_(False)
         if vae.quant_conv is not None:
@@ -124,7 +191,7 @@ def main(argv=None) -> None:
         vae.encoder.eval()
     best = -1.0
     if args.init:
-        best = evaluate(vae)[0]
+        best = evaluate(vae, empty=args.empty)[0]
         C.log(f"initial PSNR {best:.2f} dB")
     trainable = [p for p in vae.parameters() if p.requires_grad]
     C.log(f"trainable params: {sum(p.numel() for p in trainable):,}")
@@ -137,11 +204,20 @@ def main(argv=None) -> None:
         lr = C.cosine_lr(args.lr, clock.fraction(step))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = to_tensor(batch(rng, args.batch))
+        backgrounds: list[str] = []
+        x = to_tensor(batch(rng, args.batch, empty_p=args.empty, backgrounds=backgrounds))
         if args.decoder_only:
             with torch.no_grad():
                 post = vae.encode(x).latent_dist
                 z = post.sample(generator=gen)
+                if args.splice > 0:
+                    partners, masks = splice_partners(rng, backgrounds, args.splice)
+                    xb = to_tensor(partners)
+                    zb = vae.encode(xb).latent_dist.sample(generator=gen)
+                    m = torch.from_numpy(masks)
+                    z = z * (1 - m) + zb * m
+                    big = torch.nn.functional.interpolate(m, size=x.shape[-2:], mode="nearest")
+                    x = x * (1 - big) + xb * big
         else:
             post = vae.encode(x).latent_dist
             z = post.sample(generator=gen)
@@ -161,13 +237,13 @@ def main(argv=None) -> None:
         if step % 50 == 0:
             C.log(f"step {step} loss {ema_loss:.4f} lr {lr:.2e} {clock.elapsed() / step:.3f}s/step")
         if clock.elapsed() - last_save > 60 * args.save_every:
-            p, m, s = evaluate(vae)
+            p, m, s = evaluate(vae, empty=args.empty)
             if p > best or not args.decoder_only:
                 save(vae, vae_dir, fixed_sf or 1.0 / s)
                 best = max(best, p)
             last_save = clock.elapsed()
             C.log(f"checkpoint: PSNR {p:.2f} dB, latent mean {m:.3f} std {s:.3f}")
-    p, m, s = evaluate(vae)
+    p, m, s = evaluate(vae, empty=args.empty)
     sf = fixed_sf or 1.0 / s
     if p > best or not args.decoder_only:
         save(vae, vae_dir, sf)
