@@ -45,10 +45,11 @@ def run(registry, name: str, tmp_path: Path, **inputs: dict) -> list[np.ndarray]
 
 
 # Shape kind of the demo text-to-image model on the handful of pictures below (3 prompts x 4
-# seeds of graphs/demo.json, the circle is tested above): 5 of 12 right with the shipped
-# model (its 64-prompt figure is in bench/demo_quality.py; an earlier, shorter-trained
-# model got 1 of 12). The floor leaves room for one picture to differ on another platform.
-MIN_SHAPE_KIND = 4 / 12
+# seeds of graphs/demo.json, the circle is tested above): 8 of 12 right with the shipped
+# model (its 64-prompt figure is in bench/demo_quality.py; earlier, shorter-trained
+# models got 1 and 5 of 12). The floor leaves room for one picture to differ on another
+# platform.
+MIN_SHAPE_KIND = 7 / 12
 
 
 def _split(tmp_path: Path, prefix: str) -> list[np.ndarray]:
@@ -125,10 +126,10 @@ def test_the_lora_draws_the_shape_as_an_outline(registry, tmp_path):
     print("with the LoRA", found)
     assert [f.background for f in found] == ["white", "white"], found
     # It draws the square as an outline: most of the shape's hull is background
-    # (measured 0.61 and 0.61 with the LoRA, 0.04 and 0.03 without; the world's own
+    # (measured 0.43 and 0.42 with the LoRA, 0.05 and 0.04 without; the world's own
     # outlined squares 0.47, filled ones 0.00).
     without = [control_eval.hollowness(image) for image in base]
     with_lora = [control_eval.hollowness(image) for image in lora]
     print("hollowness without / with the LoRA", without, with_lora)
-    assert max(without) < 0.15 and min(with_lora) > 0.4, (without, with_lora)
+    assert max(without) < 0.15 and min(with_lora) > 0.3, (without, with_lora)
     assert [f.colour for f in found] == ["blue", "blue"], found
