@@ -13,6 +13,7 @@ import pytest
 
 from nodeflow.demo import assets, world
 
+
 @pytest.fixture(autouse=True)
 def _one_thread(torch_threads):
     yield
