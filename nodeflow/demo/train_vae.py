@@ -163,6 +163,10 @@ def main(argv=None) -> None:
                          "picture's (as after inpainting), composited the same way in the target")
     ap.add_argument("--vae-dir", default="", help="where to write the VAE (default: OUT/vae)")
     args = ap.parse_args(argv)
+    if args.decoder_only and not args.init:
+        raise SystemExit("--decoder-only needs --init")
+    if args.splice > 0 and not args.decoder_only:
+        raise SystemExit("--splice needs --decoder-only")
     C.setup(args)
     from pathlib import Path
 
@@ -178,11 +182,6 @@ def main(argv=None) -> None:
         vae = make_vae()
     C.log(f"VAE params: {C.n_params(vae):,}")
     fixed_sf = None
-    if args.decoder_only:
-        if not args.init:
-            raise SystemExit("--decoder-only needs --init")
-    elif args.splice > 0:
-        raise SystemExit("--splice needs --decoder-only")
     if args.decoder_only:
         fixed_sf = float(vae.config.scaling_factor)
         vae.encoder.requires_grad_(False)

@@ -200,6 +200,14 @@ def shape_mask(scene: Scene, size: int = BASE_SIZE) -> np.ndarray:
     return coverage(scene, size) >= 0.5
 
 
+def grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    """A boolean mask grown by ``steps`` pixels (each step adds the 4-neighbours)."""
+    for _ in range(steps):
+        p = np.pad(mask, 1)
+        mask = p[1:-1, 1:-1] | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
+    return mask
+
+
 def ground_truth(scene: Scene, size: int = BASE_SIZE) -> GroundTruth:
     mask = shape_mask(scene, size)
     ys, xs = np.nonzero(mask)
