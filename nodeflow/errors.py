@@ -134,3 +134,15 @@ class PluginError(NodeflowError):
 
 class ModelError(NodeflowError):
     """A model file is missing, unreadable or not the kind the node expects."""
+
+
+class RefusedInput(NodeflowError, OSError):
+    """A file was refused for safety: a picture format nodeflow does not open, a file that is
+    not a regular file, a path outside the folders a graph may read, or one too large.
+
+    It is also an OSError, so code that reports unreadable files reports these the same way.
+    """
+
+
+class NodeflowWarning(UserWarning):
+    """Something was skipped but the work goes on (the CLI prints it as ``nodeflow: warning``)."""

@@ -1,13 +1,22 @@
-"""Provenance: the graph that made a picture travels inside the PNG."""
+"""Provenance: the graph that made a picture travels inside the PNG.
+
+Reading it back parses the PNG's chunks directly and decodes no pixels, so a picture too
+large to open, or a file that is not really a PNG, can never reach an image decoder here.
+"""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 from nodeflow.errors import GraphFileError, Location
 
 GRAPH_KEY = "nodeflow"
 VERSION_KEY = "nodeflow-version"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_GRAPH_TEXT = 64 * 1024 * 1024
+"""Bytes of embedded graph text read at most (a compressed chunk cannot inflate past it)."""
 
 
 def png_text_chunks(graph_json: str) -> list[tuple[str, str]]:
@@ -18,17 +27,69 @@ def png_text_chunks(graph_json: str) -> list[tuple[str, str]]:
 
 def graph_from_png(path: Path) -> str:
     """The graph file text embedded in a PNG by ``image.Save``."""
-    from PIL import Image, UnidentifiedImageError
+    from nodeflow.files import read_bounded
 
+    where = Location(file=str(path))
     try:
-        with Image.open(path) as im:
-            im.load()
-            text = dict(getattr(im, "text", {}) or {})
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise GraphFileError(f"cannot read the PNG: {exc}", location=Location(file=str(path))) from None
-    graph = text.get(GRAPH_KEY)
+        data = read_bounded(path, 1024**3, "PNG")
+    except OSError as exc:
+        if isinstance(exc, GraphFileError):
+            raise
+        message = getattr(exc, "message", None) or exc.strerror or str(exc)
+        raise GraphFileError(f"cannot read the PNG: {message}", location=where) from None
+    try:
+        graph = png_text(data, GRAPH_KEY)
+    except ValueError as exc:
+        raise GraphFileError(f"cannot read the PNG: {exc}", location=where) from None
     if not graph:
-        raise GraphFileError("this PNG carries no nodeflow graph",
-                             location=Location(file=str(path)),
+        raise GraphFileError("this PNG carries no nodeflow graph", location=where,
                              hint="Only PNGs written by image.Save embed the graph that made them.")
     return graph
+
+
+def png_text(data: bytes, key: str) -> str | None:
+    """The text stored under ``key`` in a PNG's tEXt, zTXt or iTXt chunks, or None.
+
+    Raises ValueError when the data is not a well-formed PNG up to that chunk.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("the file is not a PNG")
+    pos = len(PNG_SIGNATURE)
+    wanted = key.encode("latin-1")
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if len(body) != length:
+            raise ValueError(f"the PNG is truncated (in a {kind.decode('latin-1', 'replace')} chunk)")
+        pos += 12 + length
+        if kind == b"IEND":
+            return None
+        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            continue
+        name, sep, rest = body.partition(b"\0")
+        if not sep or name != wanted:
+            continue
+        if kind == b"tEXt":
+            return rest.decode("latin-1")
+        if kind == b"zTXt":
+            return _inflate(rest[1:]).decode("latin-1")
+        compressed, _method = rest[0:1] == b"\1", rest[1:2]
+        _lang, _, rest = rest[2:].partition(b"\0")
+        _translated, _, text = rest.partition(b"\0")
+        raw = _inflate(text) if compressed else text
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"the '{key}' text is not UTF-8") from None
+    return None
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_GRAPH_TEXT)
+    except zlib.error as exc:
+        raise ValueError(f"a compressed text chunk is damaged ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise ValueError(f"a compressed text chunk inflates past {MAX_GRAPH_TEXT:,} bytes")
+    return out
