@@ -7,8 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_KINDS = ("checkpoints", "loras", "controlnet", "vae", "upscale", "tokenizers", "priors",
-               "annotators")
+               "annotators", "diffusion_models", "text_encoders")
 """Subfolders of a models folder, one per kind of model file."""
+
+KIND_FOLDERS: dict[str, tuple[str, ...]] = {
+    "diffusion_models": ("diffusion_models", "unet"),
+    "text_encoders": ("text_encoders", "clip"),
+}
+"""Kinds whose files may sit in more than one subfolder, searched in this order (ComfyUI's older
+names, ``unet/`` and ``clip/``, hold the same files)."""
 
 
 def packaged_models_dir() -> Path:
@@ -42,7 +49,8 @@ class Settings:
             if self.base_dir is not None:
                 dirs.append(self.base_dir)
             return dirs
-        return [d / kind for d in [*self.models_dirs, packaged_models_dir()]]
+        folders = KIND_FOLDERS.get(kind, (kind,))
+        return [d / f for d in [*self.models_dirs, packaged_models_dir()] for f in folders]
 
     def resolve_path(self, kind: str, name: str) -> Path | None:
         """The existing file or folder ``name`` refers to, or None."""
