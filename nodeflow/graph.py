@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import GraphFileError, GraphInvalid, Location, Problem, UsageError
+from nodeflow.errors import GraphFileError, GraphInvalid, Location, Problem, RefusedInput, UsageError
 
 FORMAT = "nodeflow.graph"
 VERSION = 1
-NODE_ID = re.compile(r"^[A-Za-z0-9_-]+$")
-SOCKET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a final newline, which would let "id\n" through.
+NODE_ID = re.compile(r"^[A-Za-z0-9_-]+\Z")
+SOCKET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 TOP_KEYS = ("format", "version", "nodes", "links", "editor", "meta")
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
@@ -259,39 +261,109 @@ def dumps_json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def read_graph_text(path: Path) -> str:
-    """The graph file's text, or the graph embedded in a PNG."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise GraphFileError("file not found", location=Location(file=str(path)),
-                             hint="Check the path.") from None
-    except OSError as exc:
-        raise GraphFileError(f"cannot read the file: {exc.strerror or exc}",
-                             location=Location(file=str(path))) from None
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        from nodeflow.provenance import graph_from_png
+MAX_GRAPH_BYTES = 32 * 1024 * 1024
+"""The largest graph file read (NODEFLOW_MAX_GRAPH_BYTES overrides it): a graph is text a
+person could edit, and an unbounded read of a wrong file (``/dev/zero``) would never end."""
 
-        return graph_from_png(path)
+
+def max_graph_bytes() -> int:
+    """The graph file size limit in bytes: NODEFLOW_MAX_GRAPH_BYTES, else `MAX_GRAPH_BYTES`."""
+    env = os.environ.get("NODEFLOW_MAX_GRAPH_BYTES", "").strip()
+    if env:
+        from nodeflow.devices import parse_size
+
+        return parse_size(env)
+    return MAX_GRAPH_BYTES
+
+
+def read_graph_text(path: Path) -> str:
+    """The graph file's text, or the graph embedded in a PNG.
+
+    Refuses what is not a regular file (a FIFO would hang) and files over the size limit.
+    """
+    from nodeflow.files import read_bounded
+
+    where = Location(file=str(path))
+    try:
+        if not os.path.isfile(path):
+            _no_file(path)
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head == b"\x89PNG\r\n\x1a\n":
+            from nodeflow.provenance import graph_from_png
+
+            return graph_from_png(path)
+        raw = read_bounded(path, max_graph_bytes(), "graph file",
+                           hint="A graph file is JSON text; if this one really is that large, "
+                                "raise NODEFLOW_MAX_GRAPH_BYTES (e.g. 100MB).")
+    except GraphFileError:
+        raise
+    except RefusedInput as exc:
+        raise GraphFileError(exc.message, location=where, hint=exc.hint) from None
+    except FileNotFoundError:
+        raise GraphFileError("file not found", location=where, hint="Check the path.") from None
+    except OSError as exc:
+        raise GraphFileError(f"cannot read the file: {exc.strerror or exc}", location=where) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise GraphFileError(f"not a UTF-8 text file (byte {exc.start})",
-                             location=Location(file=str(path)),
+        raise GraphFileError(f"not a UTF-8 text file (byte {exc.start})", location=where,
                              hint="A graph file is JSON text, or a PNG written by image.Save.") from None
+
+
+def _no_file(path: Path) -> None:
+    """Raise the error saying why ``path`` cannot be opened as a graph file."""
+    from nodeflow.files import regular_file_problem
+
+    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
+        raise FileNotFoundError(path)
+    if os.path.isdir(path):
+        raise RefusedInput(f"{path} is a folder, not a graph file")
+    raise RefusedInput(regular_file_problem(Path(path)) or f"{path} is not a regular file")
 
 
 def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph | None, list[Problem]]:
     """Parse graph JSON leniently: the graph (minus broken parts) and every structural problem."""
     fname = str(file) if file is not None else None
+    duplicates: list[Problem] = []
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object_without_duplicates(duplicates, fname))
     except json.JSONDecodeError as exc:
         loc = Location(file=fname, line=exc.lineno, column=exc.colno)
         return None, [Problem("json", f"malformed JSON: {exc.msg}", loc)]
     except RecursionError:
         return None, [Problem("json", "malformed JSON: nested too deeply", Location(file=fname))]
-    return parse_graph_data(data, fname)
+    except ValueError as exc:
+        # Python refuses to convert integers of more than 4300 digits (a denial-of-service guard).
+        why = ("a number in the file has more than 4300 digits; no input takes a number that long"
+               if "digits" in str(exc) else _first_line(exc))
+        return None, [Problem("json", f"malformed JSON: {why}", Location(file=fname))]
+    graph, problems = parse_graph_data(data, fname)
+    return graph, duplicates + problems
+
+
+def _object_without_duplicates(found: list[Problem], file: str | None) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A json object_pairs_hook recording every key given twice in one object: JSON allows it
+    and keeps the last, which would silently drop a node."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                looks_like_node = isinstance(value, dict) and "type" in value
+                what = f"node id '{key}'" if looks_like_node else f"key '{key}'"
+                found.append(Problem(
+                    "duplicate_key", f"{what} appears twice in one JSON object; JSON readers "
+                    f"would silently keep only the second. Rename or remove one",
+                    Location(file=file, node=key if looks_like_node else None)))
+            out[key] = value
+        return out
+
+    return hook
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, list[Problem]]:
