@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_KINDS = ("checkpoints", "loras", "controlnet", "vae", "upscale", "tokenizers", "priors",
-               "annotators", "diffusion_models", "text_encoders")
+               "annotators", "diffusion_models", "text_encoders", "embeddings")
 """Subfolders of a models folder, one per kind of model file."""
 
 KIND_FOLDERS: dict[str, tuple[str, ...]] = {
