@@ -13,8 +13,9 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -127,12 +128,15 @@ class NodeRegistry:
             source = f"entry point {ep.name} = {ep.value}"
             if dist is not None:
                 source += f" ({dist.name})"
-            try:
+            def load(ep: Any = ep) -> Any:
                 target = ep.load()
                 if callable(target) and not isinstance(target, ModuleType):
                     target = target()
-            except Exception as exc:  # noqa: BLE001
-                self.packs.append(PackInfo(ep.name, source, version, "failed", _describe(exc)))
+                return target
+
+            target, error = _import_guarded(ep.name, load)
+            if error is not None:
+                self.packs.append(PackInfo(ep.name, source, version, "failed", error))
                 continue
             self.register_module(ep.name, target, source, version)
 
@@ -154,7 +158,8 @@ class NodeRegistry:
     def _load_file_pack(self, name: str, path: Path, search: list[str] | None) -> None:
         module_name = f"nodeflow_plugins.{name}"
         source = str(path.parent if search else path)
-        try:
+
+        def load() -> ModuleType:
             spec = importlib.util.spec_from_file_location(module_name, path,
                                                           submodule_search_locations=search)
             if spec is None or spec.loader is None:
@@ -163,9 +168,12 @@ class NodeRegistry:
             sys.modules.setdefault("nodeflow_plugins", ModuleType("nodeflow_plugins"))
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001
+            return module
+
+        module, error = _import_guarded(name, load)
+        if error is not None:
             sys.modules.pop(module_name, None)
-            self.packs.append(PackInfo(name, source, None, "failed", _describe(exc)))
+            self.packs.append(PackInfo(name, source, None, "failed", error))
             return
         self.register_module(name, module, source, getattr(module, "__version__", None))
 
@@ -215,6 +223,47 @@ def load_registry(plugin_dirs: Iterable[str | Path] = (), *, use_env: bool = Tru
     return registry
 
 
+PLUGIN_IMPORT_TIMEOUT = 60.0
+"""Seconds a node pack may take to import (NODEFLOW_PLUGIN_TIMEOUT overrides it)."""
+
+
+def plugin_import_timeout() -> float:
+    try:
+        return float(os.environ.get("NODEFLOW_PLUGIN_TIMEOUT", "") or PLUGIN_IMPORT_TIMEOUT)
+    except ValueError:
+        return PLUGIN_IMPORT_TIMEOUT
+
+
+def _import_guarded(name: str, load: Callable[[], Any]) -> tuple[Any, str | None]:
+    """Run a pack's import; return (result, None) or (None, why it failed).
+
+    A pack is foreign code: anything it raises, ``SystemExit`` and ``KeyboardInterrupt``
+    included, makes only that pack fail. The import runs in a daemon thread so that a pack
+    that hangs is reported by name after the timeout and the others still load (its thread
+    is left behind; it cannot stop the process from exiting).
+    """
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append((load(), None))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a pack is a failure too
+            if isinstance(exc, SystemExit):
+                outcome.append((None, f"SystemExit: it called sys.exit({exc.code!r}) while "
+                                      f"being imported{_where(exc)}"))
+            else:
+                outcome.append((None, _describe(exc)))
+
+    timeout = plugin_import_timeout()
+    thread = threading.Thread(target=target, name=f"nodeflow-import-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return None, (f"still importing after {timeout:g} s (it hangs at import?); skipped. "
+                      "Set NODEFLOW_PLUGIN_TIMEOUT to wait longer")
+    return outcome[0] if outcome else (None, "the import ended without a result")
+
+
 def _dist_name(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
     return dist.name if dist is not None else ""
@@ -222,10 +271,13 @@ def _dist_name(ep: Any) -> str:
 
 def _describe(exc: BaseException) -> str:
     """One line naming the error and where in the plugin it happened."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = ""
-    for frame in reversed(frames):
+    text = str(exc)
+    return f"{type(exc).__name__}{': ' + text if text else ''}{_where(exc)}"
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at FILE:LINE)`` of the innermost frame outside importlib and this module."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         if "importlib" not in frame.filename and "nodeflow/registry.py" not in frame.filename:
-            where = f" (at {frame.filename}:{frame.lineno})"
-            break
-    return f"{type(exc).__name__}: {exc}{where}"
+            return f" (at {frame.filename}:{frame.lineno})"
+    return ""

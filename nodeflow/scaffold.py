@@ -98,7 +98,7 @@ pytest                         # the pack's tests
 
 def scaffold_plugin(name: str, parent: Path) -> Path:
     """Write the plugin package ``nodeflow-NAME`` into ``parent/NAME``; return its folder."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # fullmatch: "$" would accept a trailing newline
         raise UsageError(f"plugin name {name!r} must be lower-case letters, digits and '_', "
                          "starting with a letter (it becomes the node id prefix)")
     folder = parent / name
