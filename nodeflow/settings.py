@@ -13,6 +13,8 @@ MODEL_KINDS = ("checkpoints", "loras", "controlnet", "vae", "upscale", "tokenize
 KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "diffusion_models": ("diffusion_models", "unet"),
     "text_encoders": ("text_encoders", "clip"),
+    "upscale": ("upscale", "upscale_models"),
+    "controlnet": ("controlnet", "t2i_adapter"),
 }
 """Kinds whose files may sit in more than one subfolder, searched in this order (ComfyUI's older
 names, ``unet/`` and ``clip/``, hold the same files)."""
@@ -31,6 +33,8 @@ class Settings:
     out_dir: Path = field(default_factory=lambda: Path("out"))
     base_dir: Path | None = None
     """The folder of the graph file, for its relative paths."""
+    folders: dict[str, list[Path]] = field(default_factory=dict)
+    """Extra folders per kind, searched first (a ComfyUI user's extra_model_paths.yaml)."""
 
     @classmethod
     def from_env(cls, models: list[str] | None = None, out_dir: str | None = None,
@@ -50,7 +54,8 @@ class Settings:
                 dirs.append(self.base_dir)
             return dirs
         folders = KIND_FOLDERS.get(kind, (kind,))
-        return [d / f for d in [*self.models_dirs, packaged_models_dir()] for f in folders]
+        return [*self.folders.get(kind, []),
+                *(d / f for d in [*self.models_dirs, packaged_models_dir()] for f in folders)]
 
     def resolve_path(self, kind: str, name: str) -> Path | None:
         """The existing file or folder ``name`` refers to, or None."""
