@@ -58,15 +58,15 @@ class Load(Node):
 
     def run(self, ctx: RunContext, path: str) -> Any:
         import numpy as np
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        from PIL import ImageOps, UnidentifiedImageError
 
-        from nodeflow.imaging import pil_to_image
+        from nodeflow.imaging import open_picture, pil_to_image
 
         found = ctx.settings.resolve_path("image", path)
         if found is None:
             raise NodeInputError("path", ctx.settings.describe_search("image", path))
         try:
-            with Image.open(found) as opened:
+            with open_picture(found) as opened:
                 im = ImageOps.exif_transpose(opened)
                 im.load()
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
@@ -125,17 +125,19 @@ class Save(Node):
             ctx.check_cancelled()
             buffer = io.BytesIO()
             picture.save(buffer, format="PNG", pnginfo=info, compress_level=4)
-            path = write_new_numbered(folder, stem, ".png", buffer.getvalue())
+            path = write_new_numbered(folder, stem, ".png", buffer.getvalue(),
+                                      inside=ctx.settings.out_dir)
             ctx.record_file(path)
             ctx.progress(i + 1, len(pictures))
         return None
 
 
 def _check_prefix(prefix: str) -> Iterable[tuple[str | None, str]]:
-    parts = prefix.split("/")
-    if not prefix or prefix.startswith("/") or "\\" in prefix or any(p in ("", ".", "..") for p in parts):
-        yield ("prefix", f"prefix {prefix!r} must be a plain name, optionally with subfolders "
-               "('renders/cat'), inside the output folder")
+    from nodeflow.files import save_prefix_problem
+
+    problem = save_prefix_problem(prefix)
+    if problem:
+        yield ("prefix", problem)
 
 
 class Resize(Node):
