@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nodeflow.errors import NodeInputError
+from nodeflow.errors import NodeInputError, RefusedInput
 from nodeflow.node import Input, Node, Output, RunContext
 from nodeflow.settings import Settings
 from nodeflow.types import FLOAT, IMAGE, INT, MASK, STRING
@@ -69,6 +69,8 @@ class Load(Node):
             with open_picture(found) as opened:
                 im = ImageOps.exif_transpose(opened)
                 im.load()
+        except RefusedInput as exc:
+            raise NodeInputError("path", exc.message, hint=exc.hint) from None
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
             raise NodeInputError("path", f"{found} is not a picture nodeflow can read ({exc})",
                                  hint="Use a PNG, JPEG or WebP file.") from None
