@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run up to N independent nodes at once (default: up to 4, by CPU count; "
                           "1 = strictly one after another)")
 
+    from nodeflow.sweeps.options import add_arguments as add_sweep_arguments
+
+    add_sweep_arguments(run)  # --sweep, --zip, --ray, --ray-workers
+
     val = sub.add_parser("validate", parents=[common], help="check graph files without running them",
                          description="Report every problem in the graph files; exit 2 if any.")
     val.add_argument("files", nargs="+", metavar="FILE")
@@ -314,6 +318,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if Path(args.file).suffix.lower() == ".png":
         graph.source = Path(args.file)
     apply_overrides(graph, registry, args.set)
+    from nodeflow.sweeps.options import wanted as sweep_wanted
+
+    if sweep_wanted(args):  # many jobs, on this machine or a Ray cluster
+        from nodeflow.sweeps.command import run_sweep_command
+
+        return run_sweep_command(args, registry, graph)
     settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")

@@ -1,0 +1,80 @@
+"""``nodeflow run --sweep ... [--zip] [--ray ADDRESS]``: the command-line side of sweeps."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from nodeflow.errors import UsageError
+from nodeflow.events import CancelToken
+from nodeflow.graph import Graph
+from nodeflow.settings import Settings
+from nodeflow.sweeps.progress import SweepConsoleReporter, SweepJsonReporter
+from nodeflow.sweeps.spec import parse_sweeps
+
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph) -> int:
+    """Run the sweep (locally or on Ray) with a progress display; return the exit code."""
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UsageError("--ray-workers must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    jobs = parse_sweeps(graph, registry, args.sweep, zipped=args.zip)
+    base_dir = Path(args.file).resolve().parent
+    settings = Settings.from_env(args.models, args.out, base_dir=base_dir)
+    reporter: Any = SweepJsonReporter(sys.stdout) if args.json else SweepConsoleReporter(
+        sys.stderr, quiet=args.quiet)
+    cancel = CancelToken()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        cancel.cancel()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        reporter.message("cancelling... finished jobs are kept; run the same command to resume "
+                         "(Ctrl-C again to stop immediately)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        if args.ray:
+            from nodeflow.cluster.driver import ClusterOptions, run_on_ray
+
+            options = ClusterOptions(
+                address=args.ray, workers=args.ray_workers, plugins=list(args.plugins),
+                models=[str(p) for p in settings.models_dirs], devices=args.devices,
+                vram_budget=args.vram_budget, ram_budget=args.ram_budget, dtype=args.dtype,
+                node_workers=args.workers)
+            result = run_on_ray(options, registry, graph, jobs, settings, outputs=args.output,
+                                on_event=reporter, cancel=cancel)
+        else:
+            from nodeflow.sweeps.runner import run_local
+
+            result = run_local(local_executor(args, registry, settings), graph, jobs,
+                               settings.out_dir, outputs=args.output, on_event=reporter,
+                               cancel=cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    reporter.finish(result)
+    if result.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def local_executor(args: argparse.Namespace, registry: Any, settings: Settings) -> Any:
+    """One executor (with its model manager) for every job of a local sweep."""
+    from nodeflow.devices import parse_size
+    from nodeflow.executor import Executor
+    from nodeflow.models import ModelManager
+
+    models = ModelManager(
+        args.devices.split(",") if args.devices else None,
+        vram_budget=parse_size(args.vram_budget) if args.vram_budget else None,
+        ram_budget=parse_size(args.ram_budget) if args.ram_budget else None,
+        dtype=args.dtype)
+    extra: dict[str, Any] = {}
+    if getattr(args, "threads", None) is not None:
+        extra["threads"] = args.threads
+    return Executor(registry, settings, workers=args.workers, models=models, **extra)
