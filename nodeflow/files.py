@@ -191,3 +191,22 @@ def read_bounded(path: Path, limit: int, what: str = "file", hint: str | None = 
         raise RefusedInput(f"the {what} is larger than {limit:,} bytes, the most nodeflow reads",
                            location=Location(file=str(path)), hint=hint)
     return data
+
+
+def path_refusal(path: Path, allowed: Iterable[Path] | None) -> str | None:
+    """Why an input file (which exists) must not be read, or None.
+
+    It must be a regular file or a folder, and with ``allowed`` (the folders a graph from a
+    PNG or a request may read) it must lie inside one of them once symlinks are resolved.
+    """
+    problem = regular_file_problem(path)
+    if problem:
+        return problem
+    if allowed is not None:
+        roots = list(allowed)
+        if not is_inside(path, roots):
+            return (f"{path} is outside the folders this graph may read "
+                    f"({', '.join(str(r) for r in roots) or 'none'}); a graph taken from a "
+                    "picture reads only files beside that picture and in the models folders. "
+                    "If you trust it, allow the folder with --allow-dir DIR")
+    return None

@@ -33,6 +33,9 @@ class Settings:
     out_dir: Path = field(default_factory=lambda: Path("out"))
     base_dir: Path | None = None
     """The folder of the graph file, for its relative paths."""
+    allowed_dirs: list[Path] | None = None
+    """For an untrusted graph (from a PNG or a request): the only folders, besides the models
+    folders, whose files its inputs may name. None: no restriction."""
     folders: dict[str, list[Path]] = field(default_factory=dict)
     """Extra folders per kind, searched first (a ComfyUI user's extra_model_paths.yaml)."""
 
@@ -61,15 +64,33 @@ class Settings:
         """The existing file or folder ``name`` refers to, or None."""
         path = Path(name).expanduser()
         if path.is_absolute():
-            return path if path.exists() else None
+            return path if path.exists() and self.refusal(path) is None else None
         for folder in self.search_dirs(kind):
             candidate = folder / path
-            if candidate.exists():
+            if candidate.exists() and self.refusal(candidate) is None:
                 return candidate
         return None
 
+    def readable_dirs(self) -> list[Path] | None:
+        """The folders input files may come from (None: anywhere): see ``allowed_dirs``."""
+        if self.allowed_dirs is None:
+            return None
+        return [*self.allowed_dirs, *self.models_dirs, packaged_models_dir()]
+
+    def refusal(self, path: Path) -> str | None:
+        """Why an existing input file must not be read (not a regular file, outside the
+        allowed folders), or None."""
+        from nodeflow.files import path_refusal
+
+        return path_refusal(path, self.readable_dirs())
+
     def describe_search(self, kind: str, name: str) -> str:
         path = Path(name).expanduser()
+        candidates = [path] if path.is_absolute() else [d / path for d in self.search_dirs(kind)]
+        for candidate in candidates:
+            why = self.refusal(candidate) if candidate.exists() else None
+            if why:
+                return why
         if path.is_absolute():
             return f"{path} does not exist"
         places = ", ".join(str(d) for d in self.search_dirs(kind))
