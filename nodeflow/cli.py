@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="run up to N independent nodes at once (default: up to 4, by CPU count; "
                           "1 = strictly one after another)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads each torch computation uses (default: NODEFLOW_THREADS, "
+                          "else OMP_NUM_THREADS, else every core)")
 
     from nodeflow.sweeps.options import add_arguments as add_sweep_arguments
 
@@ -335,7 +338,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         vram_budget=parse_size(args.vram_budget) if args.vram_budget else None,
         ram_budget=parse_size(args.ram_budget) if args.ram_budget else None,
         dtype=args.dtype)
-    executor = Executor(registry, settings, workers=args.workers, models=models)
+    executor = Executor(registry, settings, workers=args.workers, models=models,
+                        threads=args.threads)
     if args.output:
         for node_id in args.output:
             if node_id not in graph.nodes:

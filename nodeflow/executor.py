@@ -52,6 +52,7 @@ from nodeflow.graph import Graph, Link
 from nodeflow.node import EstimateContext, MemoryEstimate, Node, ValueEstimate
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
+from nodeflow.threads import configure_threads
 from nodeflow.types import TypeParam
 from nodeflow.validate import GraphValidator, kahn_order, literal_values
 
@@ -436,8 +437,15 @@ class Executor:
 
     def __init__(self, registry: NodeRegistry, settings: Settings | None = None, *,
                  cache: OutputCache | None = None, models: Any = None,
-                 workers: int | None = None, model_aware: bool = True) -> None:
+                 workers: int | None = None, model_aware: bool = True,
+                 threads: int | None = None) -> None:
         self.registry = registry
+        try:
+            self.threads = configure_threads(threads)
+            """torch threads per computation, set once for the process (see `nodeflow.threads`)."""
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="Give --threads or NODEFLOW_THREADS a whole number "
+                             "from 1.") from None
         self.model_aware = model_aware
         """Start first the ready accelerator node whose models are already resident."""
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
@@ -445,9 +453,40 @@ class Executor:
         self.settings = settings or Settings()
         self.cache = cache if cache is not None else OutputCache()
         self._models = models
-        self._validated: tuple[int, int] | None = None
+        self._validated: tuple[Any, ...] | None = None
         self._structure: tuple[tuple[Any, ...], _Structure] | None = None
         self._declared: tuple[dict[str, type[Node]], bool] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def worker_pool(self) -> ThreadPoolExecutor:
+        """The executor's worker threads, made once and reused by every run.
+
+        Each thread that calls torch gets its own OpenMP team; a pool per run left idle teams
+        behind that competed for the cores, and later runs grew slower.
+        """
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nodeflow-worker")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (the cache and the models stay; a later run starts them
+        again)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _settings_stamp(self) -> tuple[Any, ...]:
+        s = self.settings
+        return (tuple(s.models_dirs), str(s.out_dir), s.base_dir)
 
     @property
     def models(self) -> Any:
@@ -459,7 +498,7 @@ class Executor:
 
     def validate(self, graph: Graph) -> None:
         """Raise `GraphInvalid` if the graph has problems (remembered per graph revision)."""
-        stamp = (id(graph), graph.revision)
+        stamp = (graph.uid, graph.revision, self._settings_stamp())
         if self._validated == stamp:
             return
         problems = GraphValidator(self.registry, self.settings).validate(graph)
@@ -479,7 +518,7 @@ class Executor:
         self.validate(graph)
         run = _Run(self, graph, on_event, cancel or CancelToken())
         requested = None if outputs is None else tuple(outputs)
-        stamp = (id(graph), graph.revision, requested, str(self.settings.out_dir))
+        stamp = (graph.uid, graph.revision, requested, self._settings_stamp())
         if self._structure is not None and self._structure[0] == stamp:
             structure = self._structure[1]
         else:
@@ -569,7 +608,6 @@ class Executor:
         busy: set[str] = set()
         placed: dict[str, str] = {}
         retried: set[str] = set()
-        pool: ThreadPoolExecutor | None = None
 
         def release(n: str) -> None:
             for child in children.get(n, ()):
@@ -637,7 +675,6 @@ class Executor:
                                                self.models.accounted(d.name))).name
 
         def start(job: _Job, device: str) -> None:
-            nonlocal pool
             job.device = device
             if job.cls.uses_accelerator:
                 why = self.models.check_fits(job.components, self.models.device_named(device))
@@ -659,9 +696,7 @@ class Executor:
                 else:
                     finish(job, outputs, seconds)
                 return
-            if pool is None:
-                pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nodeflow")
-            running[pool.submit(_call, job)] = job
+            running[self.worker_pool().submit(_call, job)] = job
             if job.cls.uses_accelerator:
                 busy.add(device)
 
@@ -730,10 +765,9 @@ class Executor:
                         outputs, seconds = future.result()
                         finish(job, outputs, seconds)
         finally:
-            if pool is not None:
-                if running:
-                    run.cancel.cancel()
-                pool.shutdown(wait=True)
+            if running:  # leaving early (Ctrl-C): let no node run on after the run returns
+                run.cancel.cancel()
+                wait(list(running))
         return values, dead
 
     def _gather_inputs(self, graph: Graph, plan: Plan, n: str, values: dict[str, dict[str, Any]],

@@ -7,6 +7,7 @@ and saving round-trips a file byte for byte (stable order, 2-space indent).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
@@ -78,12 +79,17 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 GraphListener = Callable[[str, dict[str, Any]], None]
 
+_GRAPH_UIDS = itertools.count(1)
+
 
 class Graph:
     """A pipeline: nodes with literal inputs, links between sockets, layout and free meta data.
 
     Every change goes through a method, bumps ``revision`` and notifies listeners,
-    so an editor can be a view onto this model.
+    so an editor can be a view onto this model. ``(uid, revision)`` names one state of
+    one graph for the life of the process: ``uid`` is never reused (unlike ``id()``) and
+    every copy gets a new one, so whatever is remembered per graph state cannot be served
+    to another graph.
     """
 
     def __init__(self, *, source: Path | None = None) -> None:
@@ -93,6 +99,8 @@ class Graph:
         self.editor: dict[str, Any] = {}
         self.meta: dict[str, Any] = {}
         self.source = source
+        self.uid = next(_GRAPH_UIDS)
+        """Process-unique identity of this graph object; a copy gets its own."""
         self.revision = 0
         self._listeners: list[GraphListener] = []
 
@@ -235,6 +243,8 @@ class Graph:
         return path
 
     def copy(self) -> Graph:
+        """An independent copy with a new ``uid`` (nothing remembered for this graph applies
+        to the copy until it is checked again)."""
         other = Graph(source=self.source)
         other.nodes = {k: GraphNode(v.id, v.type, copy.deepcopy(v.inputs), v.version)
                        for k, v in self.nodes.items()}

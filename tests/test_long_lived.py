@@ -1,0 +1,109 @@
+"""One executor, many runs: every run's result is right, whatever happened before it."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import pytest
+
+from nodeflow.executor import Executor
+from nodeflow.graph import Graph
+
+from .helpers import CALLS, make_registry
+
+REG = make_registry()
+
+
+@pytest.fixture(autouse=True)
+def reset_counts():
+    CALLS.clear()
+
+
+def adder(a: float = 0.0) -> Graph:
+    g = Graph()
+    g.add_node("math.Add", "add", {"a": a, "b": 1.0})
+    return g
+
+
+def test_a_copy_of_an_edited_graph_is_never_served_the_previous_result():
+    """Edit, copy, run, drop the copy: 2,000 times, each result is the edited value's."""
+    ex = Executor(REG)
+    g = adder()
+    wrong = []
+    for i in range(2000):
+        g.set_input("add", "a", float(i))
+        result = ex.run(g.copy(), ["add"])
+        if result.outputs["add"]["sum"] != i + 1.0:
+            wrong.append((i, result.outputs["add"]["sum"]))
+    assert wrong == []
+
+
+def test_a_new_graph_at_a_freed_graphs_address_gets_its_own_result():
+    """Two graphs at the same address and revision (CPython reuses freed ids): the second
+    is checked and run for what it holds, not for what the first held."""
+    ex = Executor(REG)
+    first = adder(1.0)
+    assert ex.run(first, ["add"]).outputs["add"]["sum"] == 2.0
+    address, revision = id(first), first.revision
+    del first
+    gc.collect()
+    second = adder(5.0)
+    for _ in range(10_000):  # allocate until a graph lands where the first one was
+        if id(second) == address and second.revision == revision:
+            break
+        second = adder(5.0)
+    assert ex.run(second, ["add"]).outputs["add"]["sum"] == 6.0
+
+
+def test_an_invalid_copy_is_not_let_through_by_an_earlier_valid_graph():
+    from nodeflow.errors import GraphInvalid
+
+    ex = Executor(REG)
+    good = adder()
+    for _ in range(50):
+        ex.run(good.copy(), ["add"])
+        bad = good.copy()
+        bad.nodes["add"].inputs["a"] = "not a number"  # same revision as a fresh copy
+        with pytest.raises(GraphInvalid):
+            ex.run(bad, ["add"])
+
+
+def test_many_runs_share_one_worker_pool():
+    """Worker threads live as long as the executor: many runs do not add threads."""
+    from tests.test_executor import branches
+
+    ex = Executor(REG, workers=2)
+    g = branches("test.Busy")
+    for n in ("left1", "right1", "left2", "right2"):
+        g.set_input(n, "seconds", 0.0)
+    before = None
+    for i in range(20):
+        g.set_input("left1", "x", float(i))
+        result = ex.run(g, ["join"])
+        assert result.outputs["join"]["sum"] == i + 2.0 + 12.0
+        names = {t.name for t in threading.enumerate() if t.name.startswith("nodeflow")}
+        if before is None:
+            before = names
+        assert names == before
+    ex.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("nodeflow-worker")]
+
+
+def test_every_run_through_the_editors_run_controller_shows_the_edited_value(qtbot):
+    """The editor copies its graph for every run; 60 value edits, 60 right results."""
+    from nodeflow.gui.runner import RunController
+    from nodeflow.settings import Settings
+
+    runner = RunController(REG, Settings())
+    g = adder()
+    try:
+        for i in range(60):
+            g.set_input("add", "a", float(i))
+            with qtbot.waitSignal(runner.runFinished, timeout=10_000) as finished:
+                assert runner.start(g.copy(), ["add"])
+            assert finished.args[0].outputs["add"]["sum"] == i + 1.0
+    finally:
+        runner.cancel()
+        runner.wait()
+        runner.executor.close()
