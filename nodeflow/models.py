@@ -97,7 +97,14 @@ def file_identity(path: Path) -> tuple[str, int, int]:
             mtime = 0
             for root, _dirs, files in os.walk(resolved):
                 for name in files:
-                    st = os.stat(os.path.join(root, name))
+                    file = os.path.join(root, name)
+                    try:
+                        st = os.stat(file)
+                    except FileNotFoundError:
+                        if not os.path.islink(file):
+                            raise
+                        _warn_dangling(Path(file))
+                        continue
                     size += st.st_size
                     mtime = max(mtime, st.st_mtime_ns)
             return str(resolved), size, mtime
@@ -121,7 +128,13 @@ def safetensors_header(path: Path, *, metadata: bool = False) -> dict[str, Any]:
     the file has one) is kept in the result. Raises ValueError saying what is wrong
     when the file is not a safetensors file.
     """
+    from nodeflow.files import regular_file_problem
+
+    problem = regular_file_problem(path)
+    if problem:
+        raise ValueError(problem)
     with open(path, "rb") as fh:
+        file_size = os.fstat(fh.fileno()).st_size
         head = fh.read(8)
         if len(head) != 8:
             raise ValueError("the file is too short to be a safetensors file")
@@ -135,11 +148,39 @@ def safetensors_header(path: Path, *, metadata: bool = False) -> dict[str, Any]:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ValueError("the file has no safetensors header (it is not JSON)") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise ValueError(f"the safetensors header is not valid ({exc})") from None
     if not isinstance(header, dict):
         raise ValueError("the file has no safetensors header (it is not a JSON object)")
+    check_tensor_extents(header, file_size - 8 - size)
     if not metadata:
         header.pop("__metadata__", None)
     return header
+
+
+def check_tensor_extents(header: Mapping[str, Any], data_bytes: int) -> None:
+    """Check a safetensors header against the data that follows it: every tensor's byte range
+    must fit its dtype and shape and lie inside the file. Raises ValueError saying what is
+    wrong (a truncated download, a damaged file, a header that lies about its sizes)."""
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"the safetensors header entry '{name}' is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(n, int) and n >= 0 for n in offsets) or offsets[1] < offsets[0]):
+            raise ValueError(f"the safetensors header entry '{name}' is malformed")
+        width = _SAFETENSORS_BYTES.get(str(dtype))
+        if width is not None and math.prod(shape) * width != offsets[1] - offsets[0]:
+            raise ValueError(f"tensor '{name}' declares shape {shape} ({dtype}) but "
+                             f"{offsets[1] - offsets[0]:,} bytes of data; the file is damaged")
+        end = max(end, offsets[1])
+    if end > data_bytes:
+        raise ValueError(f"the file is truncated: its header describes {end:,} bytes of tensors "
+                         f"but only {max(data_bytes, 0):,} follow it. Download or copy it again")
 
 
 def tensor_bytes(entry: dict[str, Any], dtype: str | None = None) -> int:
@@ -155,7 +196,14 @@ def tensor_bytes(entry: dict[str, Any], dtype: str | None = None) -> int:
 def weight_files(folder: Path) -> list[Path]:
     """The weight files diffusers or transformers read from one component folder: the
     .safetensors files (all shards) without a variant such as ``.fp16``, else the others."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() not in WEIGHT_SUFFIXES:
+            continue
+        if p.is_symlink() and not p.exists():
+            _warn_dangling(p)
+        elif p.is_file():
+            files.append(p)
     for group in ([p for p in files if p.suffix.lower() == ".safetensors"],
                   [p for p in files if p.suffix.lower() != ".safetensors"]):
         plain = [p for p in group if "." not in p.stem]
@@ -185,6 +233,52 @@ def _estimate_file_bytes(identity: tuple[str, int, int], dtype: str | None) -> i
     if path.suffix.lower() == ".safetensors":
         return sum(tensor_bytes(entry, dtype) for entry in safetensors_header(path).values())
     return path.stat().st_size
+
+
+def _warn_dangling(link: Path) -> None:
+    import warnings
+
+    from nodeflow.errors import NodeflowWarning
+
+    warnings.warn(f"skipping {link}: a symlink to {os.readlink(link)}, which does not exist",
+                  NodeflowWarning, stacklevel=3)
+
+
+IMPLAUSIBLE_MODELS_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64",
+                                     "/proc", "/run", "/sbin", "/sys", "/usr", "/var"})
+"""System folders that are never models folders (scanning them is slow or never ends)."""
+
+
+def models_dir_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a plausible models folder, or None: it must be a folder, not a
+    system folder, holding at least one of the model subfolders (checkpoints/, loras/...)."""
+    from nodeflow.settings import MODEL_KINDS
+
+    real = os.path.realpath(folder)
+    kinds = ", ".join(f"{kind}/" for kind in MODEL_KINDS[:5]) + "..."
+    if real in IMPLAUSIBLE_MODELS_DIRS or real.startswith(("/proc/", "/sys/", "/dev/")):
+        return f"{folder} is a system folder, not a models folder (with {kinds})"
+    if not os.path.isdir(real):
+        return f"the models folder {folder} does not exist" if not os.path.exists(real) \
+            else f"{folder} is not a folder"
+    try:
+        if not any(os.path.isdir(os.path.join(real, kind)) for kind in MODEL_KINDS):
+            return (f"{folder} does not look like a models folder: it has none of the "
+                    f"subfolders {kinds}")
+    except OSError as exc:
+        return f"the models folder {folder} cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def check_models_dirs(folders: Iterable[Path]) -> None:
+    """Raise UsageError for the first implausible models folder (see `models_dir_problem`)."""
+    from nodeflow.errors import UsageError
+
+    for folder in folders:
+        problem = models_dir_problem(folder)
+        if problem:
+            raise UsageError(problem, hint="Name a folder with those subfolders in --models or "
+                                           "NODEFLOW_MODELS.")
 
 
 def _is_module(obj: Any) -> bool:
