@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--models", metavar="DIR", action="append", default=[],
                         help="models folder with checkpoints/, loras/, controlnet/, vae/, upscale/ "
                              "(repeatable; NODEFLOW_MODELS adds more)")
+    common.add_argument("--comfy-models", metavar="DIR", action="append", default=[],
+                        help="a ComfyUI folder, its models/ folder or an extra_model_paths.yaml: "
+                             "find models where ComfyUI does (repeatable)")
 
     parser = argparse.ArgumentParser(
         prog="nodeflow", description="nodeflow: node-graph pipelines for image generation.")
@@ -85,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of graph files")
 
+    imp = sub.add_parser("import", parents=[common], help="convert a ComfyUI workflow to a graph file",
+                         description="Convert a ComfyUI workflow (UI or API format, or a PNG saved by "
+                                     "ComfyUI) to a nodeflow graph file.")
+    imp.add_argument("file", help="ComfyUI workflow .json, API prompt .json, or PNG saved by ComfyUI")
+    imp.add_argument("-o", "--output", metavar="GRAPH.json", default=None,
+                     help="where to write the graph (default: NAME.nodeflow.json)")
+    imp.add_argument("--partial", action="store_true",
+                     help="convert what can be converted; mark unsupported nodes instead of failing")
+
     plugins = sub.add_parser("plugins", parents=[common], help="list the node packs and their status")
     plugins.add_argument("--json", action="store_true")
 
@@ -113,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
                    "schema": cmd_schema, "plugins": cmd_plugins, "edit": cmd_edit,
-                   "plugin": cmd_plugin}[args.command]
+                   "plugin": cmd_plugin, "import": cmd_import}[args.command]
         return handler(args)
     except GraphInvalid as exc:
         _print_problems(exc.problems, getattr(args, "json", False), sys.stdout, sys.stderr)
@@ -151,16 +163,11 @@ def _print_problems(problems: list[Problem], as_json: bool, out: TextIO, err: Te
 
 
 def load_graph_file(path: str, registry: Any) -> Any:
-    """Load a graph (JSON or PNG) and bring old node versions up to date; raise on problems."""
-    from nodeflow.graph import parse_graph_text, read_graph_text
-    from nodeflow.validate import migrate_nodes
+    """Load a graph (JSON or PNG, nodeflow's or a ComfyUI workflow, converted) and bring old node
+    versions up to date; raise on problems."""
+    from nodeflow.comfy import load_graph_any
 
-    graph, problems = parse_graph_text(read_graph_text(Path(path)), path)
-    if graph is not None:
-        problems += migrate_nodes(graph, registry)
-    if problems or graph is None:
-        raise GraphInvalid(problems, path)
-    return graph
+    return load_graph_any(path, registry)
 
 
 def apply_overrides(graph: Any, registry: Any, overrides: list[str]) -> None:
@@ -213,6 +220,18 @@ def apply_overrides(graph: Any, registry: Any, overrides: list[str]) -> None:
 
 # --- commands ----------------------------------------------------------------------
 
+def add_comfy_models(settings: Any, places: list[str]) -> None:
+    from nodeflow.comfy.model_paths import add_comfy_models as add
+
+    add(settings, places)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from nodeflow.comfy.command import run_import
+
+    return run_import(args.file, args.output, args.partial, _registry(args))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from nodeflow.errors import GraphFileError
     from nodeflow.settings import Settings
@@ -232,6 +251,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                         exc.location))
             continue
         settings = Settings.from_env(args.models, base_dir=Path(path).resolve().parent)
+        add_comfy_models(settings, args.comfy_models)
         problems = GraphValidator(registry, settings).validate(graph)
         all_problems += problems
         if not problems:
@@ -328,6 +348,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_sweep_command(args, registry, graph)
     settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
+    add_comfy_models(settings, args.comfy_models)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     from nodeflow.devices import parse_size

@@ -1,0 +1,295 @@
+"""Turning a ComfyUI workflow (neutral form) into a nodeflow graph.
+
+What ComfyUI does before it runs a workflow is done here once, so the graph that
+results runs like any other: a PrimitiveNode's value is written into the widgets it
+feeds, Reroutes are followed to their source, muted nodes (mode 2) are left out,
+bypassed nodes (mode 4) pass the input of the matching type through, CLIPSetLastLayer
+becomes the clip_skip of the text encoders after it, notes and groups become editor
+frames, and positions are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeflow.comfy.formats import MODE_BYPASS, MODE_MUTED, ComfyNode, Workflow
+from nodeflow.comfy.mapping import BY_TYPE, ConvertContext, NodeMap, Unmappable, Widget, widget_values
+from nodeflow.errors import Location, Problem
+from nodeflow.graph import Graph
+from nodeflow.registry import NodeRegistry
+
+NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
+PASS_THROUGH = frozenset({"Reroute"})
+NOTE_COLOR = "#665533"
+UNCONVERTED_COLOR = "#aa3333"
+MAX_DEPTH = 256
+
+
+@dataclass
+class ImportResult:
+    """A converted graph, the problems that stop it running as is, and what was left out."""
+
+    graph: Graph
+    problems: list[Problem] = field(default_factory=list)
+    unsupported: list[ComfyNode] = field(default_factory=list)
+
+
+def node_id_for(node: ComfyNode) -> str:
+    """The nodeflow id of a converted node: its ComfyUI type and id, e.g. ``KSampler_3``."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{node.type}_{node.id}")
+
+
+def location(wf: Workflow, node: ComfyNode, socket: str | None = None) -> Location:
+    """Where in the ComfyUI file: the node's id, with its type and title as ComfyUI shows them."""
+    kind = f"ComfyUI {node.type}" + (f" '{node.title}'" if node.title and node.title != node.type else "")
+    return Location(wf.file, node.id, kind, socket)
+
+
+class WorkflowConverter:
+    """Converts one `Workflow` to a nodeflow `Graph` with the node mapping table."""
+
+    def __init__(self, wf: Workflow, registry: NodeRegistry) -> None:
+        self.wf = wf
+        self.registry = registry
+        self.problems: list[Problem] = []
+        self.named: dict[str, dict[str, Any]] = {
+            n.id: widget_values(n.type, n.widgets) for n in wf.nodes.values()}
+
+    def problem(self, code: str, message: str, node: ComfyNode | None = None, socket: str | None = None) -> None:
+        loc = location(self.wf, node, socket) if node is not None else Location(self.wf.file)
+        self.problems.append(Problem(code, message, loc))
+
+    # --- following links through what ComfyUI removes before running ----------------------
+    def source(self, link: tuple[str, int], depth: int = 0) -> tuple[str, int] | None:
+        """The node and output slot that really feed a link, past reroutes, bypasses and clip-layer nodes."""
+        src_id, slot = link
+        node = self.wf.nodes.get(src_id)
+        if node is None or depth > MAX_DEPTH:
+            return None
+        if node.mode == MODE_MUTED:
+            return None
+        if node.type in PASS_THROUGH or node.type == "CLIPSetLastLayer":
+            upstream = next(iter(node.links.values()), None)
+            return self.source(upstream, depth + 1) if upstream else None
+        if node.mode == MODE_BYPASS:
+            upstream = self._bypass_input(node, slot)
+            return self.source(upstream, depth + 1) if upstream else None
+        return src_id, slot
+
+    def _bypass_input(self, node: ComfyNode, slot: int) -> tuple[str, int] | None:
+        # As ComfyUI: the input at the same position if its type matches, else the first that does.
+        out_type = node.output_types[slot] if slot < len(node.output_types) else None
+        names = list(node.input_types)
+        if out_type is None:
+            return None
+        if slot < len(names) and node.input_types[names[slot]] == out_type and names[slot] in node.links:
+            return node.links[names[slot]]
+        for name in names:
+            if node.input_types[name] == out_type and name in node.links:
+                return node.links[name]
+        return None
+
+    def clip_skip(self, node: ComfyNode) -> int | None:
+        """The stop_at_clip_layer a text encoder's CLIP went through, as nodeflow's clip_skip."""
+        link = node.links.get("clip")
+        depth = 0
+        while link is not None and depth < MAX_DEPTH:
+            depth += 1
+            up = self.wf.nodes.get(link[0])
+            if up is None:
+                return None
+            if up.type == "CLIPSetLastLayer" and up.mode != MODE_BYPASS:
+                layer = self.named[up.id].get("stop_at_clip_layer", -1)
+                return -int(layer) - 1 if isinstance(layer, int | float) else None
+            if up.type in PASS_THROUGH or up.mode == MODE_BYPASS or up.type == "LoraLoader":
+                link = up.links.get("clip") or next(iter(up.links.values()), None)
+                continue
+            return None
+        return None
+
+    # --- the conversion -------------------------------------------------------------------
+    def convert(self) -> ImportResult:
+        wf = self.wf
+        graph = Graph(source=Path(wf.file))
+        frames: list[dict[str, Any]] = [dict(g) for g in wf.groups]
+        self._apply_primitives()
+        unsupported: list[ComfyNode] = []
+        placed: dict[str, NodeMap] = {}
+        for node in wf.nodes.values():
+            if node.type in NOTE_TYPES:
+                frames.append(self._note_frame(node))
+                continue
+            if node.mode == MODE_MUTED or node.mode == MODE_BYPASS or node.type in PASS_THROUGH \
+                    or node.type in ("PrimitiveNode", "CLIPSetLastLayer"):
+                continue
+            if node.type in wf.subgraphs:
+                self.problem("comfy_subgraph", f"this node is the subgraph '{wf.subgraphs[node.type]}'; "
+                             "nodeflow does not expand subgraphs yet. In ComfyUI, right-click it and "
+                             "choose 'Unpack Subgraph', then save the workflow again", node)
+                unsupported.append(node)
+                continue
+            nmap = BY_TYPE.get(node.type)
+            if nmap is None or any(self.registry.get(p.type) is None for p in nmap.parts.values()):
+                unsupported.append(node)
+                continue
+            placed[node.id] = nmap
+        for node_id, nmap in placed.items():
+            self._add_node(graph, wf.nodes[node_id], nmap)
+        for node_id, nmap in placed.items():
+            self._add_links(graph, wf.nodes[node_id], nmap, placed)
+        plain = [n for n in unsupported if n.type not in wf.subgraphs]
+        if plain:
+            self._report_unsupported(plain)
+        for node in unsupported:
+            x, y = node.pos or (0.0, 0.0)
+            w, h = node.size or (240.0, 120.0)
+            frames.append({"title": f"Not converted: {node.label}", "rect": [x, y, w, h],
+                           "color": UNCONVERTED_COLOR})
+        if frames:
+            graph.editor["@frames"] = {"frames": frames}
+        graph.meta = {"title": Path(wf.file).stem,
+                      "comfyui": {"source": Path(wf.file).name, "format": wf.kind, "semantics": "comfy",
+                                  **({"unconverted": [{"id": n.id, "type": n.type, "title": n.title}
+                                                      for n in unsupported]} if unsupported else {})}}
+        return ImportResult(graph, self.problems, unsupported)
+
+    def _report_unsupported(self, nodes: list[ComfyNode]) -> None:
+        by_type: dict[str, list[ComfyNode]] = {}
+        for n in nodes:
+            by_type.setdefault(n.type, []).append(n)
+        parts = []
+        for type_name, group in sorted(by_type.items()):
+            where = ", ".join(f"#{n.id}" + (f" '{n.title}'" if n.title and n.title != n.type else "")
+                              for n in group)
+            parts.append(f"{type_name} (node{'s' if len(group) > 1 else ''} {where})")
+        count = len(by_type)
+        self.problems.insert(0, Problem(
+            "comfy_unsupported",
+            f"{count} ComfyUI node type{'s' if count > 1 else ''} nodeflow cannot run yet: "
+            + "; ".join(parts) + ". Nothing was run. Replace or remove these nodes, or convert the rest "
+            "with `nodeflow import FILE -o graph.json --partial`",
+            Location(self.wf.file)))
+
+    def _apply_primitives(self) -> None:
+        """Write each PrimitiveNode's value into the widgets it feeds, then forget the links."""
+        for prim in self.wf.nodes.values():
+            if prim.type != "PrimitiveNode" or prim.mode == MODE_MUTED:
+                continue
+            values = prim.widgets if isinstance(prim.widgets, list) else list(prim.widgets.values())
+            if not values:
+                continue
+            value = values[0]
+            for node in self.wf.nodes.values():
+                for name, link in list(node.links.items()):
+                    if self._fed_by(link, prim.id):
+                        self.named[node.id][name] = value
+                        del node.links[name]
+
+    def _fed_by(self, link: tuple[str, int], prim_id: str) -> bool:
+        for _ in range(MAX_DEPTH):
+            if link[0] == prim_id:
+                return True
+            up = self.wf.nodes.get(link[0])
+            if up is None or up.type not in PASS_THROUGH or not up.links:
+                return False
+            link = next(iter(up.links.values()))
+        return False
+
+    def _note_frame(self, node: ComfyNode) -> dict[str, Any]:
+        values = node.widgets if isinstance(node.widgets, list) else list(node.widgets.values())
+        text = str(values[0]) if values else ""
+        first = next((ln.strip("#> ").strip() for ln in text.splitlines() if ln.strip()), "")
+        title = node.title if node.title and node.title not in NOTE_TYPES else first or "Note"
+        x, y = node.pos or (0.0, 0.0)
+        w, h = node.size or (300.0, 150.0)
+        return {"title": title[:80], "rect": [x, y, w, h], "color": NOTE_COLOR, "note": text}
+
+    def _part_id(self, node: ComfyNode, part: str) -> str:
+        return node_id_for(node) + (f"_{part}" if part else "")
+
+    def _add_node(self, graph: Graph, node: ComfyNode, nmap: NodeMap) -> None:
+        named = self.named[node.id]
+        if node.type == "CLIPTextEncode":
+            skip = self.clip_skip(node)
+            if skip:
+                named = {**named, "@clip_skip": skip}
+        for i, (part_name, part) in enumerate(nmap.parts.items()):
+            cls = self.registry.get(part.type)
+            assert cls is not None
+            inputs: dict[str, Any] = {}
+            for target, widget in part.values.items():
+                value = self._widget(node, named, widget, cls.input_map.get(target))
+                if value is not None:
+                    inputs[target] = value
+            for widget in part.checks.values():
+                self._widget(node, named, widget, None)
+            if "@clip_skip" in named and "clip_skip" in cls.input_map:
+                inputs["clip_skip"] = named["@clip_skip"]
+            for target, value in part.semantics.items():
+                if target in cls.input_map:
+                    inputs[target] = value
+            nid = self._part_id(node, part_name)
+            graph.nodes[nid] = _graph_node(nid, part.type, inputs, cls.version)
+            if node.pos is not None:
+                x, y = node.pos
+                layout: dict[str, Any] = {"pos": [x, y + 160.0 * i]}
+                graph.editor[nid] = layout
+
+    def _widget(self, node: ComfyNode, named: dict[str, Any], widget: Widget, spec: Any) -> Any:
+        if widget.name in node.links:
+            return None  # fed by a link; _add_links connects it
+        if widget.name not in named:
+            return None
+        raw = named[widget.name]
+        if widget.convert is None:
+            return raw
+        choices = getattr(spec, "choices", None) if spec is not None else None
+        try:
+            return widget.convert(raw, ConvertContext(tuple(choices) if choices else None))
+        except Unmappable as exc:
+            self.problem("comfy_value", str(exc), node, widget.name)
+            return None
+
+    def _add_links(self, graph: Graph, node: ComfyNode, nmap: NodeMap, placed: dict[str, NodeMap]) -> None:
+        for part_name, part in nmap.parts.items():
+            dst = self._part_id(node, part_name)
+            wanted = dict(part.links)
+            for target, widget in part.values.items():
+                if widget.name in node.links:
+                    if widget.linkable and widget.convert is None:
+                        wanted[target] = widget.name
+                    else:
+                        self.problem("comfy_link", f"widget '{widget.name}' is fed by a link; nodeflow can "
+                                     "only take a fixed value here. Set the value in ComfyUI", node, widget.name)
+            for target, comfy_input in wanted.items():
+                link = node.links.get(comfy_input)
+                if link is None:
+                    continue
+                src = self.source(link)
+                if src is None:
+                    continue
+                src_node = self.wf.nodes[src[0]]
+                src_map = placed.get(src[0])
+                if src_map is None:
+                    continue  # from a node not converted: reported there
+                if src[1] >= len(src_map.outputs):
+                    self.problem("comfy_link", f"input '{comfy_input}' is linked from output {src[1]} of "
+                                 f"{src_node.label}, which has only {len(src_map.outputs)} outputs", node,
+                                 comfy_input)
+                    continue
+                out_part, socket = src_map.outputs[src[1]]
+                graph.connect(f"{self._part_id(src_node, out_part)}.{socket}", f"{dst}.{target}")
+
+
+def _graph_node(node_id: str, type_id: str, inputs: dict[str, Any], version: str) -> Any:
+    from nodeflow.graph import GraphNode
+
+    return GraphNode(node_id, type_id, inputs, version)
+
+
+def convert_workflow(wf: Workflow, registry: NodeRegistry) -> ImportResult:
+    """Convert a parsed ComfyUI workflow to a nodeflow graph (see `ImportResult`)."""
+    return WorkflowConverter(wf, registry).convert()

@@ -1,0 +1,269 @@
+"""The node mapping: each ComfyUI node type and the nodeflow node(s) it becomes.
+
+One `NodeMap` entry per ComfyUI type says, declaratively:
+- ``widgets``: the type's widget names in ComfyUI's ``INPUT_TYPES`` order, which is the
+  order of ``widgets_values`` in UI-format files (``SEED_CONTROL`` marks the hidden
+  "control_after_generate" value the editor stores after a seed: a UI setting, not an input);
+- ``parts``: the nodeflow node(s) it becomes, each with its linked inputs (nodeflow socket <-
+  ComfyUI input name), its literal inputs (nodeflow input <- a widget, converted where the
+  two differ) and ``semantics``: literal inputs that make the node behave as ComfyUI's does
+  (written only where the nodeflow type declares that input);
+- ``outputs``: for each ComfyUI output slot, the nodeflow part and socket that carry it.
+
+Adding a node type is adding one entry to `NODE_MAPS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SEED_CONTROL = "@control_after_generate"
+"""Placeholder in a widget list for the editor-only value that follows a seed widget."""
+
+CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+
+
+class Unmappable(ValueError):
+    """A widget value nodeflow has no equivalent for; the message says which values it has."""
+
+
+Convert = Callable[[Any, "ConvertContext"], Any]
+
+
+@dataclass(frozen=True)
+class ConvertContext:
+    """What a converter may consult: the nodeflow input's declared choices, if any."""
+
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Widget:
+    """A literal input taken from a ComfyUI widget, optionally converted."""
+
+    name: str
+    convert: Convert | None = None
+    linkable: bool = True
+    """Whether a link into the ComfyUI widget can become a link into the nodeflow input."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One nodeflow node made from a ComfyUI node."""
+
+    type: str
+    links: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Widget] = field(default_factory=dict)
+    semantics: Mapping[str, Any] = field(default_factory=dict)
+    checks: Mapping[str, Widget] = field(default_factory=dict)
+    """Widgets that have no nodeflow input but whose value must be one nodeflow reproduces."""
+
+
+@dataclass(frozen=True)
+class NodeMap:
+    """How one ComfyUI node type becomes nodeflow nodes."""
+
+    comfy: str
+    widgets: tuple[str, ...]
+    parts: Mapping[str, Part]
+    outputs: tuple[tuple[str, str], ...]
+    model_widgets: Mapping[str, str] = field(default_factory=dict)
+    """Widgets naming a model file -> the ComfyUI models/ subfolder it lives in."""
+
+
+# --- converters --------------------------------------------------------------------------
+
+
+def model_name(value: Any, ctx: ConvertContext) -> Any:
+    """ComfyUI names model files relative to a models/ subfolder, with '\\' on Windows."""
+    return value.replace("\\", "/") if isinstance(value, str) else value
+
+
+SAMPLER_ALIASES = {"uni_pc_bh2": "unipc"}
+"""ComfyUI sampler names whose nodeflow equivalent has another name (diffusers' UniPC is bh2)."""
+
+
+def choice(aliases: Mapping[str, str] | None = None, what: str = "value") -> Convert:
+    """Keep a ComfyUI choice the nodeflow input also offers (or its alias); refuse others, listing them."""
+
+    def convert(value: Any, ctx: ConvertContext) -> Any:
+        name = (aliases or {}).get(value, value)
+        if ctx.choices is None or name in ctx.choices:
+            return name
+        if value in ctx.choices:
+            return value
+        offered = ", ".join(str(c) for c in ctx.choices)
+        raise Unmappable(f"{what} '{value}' has no nodeflow equivalent yet (nodeflow has: {offered})")
+
+    return convert
+
+
+def method(value: Any, ctx: ConvertContext) -> Any:
+    """ComfyUI's resampling methods; 'nearest-exact' is plain nearest-neighbour."""
+    return choice({"nearest-exact": "nearest"}, "upscale method")(value, ctx)
+
+
+def no_crop(value: Any, ctx: ConvertContext) -> Any:
+    if value not in (None, "disabled"):
+        raise Unmappable(f"crop '{value}' is not supported yet (only 'disabled')")
+    return None
+
+
+def threshold_255(value: Any, ctx: ConvertContext) -> Any:
+    """ComfyUI's Canny thresholds are fractions of 1; nodeflow's are 0..255 levels."""
+    return round(float(value) * 255) if isinstance(value, int | float) else value
+
+
+def last_layer(value: Any, ctx: ConvertContext) -> Any:
+    """ComfyUI's stop_at_clip_layer (-1 = last layer) as nodeflow's clip_skip (0 = use all)."""
+    return -int(value) - 1 if isinstance(value, int | float) else value
+
+
+def w(name: str, convert: Convert | None = None, linkable: bool = True) -> Widget:
+    return Widget(name, convert, linkable)
+
+
+def one(comfy: str, type_id: str, widgets: tuple[str, ...] = (), links: Mapping[str, str] | None = None,
+        values: Mapping[str, Widget] | None = None, outputs: tuple[str, ...] = (),
+        semantics: Mapping[str, Any] | None = None, models: Mapping[str, str] | None = None,
+        checks: Mapping[str, Widget] | None = None) -> NodeMap:
+    """The common case: one ComfyUI node becomes one nodeflow node."""
+    part = Part(type_id, dict(links or {}), dict(values or {}), dict(semantics or {}), dict(checks or {}))
+    return NodeMap(comfy, widgets, {"": part}, tuple(("", o) for o in outputs), dict(models or {}))
+
+
+# ComfyUI's KSampler semantics, stated in the imported graph: initial noise drawn on the CPU from
+# torch.manual_seed(seed) for the whole batch, its sigma schedule and start scaling, its denoise
+# (all `steps` from a longer schedule), the VAE posterior mean and 8-bit truncation on save.
+KSAMPLER_SEMANTICS: Mapping[str, Any] = {"noise": "comfy", "semantics": "comfy"}
+
+_SAMPLER_VALUES = {
+    "seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"),
+    "sampler": w("sampler_name", choice(SAMPLER_ALIASES, "sampler")),
+    "scheduler": w("scheduler", choice(None, "scheduler")),
+}
+_SAMPLER_LINKS = {"model": "model", "positive": "positive", "negative": "negative", "latent": "latent_image"}
+
+NODE_MAPS: tuple[NodeMap, ...] = (
+    # --- loaders ---
+    one("CheckpointLoaderSimple", "diffusion.LoadCheckpoint", ("ckpt_name",),
+        values={"path": w("ckpt_name", model_name)}, outputs=("model", "clip", "vae"),
+        models={"ckpt_name": "checkpoints"}),
+    one("CheckpointLoader", "diffusion.LoadCheckpoint", ("config_name", "ckpt_name"),
+        values={"path": w("ckpt_name", model_name)}, outputs=("model", "clip", "vae"),
+        models={"ckpt_name": "checkpoints"}),
+    one("VAELoader", "diffusion.LoadVAE", ("vae_name",), values={"path": w("vae_name", model_name)},
+        outputs=("vae",), models={"vae_name": "vae"}),
+    one("LoraLoader", "diffusion.LoadLoRA", ("lora_name", "strength_model", "strength_clip"),
+        links={"model": "model", "clip": "clip"},
+        values={"path": w("lora_name", model_name), "strength_model": w("strength_model"),
+                "strength_clip": w("strength_clip")},
+        outputs=("model", "clip"), models={"lora_name": "loras"}),
+    one("ControlNetLoader", "diffusion.LoadControlNet", ("control_net_name",),
+        values={"path": w("control_net_name", model_name)}, outputs=("controlnet",),
+        models={"control_net_name": "controlnet"}),
+    one("UpscaleModelLoader", "upscale.LoadModel", ("model_name",),
+        values={"path": w("model_name", model_name)}, outputs=("upscale_model",),
+        models={"model_name": "upscale_models"}),
+    # --- text ---
+    one("CLIPTextEncode", "diffusion.TextEncode", ("text",), links={"clip": "clip"},
+        values={"text": w("text")}, outputs=("conditioning",), semantics={"weighting": "comfy"}),
+    # --- latents and sampling ---
+    one("EmptyLatentImage", "diffusion.EmptyLatent", ("width", "height", "batch_size"),
+        values={"width": w("width"), "height": w("height"), "batch": w("batch_size")}, outputs=("latent",)),
+    one("KSampler", "diffusion.Sample",
+        ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise"),
+        links=_SAMPLER_LINKS, values={**_SAMPLER_VALUES, "denoise": w("denoise")},
+        outputs=("latent",), semantics=KSAMPLER_SEMANTICS),
+    one("VAEDecode", "diffusion.VAEDecode", links={"latent": "samples", "vae": "vae"}, outputs=("image",)),
+    one("VAEEncode", "diffusion.VAEEncode", links={"image": "pixels", "vae": "vae"}, outputs=("latent",),
+        semantics={"sample": "mean"}),
+    one("SetLatentNoiseMask", "diffusion.SetLatentMask", links={"latent": "samples", "mask": "mask"},
+        outputs=("latent",)),
+    # --- ControlNet ---
+    one("ControlNetApply", "diffusion.ApplyControlNet", ("strength",),
+        links={"conditioning": "conditioning", "controlnet": "control_net", "image": "image"},
+        values={"strength": w("strength")}, outputs=("conditioning",)),
+    NodeMap("ControlNetApplyAdvanced", ("strength", "start_percent", "end_percent"), {
+        # ComfyUI attaches the same ControlNet to both conditionings.
+        f"{side}": Part("diffusion.ApplyControlNet",
+                        {"conditioning": side, "controlnet": "control_net", "image": "image"},
+                        {"strength": w("strength"), "start": w("start_percent"), "end": w("end_percent")})
+        for side in ("positive", "negative")}, (("positive", "conditioning"), ("negative", "conditioning"))),
+    one("Canny", "control.Canny", ("low_threshold", "high_threshold"), links={"image": "image"},
+        values={"low_threshold": w("low_threshold", threshold_255, linkable=False),
+                "high_threshold": w("high_threshold", threshold_255, linkable=False)},
+        outputs=("image",)),
+    # --- upscaling ---
+    one("ImageUpscaleWithModel", "upscale.Upscale", links={"upscale_model": "upscale_model", "image": "image"},
+        outputs=("image",)),
+    # --- images ---
+    one("LoadImage", "image.Load", ("image", "upload"), values={"path": w("image")}, outputs=("image", "mask")),
+    one("SaveImage", "image.Save", ("filename_prefix",), links={"image": "images"},
+        values={"prefix": w("filename_prefix")}, semantics={"rounding": "truncate"}),
+    one("ImageScale", "image.Resize", ("upscale_method", "width", "height", "crop"), links={"image": "image"},
+        values={"method": w("upscale_method", method), "width": w("width"), "height": w("height")},
+        checks={"crop": w("crop", no_crop)}, outputs=("image",)),
+    one("ImageScaleBy", "image.ResizeBy", ("upscale_method", "scale_by"), links={"image": "image"},
+        values={"method": w("upscale_method", method), "factor": w("scale_by")}, outputs=("image",)),
+    one("ImageInvert", "image.Invert", links={"image": "image"}, outputs=("image",)),
+    one("ImageCrop", "image.Crop", ("width", "height", "x", "y"), links={"image": "image"},
+        values={"width": w("width"), "height": w("height"), "x": w("x"), "y": w("y")}, outputs=("image",)),
+    one("ImageBlend", "image.Blend", ("blend_factor", "blend_mode"), links={"a": "image1", "b": "image2"},
+        values={"factor": w("blend_factor"), "mode": w("blend_mode", choice(None, "blend mode"))},
+        outputs=("image",)),
+)
+
+BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in NODE_MAPS}
+
+WIDGET_ORDER: dict[str, tuple[str, ...]] = {
+    # Types handled before mapping (or not yet mapped) whose widgets must still be read by name.
+    "CLIPSetLastLayer": ("stop_at_clip_layer",),
+    "KSamplerAdvanced": ("add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
+                         "start_at_step", "end_at_step", "return_with_leftover_noise"),
+    "LoraLoaderModelOnly": ("lora_name", "strength_model"),
+    "VAEEncodeForInpaint": ("grow_mask_by",),
+    "LoadImageMask": ("image", "channel", "upload"),
+    "PreviewImage": (),
+    "LatentUpscale": ("upscale_method", "width", "height", "crop"),
+    "LatentUpscaleBy": ("upscale_method", "scale_by"),
+    "ConditioningCombine": (),
+    "ConditioningSetArea": ("width", "height", "x", "y", "strength"),
+    "ConditioningAverage": ("conditioning_to_strength",),
+    "ConditioningConcat": (),
+    "LatentComposite": ("x", "y", "feather"),
+    "RepeatLatentBatch": ("amount",),
+    "ImagePadForOutpaint": ("left", "top", "right", "bottom", "feathering"),
+    "CLIPTextEncodeSDXL": ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
+                           "text_g", "text_l"),
+    "CLIPTextEncodeSDXLRefiner": ("ascore", "width", "height", "text"),
+    **{m.comfy: m.widgets for m in NODE_MAPS},
+}
+"""Widget names in ``widgets_values`` order, per ComfyUI node type (ComfyUI's INPUT_TYPES order)."""
+
+
+def widget_values(type_name: str, values: list[Any] | dict[str, Any]) -> dict[str, Any]:
+    """Name the positional ``widgets_values`` of a UI-format node, skipping the seed's control value.
+
+    Old files store control_after_generate as a boolean, newer ones as a word; files that have
+    none at all are read correctly too, since the value is only skipped when it looks like one.
+    """
+    if isinstance(values, dict):
+        return dict(values)
+    order = WIDGET_ORDER.get(type_name)
+    if order is None:
+        return {}
+    named: dict[str, Any] = {}
+    i = 0
+    for name in order:
+        if i >= len(values):
+            break
+        if name == SEED_CONTROL:
+            if isinstance(values[i], bool) or values[i] in CONTROL_VALUES:
+                i += 1
+            continue
+        named[name] = values[i]
+        i += 1
+    return named
