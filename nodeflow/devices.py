@@ -100,15 +100,42 @@ def detect_devices() -> list[str]:
     return ["cpu"]
 
 
-def make_devices(names: list[str] | None = None, budget: int | None = None) -> list[Device]:
-    """Devices by name (default: detected), each with ``budget`` or free memory minus a reserve."""
-    devices = []
-    for name in names or detect_devices():
+def check_device_names(names: list[str]) -> list[str]:
+    """The device names normalised (``cuda`` is ``cuda:0``); UsageError for a name that is not
+    a device, or an accelerator this machine does not have (asked before anything runs)."""
+    out = []
+    for name in names:
         name = name.strip()
         if name == "cuda":
             name = "cuda:0"
-        if not re.match(r"^(cpu|mps|cuda:\d+|sim:\d+)$", name):
+        if not re.fullmatch(r"cpu|mps|cuda:\d{1,3}|sim:\d{1,3}", name):
             raise UsageError(f"unknown device {name!r}; use cpu, mps, cuda:N (or sim:N to simulate)")
+        if name.startswith("cuda"):
+            import torch
+
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(name.split(":")[1])
+            if index >= count:
+                have = (f"it has {count} CUDA GPU{'s' if count != 1 else ''} (cuda:0"
+                        f"{f' to cuda:{count - 1}' if count > 1 else ''})" if count
+                        else "this machine has no usable CUDA GPU (no NVIDIA driver or device found)")
+                raise UsageError(f"device {name} is not available: {have}",
+                                 hint="Use --devices cpu, or leave --devices out to use what is found.")
+        elif name == "mps":
+            import torch
+
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise UsageError("device mps is not available on this machine",
+                                 hint="Use --devices cpu, or leave --devices out to use what is found.")
+        out.append(name)
+    return out
+
+
+def make_devices(names: list[str] | None = None, budget: int | None = None) -> list[Device]:
+    """Devices by name (default: detected), each with ``budget`` or free memory minus a reserve."""
+    devices = []
+    for name in check_device_names(names) if names else detect_devices():
         if budget is not None:
             devices.append(Device(name, budget))
             continue
