@@ -24,9 +24,8 @@ from PySide6.QtWidgets import (
 )
 
 from nodeflow.errors import GraphFileError, GraphInvalid, NodeflowError
-from nodeflow.graph import Graph, parse_graph_text
+from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
-from nodeflow.validate import migrate_nodes
 
 from . import commands as cmd
 from .autosave import AutosaveStore, Recovered
@@ -57,15 +56,10 @@ def demo_graph_path() -> Path | None:
 
 
 def load_graph(path: Path, registry: NodeRegistry) -> Graph:
-    """Read a graph file or a PNG with an embedded graph, as `nodeflow run` does."""
-    from nodeflow.graph import read_graph_text
+    """Read a graph file, a PNG with an embedded graph or a ComfyUI workflow, as `nodeflow run` does."""
+    from nodeflow.comfy import load_graph_any
 
-    graph, problems = parse_graph_text(read_graph_text(path), str(path))
-    if graph is not None:
-        problems += migrate_nodes(graph, registry)
-    if problems or graph is None:
-        raise GraphInvalid(problems, str(path))
-    return graph
+    return load_graph_any(path, registry)
 
 
 class MainWindow(QMainWindow):
@@ -353,7 +347,10 @@ class MainWindow(QMainWindow):
             return False
         if not self._may_replace():
             return False
-        is_png = path.suffix.lower() == ".png"
+        from nodeflow.comfy import is_comfy_file
+
+        # A PNG or a ComfyUI workflow opens untitled, so Save never writes over the original.
+        is_png = path.suffix.lower() == ".png" or is_comfy_file(path)
         if is_png or as_untitled:
             graph.source = path
             doc = self._new_document(graph, None, base_dir=path.resolve().parent)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from nodeflow.graph import Graph
     from nodeflow.registry import NodeRegistry
 
-__all__ = ["ImportResult", "detect", "import_workflow", "load_graph_any"]
+__all__ = ["ImportResult", "detect", "import_workflow", "is_comfy_file", "load_graph_any"]
 
 
 def import_workflow(path: str | Path, registry: NodeRegistry) -> ImportResult | None:
@@ -59,3 +59,13 @@ def load_graph_any(path: str | Path, registry: NodeRegistry) -> Graph:
     if problems:
         raise GraphInvalid(problems, str(path))
     return result.graph
+
+
+def is_comfy_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a ComfyUI workflow (so saving must not write over it)."""
+    from nodeflow.errors import GraphFileError
+
+    try:
+        return read_document(Path(path))[0] != "nodeflow"
+    except GraphFileError:
+        return False
