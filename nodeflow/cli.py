@@ -1,6 +1,7 @@
 """The ``nodeflow`` command: run, validate and inspect graphs headless.
 
-Exit codes: 0 success, 1 a node failed, 2 invalid graph or usage, 130 interrupted.
+Exit codes: 0 success, 1 a node failed, 2 invalid graph or usage, 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM), 129 hung up (SIGHUP).
 Heavy libraries (torch and friends) are imported only by the nodes that need them.
 """
 
@@ -15,7 +16,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--plugins", metavar="DIR", action="append", default=[],
                         help="also load node packs from this folder (repeatable; "
                              "NODEFLOW_PLUGINS adds more)")
+    common.add_argument("--allow-dir", metavar="DIR", action="append", default=[],
+                        help="let a graph taken from a PNG also read files in this folder "
+                             "(repeatable; by default it reads only beside the PNG and in the "
+                             "models folders)")
     common.add_argument("--models", metavar="DIR", action="append", default=[],
                         help="models folder with checkpoints/, loras/, controlnet/, vae/, upscale/ "
                              "(repeatable; NODEFLOW_MODELS adds more)")
@@ -117,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nodeflow.shutdown import install_exit_handlers, interrupted_exit_code
+
+    install_exit_handlers()  # SIGTERM and SIGHUP clean up like Ctrl-C
+    _print_warnings_plainly()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -133,9 +141,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NodeflowError as exc:
         print(f"nodeflow: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("nodeflow: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupted_exit_code(exc)
+
+
+def _print_warnings_plainly() -> None:
+    """nodeflow's own warnings as ``nodeflow: warning: ...`` lines, without source lines."""
+    import warnings
+
+    from nodeflow.errors import NodeflowWarning
+
+    default = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, NodeflowWarning):
+            print(f"nodeflow: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 # --- shared ------------------------------------------------------------------------
@@ -251,6 +277,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                         exc.location))
             continue
         settings = Settings.from_env(args.models, base_dir=Path(path).resolve().parent)
+        _check_input_rules(settings, path, args.allow_dir)
         add_comfy_models(settings, args.comfy_models)
         problems = GraphValidator(registry, settings).validate(graph)
         all_problems += problems
@@ -264,6 +291,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summaries))
     return EXIT_OK
+
+
+def _check_input_rules(settings: Any, graph_file: str, allow_dirs: list[str]) -> None:
+    """Refuse implausible models folders; restrict a graph from a PNG to its allowed folders."""
+    from nodeflow.models import check_models_dirs
+    from nodeflow.trust import restrict_for_source
+
+    check_models_dirs(settings.models_dirs)
+    restrict_for_source(settings, Path(graph_file), allow_dirs)
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -348,6 +384,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_sweep_command(args, registry, graph)
     settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
+    _check_input_rules(settings, args.file, args.allow_dir)
     add_comfy_models(settings, args.comfy_models)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -369,22 +406,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     reporter: Any = JsonReporter(sys.stdout) if args.json else ConsoleReporter(
         sys.stderr, quiet=args.quiet)
     cancel = CancelToken()
+    from nodeflow.shutdown import cancel_on_signals
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        cancel.cancel()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-        reporter.message("cancelling... (Ctrl-C again to stop immediately)")
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    # Ctrl-C, SIGTERM and SIGHUP cancel the run; a second one stops at once.
+    with cancel_on_signals(cancel.cancel, reporter.message) as stopped:
         result = executor.run(graph, args.output, on_event=reporter, cancel=cancel)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     reporter.finish(result)
     if args.memory_report:
         print_memory_report(models, result, sys.stdout if not args.json else sys.stderr)
     if result.cancelled:
-        return EXIT_INTERRUPTED
+        return stopped.exit_code
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
