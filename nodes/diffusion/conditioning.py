@@ -2,16 +2,17 @@
 
 Prompts up to 75 tokens are encoded exactly as the diffusers pipelines encode them.
 Longer prompts are cut into chunks of 75 tokens, each encoded on its own with its
-start/end tokens, and the embeddings concatenated, so no word is dropped.
+start/end tokens, and the embeddings concatenated, so no word is dropped. Weights,
+``BREAK`` and ``embedding:name`` are read as ``weighting`` says (see ``weighting``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from nodeflow.errors import NodeInputError
+from nodeflow.errors import ModelError, NodeInputError
 from nodeflow.node import Input, Node, Output, RunContext
 from nodeflow.nodes.diffusion.types import (
     CLIP,
@@ -22,6 +23,7 @@ from nodeflow.nodes.diffusion.types import (
     ControlHint,
     TextEncoders,
 )
+from nodeflow.nodes.diffusion.weighting import WEIGHTINGS, embedding_names, weighted_encode
 from nodeflow.settings import Settings
 from nodeflow.types import FLOAT, IMAGE, INT, STRING
 
@@ -56,7 +58,12 @@ def _final_norm(text_encoder: Any) -> Any:
     return getattr(text_encoder, "text_model", text_encoder).final_layer_norm
 
 
-def encode_sd(clip: TextEncoders, text: str, clip_skip: int) -> Conditioning:
+EmbeddingLookup = Callable[[str, int, str], Any]
+"""(embedding name, text encoder width, 'clip_l' | 'clip_g') → vectors (count, width)."""
+
+
+def encode_sd(clip: TextEncoders, text: str, clip_skip: int, weighting: str = "none",
+              embedding: EmbeddingLookup | None = None) -> Conditioning:
     """SD 1.x/2.x: last hidden state (or an earlier layer, normed) of the one text encoder."""
     import torch
 
@@ -64,6 +71,16 @@ def encode_sd(clip: TextEncoders, text: str, clip_skip: int) -> Conditioning:
     device = next(te.parameters()).device
     use_mask = bool(getattr(te.config, "use_attention_mask", False))
     pieces = []
+    if weighting != "none":
+        def read(out: Any, _ids: Any) -> tuple[Any, Any]:
+            z = out[0] if clip_skip <= 0 else _final_norm(te)(out.hidden_states[-(clip_skip + 1)])
+            return z.to(dtype=te.dtype), None
+
+        width = int(te.config.hidden_size)
+        with torch.no_grad():
+            pieces, _ = weighted_encode(clip.tokenizer, te, text, weighting,
+                                        _lookup(embedding, width, "clip_l"), read, use_mask)
+        return Conditioning(torch.cat(pieces, dim=1), clip.family)
     with torch.no_grad():
         for ids, attention in _token_chunks(clip.tokenizer, text):
             mask = attention.to(device) if use_mask else None
@@ -76,16 +93,37 @@ def encode_sd(clip: TextEncoders, text: str, clip_skip: int) -> Conditioning:
     return Conditioning(torch.cat(pieces, dim=1), clip.family)
 
 
-def encode_sdxl(clip: TextEncoders, text: str, clip_skip: int) -> Conditioning:
+def _lookup(embedding: EmbeddingLookup | None, width: int, key: str) -> Callable[[str], Any]:
+    def find(name: str) -> Any:
+        if embedding is None:
+            raise NodeInputError("text", f"embedding:{name} cannot be used here")
+        return embedding(name, width, key)
+    return find
+
+
+def encode_sdxl(clip: TextEncoders, text: str, clip_skip: int, weighting: str = "none",
+                embedding: EmbeddingLookup | None = None) -> Conditioning:
     """SDXL: penultimate layers of both encoders side by side, and the second one's pooled output."""
     import torch
 
     per_encoder = []
     pooled = None
     with torch.no_grad():
-        for tokenizer, te in clip.pairs():
+        for index, (tokenizer, te) in enumerate(clip.pairs()):
             device = next(te.parameters()).device
             pieces = []
+            if weighting != "none":
+                def read(out: Any, _ids: Any) -> tuple[Any, Any]:
+                    return out.hidden_states[-(clip_skip + 2)], out[0]
+
+                key = "clip_g" if index == 1 else "clip_l"
+                pieces, first = weighted_encode(tokenizer, te, text, weighting,
+                                                _lookup(embedding, int(te.config.hidden_size), key),
+                                                read)
+                if pooled is None and first is not None and first.ndim == 2:
+                    pooled = first
+                per_encoder.append(pieces)
+                continue
             for ids, _mask in _token_chunks(tokenizer, text):
                 out = te(ids.to(device), output_hidden_states=True)
                 if pooled is None and out[0].ndim == 2:
@@ -101,30 +139,89 @@ def encode_sdxl(clip: TextEncoders, text: str, clip_skip: int) -> Conditioning:
     return Conditioning(embeds, clip.family, pooled=pooled)
 
 
+def check_embeddings(text: Any, weighting: Any, settings: Settings) -> Iterable[tuple[str, str]]:
+    """A problem on `text` for each ``embedding:name`` that names no embedding file."""
+    from nodeflow.nodes.diffusion.embeddings import find_embedding, missing_message
+
+    if not isinstance(text, str) or weighting not in ("comfy", "a1111"):
+        return
+    for name in embedding_names(text, weighting):
+        if find_embedding(settings, name) is None:
+            yield "text", missing_message(settings, name) + (
+                "; put the file in the 'embeddings' folder of a models folder (--models DIR)")
+
+
+def embedding_lookup(settings: Settings) -> EmbeddingLookup:
+    """Find, read and check the embeddings a prompt names; every failure is an error on `text`."""
+    from nodeflow.nodes.diffusion.embeddings import (
+        find_embedding,
+        load_embedding,
+        missing_message,
+        vectors_for,
+    )
+
+    loaded: dict[str, Any] = {}
+
+    def lookup(name: str, width: int, key: str) -> Any:
+        found = find_embedding(settings, name)
+        if found is None:
+            raise NodeInputError("text", missing_message(settings, name),
+                                 hint="Put the file in the 'embeddings' folder of a models folder.")
+        try:
+            if name not in loaded:
+                loaded[name] = load_embedding(found)
+            return vectors_for(loaded[name], name, width, key)
+        except ModelError as exc:
+            raise NodeInputError("text", exc.message, hint=exc.hint) from None
+
+    return lookup
+
+
 class TextEncode(Node):
     """Encode a prompt with the checkpoint's text encoder(s). Prompts longer than 75 tokens are
-    encoded in chunks, so nothing is cut off."""
+    encoded in chunks, so nothing is cut off.
+
+    With ``weighting`` comfy or a1111, ``(word:1.3)``, ``(word)``, ``\\(`` escapes and
+    ``embedding:name[:weight]`` (textual inversion, from the models folder's embeddings/)
+    are read as ComfyUI reads them; a1111 also reads ``[word]`` and ``BREAK``. ``none``
+    encodes the text as it is, exactly as the diffusers pipelines do.
+    """
 
     id = "diffusion.TextEncode"
+    version = "1.1.0"
     uses_accelerator = True
     category = "diffusion/conditioning"
     inputs = (
         Input("clip", CLIP, "The text encoder(s) from a checkpoint (or a LoRA)."),
-        Input("text", STRING, "The prompt.", default="", multiline=True),
+        Input("text", STRING, "The prompt. (word:1.3) weights a word, embedding:name inserts a "
+              "textual-inversion embedding (see weighting).", default="", multiline=True),
         Input("clip_skip", INT, "Skip this many of the text encoder's last layers (0: use all; "
               "1 or 2 suit some anime-style checkpoints).", default=0, min=0, max=11),
+        Input("weighting", STRING, "How prompt weights are read: comfy (ComfyUI: (word), "
+              "(word:1.3), embeddings), a1111 (also [word] and BREAK, mean-preserving weights) or "
+              "none (plain text, as the diffusers pipelines encode it).", default="comfy",
+              choices=WEIGHTINGS),
     )
     outputs = (Output("conditioning", CONDITIONING, "The encoded prompt."),)
 
-    def run(self, ctx: RunContext, clip: TextEncoders, text: str, clip_skip: int) -> Any:
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        yield from check_embeddings(values.get("text"), values.get("weighting", "comfy"), settings)
+
+    def run(self, ctx: RunContext, clip: TextEncoders, text: str, clip_skip: int,
+            weighting: str = "comfy") -> Any:
+        if weighting not in WEIGHTINGS:
+            raise NodeInputError("weighting", f"unknown weighting {weighting!r}",
+                                 hint=f"Use one of: {', '.join(WEIGHTINGS)}.")
         layers = clip.text_encoder.config.num_hidden_layers
         if clip_skip >= layers:
             raise NodeInputError("clip_skip", f"clip_skip {clip_skip} skips every layer of this "
                                  f"{layers}-layer text encoder", hint=f"Use 0 to {layers - 1}.")
+        lookup = embedding_lookup(ctx.settings)
         with ctx.models.use(*(te for _, te in clip.pairs())), _ENCODE_LOCK:
             if clip.family == "sdxl":
-                return encode_sdxl(clip, text, clip_skip)
-            return encode_sd(clip, text, clip_skip)
+                return encode_sdxl(clip, text, clip_skip, weighting, lookup)
+            return encode_sd(clip, text, clip_skip, weighting, lookup)
 
 
 class ApplyControlNet(Node):
