@@ -1,0 +1,358 @@
+"""Running a sweep on a Ray cluster: long-lived workers, model affinity, no job lost.
+
+The driver (the ``nodeflow run --ray`` process) connects to Ray, starts one
+`NodeflowWorker` actor per GPU (or per machine, on CPUs), has every worker check that the
+model files exist on its node before any job runs, then hands out jobs with the
+`JobScheduler`. Input pictures travel with each job; output files come back as bytes and
+are written by the driver into the output folder, atomically, under the job's name. A
+worker lost mid-job (its actor killed, its machine gone) gives its job to another worker;
+a job that fails on its own is reported once with its located error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodeflow.cluster.scheduler import JobScheduler, WorkerSlot
+from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig, model_key, model_refs
+from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError
+from nodeflow.events import CancelToken
+from nodeflow.graph import Graph
+from nodeflow.settings import Settings
+from nodeflow.sweeps.runner import (
+    PreparedJob,
+    SweepEvent,
+    SweepResult,
+    SweepSink,
+    WorkerStats,
+    start_sweep,
+    validate_jobs,
+)
+from nodeflow.sweeps.spec import Job
+
+START_TIMEOUT = 180.0
+"""Seconds to wait for the workers to start (a cluster without the resources never would)."""
+POLL = 0.2
+"""Seconds between progress polls of the busy workers."""
+
+
+class ClusterError(NodeflowError):
+    """The Ray cluster cannot run the sweep (not reachable, no resources, every worker lost)."""
+
+
+@dataclass
+class ClusterOptions:
+    """Where and how to run: the Ray address, the workers and what each one loads."""
+
+    address: str = "auto"
+    workers: int | None = None
+    plugins: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    devices: str | None = None
+    vram_budget: str | None = None
+    ram_budget: str | None = None
+    dtype: str | None = None
+    node_workers: int | None = None
+    policy: str = "affinity"
+    """``affinity`` (default) or ``round-robin`` (for comparison)."""
+
+    def worker_config(self) -> WorkerConfig:
+        return WorkerConfig(plugins=self.plugins, models=self.models, devices=self.devices,
+                            vram_budget=self.vram_budget, ram_budget=self.ram_budget,
+                            dtype=self.dtype, node_workers=self.node_workers)
+
+
+def connect(address: str) -> bool:
+    """Connect to Ray; return True when this call started it (so the caller shuts it down).
+
+    ``auto`` joins the cluster named by RAY_ADDRESS or running on this machine, and
+    starts a single-machine Ray when there is none.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--ray needs Ray", hint="Install it with: pip install 'nodeflow[ray]'") from None
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+    try:
+        ray.init(address=address, **options)
+    except ConnectionError:
+        if address != "auto":
+            raise ClusterError(f"cannot reach the Ray cluster at {address}",
+                               hint="Start it with `ray start --head` there, or check the "
+                                    "address and port (ray status shows them).") from None
+        ray.init(**options)  # no cluster running: one on this machine
+    return True
+
+
+@dataclass
+class _Worker:
+    slot: WorkerSlot
+    actor: Any
+    stats: WorkerStats
+    job: PreparedJob | None = None
+    ref: Any = None
+    attempt: int = 0
+
+
+class RaySweep:
+    """One sweep on a Ray cluster. `run` drives it; `workers` are its live actors (by name)."""
+
+    def __init__(self, options: ClusterOptions, registry: Any, settings: Settings) -> None:
+        self.options = options
+        self.registry = registry
+        self.settings = settings
+        self.workers: dict[str, _Worker] = {}
+        self.on_worker_started: Callable[[str, Any], None] | None = None
+
+    # --- workers -------------------------------------------------------------------
+    def start_workers(self, sink: SweepSink) -> None:
+        import ray
+
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        count = self.options.workers or (gpus if gpus else max(1, len(nodes)))
+        options: dict[str, Any] = {"max_concurrency": 2}  # a job, and progress polls beside it
+        if gpus:
+            options["num_gpus"] = 1
+            options["num_cpus"] = 1
+        else:
+            per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
+            options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
+        actor_class: Any = ray.remote(NodeflowWorker).options(**options)
+        config = self.options.worker_config()
+        pending: dict[Any, tuple[str, Any]] = {}
+        for i in range(count):
+            name = f"w{i}"
+            actor = actor_class.remote(name, config)
+            pending[actor.identity.remote()] = (name, actor)
+        ready, not_ready = ray.wait(list(pending), num_returns=len(pending), timeout=START_TIMEOUT)
+        if not_ready:
+            for _name, actor in pending.values():
+                ray.kill(actor)
+            need = (f"{options.get('num_gpus', 0)} GPU" if gpus else f"{options['num_cpus']} CPU")
+            raise ClusterError(f"only {len(ready)} of {count} workers started within "
+                               f"{START_TIMEOUT:.0f} s: each needs {need} and the cluster has "
+                               f"{resources.get('CPU', 0):g} CPU, {gpus} GPU",
+                               hint="Give fewer --ray-workers, or add machines to the cluster.")
+        for ref in ready:
+            name, actor = pending[ref]
+            try:
+                identity = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                for _, other in pending.values():
+                    ray.kill(other)
+                raise ClusterError(f"worker {name} could not start: {_ray_cause(exc)}") from None
+            node = f"{identity['node']} ({identity['host']}, {identity['device']})"
+            self.workers[name] = _Worker(WorkerSlot(name), actor, WorkerStats(name, node))
+            sink(SweepEvent("worker_ready", worker=name, data={"node": node, "pid": identity["pid"]}))
+            if self.on_worker_started is not None:
+                self.on_worker_started(name, actor)
+
+    def check_models(self, todo: list[PreparedJob]) -> None:
+        """Every worker looks for every model file the jobs name; report what is missing where."""
+        import ray
+
+        refs: dict[tuple[str, ...], tuple[str, str, str, str, str, str | None]] = {}
+        for p in todo:
+            for ref in model_refs(p.graph, self.registry):
+                refs.setdefault(ref, (*ref, p.graph.file_name))
+        if not refs:
+            return
+        wanted = list(refs.values())
+        answers = ray.get([w.actor.check_models.remote(wanted) for w in self.workers.values()])
+        problems = []
+        for worker, missing in zip(self.workers.values(), answers, strict=True):
+            for m in missing:
+                problems.append(Problem(
+                    "missing_model", f"on worker {worker.stats.name}, node {worker.stats.node}: "
+                    f"{m['message']}", Location(m["file"], m["node"], m["type"], m["socket"])))
+        if problems:
+            raise GraphInvalid(problems, todo[0].graph.file_name)
+
+    def stop(self) -> None:
+        import ray
+
+        for worker in self.workers.values():
+            try:
+                ray.kill(worker.actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.workers.clear()
+
+    # --- the sweep -----------------------------------------------------------------
+    def run(self, graph: Graph, jobs: list[Job], *, outputs: list[str] | None = None,
+            on_event: SweepSink | None = None, cancel: CancelToken | None = None) -> SweepResult:
+        import ray
+
+        sink: SweepSink = on_event or (lambda e: None)
+        cancel = cancel or CancelToken()
+        store, todo, result = start_sweep(self.settings.out_dir, graph, jobs, outputs, sink)
+        # The driver needs the input pictures (they travel with the jobs), not the models:
+        # those must exist where the workers run, and the workers check for them.
+        validate_jobs(self.registry, self.settings, todo,
+                      skip_codes=lambda p: p.code == "missing_file" and _is_model_input(
+                          self.registry, graph, p))
+        if not todo:
+            return result
+        self.start_workers(sink)
+        for w in self.workers.values():
+            result.workers[w.stats.name] = w.stats
+        self.check_models(todo)
+
+        scheduler: JobScheduler[int] = JobScheduler(self.options.policy)
+        by_index = {p.job.index: p for p in todo}
+        models = {p.job.index: [model_key(r[3], r[4]) for r in model_refs(p.graph, self.registry)]
+                  for p in todo}
+        pictures = {p.job.index: self._pictures(p.graph) for p in todo}
+        for p in todo:
+            scheduler.add(p.job.index, models[p.job.index])
+        attempts: dict[int, int] = {}
+        cancelling = False
+        while True:
+            if cancel.cancelled and not cancelling:
+                cancelling = True
+                result.cancelled = True
+                for w in self.workers.values():
+                    if w.ref is not None:
+                        w.actor.cancel.remote()
+            if not cancelling:
+                live = [w.slot for w in self.workers.values()]
+                for slot, index, _key in scheduler.assign(live):
+                    w = self.workers[slot.name]
+                    p = by_index[index]
+                    attempts[index] = attempts.get(index, 0) + 1
+                    w.job, w.attempt = p, attempts[index]
+                    spec = {"name": p.job.name, "graph": p.graph.dumps(), "file": p.graph.file_name,
+                            "outputs": outputs, "pictures": pictures[index],
+                            "models": models[index], "attempt": attempts[index]}
+                    w.ref = w.actor.run_job.remote(spec)
+                    sink(SweepEvent("job_started", p.job.name, w.stats.name,
+                                    {"overrides": p.job.overrides, "attempt": attempts[index]}))
+            busy = {w.ref: w for w in self.workers.values() if w.ref is not None}
+            if not busy:
+                if len(scheduler) and not cancelling:
+                    raise ClusterError(
+                        f"every worker was lost; {len(scheduler)} of {result.total} jobs not done",
+                        hint="Finished jobs are kept: run the same command again to resume.")
+                break
+            done, _ = ray.wait(list(busy), num_returns=1, timeout=POLL)
+            self._poll_events(busy.values(), sink)
+            for ref in done:
+                w = busy[ref]
+                running = w.job
+                assert running is not None
+                p = running
+                w.ref, w.job = None, None
+                try:
+                    answer = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    # The worker died: its job was not done (no output came back); run it again.
+                    w.stats.lost = True
+                    del self.workers[w.stats.name]
+                    result.retried.append(p.job.name)
+                    sink(SweepEvent("job_retried", p.job.name, w.stats.name,
+                                    {"reason": _ray_cause(exc)}))
+                    if not cancelling:
+                        scheduler.add(p.job.index, models[p.job.index], first=True)
+                    continue
+                except ray.exceptions.RayError as exc:
+                    scheduler.done(w.slot)
+                    result.failed[p.job.name] = f"the worker could not run the job: {_ray_cause(exc)}"
+                    sink(SweepEvent("job_failed", p.job.name, w.stats.name,
+                                    {"error": result.failed[p.job.name]}))
+                    continue
+                scheduler.done(w.slot, answer["holds"])
+                w.stats.loads += answer["loads"]
+                for data in answer["events"]:
+                    sink(SweepEvent("node", p.job.name, w.stats.name, data))
+                self._finish(store, p, w, answer, result, sink)
+        store.tidy()
+        return result
+
+    def _finish(self, store: Any, p: PreparedJob, w: _Worker, answer: dict[str, Any],
+                result: SweepResult, sink: SweepSink) -> None:
+        name = p.job.name
+        if answer["status"] == "cancelled":
+            result.cancelled = True
+            return
+        if answer["status"] == "failed":
+            result.failed[name] = answer["error"]
+            sink(SweepEvent("job_failed", name, w.stats.name, {"error": answer["error"]}))
+            return
+        staged = store.write_staged(name, answer["files"])
+        files = store.commit(name, p.job.index, p.job.overrides, p.fingerprint, staged,
+                             worker=w.stats.name, seconds=round(answer["seconds"], 3))
+        w.stats.jobs += 1
+        result.done.append(name)
+        result.files += files
+        sink(SweepEvent("job_finished", name, w.stats.name,
+                        {"files": [str(f) for f in files], "seconds": round(answer["seconds"], 3),
+                         "loads": answer["loads"]}))
+
+    def _poll_events(self, busy: Any, sink: SweepSink) -> None:
+        import ray
+
+        polls = {w.actor.take_events.remote(): w for w in busy}
+        ready, _ = ray.wait(list(polls), num_returns=len(polls), timeout=2.0)
+        for ref in ready:
+            w = polls[ref]
+            try:
+                events = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue  # a lost worker: its job's result says so
+            if w.job is None:
+                continue
+            for data in events:
+                sink(SweepEvent("node", w.job.job.name, w.stats.name, data))
+
+    def _pictures(self, graph: Graph) -> dict[tuple[str, str], dict[str, Any]]:
+        """The input pictures a job's graph reads, as bytes to send with it."""
+        out = {}
+        for node in graph:
+            cls = self.registry.get(node.type)
+            if cls is None:
+                continue
+            for spec in cls.inputs:
+                value = node.inputs.get(spec.name)
+                if spec.path_kind in ("image", "file") and isinstance(value, str) and value:
+                    found = self.settings.resolve_path(spec.path_kind, value)
+                    if found is not None:
+                        out[(node.id, spec.name)] = {"path": str(found.resolve()),
+                                                     "data": found.read_bytes()}
+        return out
+
+
+def run_on_ray(options: ClusterOptions, registry: Any, graph: Graph, jobs: list[Job],
+               settings: Settings, *, outputs: list[str] | None = None,
+               on_event: SweepSink | None = None, cancel: CancelToken | None = None) -> SweepResult:
+    """Run the jobs on Ray workers; outputs land in ``settings.out_dir`` as with `run_local`."""
+    started = connect(options.address)
+    sweep = RaySweep(options, registry, settings)
+    try:
+        return sweep.run(graph, jobs, outputs=outputs, on_event=on_event, cancel=cancel)
+    finally:
+        sweep.stop()
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _is_model_input(registry: Any, graph: Graph, problem: Problem) -> bool:
+    loc = problem.location
+    node = graph.nodes.get(loc.node or "")
+    cls = registry.get(node.type) if node else None
+    spec = cls.input_map.get(loc.socket or "") if cls else None
+    return spec is not None and spec.path_kind not in (None, "image", "file")
+
+
+def _ray_cause(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+

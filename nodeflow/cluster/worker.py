@@ -1,0 +1,209 @@
+"""A nodeflow worker: one long-lived executor and model manager, run as a Ray actor.
+
+The class is plain Python (Ray wraps it in `nodeflow.cluster.driver`), so this module does
+not import Ray. The driver sends job specs (a graph as JSON text, the outputs wanted,
+the input pictures' bytes); the worker sends back events, output files as bytes, and what
+models it holds. Nothing else is shared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODEL_KINDS_EXCLUDED = ("image", "file")
+"""Path kinds that are not model files (pictures travel with the job)."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How to build a worker: node packs, models folders and the model manager's options."""
+
+    plugins: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    devices: str | None = None
+    vram_budget: str | None = None
+    ram_budget: str | None = None
+    dtype: str | None = None
+    node_workers: int | None = None
+    """Nodes one job may run at once (``--workers``)."""
+
+
+def model_refs(graph: Any, registry: Any) -> list[tuple[str, str, str, str, str]]:
+    """Every model file a graph names: (node, node type, input, models subfolder, value)."""
+    refs = []
+    for node in graph:
+        cls = registry.get(node.type)
+        if cls is None:
+            continue
+        for spec in cls.inputs:
+            kind = spec.path_kind
+            value = node.inputs.get(spec.name, spec.default if spec.has_default else None)
+            if kind and kind not in MODEL_KINDS_EXCLUDED and isinstance(value, str) and value:
+                refs.append((node.id, node.type, spec.name, kind, value))
+    return refs
+
+
+def model_key(kind: str, value: str) -> str:
+    """How the scheduler names a model: its subfolder and the name the graph gives it."""
+    return f"{kind}:{value}"
+
+
+class NodeflowWorker:
+    """One worker process: an executor kept across jobs, reporting events and model loads."""
+
+    def __init__(self, name: str, config: WorkerConfig) -> None:
+        # Before anything can import huggingface_hub: a worker never reaches for a model hub.
+        for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+            os.environ.setdefault(key, "1")
+        from nodeflow.devices import parse_size
+        from nodeflow.executor import Executor
+        from nodeflow.models import ModelManager
+        from nodeflow.registry import load_registry
+        from nodeflow.settings import Settings
+
+        self.name = name
+        self.registry = load_registry(config.plugins)
+        self.settings = Settings.from_env(config.models)
+        self.models = ModelManager(
+            config.devices.split(",") if config.devices else None,
+            vram_budget=parse_size(config.vram_budget) if config.vram_budget else None,
+            ram_budget=parse_size(config.ram_budget) if config.ram_budget else None,
+            dtype=config.dtype)
+        self.executor = Executor(self.registry, self.settings, workers=config.node_workers,
+                                 models=self.models)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"nodeflow-{name}-"))
+        self._events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._cancel: Any = None
+        self._resolved: dict[str, str] = {}
+        """Model key → the resolved file, for every model a job of this worker named."""
+
+    # --- called by the driver ------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """Where this worker runs: its node address, host name and process id."""
+        try:
+            import ray
+
+            address = ray.util.get_node_ip_address()
+        except Exception:  # noqa: BLE001 - outside Ray (tests of the class itself)
+            address = "localhost"
+        return {"worker": self.name, "node": address, "host": socket.gethostname(),
+                "pid": os.getpid(), "device": self.models.device}
+
+    def check_models(self, refs: list[tuple[str, str, str, str, str, str | None]]) -> list[dict[str, Any]]:
+        """The model files (node, type, input, kind, value, graph file) not found on this node."""
+        missing = []
+        for node, node_type, socket_name, kind, value, file in refs:
+            if self.settings.resolve_path(kind, value) is None:
+                missing.append({"node": node, "type": node_type, "socket": socket_name,
+                                "file": file, "value": value,
+                                "message": self.settings.describe_search(kind, value)})
+        return missing
+
+    def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Run one job; return its status, located error, output files (bytes) and model state."""
+        from nodeflow.errors import NodeflowError
+        from nodeflow.events import CancelToken
+        from nodeflow.graph import Graph
+        from nodeflow.sweeps.runner import node_event_json
+
+        name = job["name"]
+        graph = Graph.loads(job["graph"], job.get("file"))
+        for (node_id, socket_name), picture in job.get("pictures", {}).items():
+            graph.set_input(node_id, socket_name, self._picture(picture))
+        out_dir = self.scratch / "jobs" / f"{name}-{job['attempt']}"
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        from dataclasses import replace
+
+        self.executor.settings = replace(self.settings, out_dir=out_dir)
+        self._cancel = CancelToken()
+        loads = self.models.loads
+
+        def on_event(event: Any) -> None:
+            data = node_event_json(event)
+            if data is not None:
+                if "files" in data:  # paths inside this worker's scratch folder mean nothing
+                    data["files"] = [str(Path(f).relative_to(out_dir)) for f in data["files"]]
+                with self._lock:
+                    self._events.append(data)
+
+        started = time.perf_counter()
+        status, error = "ok", None
+        try:
+            result = self.executor.run(graph, job.get("outputs"), on_event=on_event,
+                                       cancel=self._cancel)
+            if result.cancelled:
+                status = "cancelled"
+            elif result.failed:
+                status, error = "failed", "; ".join(str(e) for e in result.failed.values())
+        except NodeflowError as exc:
+            status, error = "failed", str(exc)
+        finally:
+            self.executor.settings = self.settings
+        files = []
+        if status == "ok":
+            for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+                files.append((path.relative_to(out_dir).as_posix(), path.read_bytes()))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        for ref in job.get("models", []):
+            kind, _, value = ref.partition(":")
+            found = self.settings.resolve_path(kind, value)
+            if found is not None:
+                self._resolved[ref] = str(found.resolve())
+        return {"status": status, "error": error, "files": files, "events": self.take_events(),
+                "seconds": time.perf_counter() - started, "loads": self.models.loads - loads,
+                "holds": self.holds()}
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """The events since the last call (the driver polls while a job runs)."""
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def cancel(self) -> None:
+        """Cancel the running job between steps (Ctrl-C on the driver)."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    def holds(self) -> list[str]:
+        """The model keys whose files this worker's model manager holds now."""
+        loaded = {str(m.path.resolve()) for m in self.models.loaded() if m.path is not None}
+        return sorted(ref for ref, path in self._resolved.items() if path in loaded)
+
+    def stats(self) -> dict[str, Any]:
+        return {"loads": self.models.loads, "holds": self.holds()}
+
+    # --- helpers -------------------------------------------------------------------
+    def _picture(self, picture: dict[str, Any]) -> str:
+        """The local path of an input picture sent with a job.
+
+        The driver's own path is used when it holds the same bytes here (one machine, or
+        shared storage), so the graph embedded in the outputs is the same as a local run's;
+        otherwise the picture is written into this worker's scratch folder.
+        """
+        data: bytes = picture["data"]
+        digest = hashlib.sha256(data).hexdigest()
+        original = Path(picture["path"])
+        try:
+            if original.is_file() and original.stat().st_size == len(data) and \
+                    hashlib.sha256(original.read_bytes()).hexdigest() == digest:
+                return str(original)
+        except OSError:
+            pass
+        target = self.scratch / "pictures" / digest[:16] / original.name
+        if not target.exists():
+            from nodeflow.files import atomic_write
+
+            atomic_write(target, data)
+        return str(target)
