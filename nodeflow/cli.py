@@ -192,7 +192,9 @@ def load_graph_file(path: str, registry: Any) -> Any:
     """Load a graph (JSON or PNG, nodeflow's or a ComfyUI workflow, converted) and bring old node
     versions up to date; raise on problems."""
     from nodeflow.comfy import load_graph_any
+    from nodeflow.graph import check_graph_path
 
+    check_graph_path(path)  # a FIFO or a device is refused before anything opens it
     return load_graph_any(path, registry)
 
 
@@ -388,8 +390,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     add_comfy_models(settings, args.comfy_models)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    from nodeflow.devices import parse_size
+    from nodeflow.devices import check_device_names, parse_size
     from nodeflow.models import ModelManager
+
+    if args.devices:
+        check_device_names(args.devices.split(","))  # a missing GPU is a usage error, now
 
     models = ModelManager(
         args.devices.split(",") if args.devices else None,

@@ -295,8 +295,7 @@ def read_graph_text(path: Path) -> str:
 
     where = Location(file=str(path))
     try:
-        if not os.path.isfile(path):
-            _no_file(path)
+        check_graph_path(path)
         with open(path, "rb") as fh:
             head = fh.read(8)
         if head == b"\x89PNG\r\n\x1a\n":
@@ -321,15 +320,20 @@ def read_graph_text(path: Path) -> str:
                              hint="A graph file is JSON text, or a PNG written by image.Save.") from None
 
 
-def _no_file(path: Path) -> None:
-    """Raise the error saying why ``path`` cannot be opened as a graph file."""
+def check_graph_path(path: str | Path) -> None:
+    """Raise GraphFileError unless ``path`` is a regular file: missing, a folder, a FIFO (whose
+    reading would hang) or a device (``/dev/zero`` never ends) are refused before opening."""
     from nodeflow.files import regular_file_problem
 
-    if not os.path.lexists(path) or (os.path.islink(path) and not os.path.exists(path)):
-        raise FileNotFoundError(path)
+    if os.path.isfile(path):
+        return
+    where = Location(file=str(path))
+    if not os.path.exists(path):
+        raise GraphFileError("file not found", location=where, hint="Check the path.")
     if os.path.isdir(path):
-        raise RefusedInput(f"{path} is a folder, not a graph file")
-    raise RefusedInput(regular_file_problem(Path(path)) or f"{path} is not a regular file")
+        raise GraphFileError(f"{path} is a folder, not a graph file", location=where)
+    raise GraphFileError(regular_file_problem(Path(path)) or f"{path} is not a regular file",
+                         location=where)
 
 
 def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph | None, list[Problem]]:
