@@ -1,0 +1,103 @@
+"""``nodeflow serve``: start the job server with uvicorn and say where it is and what it keeps."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from nodeflow.errors import UsageError
+
+DEFAULT_PORT = 8188
+"""ComfyUI's port, so its clients find nodeflow where they look by default."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``nodeflow serve`` (the CLI registers the subcommand and calls `cmd_serve`)."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; any other "
+                             "address requires a token)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument("--data", metavar="DIR", default=None,
+                        help="where the queue, history, inputs and outputs are kept (default: a "
+                             "per-user data folder)")
+    parser.add_argument("--token", default=None,
+                        help="access token every request must carry (default: none on loopback; "
+                             "generated and printed for any other address; NODEFLOW_TOKEN also sets it)")
+    parser.add_argument("--cors", metavar="ORIGIN", action="append", default=[],
+                        help="allow web pages from this origin to call the API (repeatable; default: none)")
+    parser.add_argument("--devices", metavar="LIST", default=None,
+                        help="compute devices, one worker each, e.g. cuda:0,cuda:1 (default: the GPUs "
+                             "found, else cpu)")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="on Ctrl-C, how long the running job may take to finish before it is "
+                             "put back in the queue (default: 30)")
+    parser.add_argument("--max-request-mb", type=float, default=8.0, metavar="MB",
+                        help="largest graph or prompt request (default: 8)")
+    parser.add_argument("--max-upload-mb", type=float, default=32.0, metavar="MB",
+                        help="largest uploaded picture (default: 32)")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("nodeflow", appauthor=False)) / "server"
+
+
+def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
+    """Run the server until Ctrl-C or SIGTERM (which drain it); returns the exit code."""
+    import uvicorn
+
+    from nodeflow.server.app import ServerConfig, create_app
+    from nodeflow.server.safety import Limits
+
+    token = args.token or os.environ.get("NODEFLOW_TOKEN") or None
+    generated = False
+    if token is None and not is_loopback(args.host):
+        token = secrets.token_urlsafe(24)
+        generated = True
+    if args.port < 0 or args.port > 65535:
+        raise UsageError(f"--port {args.port} is not a port number (0-65535)")
+    data_dir = Path(args.data).expanduser() if args.data else default_data_dir()
+    models = [Path(m).expanduser() for m in args.models]
+    env = os.environ.get("NODEFLOW_MODELS")
+    if env:
+        models += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    config = ServerConfig(data_dir=data_dir, registry=registry, models_dirs=models, token=token,
+                          cors=list(args.cors), limits=limits, drain_timeout=args.drain_timeout,
+                          devices=args.devices.split(",") if args.devices else None)
+    app = create_app(config)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"nodeflow server: http://{shown}:{args.port}  (API docs: /docs; ComfyUI clients: "
+          f"ws://{shown}:{args.port}/ws)", flush=True)
+    print(f"data: {data_dir}  (queue and history in jobs.sqlite3, pictures in input/ and output/)",
+          flush=True)
+    if token is not None:
+        source = "generated; pass --token to choose it" if generated else "as given"
+        print(f"token: {token}  ({source}; send it as 'Authorization: Bearer TOKEN' or ?token=)",
+              flush=True)
+    else:
+        print("listening on this machine only, without a token", flush=True)
+    logging.basicConfig(level=logging.INFO, format="nodeflow: %(message)s", stream=sys.stderr)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                           ws_max_size=config.limits.max_request_bytes,
+                                           timeout_graceful_shutdown=5))
+    server.run()
+    print("nodeflow server stopped", flush=True)
+    return 0
