@@ -105,6 +105,9 @@ def launch(file: str | None = None, *, screenshot: str | None = None, plugins: S
         return save_screenshot(window, Path(screenshot))
     window.show()
     window.offer_recovery()
+    from nodeflow.shutdown import install_qt_handlers
+
+    install_qt_handlers(app)  # Ctrl-C, SIGTERM, SIGHUP: cancel runs, exit 130/143/129
     return int(app.exec())  # type: ignore[attr-defined]
 
 

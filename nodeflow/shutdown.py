@@ -112,9 +112,11 @@ def cancel_on_signals(cancel: Callable[[], Any],
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
-def install_qt_handlers(app: Any, on_signal: Callable[[int], Any]) -> None:
+def install_qt_handlers(app: Any, on_signal: Callable[[int], Any] | None = None) -> None:
     """Let a Qt event loop react to SIGINT, SIGTERM and SIGHUP: ``on_signal(signum)`` is called
-    in the GUI thread (it should cancel runs and call ``app.exit(exit_code(signum))``).
+    in the GUI thread. The default cancels the run of every window (its ``runner``) and leaves
+    the event loop with `exit_code`, without closing the windows, so unsaved work stays in the
+    autosave and is offered back at the next start.
 
     Qt's loop runs in C++, where Python handlers never get a turn; a timer hands control to
     the interpreter a few times a second so they do."""
@@ -122,13 +124,15 @@ def install_qt_handlers(app: Any, on_signal: Callable[[int], Any]) -> None:
 
     if not _in_main_thread():
         return
+    if on_signal is None:
+        on_signal = _qt_cancel_and_exit(app)
     pending: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if pending:  # a second signal: stop now
             _raise_interrupted(signum, frame)
         pending.append(signum)
-        QTimer.singleShot(0, lambda: on_signal(signum))
+        QTimer.singleShot(0, lambda: on_signal(signum))  # type: ignore[misc]
 
     for sig in SIGNALS:
         signal.signal(sig, handler)
@@ -136,3 +140,14 @@ def install_qt_handlers(app: Any, on_signal: Callable[[int], Any]) -> None:
     timer.timeout.connect(lambda: None)
     timer.start(200)
     app._nodeflow_signal_timer = timer  # keep it alive with the app
+
+
+def _qt_cancel_and_exit(app: Any) -> Callable[[int], None]:
+    def stop(signum: int) -> None:
+        for widget in app.topLevelWidgets():
+            runner = getattr(widget, "runner", None)
+            if runner is not None and callable(getattr(runner, "cancel", None)):
+                runner.cancel()
+        app.exit(exit_code(signum))
+
+    return stop
