@@ -355,7 +355,7 @@ def _object_info(server: Server) -> dict[str, Any]:
                 options["multiline"] = True
             entry: list[Any] = [list(spec.choices) if spec.choices is not None
                                 else _TYPE_NAMES.get(type_name, type_name), options]
-            (required if spec.required else optional)[spec.name] = entry
+            (optional if spec.optional else required)[spec.name] = entry
         info[cls.id] = {
             "input": {"required": required, "optional": optional},
             "input_order": {"required": list(required), "optional": list(optional)},
