@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", help="pack name: lower-case, becomes the node id prefix")
     new.add_argument("--dir", default=".", help="parent folder (default: current folder)")
     plugin_sub.add_parser("docs", help="print the plugin API reference (Markdown)")
+
+    from nodeflow.server.main import add_arguments as add_serve_arguments
+
+    serve = sub.add_parser("serve", parents=[common], help="run the job server (HTTP, websocket, ComfyUI API)",
+                           description="Serve a persistent job queue over HTTP; see docs/server.md.")
+    add_serve_arguments(serve)
     return parser
 
 
@@ -133,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes,
                    "schema": cmd_schema, "plugins": cmd_plugins, "edit": cmd_edit,
-                   "plugin": cmd_plugin, "import": cmd_import}[args.command]
+                   "plugin": cmd_plugin, "import": cmd_import, "serve": cmd_serve}[args.command]
         return handler(args)
     except GraphInvalid as exc:
         _print_problems(exc.problems, getattr(args, "json", False), sys.stdout, sys.stderr)
@@ -352,6 +358,12 @@ def print_memory_report(models: Any, result: Any, out: TextIO) -> None:
     from nodeflow.models import memory_report
 
     print(memory_report(models, result.ran), file=out, end="")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from nodeflow.server.main import cmd_serve as serve
+
+    return serve(args, _registry(args))
 
 
 def cmd_plugin(args: argparse.Namespace) -> int:
