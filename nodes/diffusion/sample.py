@@ -144,6 +144,34 @@ def _hint_tensor(image: Any, width: int, height: int, batch: int, cfg: bool, dty
     return torch.cat([t] * 2) if cfg else t
 
 
+def sampler_estimate(values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                     latent_socket: str) -> MemoryEstimate | None:
+    """A sampler's memory need: the UNet and the ControlNets on `positive`, resident together,
+    and the denoising activations at the latent's size (see the module docstring)."""
+    model = upstream.get("model")
+    if model is None:
+        return None
+    positive = upstream.get("positive")
+    controlnets = dict(positive.models) if positive is not None else {}
+    models = {**model.models, **controlnets}
+    latent = upstream.get(latent_socket)
+    dims = latent.dims() if latent is not None else None
+    if dims is None:
+        return MemoryEstimate(models)
+    width, height, batch = dims
+    cfg = values.get("cfg")
+    guided = not isinstance(cfg, int | float) or cfg > 1.0  # linked: assume guidance
+    scale = int(model.info.get("latent_scale", 8))
+    cells = (width // scale) * (height // scale) * batch * (2 if guided else 1)
+    activations = (UNET_ACTIVATION_FACTOR * int(model.info.get("channels", 320)) * cells
+                   * int(model.info.get("itemsize", 4)))
+    activations += activations * len(controlnets) // 2
+    return MemoryEstimate(
+        models, activations,
+        outputs={"latent": ValueEstimate(info={"width": width, "height": height, "batch": batch})},
+        note=f"{width}×{height}, batch {batch}{' with guidance' if guided else ''}")
+
+
 class Sample(Node):
     """Denoise a latent with classifier-free guidance: text-to-image from an empty latent,
     image-to-image from an encoded one (denoise below 1), inpainting from a masked one."""
@@ -188,28 +216,7 @@ class Sample(Node):
                         ctx: EstimateContext) -> MemoryEstimate | None:
         """The UNet and the ControlNets on `positive`, resident together, and the denoising
         activations at the latent's size (see the module docstring)."""
-        model = upstream.get("model")
-        if model is None:
-            return None
-        positive = upstream.get("positive")
-        controlnets = dict(positive.models) if positive is not None else {}
-        models = {**model.models, **controlnets}
-        latent = upstream.get("latent")
-        dims = latent.dims() if latent is not None else None
-        if dims is None:
-            return MemoryEstimate(models)
-        width, height, batch = dims
-        cfg = values.get("cfg")
-        guided = not isinstance(cfg, int | float) or cfg > 1.0  # linked: assume guidance
-        scale = int(model.info.get("latent_scale", 8))
-        cells = (width // scale) * (height // scale) * batch * (2 if guided else 1)
-        activations = (UNET_ACTIVATION_FACTOR * int(model.info.get("channels", 320)) * cells
-                       * int(model.info.get("itemsize", 4)))
-        activations += activations * len(controlnets) // 2
-        return MemoryEstimate(
-            models, activations,
-            outputs={"latent": ValueEstimate(info={"width": width, "height": height, "batch": batch})},
-            note=f"{width}×{height}, batch {batch}{' with guidance' if guided else ''}")
+        return sampler_estimate(values, upstream, "latent")
 
     def run(self, ctx: RunContext, model: DiffusionModel, positive: Conditioning,
             negative: Conditioning, latent: Latent, seed: int, steps: int, cfg: float,

@@ -107,15 +107,58 @@ class ControlHint:
 
 @dataclass(frozen=True, eq=False)
 class Conditioning:
-    """Prompt embeddings (1, tokens, dim), SDXL's pooled embedding, and ControlNet hints."""
+    """Prompt embeddings (1, tokens, dim), SDXL's pooled embedding, and ControlNet hints.
+
+    Regional prompting (as ComfyUI applies it in the sampler): ``area`` limits where the
+    prompt acts to a box of the picture, ``mask`` to the parts of a mask, each weighted
+    by its strength; ``percent_range`` limits it to a stretch of the sampling. A
+    conditioning combined with others carries them in ``others``: the sampler averages the
+    predictions of every entry, weighted by area and strength. `entries` lists them all.
+    """
 
     embeds: Any
     family: str
     pooled: Any = None
     hints: tuple[ControlHint, ...] = ()
+    area: tuple[int, int, int, int] | None = None
+    """(x, y, width, height) in pixels of the picture; None: all of it."""
+    strength: float = 1.0
+    """Weight of this entry's prediction where its area (or mask) overlaps others."""
+    mask: Any = None
+    """Float tensor (batch or 1, height, width) in [0, 1] of any size (resized to the latent)."""
+    mask_strength: float = 1.0
+    mask_bounds: bool = False
+    """Run the model only on the mask's bounding box (ComfyUI's set_cond_area 'mask bounds')."""
+    percent_range: tuple[float, float] = (0.0, 1.0)
+    """The fractions of the sampling (0: the start) between which this entry acts."""
+    others: tuple[Conditioning, ...] = ()
+    """Further entries combined with this one (ConditioningCombine)."""
 
     def with_hint(self, hint: ControlHint) -> Conditioning:
-        return replace(self, hints=(*self.hints, hint))
+        """Attach a ControlNet hint to every entry."""
+        return replace(self, hints=(*self.hints, hint),
+                       others=tuple(o.with_hint(hint) for o in self.others))
+
+    def entries(self) -> tuple[Conditioning, ...]:
+        """Every entry: this one (without its ``others``), then the combined ones."""
+        if not self.others:
+            return (self,)
+        return (replace(self, others=()), *self.others)
+
+    @staticmethod
+    def of_entries(entries: tuple[Conditioning, ...]) -> Conditioning:
+        """One conditioning made of these entries (each without ``others``)."""
+        return replace(entries[0], others=tuple(entries[1:]))
+
+    def map_entries(self, change: Any) -> Conditioning:
+        """A new conditioning with ``change(entry)`` applied to every entry."""
+        return Conditioning.of_entries(tuple(change(e) for e in self.entries()))
+
+    @property
+    def is_regional(self) -> bool:
+        """True when combined, or limited to an area, a mask or part of the sampling."""
+        return any(e.area is not None or e.mask is not None or e.percent_range != (0.0, 1.0)
+                   or e.others for e in (self, *self.others))
 
 
 @dataclass(frozen=True, eq=False)
