@@ -18,8 +18,9 @@ PICTURE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 """The only formats nodeflow opens. Pillow picks a decoder by a file's content, not its name,
 and some decoders run external programs (EPS hands the file to Ghostscript): an allow-list
 keeps a picture from being anything else."""
-MAX_PICTURE_PIXELS = 16384 * 16384
-"""Pixels in the largest picture nodeflow opens (the largest size its nodes make)."""
+MAX_PICTURE_PIXELS = 16384 * 8192
+"""Pixels in the largest picture nodeflow opens (below Pillow's own decompression-bomb limit,
+so every refusal carries the same message)."""
 FORMAT_NAMES = "PNG, JPEG, WebP, TIFF or BMP"
 
 
@@ -67,7 +68,12 @@ def open_picture(path: str | os.PathLike[str]) -> Image.Image:
     except RefusedInput:
         raise
     except Image.DecompressionBombError as exc:
-        raise RefusedInput(f"the picture has too many pixels ({exc})", location=where,
+        import re
+
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise RefusedInput(f"the picture has {count}, more than the {MAX_PICTURE_PIXELS:,} "
+                           "nodeflow opens", location=where,
                            hint="Scale it down with another program first.") from None
     except UnidentifiedImageError:
         what = f"a {kind} file" if kind else "not a picture nodeflow can read"
