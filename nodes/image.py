@@ -1,4 +1,5 @@
-"""Image nodes: load, save, resize, crop, blend, invert (Pillow and numpy; no torch)."""
+"""Image nodes: load, save, resize, crop, blend, invert (Pillow and numpy), and ComfyUI's
+ImageScale/ImageScaleBy (torch, imported only when they run)."""
 
 from __future__ import annotations
 
@@ -175,6 +176,82 @@ class ResizeBy(Node):
         height, width = image.shape[1:3]
         new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
         return resize_array(image, new_w, new_h, method)
+
+
+IMAGE_SCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
+
+
+def scale_array(image: Any, width: int, height: int, method: str, crop: str) -> Any:
+    """Resize an IMAGE batch as ComfyUI's ImageScale does (torch interpolation; lanczos on 8-bit)."""
+    import numpy as np
+    import torch
+
+    from nodeflow.nodes.diffusion.resample import resize
+
+    t = torch.from_numpy(np.ascontiguousarray(np.asarray(image, dtype=np.float32))).movedim(-1, 1)
+    out = resize(t, width, height, method, crop).movedim(1, -1).contiguous().numpy()
+    return out.astype(np.float32, copy=False)
+
+
+def _scale_problems(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:
+    if values.get("crop") == "center" and 0 in (values.get("width"), values.get("height")):
+        yield "crop", "crop 'center' needs both width and height; 0 already keeps the aspect ratio"
+
+
+class ImageScale(Node):
+    """Resize images to a size (ComfyUI's ImageScale). Width or height 0 follows the other,
+    keeping the aspect ratio; crop 'center' cuts to the new aspect ratio first."""
+
+    id = "image.ImageScale"
+    category = "image"
+    inputs = (
+        Input("image", IMAGE, "The images to resize."),
+        Input("upscale_method", STRING, "Interpolation.", default="nearest-exact",
+              choices=IMAGE_SCALE_METHODS),
+        Input("width", INT, "New width in pixels (0: keep the aspect ratio).", default=512, min=0,
+              max=16384),
+        Input("height", INT, "New height in pixels (0: keep the aspect ratio).", default=512, min=0,
+              max=16384),
+        Input("crop", STRING, "center: cut to the new aspect ratio first.", default="disabled",
+              choices=("disabled", "center")),
+    )
+    outputs = (Output("image", IMAGE, "The resized images."),)
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        yield from _scale_problems(values)
+
+    def run(self, ctx: RunContext, image: Any, upscale_method: str, width: int, height: int,
+            crop: str) -> Any:
+        from nodeflow.nodes.diffusion.resample import keep_aspect
+
+        for socket, message in _scale_problems({"width": width, "height": height, "crop": crop}):
+            raise NodeInputError(socket or "crop", message)
+        old_h, old_w = image.shape[1:3]
+        width, height = keep_aspect(width, height, int(old_w), int(old_h), 1)
+        return scale_array(image, width, height, upscale_method, crop)
+
+
+class ImageScaleBy(Node):
+    """Scale images by a factor (ComfyUI's ImageScaleBy)."""
+
+    id = "image.ImageScaleBy"
+    category = "image"
+    inputs = (
+        Input("image", IMAGE, "The images to scale."),
+        Input("upscale_method", STRING, "Interpolation.", default="nearest-exact",
+              choices=IMAGE_SCALE_METHODS),
+        Input("scale_by", FLOAT, "The factor.", default=1.0, min=0.01, max=8.0, step=0.01),
+    )
+    outputs = (Output("image", IMAGE, "The scaled images."),)
+
+    def run(self, ctx: RunContext, image: Any, upscale_method: str, scale_by: float) -> Any:
+        old_h, old_w = image.shape[1:3]
+        width, height = round(int(old_w) * scale_by), round(int(old_h) * scale_by)
+        if width < 1 or height < 1:
+            raise NodeInputError("scale_by", f"scale_by {scale_by} shrinks the {old_w}×{old_h} "
+                                 "image to nothing", hint="Use a larger factor.")
+        return scale_array(image, width, height, upscale_method, "disabled")
 
 
 class Crop(Node):

@@ -8,12 +8,20 @@ Nothing here imports torch until a node runs.
 
 from nodeflow.nodes.diffusion.conditioning import ApplyControlNet, TextEncode
 from nodeflow.nodes.diffusion.ksampler import KSampler, KSamplerAdvanced
-from nodeflow.nodes.diffusion.latent import EmptyLatent, SetLatentMask, VAEDecode, VAEEncode
+from nodeflow.nodes.diffusion.latent import (
+    EmptyLatent,
+    LatentUpscale,
+    LatentUpscaleBy,
+    SetLatentMask,
+    VAEDecode,
+    VAEEncode,
+)
 from nodeflow.nodes.diffusion.loaders import LoadCheckpoint, LoadControlNet, LoadVAE
 from nodeflow.nodes.diffusion.lora import LoadLoRA
 from nodeflow.nodes.diffusion.sample import Sample
 
 NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyControlNet, EmptyLatent,
          VAEEncode, VAEDecode, SetLatentMask, Sample, KSampler, KSamplerAdvanced]
+NODES += [LatentUpscale, LatentUpscaleBy]
 
 __all__ = [cls.__name__ for cls in NODES]

@@ -1,4 +1,4 @@
-"""Latent nodes: empty latents, VAE encode/decode (with a tiled mode), inpainting masks.
+"""Latent nodes: empty latents, VAE encode/decode (with a tiled mode), inpainting masks, resizing.
 
 Memory estimates (before a run): encoding or decoding W×H pixels keeps about
 ``VAE_ACTIVATION_FACTOR`` feature maps of the VAE's full-resolution width alive at
@@ -16,9 +16,10 @@ from typing import Any
 
 from nodeflow.errors import NodeInputError
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.nodes.diffusion.resample import CROPS, LATENT_METHODS, keep_aspect
 from nodeflow.nodes.diffusion.types import LATENT, VAE, Autoencoder, EncodedImage, Latent
 from nodeflow.settings import Settings
-from nodeflow.types import BOOL, IMAGE, INT, MASK
+from nodeflow.types import BOOL, FLOAT, IMAGE, INT, MASK, STRING
 
 MULTIPLE = 8
 VAE_ACTIVATION_FACTOR = 12
@@ -263,3 +264,89 @@ class SetLatentMask(Node):
                                  f"is {latent.width}×{latent.height}",
                                  hint="Resize the mask to the picture's size.")
         return replace(latent, mask=arr)
+
+
+def latent_scale(latent: Latent) -> int:
+    """Pixels per latent cell: from the samples when there are any, else the usual 8."""
+    if latent.samples is not None and latent.samples.shape[-1]:
+        return max(1, latent.width // int(latent.samples.shape[-1]))
+    return MULTIPLE
+
+
+def resized_latent(latent: Latent, width: int, height: int, method: str, crop: str) -> Latent:
+    """The latent at width×height pixels. An empty latent just changes size; samples are resized
+    (the encoded picture and any inpainting mask are dropped: they no longer fit)."""
+    from nodeflow.nodes.diffusion.resample import resize
+
+    if latent.is_empty:
+        return replace(latent, width=width, height=height)
+    scale = latent_scale(latent)
+    samples = resize(latent.samples, width // scale, height // scale, method, crop)
+    return replace(latent, width=width, height=height, samples=samples, encoded=None, mask=None)
+
+
+def _upscale_problems(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:
+    for name in ("width", "height"):
+        value = values.get(name)
+        if isinstance(value, int) and value % MULTIPLE:
+            lower = value - value % MULTIPLE
+            yield name, (f"{name} {value} is not divisible by {MULTIPLE}; latents have one cell per "
+                         f"{MULTIPLE} pixels. Use {lower or MULTIPLE} or {lower + MULTIPLE} (0 keeps "
+                         "the aspect ratio)")
+    if values.get("crop") == "center" and 0 in (values.get("width"), values.get("height")):
+        yield "crop", "crop 'center' needs both width and height; 0 already keeps the aspect ratio"
+
+
+class LatentUpscale(Node):
+    """Resize latents to a size in pixels (ComfyUI's LatentUpscale): the middle step of a two-pass
+    "hires fix". Width or height 0 follows the other, keeping the aspect ratio."""
+
+    id = "diffusion.LatentUpscale"
+    category = "diffusion/latent"
+    inputs = (
+        Input("latent", LATENT, "The latents to resize (e.g. from a first sampler)."),
+        Input("upscale_method", STRING, "How latent cells are interpolated; bislerp keeps the "
+              "latents' statistics best.", default="nearest-exact", choices=LATENT_METHODS),
+        Input("width", INT, "New width in pixels (a multiple of 8; 0: keep the aspect ratio).",
+              default=1024, min=0, max=16384, step=8),
+        Input("height", INT, "New height in pixels (a multiple of 8; 0: keep the aspect ratio).",
+              default=1024, min=0, max=16384, step=8),
+        Input("crop", STRING, "center: cut the latents to the new aspect ratio first.",
+              default="disabled", choices=CROPS),
+    )
+    outputs = (Output("latent", LATENT, "The resized latents."),)
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        yield from _upscale_problems(values)
+
+    def run(self, ctx: RunContext, latent: Latent, upscale_method: str, width: int, height: int,
+            crop: str) -> Any:
+        for socket, message in _upscale_problems({"width": width, "height": height, "crop": crop}):
+            raise NodeInputError(socket or "width", message)
+        width, height = keep_aspect(width, height, latent.width, latent.height, MULTIPLE)
+        return resized_latent(latent, width, height, upscale_method, crop)
+
+
+class LatentUpscaleBy(Node):
+    """Scale latents by a factor (ComfyUI's LatentUpscaleBy); the size is rounded to whole latent
+    cells."""
+
+    id = "diffusion.LatentUpscaleBy"
+    category = "diffusion/latent"
+    inputs = (
+        Input("latent", LATENT, "The latents to scale."),
+        Input("upscale_method", STRING, "How latent cells are interpolated.",
+              default="nearest-exact", choices=LATENT_METHODS),
+        Input("scale_by", FLOAT, "The factor.", default=1.5, min=0.01, max=8.0, step=0.01),
+    )
+    outputs = (Output("latent", LATENT, "The scaled latents."),)
+
+    def run(self, ctx: RunContext, latent: Latent, upscale_method: str, scale_by: float) -> Any:
+        scale = latent_scale(latent)
+        cells_w = round(latent.width // scale * scale_by)
+        cells_h = round(latent.height // scale * scale_by)
+        if cells_w < 1 or cells_h < 1:
+            raise NodeInputError("scale_by", f"scale_by {scale_by} shrinks the {latent.width}×"
+                                 f"{latent.height} latent to nothing", hint="Use a larger factor.")
+        return resized_latent(latent, cells_w * scale, cells_h * scale, upscale_method, "disabled")
