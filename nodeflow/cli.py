@@ -201,7 +201,14 @@ def load_graph_file(path: str, registry: Any) -> Any:
     from nodeflow.graph import check_graph_path
 
     check_graph_path(path)  # a FIFO or a device is refused before anything opens it
-    return load_graph_any(path, registry)
+    try:
+        return load_graph_any(path, registry)
+    except ValueError as exc:  # content no reader classified, e.g. a 5000-digit number
+        from nodeflow.errors import GraphFileError
+        from nodeflow.graph import json_value_error
+
+        raise GraphFileError(f"malformed JSON: {json_value_error(exc)}",
+                             location=Location(file=path)) from None
 
 
 def apply_overrides(graph: Any, registry: Any, overrides: list[str]) -> None:

@@ -31,13 +31,20 @@ class Location:
                     where += f":{self.column}"
             parts.append(where)
         if self.node:
-            node = f"node '{self.node}'"
+            node = f"node '{_printable(self.node)}'"
             if self.node_type:
-                node += f" ({self.node_type})"
+                node += f" ({_printable(self.node_type)})"
             parts.append(node)
         if self.socket:
-            parts.append(f"socket '{self.socket}'")
+            parts.append(f"socket '{_printable(self.socket)}'")
         return ", ".join(parts)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped: ids from a file must not drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class NodeflowError(Exception):

@@ -349,9 +349,7 @@ def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph |
         return None, [Problem("json", "malformed JSON: nested too deeply", Location(file=fname))]
     except ValueError as exc:
         # Python refuses to convert integers of more than 4300 digits (a denial-of-service guard).
-        why = ("a number in the file has more than 4300 digits; no input takes a number that long"
-               if "digits" in str(exc) else _first_line(exc))
-        return None, [Problem("json", f"malformed JSON: {why}", Location(file=fname))]
+        return None, [Problem("json", f"malformed JSON: {json_value_error(exc)}", Location(file=fname))]
     graph, problems = parse_graph_data(data, fname)
     return graph, duplicates + problems
 
@@ -376,7 +374,10 @@ def _object_without_duplicates(found: list[Problem], file: str | None) -> Callab
     return hook
 
 
-def _first_line(exc: BaseException) -> str:
+def json_value_error(exc: ValueError) -> str:
+    """What a ValueError from ``json.loads`` (other than a syntax error) means for a user."""
+    if "digits" in str(exc):  # Python's guard against converting huge integers
+        return "a number in the file has more than 4300 digits; no input takes a number that long"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
