@@ -192,12 +192,12 @@ class RaySweep:
 
         sink: SweepSink = on_event or (lambda e: None)
         cancel = cancel or CancelToken()
-        store, todo, result = start_sweep(self.settings.out_dir, graph, jobs, outputs, sink)
         # The driver needs the input pictures (they travel with the jobs), not the models:
         # those must exist where the workers run, and the workers check for them.
-        validate_jobs(self.registry, self.settings, todo,
-                      skip_codes=lambda p: p.code == "missing_file" and _is_model_input(
-                          self.registry, graph, p))
+        store, todo, result = start_sweep(
+            self.settings.out_dir, graph, jobs, outputs, sink,
+            lambda todo: validate_jobs(self.registry, self.settings, todo, skip_codes=lambda p: (
+                p.code == "missing_file" and _is_model_input(self.registry, graph, p))))
         if not todo:
             return result
         self.start_workers(sink)

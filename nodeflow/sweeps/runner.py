@@ -149,10 +149,14 @@ def node_event_json(event: ev.Event) -> dict[str, Any] | None:
 
 
 def start_sweep(out_dir: Path, graph: Graph, jobs: list[Job], outputs: list[str] | None,
-                on_event: SweepSink) -> tuple[SweepStore, list[PreparedJob], SweepResult]:
-    """The common start of a local or a Ray sweep: what is left to do, announced."""
+                on_event: SweepSink, check: Callable[[list[PreparedJob]], None]
+                ) -> tuple[SweepStore, list[PreparedJob], SweepResult]:
+    """The common start of a local or a Ray sweep: what is left to do, checked by ``check``
+    (which raises on a problem, before anything is written), then announced."""
     store = SweepStore(out_dir)
     todo, done = prepare_jobs(graph, jobs, outputs, store)
+    check(todo)
+    store.clear_staging()
     result = SweepResult(total=len(jobs), skipped=[p.job.name for p in done])
     on_event(SweepEvent("sweep_started", data={"jobs": len(jobs), "to_run": len(todo),
                                                 "complete": len(done)}))
@@ -167,8 +171,9 @@ def run_local(executor: Any, graph: Graph, jobs: list[Job], out_dir: Path, *,
     """Run the jobs one after another on ``executor``; skip those a previous run completed."""
     sink: SweepSink = on_event or (lambda e: None)
     cancel = cancel or ev.CancelToken()
-    store, todo, result = start_sweep(out_dir, graph, jobs, outputs, sink)
-    validate_jobs(executor.registry, executor.settings, todo)
+    store, todo, result = start_sweep(
+        out_dir, graph, jobs, outputs, sink,
+        lambda todo: validate_jobs(executor.registry, executor.settings, todo))
     stats = result.workers.setdefault("local", WorkerStats("local", "this machine"))
     base = executor.settings
     for p in todo:

@@ -100,6 +100,10 @@ class SweepStore:
             os.fsync(f.fileno())
         return moved
 
+    def clear_staging(self) -> None:
+        """Remove whatever an interrupted run left half-written: none of it counts."""
+        shutil.rmtree(self.out_dir / STAGING, ignore_errors=True)
+
     def discard(self, job: str) -> None:
         """Forget a job's staged files (it failed or was cancelled)."""
         shutil.rmtree(self.out_dir / STAGING / job, ignore_errors=True)
