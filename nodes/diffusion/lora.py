@@ -5,7 +5,8 @@ the UNet and text encoders are copied module by module with their weight
 tensors shared, the adapter is injected into the copy, and the weights of every
 adapter in the chain are set as diffusers' ``set_adapters`` sets them. Both the
 diffusers/peft key layout and kohya's (``lora_unet_...``) are read, by diffusers'
-own conversion.
+own conversion. LyCORIS files (LoHa, LoKr) are merged into copied layers instead
+(``lycoris.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nodeflow.nodes.diffusion.files import (
     load_safetensors,
     resolve,
 )
+from nodeflow.nodes.diffusion.lycoris import apply_lycoris, is_lycoris
 from nodeflow.nodes.diffusion.types import CLIP, FAMILY_NAMES, MODEL, DiffusionModel, TextEncoders
 from nodeflow.settings import Settings
 from nodeflow.types import FLOAT, STRING
@@ -76,14 +78,21 @@ def _cross_attention_width(state_dict: Mapping[str, Any]) -> int | None:
     return None
 
 
+def _capped(exc: BaseException, limit: int = 400) -> str:
+    """A library's message, cut short: some list every key of the file (tens of thousands of
+    characters)."""
+    text = str(exc)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
 def _converted(lora: LoraFile, family: str, unet: Any) -> tuple[dict[str, Any], Any]:
     mixin = _loader_mixin(family)
     kwargs = {"unet_config": unet.config} if family == "sdxl" else {}
     try:
         state_dict, alphas = mixin.lora_state_dict(dict(lora.tensors), **kwargs)
     except (ValueError, KeyError, RuntimeError) as exc:
-        raise NodeInputError("path", f"{lora.name} is not a LoRA nodeflow can read: {exc}",
-                             hint="Use a LoRA in the diffusers/peft or kohya layout.") from None
+        raise NodeInputError("path", f"{lora.name} is not a LoRA nodeflow can read: {_capped(exc)}",
+                             hint="Use a LoRA in the diffusers/peft, kohya or LyCORIS layout.") from None
     if not state_dict or not all("lora" in key for key in state_dict):
         raise NodeInputError("path", f"{lora.name} is not a LoRA (its tensors are not LoRA weights)",
                              hint="Load checkpoints with LoadCheckpoint and VAEs with LoadVAE.")
@@ -94,6 +103,9 @@ def apply_lora(model: DiffusionModel, clip: TextEncoders, lora: LoraFile, streng
                strength_clip: float) -> tuple[DiffusionModel, TextEncoders]:
     """New model and clip values with the LoRA added to the adapters they already carry."""
     from diffusers.utils.peft_utils import set_weights_and_activate_adapters
+
+    if is_lycoris(lora.tensors):
+        return apply_lycoris(model, clip, lora.name, lora.tensors, strength_model, strength_clip)
 
     state_dict, alphas = _converted(lora, model.family, model.unet)
     width = _cross_attention_width(state_dict)
@@ -110,7 +122,7 @@ def apply_lora(model: DiffusionModel, clip: TextEncoders, lora: LoraFile, streng
     try:
         mixin.load_lora_into_unet(state_dict, alphas, unet=unet, adapter_name=name)
     except (ValueError, RuntimeError, KeyError) as exc:
-        raise NodeInputError("path", f"{lora.name} does not fit this model: {exc}",
+        raise NodeInputError("path", f"{lora.name} does not fit this model: {_capped(exc)}",
                              hint="Use a LoRA trained for the checkpoint's family.") from None
     unet_adapters = model.adapters
     touched = _has_adapter(unet, name)
@@ -132,7 +144,7 @@ def apply_lora(model: DiffusionModel, clip: TextEncoders, lora: LoraFile, streng
             mixin.load_lora_into_text_encoder(state_dict, alphas, text_encoder=te, prefix=prefix,
                                               adapter_name=name)
         except (ValueError, RuntimeError, KeyError) as exc:
-            raise NodeInputError("path", f"{lora.name} does not fit this text encoder: {exc}",
+            raise NodeInputError("path", f"{lora.name} does not fit this text encoder: {_capped(exc)}",
                                  hint="Use a LoRA trained for the checkpoint's family.") from None
         if _has_adapter(te, name):
             touched = True
@@ -162,7 +174,7 @@ class LoadLoRA(Node):
         Input("model", MODEL, "The model to adapt."),
         Input("clip", CLIP, "The text encoder(s) to adapt."),
         Input("path", STRING, "The LoRA: a name in the models folder's loras/ or an absolute path "
-              "(.safetensors, diffusers/peft or kohya layout).", path_kind="loras"),
+              "(.safetensors: diffusers/peft, kohya or LyCORIS LoHa/LoKr layout).", path_kind="loras"),
         Input("strength_model", FLOAT, "Strength on the UNet (0: off, 1: as trained).", default=1.0,
               min=-10.0, max=10.0, step=0.05),
         Input("strength_clip", FLOAT, "Strength on the text encoder(s).", default=1.0, min=-10.0,
