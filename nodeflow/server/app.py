@@ -176,8 +176,8 @@ class Server:
         if len(data) > self.config.limits.max_upload_bytes:
             raise ApiError(413, f"the upload is larger than {self.config.limits.max_upload_bytes:,} bytes",
                            type_="too_large")
-        base = Path(name or "").name
-        if not safe_file_name(base):
+        base = name or ""
+        if not safe_file_name(base) or Path(base).name != base:
             raise ApiError(400, f"'{name}' is not a plain file name (letters, digits, spaces, "
                            "'.', '_', '-', '(', ')')", type_="path")
         if subfolder:

@@ -14,7 +14,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nodeflow.server.safety import ApiError, Limits
+from nodeflow.server.safety import Limits
 
 Scope = dict[str, Any]
 ASGIApp = Any
@@ -134,15 +134,26 @@ class BodyLimit:
                           f"server accepts at most {limit:,}")
             return
         received = 0
+        exceeded = False
 
         async def counting_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise ApiError(413, f"the {what} is larger than {limit:,} bytes, the most this "
-                                   "server accepts", type_="too_large")
+                    # The app sees the body end here; its answer is replaced by the 413 below.
+                    exceeded = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def replacing_send(message: dict[str, Any]) -> None:
+            if not exceeded:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _refuse(scope, send, 413, "too_large",
+                              f"the {what} is larger than {limit:,} bytes, the most this server accepts")
+
+        await self.app(scope, counting_receive, replacing_send)

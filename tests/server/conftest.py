@@ -78,7 +78,8 @@ def start_server(data: Path, *, token: str | None = None, host: str = "127.0.0.1
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}:\n{server.output()}")
         try:
-            if httpx.get(f"{server.url}/api/health", headers=headers, timeout=2).status_code == 200:
+            # 401: up, and asking for the token it generated (the test reads it from the output).
+            if httpx.get(f"{server.url}/api/health", headers=headers, timeout=2).status_code in (200, 401):
                 return server
         except httpx.HTTPError:
             pass
