@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from nodeflow.nodes.diffusion.types import (
 )
 from nodeflow.settings import Settings
 from nodeflow.types import STRING
+
+PREDICTIONS = ("auto", "epsilon", "v_prediction")
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +229,11 @@ class LoadCheckpoint(Node):
     category = "diffusion/loaders"
     inputs = (Input("path", STRING, "The checkpoint: a name in the models folder's checkpoints/ "
                     "(a diffusers folder or a .safetensors file) or an absolute path.",
-                    path_kind="checkpoints"),)
+                    path_kind="checkpoints"),
+              Input("prediction", STRING, "What the model predicts: auto (read from the checkpoint: its "
+                    "scheduler config, or for single files their metadata and, for SD 2.x, their "
+                    "weights), or epsilon / v_prediction to override a wrong guess.", default="auto",
+                    choices=PREDICTIONS))
     outputs = (
         Output("model", MODEL, "The denoising UNet with its scheduler configuration."),
         Output("clip", CLIP, "The text encoder(s) and tokenizer(s)."),
@@ -265,7 +271,7 @@ class LoadCheckpoint(Node):
         except (OSError, ValueError, KeyError, ModelError):
             return None
 
-    def run(self, ctx: RunContext, path: str) -> Any:
+    def run(self, ctx: RunContext, path: str, prediction: str = "auto") -> Any:
         dtype, vae_dtype = ctx.models.dtype("unet"), ctx.models.dtype("vae")
 
         def load(p: Path) -> Checkpoint:
@@ -276,7 +282,10 @@ class LoadCheckpoint(Node):
 
         ckpt = load_path_input(ctx, path, "checkpoints", "checkpoint", load,
                                "Check that it is a complete Stable Diffusion checkpoint.")
-        return {"model": ckpt.model, "clip": ckpt.clip, "vae": ckpt.vae}
+        model = ckpt.model
+        if prediction != "auto":  # a new value: the loaded checkpoint is shared by other runs
+            model = replace(model, scheduler_config={**model.scheduler_config, "prediction_type": prediction})
+        return {"model": model, "clip": ckpt.clip, "vae": ckpt.vae}
 
 
 def load_path_input(ctx: RunContext, path: str, kind: str, what: str,

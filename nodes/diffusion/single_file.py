@@ -118,13 +118,57 @@ def sidecar_folder(path: Path) -> Path | None:
     return folder if (folder / "model_index.json").is_file() else None
 
 
+SD2_PROBE = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+V_PREDICTION_STD = 0.09
+"""SD 2.x v-prediction models (768 px) were fine-tuned until this layer norm's bias spread out;
+the epsilon base models (512 px) keep it near zero. The same test ComfyUI applies."""
+
+
+def _probe_key(header: Mapping[str, Any]) -> str | None:
+    """The first transformer block's norm bias in the UNet's last output block with attention."""
+    if SD2_PROBE in header:
+        return SD2_PROBE
+    found = [k for k in header if k.startswith(UNET + "output_blocks.")
+             and k.endswith(".1.transformer_blocks.0.norm1.bias")]
+    return max(found, key=lambda k: int(k[len(UNET + "output_blocks."):].split(".")[0]), default=None)
+
+
+def prediction_type(path: Path, info: CheckpointInfo) -> tuple[str | None, str]:
+    """What a single file was trained to predict, and how that was found; None when the file does
+    not say (its family's usual prediction then applies)."""
+    header = safetensors_header(path, metadata=True)
+    meta = header.get("__metadata__") or {}
+    declared = str(meta.get("modelspec.prediction_type", "")).lower()
+    if declared in ("epsilon", "eps"):
+        return "epsilon", "the file's modelspec.prediction_type"
+    if declared in ("v", "v_prediction", "v-prediction"):
+        return "v_prediction", "the file's modelspec.prediction_type"
+    if "v_pred" in header:
+        return "v_prediction", "the file's v_pred marker"
+    if info.family != "sd2":
+        return None, f"{FAMILY_NAMES[info.family]} models predict noise"
+    if info.in_channels != 4:
+        return "epsilon", "SD 2 inpainting models predict noise"
+    key = _probe_key(header)
+    if key is None:
+        return None, "the file has no output attention block to read"
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        spread = float(fh.get_tensor(key).float().std(unbiased=False))
+    kind = "v_prediction" if spread > V_PREDICTION_STD else "epsilon"
+    return kind, f"the spread of {key.removeprefix(UNET)} ({spread:.3f})"
+
+
 def _prepare_config(path: Path, info: CheckpointInfo, workdir: Path) -> Path:
     """The config folder for this file: its own, or the carried one adjusted to the file."""
     own = sidecar_folder(path)
     if own is not None:
         return own
     source = CONFIGS / FAMILY_CONFIGS[info.family]
-    if info.in_channels == 4:
+    prediction, _why = prediction_type(path, info)
+    carried = json.loads((source / "scheduler" / "scheduler_config.json").read_text())
+    if info.in_channels == 4 and prediction in (None, carried.get("prediction_type", "epsilon")):
         return source
     target = workdir / source.name
     shutil.copytree(source, target)
@@ -132,11 +176,9 @@ def _prepare_config(path: Path, info: CheckpointInfo, workdir: Path) -> Path:
     data = json.loads(unet_config.read_text())
     data["in_channels"] = info.in_channels
     unet_config.write_text(json.dumps(data))
-    if info.family == "sd2":  # SD 2 inpainting is an epsilon model, unlike SD 2.1 768
-        sched = target / "scheduler" / "scheduler_config.json"
-        data = json.loads(sched.read_text())
-        data["prediction_type"] = "epsilon"
-        sched.write_text(json.dumps(data))
+    if prediction is not None:
+        carried["prediction_type"] = prediction
+        (target / "scheduler" / "scheduler_config.json").write_text(json.dumps(carried))
     return target
 
 
