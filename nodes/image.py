@@ -3,7 +3,9 @@ ImageScale/ImageScaleBy (torch, imported only when they run)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import NodeInputError, RefusedInput
@@ -132,6 +134,64 @@ class Save(Node):
                                       inside=ctx.settings.out_dir)
             ctx.record_file(path)
             ctx.progress(i + 1, len(pictures))
+        return None
+
+
+PREVIEW_KEEP = 200
+"""Preview files kept per process; older ones are deleted, so a long-lived editor or server
+does not fill the temporary folder."""
+_preview_dir: Path | None = None
+_preview_lock = threading.Lock()
+
+
+def preview_folder() -> Path:
+    """This process's folder for preview pictures, in the system's temporary folder; removed
+    when the process exits."""
+    global _preview_dir
+    with _preview_lock:
+        if _preview_dir is None or not _preview_dir.is_dir():
+            import atexit
+            import shutil
+            import tempfile
+
+            _preview_dir = Path(tempfile.mkdtemp(prefix="nodeflow-preview-"))
+            atexit.register(shutil.rmtree, _preview_dir, True)
+        return _preview_dir
+
+
+def _prune_previews(folder: Path, keep: int) -> None:
+    files = sorted(folder.glob("*.png"), key=lambda p: p.stat().st_mtime_ns)
+    for old in files[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+class PreviewImage(Node):
+    """Show images in the editor without saving them: they are written only to a temporary
+    folder (deleted when nodeflow exits), never to the output folder."""
+
+    id = "image.PreviewImage"
+    category = "image"
+    output_node = True
+    inputs = (Input("image", IMAGE, "The images to show."),)
+    outputs = ()
+
+    def run(self, ctx: RunContext, image: Any) -> Any:
+        import io
+
+        from nodeflow.files import write_new_numbered
+        from nodeflow.imaging import image_to_pils
+
+        folder = preview_folder()
+        pictures = image_to_pils(image)
+        ctx.preview(image)
+        for i, picture in enumerate(pictures):
+            ctx.check_cancelled()
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG", compress_level=1)
+            ctx.record_file(write_new_numbered(folder, "preview", ".png", buffer.getvalue()))
+            ctx.progress(i + 1, len(pictures))
+        with _preview_lock:
+            _prune_previews(folder, PREVIEW_KEEP)
         return None
 
 

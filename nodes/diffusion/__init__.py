@@ -6,6 +6,7 @@ Modules: ``types`` (socket types and values), ``loaders`` (checkpoint, VAE, Cont
 Nothing here imports torch until a node runs.
 """
 
+from nodeflow.nodes.diffusion.batches import LatentComposite, LatentFromBatch, RepeatLatentBatch
 from nodeflow.nodes.diffusion.conditioning import ApplyControlNet, TextEncode
 from nodeflow.nodes.diffusion.ksampler import KSampler, KSamplerAdvanced
 from nodeflow.nodes.diffusion.latent import (
@@ -22,6 +23,6 @@ from nodeflow.nodes.diffusion.sample import Sample
 
 NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyControlNet, EmptyLatent,
          VAEEncode, VAEDecode, SetLatentMask, Sample, KSampler, KSamplerAdvanced]
-NODES += [LatentUpscale, LatentUpscaleBy]
+NODES += [LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch, RepeatLatentBatch]
 
 __all__ = [cls.__name__ for cls in NODES]

@@ -350,3 +350,20 @@ class LatentUpscaleBy(Node):
             raise NodeInputError("scale_by", f"scale_by {scale_by} shrinks the {latent.width}×"
                                  f"{latent.height} latent to nothing", hint="Use a larger factor.")
         return resized_latent(latent, cells_w * scale, cells_h * scale, upscale_method, "disabled")
+
+
+def _with_parameters(encoded: EncodedImage, pixels: Any, parameters: Any) -> EncodedImage:
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    return replace(encoded, pixels=pixels, dist=DiagonalGaussianDistribution(parameters))
+
+
+def encode_repeat(encoded: EncodedImage, times: int) -> EncodedImage:
+    """An encoded batch repeated ``times`` (pictures and the encoder's distribution)."""
+    return _with_parameters(encoded, encoded.pixels.repeat(times, 1, 1, 1),
+                            encoded.dist.parameters.repeat(times, 1, 1, 1))
+
+
+def encode_slice(encoded: EncodedImage, start: int, end: int) -> EncodedImage:
+    """Pictures start..end of an encoded batch."""
+    return _with_parameters(encoded, encoded.pixels[start:end], encoded.dist.parameters[start:end])

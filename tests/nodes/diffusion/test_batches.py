@@ -1,0 +1,105 @@
+"""Latent batches (RepeatLatentBatch, LatentFromBatch, LatentComposite) and PreviewImage.
+
+Formula tests on random latents; a picture test of graphs/latent_batches.json on the demo
+model (the pasted half shows the other prompt's colours, measured).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.nodes.diffusion import tiny
+from tests.nodes.diffusion.test_resize_latent import _latent, _run
+
+
+def test_repeat_latent_batch_repeats_the_whole_batch(registry):
+    import torch
+
+    latent = _latent(batch=2)
+    out = _run(registry, "diffusion.RepeatLatentBatch", {"latent": latent}, {"amount": 3})
+    assert out.batch == 6
+    assert torch.equal(out.samples, torch.cat([latent.samples] * 3))
+
+
+def test_latent_from_batch_takes_a_slice(registry):
+    import torch
+
+    from nodeflow.errors import NodeInputError
+
+    latent = _latent(batch=4)
+    out = _run(registry, "diffusion.LatentFromBatch", {"latent": latent}, {"batch_index": 1, "length": 2})
+    assert out.batch == 2 and torch.equal(out.samples, latent.samples[1:3])
+    tail = _run(registry, "diffusion.LatentFromBatch", {"latent": latent}, {"batch_index": 3, "length": 5})
+    assert tail.batch == 1 and torch.equal(tail.samples, latent.samples[3:])
+    with pytest.raises(NodeInputError) as err:
+        _run(registry, "diffusion.LatentFromBatch", {"latent": latent}, {"batch_index": 4, "length": 1})
+    assert err.value.socket == "batch_index"
+
+
+def test_latent_composite_pastes_and_feathers_inner_edges(registry):
+    import torch
+
+    dst = _latent(width=64, height=64, batch=1, seed=1)  # 8×8 cells
+    src = _latent(width=32, height=32, batch=1, seed=2)  # 4×4 cells
+    hard = _run(registry, "diffusion.LatentComposite", {"destination": dst, "source": src},
+                {"x": 16, "y": 8, "feather": 0})
+    expected = dst.samples.clone()
+    expected[:, :, 1:5, 2:6] = src.samples
+    assert torch.equal(hard.samples, expected)
+    assert torch.equal(dst.samples, _latent(width=64, height=64, batch=1, seed=1).samples)  # untouched
+
+    # at the right edge, pasted past the border: cropped, and only the inner (left, top,
+    # bottom) edges fade, over 2 cells: weights 1/2, then 1
+    soft = _run(registry, "diffusion.LatentComposite", {"destination": dst, "source": src},
+                {"x": 48, "y": 16, "feather": 16})
+    columns = torch.tensor([0.5, 1.0])
+    rows = torch.tensor([0.5, 1.0, 1.0, 0.5])
+    mask = rows[:, None] * columns[None, :]  # 4 rows × the 2 columns that fit
+    blended = src.samples[:, :, :, :2] * mask + dst.samples[:, :, 2:6, 6:8] * (1 - mask)
+    assert torch.allclose(soft.samples[:, :, 2:6, 6:8], blended, atol=1e-6)
+    assert torch.equal(soft.samples[:, :, :, :6], dst.samples[:, :, :, :6])
+
+
+def test_composite_outside_the_destination_is_a_located_error(registry):
+    from nodeflow.errors import NodeInputError
+    from nodeflow.graph import Graph
+    from nodeflow.validate import GraphValidator
+
+    dst, src = _latent(width=64, height=64, batch=1), _latent(width=32, height=32, batch=1)
+    with pytest.raises(NodeInputError) as err:
+        _run(registry, "diffusion.LatentComposite", {"destination": dst, "source": src},
+             {"x": 64, "y": 0, "feather": 0})
+    assert err.value.socket == "x" and "outside" in str(err.value)
+    graph = Graph()
+    graph.add_node("diffusion.EmptyLatent", "a", {"width": 64, "height": 64, "batch": 1})
+    graph.add_node("diffusion.LatentComposite", "paste", {"x": 12, "y": 0, "feather": 0})
+    graph.connect("a.latent", "paste.destination")
+    graph.connect("a.latent", "paste.source")
+    problems = GraphValidator(registry).validate(graph)
+    assert any(p.location.node == "paste" and p.location.socket == "x" and "multiple of 8" in p.message
+               for p in problems)
+
+
+def test_latent_batches_graph_and_preview(registry, tmp_path, torch_threads):
+    from nodeflow.nodes.image import preview_folder
+
+    graph = tiny.load_graph("latent_batches", circles={"steps": 10}, squares={"steps": 10},
+                            variations={"steps": 8})
+    result = tiny.run_graph(registry, graph, outputs=["preview", "save", "decode_composite", "decode"],
+                            out_dir=tmp_path)
+    composite = result.outputs["decode_composite"]["image"][0]
+    left, right = composite[:, :8].mean(axis=(0, 1)), composite[:, 48:].mean(axis=(0, 1))
+    assert left[2] > left[0] + 0.2  # the circle picture's blue background on the left
+    assert right[0] > right[2] + 0.2  # the red square's picture on the right
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert saved == ["variations_00001.png", "variations_00002.png", "variations_00003.png"]
+    variations = result.outputs["decode"]["image"]
+    assert variations.shape == (3, 64, 64, 3)
+    assert np.abs(variations[0] - variations[1]).max() > 0.05  # a different noise per copy
+    previews = [p for p in result.files if p.parent == preview_folder()]
+    assert len(previews) == 1 and previews[0].is_file()  # shown from the temporary folder only
+    from PIL import Image
+
+    shown = np.asarray(Image.open(previews[0]).convert("RGB"), dtype=np.float32) / 255
+    assert np.abs(shown - composite).max() <= 1 / 255 + 1e-6
