@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest graph or prompt request (default: 8)")
     parser.add_argument("--max-upload-mb", type=float, default=32.0, metavar="MB",
                         help="largest uploaded picture (default: 32)")
+
+
+def _uvicorn_server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, except that after Ctrl-C or SIGTERM has drained the server the process exits
+        normally instead of being killed by the signal again."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            signals = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def is_loopback(host: str) -> bool:
@@ -95,7 +122,7 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
     else:
         print("listening on this machine only, without a token", flush=True)
     logging.basicConfig(level=logging.INFO, format="nodeflow: %(message)s", stream=sys.stderr)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+    server = _uvicorn_server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            ws_max_size=config.limits.max_request_bytes,
                                            timeout_graceful_shutdown=5))
     server.run()
