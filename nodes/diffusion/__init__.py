@@ -19,10 +19,12 @@ from nodeflow.nodes.diffusion.latent import (
 )
 from nodeflow.nodes.diffusion.loaders import LoadCheckpoint, LoadControlNet, LoadVAE
 from nodeflow.nodes.diffusion.lora import LoadLoRA
+from nodeflow.nodes.diffusion.outpaint import ImagePadForOutpaint, VAEEncodeForInpaint
 from nodeflow.nodes.diffusion.sample import Sample
 
 NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyControlNet, EmptyLatent,
          VAEEncode, VAEDecode, SetLatentMask, Sample, KSampler, KSamplerAdvanced]
-NODES += [LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch, RepeatLatentBatch]
+NODES += [LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch, RepeatLatentBatch,
+          ImagePadForOutpaint, VAEEncodeForInpaint]
 
 __all__ = [cls.__name__ for cls in NODES]
