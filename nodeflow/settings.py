@@ -37,7 +37,8 @@ class Settings:
     """For an untrusted graph (from a PNG or a request): the only folders, besides the models
     folders, whose files its inputs may name. None: no restriction."""
     folders: dict[str, list[Path]] = field(default_factory=dict)
-    """Extra folders per kind, searched first (a ComfyUI user's extra_model_paths.yaml)."""
+    """Extra folders per kind, searched first (a ComfyUI user's extra_model_paths.yaml); for
+    pictures ("image"), searched last (ComfyUI's input/ folder)."""
 
     @classmethod
     def from_env(cls, models: list[str] | None = None, out_dir: str | None = None,
@@ -55,7 +56,7 @@ class Settings:
             dirs = [Path.cwd()]
             if self.base_dir is not None:
                 dirs.append(self.base_dir)
-            return dirs
+            return dirs + self.folders.get(kind, [])
         folders = KIND_FOLDERS.get(kind, (kind,))
         return [*self.folders.get(kind, []),
                 *(d / f for d in [*self.models_dirs, packaged_models_dir()] for f in folders)]
@@ -75,7 +76,8 @@ class Settings:
         """The folders input files may come from (None: anywhere): see ``allowed_dirs``."""
         if self.allowed_dirs is None:
             return None
-        return [*self.allowed_dirs, *self.models_dirs, packaged_models_dir()]
+        extra = [d for dirs in self.folders.values() for d in dirs]  # named by the user, as models_dirs
+        return [*self.allowed_dirs, *self.models_dirs, *extra, packaged_models_dir()]
 
     def refusal(self, path: Path) -> str | None:
         """Why an existing input file must not be read (not a regular file, outside the
