@@ -86,11 +86,13 @@ class Autoencoder:
 
 @dataclass(frozen=True, eq=False)
 class ControlNet:
-    """A ControlNetModel and its family."""
+    """A ControlNetModel (or a T2I-Adapter) and its family."""
 
     model: Any
     family: str
     source: str = ""
+    kind: str = "controlnet"
+    """'controlnet', or 't2i_adapter' for a T2IAdapter (features added inside the UNet's blocks)."""
 
 
 @dataclass(frozen=True, eq=False)
