@@ -42,12 +42,6 @@ def node_id_for(node: ComfyNode) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"{node.type}_{node.id}")
 
 
-def location(wf: Workflow, node: ComfyNode, socket: str | None = None) -> Location:
-    """Where in the ComfyUI file: the node's id, with its type and title as ComfyUI shows them."""
-    kind = f"ComfyUI {node.type}" + (f" '{node.title}'" if node.title and node.title != node.type else "")
-    return Location(wf.file, node.id, kind, socket)
-
-
 class WorkflowConverter:
     """Converts one `Workflow` to a nodeflow `Graph` with the node mapping table."""
 
@@ -59,7 +53,7 @@ class WorkflowConverter:
             n.id: widget_values(n.type, n.widgets) for n in wf.nodes.values()}
 
     def problem(self, code: str, message: str, node: ComfyNode | None = None, socket: str | None = None) -> None:
-        loc = location(self.wf, node, socket) if node is not None else Location(self.wf.file)
+        loc = node.location(self.wf.file, socket) if node is not None else Location(self.wf.file)
         self.problems.append(Problem(code, message, loc))
 
     # --- following links through what ComfyUI removes before running ----------------------

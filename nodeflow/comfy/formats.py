@@ -41,6 +41,11 @@ class ComfyNode:
     size: tuple[float, float] | None = None
     color: str | None = None
 
+    def location(self, file: str, socket: str | None = None) -> Location:
+        """Where the node is, as ComfyUI shows it: its id, with its type and title."""
+        kind = f"ComfyUI {self.type}" + (f" '{self.title}'" if self.title and self.title != self.type else "")
+        return Location(file, self.id, kind, socket)
+
     @property
     def label(self) -> str:
         """How a user finds the node in ComfyUI: its id, type and title."""
@@ -235,7 +240,7 @@ def parse_ui(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]:
             link = links.get(link_id)
             if link is None:
                 problems.append(Problem("comfy_link", f"input '{name}' refers to link {link_id}, which is "
-                                        "not in the workflow's links", Location(file, node.label, socket=name)))
+                                        "not in the workflow's links", node.location(file, name)))
                 continue
             node.links[name] = (link[0], link[1])
         node.output_types = [str(o.get("type", "")) if isinstance(o, dict) else "" for o in entry.get("outputs") or []]
@@ -244,7 +249,7 @@ def parse_ui(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]:
         for name, (src, _slot) in list(node.links.items()):
             if src not in wf.nodes:
                 problems.append(Problem("comfy_link", f"input '{name}' is linked from node {src}, which is "
-                                        "not in the workflow", Location(file, node.label, socket=name)))
+                                        "not in the workflow", node.location(file, name)))
                 del node.links[name]
     for group in data.get("groups") or []:
         if isinstance(group, dict):
@@ -271,7 +276,7 @@ def parse_api(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]
         node = ComfyNode(id=node_id, type=entry["class_type"], title=title, widgets={})
         inputs = entry.get("inputs") or {}
         if not isinstance(inputs, dict):
-            problems.append(Problem("comfy_format", "'inputs' must be an object", Location(file, node.label)))
+            problems.append(Problem("comfy_format", "'inputs' must be an object", node.location(file)))
             inputs = {}
         for name, value in inputs.items():
             # A link is [source id, output slot]; anything else is a literal value.
@@ -286,7 +291,7 @@ def parse_api(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]
         for name, (src, _slot) in list(node.links.items()):
             if src not in wf.nodes:
                 problems.append(Problem("comfy_link", f"input '{name}' is linked from node {src}, which is "
-                                        "not in the prompt", Location(file, node.label, socket=name)))
+                                        "not in the prompt", node.location(file, name)))
                 del node.links[name]
     return wf, problems
 

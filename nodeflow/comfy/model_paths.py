@@ -97,6 +97,8 @@ def comfy_model_folders(place: str | Path) -> dict[str, list[Path]]:
     for name, kind in COMFY_FOLDERS.items():
         if (models / name).is_dir():
             folders.setdefault(kind, []).append(models / name)
+    if models != path and (path / "input").is_dir():
+        folders["image"] = [path / "input"]  # LoadImage names pictures in ComfyUI's input/ folder
     if (path / YAML_NAME).is_file():
         for kind, extra in read_extra_model_paths(path / YAML_NAME).items():
             folders.setdefault(kind, []).extend(extra)
