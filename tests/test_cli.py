@@ -161,11 +161,14 @@ def test_png_written_by_save_runs_its_embedded_graph(picture_graph, tmp_path, ca
     png = out / "out_00001.png"
     embedded = Graph.load(png)
     assert set(embedded.nodes) == {"load", "small", "save"}
-    # The picture's graph runs from anywhere: its input path was made absolute.
+    # The picture's graph runs from anywhere: its input path was made absolute. A graph from
+    # a picture reads files outside the picture's folder only where --allow-dir allows.
     other = tmp_path / "elsewhere"
     other.mkdir()
     os.chdir(other)
-    assert main(["run", str(png), "--out", str(other), "-q"]) == 0
+    assert main(["run", str(png), "--out", str(other), "-q"]) == 2
+    assert "--allow-dir" in capsys.readouterr().err
+    assert main(["run", str(png), "--out", str(other), "-q", "--allow-dir", str(tmp_path)]) == 0
     assert (other / "out_00001.png").read_bytes() == png.read_bytes()
 
 
