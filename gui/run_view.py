@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QImage
 
 from nodeflow.errors import GraphInvalid
+from nodeflow.validate import ancestry, split_problems
 
 from . import commands as cmd
 from .properties import random_seed, seed_modes
@@ -77,7 +78,9 @@ class RunView(QObject):
             return False
         if self.w.properties is not None:
             self.w.properties.flush()
-        problems = self.w.doc.validate_now()
+        # Only problems in what the run needs stop it; the others stay marked on their nodes.
+        problems, _elsewhere = split_problems(self.w.doc.validate_now(),
+                                              ancestry(self.w.doc.graph, outputs))
         if problems:
             self.w.status(f"Cannot run: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
                         "(see the Problems panel)", error=True)

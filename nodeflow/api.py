@@ -18,6 +18,7 @@ from nodeflow.models import ModelManager
 from nodeflow.node import (
     REQUIRED,
     EstimateContext,
+    FingerprintContext,
     Input,
     MemoryEstimate,
     Node,
@@ -48,6 +49,8 @@ __all__ = [
     "Node", "Input", "Output", "REQUIRED", "RunContext",
     # declaring a node's memory need (Node.estimate_memory)
     "MemoryEstimate", "ValueEstimate", "EstimateContext",
+    # what a node reads from outside the graph, for its cache key (Node.fingerprint)
+    "FingerprintContext",
     # socket types
     "SocketType", "UnionType", "TypeParam", "is_compatible", "socket_type",
     "INT", "FLOAT", "BOOL", "STRING", "IMAGE", "MASK",

@@ -1,18 +1,23 @@
 """Output cache: node outputs keyed by a content hash of everything that determines them.
 
-A node's key is a hash of its type, version, literal inputs and the keys of the
-outputs it is linked to (Merkle-style), so computing it costs the same for
-every node whatever the size of the graph, and changing one input changes the
-keys of exactly the nodes that depend on it.
+A node's key is a hash of its type, version, literal inputs, the state of what it
+reads from outside the graph (the files its inputs name, see `file_fingerprint`, and
+its own `Node.fingerprint`) and the keys of the outputs it is linked to
+(Merkle-style), so computing it costs the same for every node whatever the size of
+the graph, and changing one input or one file changes the keys of exactly the nodes
+that depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +29,43 @@ def node_key(type_id: str, version: str, literals: Mapping[str, Any],
     for name, key, socket in sorted(upstream):
         parts.append(f"{name}<{key}.{socket}")
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def file_fingerprint(path: Path, *, content: bool = False) -> str:
+    """The absolute path, size and modification time (ns) of a file, or of every file in a
+    folder (a diffusers model folder); with ``content``, a hash of the bytes too.
+
+    A file rewritten in place, or the same relative name found in another folder, gives a
+    different fingerprint, so what was computed from the old file is not served for it.
+    """
+    resolved = Path(os.path.realpath(path))
+    try:
+        if resolved.is_dir():
+            parts = [str(resolved)]
+            for root, dirs, files in os.walk(resolved):
+                dirs.sort()
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    st = os.stat(full)
+                    parts.append(f"{os.path.relpath(full, resolved)}:{st.st_size}:{st.st_mtime_ns}")
+                    if content:
+                        parts.append(_file_digest(full))
+            return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
+        st = resolved.stat()
+    except OSError as exc:
+        return f"{resolved}:unreadable:{exc.errno}"
+    text = f"{resolved}:{st.st_size}:{st.st_mtime_ns}"
+    if content and stat.S_ISREG(st.st_mode):  # never read a FIFO or a device
+        text += ":" + _file_digest(str(resolved))
+    return text
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 _SCALARS = (str, int, float, bool, type(None))

@@ -427,6 +427,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             if node_id not in graph.nodes:
                 raise UsageError(f"--output names node '{node_id}', which is not in the graph",
                                  location=Location(graph.file_name))
+    else:
+        from nodeflow.validate import nothing_requested
+
+        nothing_requested(graph, registry)
     reporter: Any = JsonReporter(sys.stdout) if args.json else ConsoleReporter(
         sys.stderr, quiet=args.quiet)
     cancel = CancelToken()

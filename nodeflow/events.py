@@ -19,6 +19,8 @@ class RunStarted:
     """Node ids that will run, in order."""
     cached: list[str]
     """Node ids whose outputs come from the cache."""
+    warnings: list[Any] = field(default_factory=list)
+    """`Problem`s in parts of the graph this run does not need (they did not stop it)."""
 
 
 @dataclass(frozen=True)

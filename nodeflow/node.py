@@ -66,6 +66,10 @@ class Input(BaseModel):
     path_kind: str | None = Field(
         None, description="A file input: 'image' for an input picture, or a models subfolder "
         "such as 'checkpoints', 'loras', 'controlnet', 'vae', 'upscale'.")
+    hash_content: bool = Field(
+        False, description="A file input whose cache key includes a hash of the file's bytes, "
+        "not only its size and modification time (for files rewritten within the same "
+        "timestamp, e.g. a picture another program keeps saving).")
     seed: bool = Field(False, description="The editor shows randomize/fixed/increment controls.")
     link_only: bool = Field(False, description="Only a link may feed it, never a literal.")
 
@@ -102,6 +106,8 @@ class Input(BaseModel):
                 out[key] = True
         if self.path_kind:
             out["path_kind"] = self.path_kind
+        if self.hash_content:
+            out["hash_content"] = True
         out["literal"] = self.accepts_literal
         return out
 
@@ -225,6 +231,23 @@ class EstimateContext:
         return DTYPE_BYTES[self.dtype(kind)]
 
 
+@dataclass(frozen=True)
+class FingerprintContext:
+    """What a node's `Node.fingerprint` hook may consult while a run is planned."""
+
+    node_id: str
+    settings: Settings
+
+    def file(self, path_kind: str, name: str, *, content: bool = False) -> str | None:
+        """Fingerprint of the file ``name`` as an input of ``path_kind`` finds it (its absolute
+        path, size and modification time; with ``content``, a hash of its bytes too); None when
+        it does not exist."""
+        from nodeflow.cache import file_fingerprint
+
+        found = self.settings.resolve_path(path_kind, name)
+        return None if found is None else file_fingerprint(found, content=content)
+
+
 class Node:
     """Base class of node types. Subclasses declare the class attributes and `run`.
 
@@ -302,6 +325,23 @@ class Node:
         an output carries the models of the inputs of its own type (with their ``info``), and,
         for a node that does not use the accelerator, also those of inputs whose type no output
         has (they were packed into the outputs, as a ControlNet into a conditioning).
+        """
+        return None
+
+    @classmethod
+    def fingerprint(cls, ctx: FingerprintContext, **inputs: Any) -> str | None:
+        """The state of what the node reads from outside the graph, for its cache key.
+
+        Called while every run is planned, with the node's literal inputs (as for `check`:
+        linked inputs are absent). Return a short string that changes whenever what the
+        node would compute changes (a URL's ETag, a camera's frame counter, a clock's
+        minute), or None when the node reads nothing from outside. The node runs again
+        whenever the string differs from the last run's; its descendants follow.
+
+        Files named by inputs declared with ``path_kind`` need no hook: their absolute path,
+        size and modification time (and, with ``hash_content=True``, a hash of their bytes)
+        are part of the key already. A node that must run every time declares
+        ``deterministic = False`` instead.
         """
         return None
 
@@ -403,6 +443,43 @@ def check_literal(spec: Input, value: Any) -> str | None:
     return None
 
 
+def check_value(spec: Input, value: Any) -> str | None:
+    """Why an actual value (one that arrived through a link, of the input's type already) is
+    outside the input's declared choices or range, or None when it is inside."""
+    if value is None:
+        return None
+    if spec.choices is not None:
+        try:
+            allowed = value in spec.choices
+        except Exception:  # noqa: BLE001 - a value that cannot be compared is not a choice
+            allowed = False
+        if not allowed:
+            options = ", ".join(repr(c) for c in spec.choices)
+            return f"{_short_value(value)} is not one of the choices: {options}"
+    if spec.min is None and spec.max is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None  # not a number: ranges do not apply
+    if number != number:
+        return "is not a number (NaN)"
+    if spec.min is not None and number < spec.min:
+        return f"{_short_value(value)} is below the minimum {_num(spec.min)}"
+    if spec.max is not None and number > spec.max:
+        return f"{_short_value(value)} is above the maximum {_num(spec.max)}"
+    return None
+
+
+def _short_value(value: Any) -> str:
+    try:
+        value = value.item()  # a numpy or torch scalar reads as the number it is
+    except Exception:  # noqa: BLE001, S110 - anything else is shown as it is
+        pass
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
@@ -464,7 +541,8 @@ def literal_json_schema(cls: type[Node]) -> dict[str, Any]:
 
 
 __all__ = [
-    "REQUIRED", "Input", "Output", "Node", "RunContext", "check_literal", "parse_literal",
-    "EstimateContext", "MemoryEstimate", "ValueEstimate",
+    "REQUIRED", "Input", "Output", "Node", "RunContext", "check_literal", "check_value",
+    "parse_literal",
+    "EstimateContext", "FingerprintContext", "MemoryEstimate", "ValueEstimate",
     "literal_json_schema", "BOOL", "FLOAT", "INT", "STRING",
 ]

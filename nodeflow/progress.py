@@ -30,6 +30,8 @@ class ConsoleReporter:
             return
         if isinstance(event, ev.RunStarted):
             self.total = len(event.to_run)
+            for problem in event.warnings:
+                self.message(f"warning: {problem} (not needed by this run)")
             if event.cached:
                 self.message(f"{len(event.cached)} node(s) from the cache")
         elif isinstance(event, ev.NodeStarted):
@@ -113,6 +115,8 @@ class JsonReporter:
                 data["socket"] = value.location.socket
             elif key == "traceback":
                 continue
+            elif key == "warnings":
+                data["warnings"] = [p.to_json() for p in value]
             elif key == "files":
                 data["files"] = [str(p) for p in value]
             else:

@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nodeflow.errors import Location, Problem
+from nodeflow.errors import Location, Problem, UsageError
 from nodeflow.graph import Graph, Link
 from nodeflow.node import Node, check_literal
 from nodeflow.registry import NodeRegistry
@@ -55,8 +55,12 @@ class GraphValidator:
             for end, node_id, socket in (("from", link.src, link.src_socket),
                                          ("to", link.dst, link.dst_socket)):
                 if node_id not in graph.nodes:
+                    # Located at the end that exists, so the problem shows on that node.
+                    other = (link.dst, link.dst_socket) if end == "from" else (link.src, link.src_socket)
+                    known = other[0] in graph.nodes
                     add("missing_node", f"link {link.source} -> {link.target} refers to node "
-                        f"'{node_id}', which is not in the graph", None, None)
+                        f"'{node_id}', which is not in the graph",
+                        other[0] if known else None, other[1] if known else None)
                     ok = False
                     continue
                 cls = classes.get(node_id)
@@ -186,6 +190,53 @@ class GraphValidator:
                                         f"{type(exc).__name__}: {exc}",
                                         Location(file, node.id, cls.id)))
         return problems
+
+
+def output_nodes(graph: Graph, registry: NodeRegistry) -> list[str]:
+    """The graph's output nodes (those that write files): what a run runs by default."""
+    out = []
+    for node in graph:
+        cls = registry.get(node.type)
+        if cls is not None and cls.output_node:
+            out.append(node.id)
+    return out
+
+
+def nothing_requested(graph: Graph, registry: NodeRegistry) -> None:
+    """Raise `UsageError` when a run with no outputs named would run nothing: the graph has
+    no output node."""
+    if output_nodes(graph, registry):
+        return
+    raise UsageError(
+        "nothing to run: the graph has no output node (such as image.Save), and no --output "
+        "was given", location=Location(graph.file_name),
+        hint="Name the nodes to run with --output NODE (repeatable), or add an output node.")
+
+
+def ancestry(graph: Graph, nodes: Iterable[str]) -> set[str]:
+    """The nodes given and every node they depend on through links (cycles and links to
+    missing nodes are fine: the walk is iterative and keeps to nodes in the graph)."""
+    parents: dict[str, list[str]] = {}
+    for ln in graph.links:
+        parents.setdefault(ln.dst, []).append(ln.src)
+    seen: set[str] = set()
+    stack = [n for n in nodes if n in graph.nodes]
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        stack.extend(p for p in parents.get(n, ()) if p in graph.nodes)
+    return seen
+
+
+def split_problems(problems: Iterable[Problem], needed: set[str]) -> tuple[list[Problem], list[Problem]]:
+    """(errors, warnings): problems on the nodes a run needs stop it; the others do not."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for p in problems:
+        (errors if p.location.node in needed else warnings).append(p)
+    return errors, warnings
 
 
 def literal_values(cls: type[Node], literals: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:

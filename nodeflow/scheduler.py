@@ -1,0 +1,526 @@
+"""Scheduling: run a plan's nodes as their inputs become ready, on threads and devices.
+
+A `Scheduler` lives for one run; its state (what waits for what, what is ready,
+running, placed on which device, dead) is held in named attributes, and each step
+of the loop is a method. Worker threads come from the executor's long-lived pool.
+`RunState` is what every node of one run shares (events, cancellation, provenance);
+`NodeContext` is the `RunContext` a node gets.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nodeflow.errors import Cancelled, Location, ModelError, NodeFailed, NodeflowError, NodeInputError
+from nodeflow.events import (
+    CancelToken,
+    Event,
+    NodeFinished,
+    NodePreview,
+    NodeProgress,
+    NodeSkipped,
+    NodeStarted,
+)
+from nodeflow.events import NodeFailed as NodeFailedEvent
+from nodeflow.graph import Graph
+from nodeflow.node import Node, check_value
+from nodeflow.plan import Plan
+
+if TYPE_CHECKING:
+    from nodeflow.executor import Executor, RunResult
+
+EventSink = Callable[[Event], None]
+
+
+class RunState:
+    """What the nodes of one run share: the event sink, cancellation and the graph as run."""
+
+    def __init__(self, executor: Executor, graph: Graph, on_event: EventSink | None,
+                 cancel: CancelToken) -> None:
+        self.executor = executor
+        self.graph = graph
+        self.on_event = on_event
+        self.cancel = cancel
+        self._graph_json: str | None = None
+        self._emit_lock = threading.Lock()
+        self._dropped: list[str] = []
+
+    def model_dropped(self, entry: Any) -> None:
+        """The model manager let a model go: so must the outputs holding it."""
+        if entry.node is not None:
+            self.executor.cache.evict_node(entry.node)
+            with self._emit_lock:
+                self._dropped.append(entry.node)
+
+    def take_dropped(self) -> list[str]:
+        if not self._dropped:  # the common case: no lock needed to see it is empty
+            return []
+        with self._emit_lock:
+            dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def emit(self, event: Event) -> None:
+        # Nodes running in worker threads report progress too: one event at a time.
+        if self.on_event is not None:
+            with self._emit_lock:
+                self.on_event(event)
+
+    @property
+    def listening(self) -> bool:
+        return self.on_event is not None
+
+    def graph_json(self) -> str:
+        """The graph as run, for provenance; relative input files are made absolute so the
+        graph embedded in an output can be run again from wherever that output is."""
+        if self._graph_json is None:
+            graph = self.graph.copy()
+            settings = self.executor.settings
+            for node in graph:
+                cls = self.executor.registry.get(node.type)
+                if cls is None:
+                    continue
+                if node.version is None:
+                    node.version = cls.version
+                for spec in cls.inputs:
+                    value = node.inputs.get(spec.name)
+                    if spec.path_kind == "image" and isinstance(value, str):
+                        found = settings.resolve_path("image", value)
+                        if found is not None:
+                            node.inputs[spec.name] = str(found.resolve())
+            self._graph_json = graph.dumps()
+        return self._graph_json
+
+
+class NodeContext:
+    """The `RunContext` a node gets while it runs."""
+
+    def __init__(self, run: RunState, node_id: str) -> None:
+        self._run = run
+        self.node_id = node_id
+        self.settings = run.executor.settings
+        self.files: list[Path] = []
+        self.low_memory = False
+        """True when the node is retried after running out of memory: use tiling if you can."""
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        self._run.cancel.raise_if_cancelled()
+        self._run.emit(NodeProgress(self.node_id, done, total, message))
+
+    def check_cancelled(self) -> None:
+        self._run.cancel.raise_if_cancelled()
+
+    def preview(self, image: Any) -> None:
+        self._run.emit(NodePreview(self.node_id, image))
+
+    def record_file(self, path: Path) -> None:
+        self.files.append(Path(path))
+
+    @property
+    def graph_json(self) -> str:
+        return self._run.graph_json()
+
+    @property
+    def models(self) -> Any:
+        return self._run.executor.models
+
+
+@dataclass(eq=False)
+class Job:
+    """One node ready to run: its inputs gathered, its context made."""
+
+    node: str
+    cls: type[Node]
+    kwargs: dict[str, Any]
+    ctx: NodeContext
+    device: str | None = None
+    components: list[Any] = field(default_factory=list)
+
+
+class Scheduler:
+    """Runs the planned nodes of one run as their inputs become ready.
+
+    Independent branches run concurrently: nodes that compute on an accelerator run one
+    at a time per device (branches spread over several devices), the others go to the
+    executor's worker pool. Among ready accelerator nodes, the one whose models are
+    already resident goes first, so nodes sharing a model are grouped and swaps are few.
+    When only one node can run, it runs in the calling thread, so a chain costs no more
+    than a plain loop. All bookkeeping happens in the calling thread; the workers only
+    call the nodes.
+    """
+
+    def __init__(self, executor: Executor, graph: Graph, plan: Plan, run: RunState,
+                 result: RunResult) -> None:
+        self.executor = executor
+        self.cache = executor.cache
+        self.graph = graph
+        self.plan = plan
+        self.run_state = run
+        self.result = result
+        in_run = set(plan.to_run)
+        order = depth_first(plan) if executor.model_aware else plan.to_run
+        self.position = {n: i for i, n in enumerate(order)}
+        """Each node's turn among those ready at once (depth first when model-aware)."""
+        self.frugal = getattr(executor._models, "ram_budget", None) is not None  # noqa: SLF001
+        """Under a RAM budget: one node at a time, depth first."""
+        self.waiting: dict[str, int] = {}
+        """Per node to run: parents still to finish."""
+        self.children: dict[str, list[str]] = {}
+        for n in plan.to_run:
+            parents = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in in_run]
+            self.waiting[n] = len(parents)
+            for p in parents:
+                self.children.setdefault(p, []).append(n)
+        self.ready = [(self.position[n], n) for n in plan.to_run if self.waiting[n] == 0]
+        heapq.heapify(self.ready)
+        self.pending: list[Job] = []
+        """Ready jobs with their inputs gathered, waiting for a device or a turn."""
+        self.running: dict[Future[tuple[dict[str, Any], float]], Job] = {}
+        self.values: dict[str, dict[str, Any]] = {}
+        """Outputs of this run still needed by a later node or requested."""
+        self.dead: set[str] = set()
+        """Failed or skipped nodes: their descendants are skipped."""
+        self.remaining_uses = consumers(plan)
+        self.busy: set[str] = set()
+        """Devices computing an accelerator node now."""
+        self.placed: dict[str, str] = {}
+        self.retried: set[str] = set()
+        self.retry_jobs: dict[str, Job] = {}
+
+    @property
+    def models(self) -> Any:
+        return self.executor.models
+
+    def run(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Run every planned node; returns the outputs kept and the nodes that did not run."""
+        cancel = self.run_state.cancel
+        try:
+            while self.ready or self.running or self.pending:
+                if cancel.cancelled:
+                    self.result.cancelled = True
+                    self.ready.clear()
+                    self.pending.clear()
+                self._prepare_ready()
+                self._start_cpu_nodes()
+                self._start_accelerator_nodes()
+                if self.running:
+                    self._collect_finished()
+        finally:
+            if self.running:  # leaving early (Ctrl-C): let no node run on after the run returns
+                cancel.cancel()
+                wait(list(self.running))
+        return self.values, self.dead
+
+    # --- the loop's steps -------------------------------------------------------------
+    def _prepare_ready(self) -> None:
+        while self.ready:
+            _pos, n = heapq.heappop(self.ready)
+            job = self.retry_jobs.pop(n, None) or self._prepare(n)
+            if job is not None:
+                self.pending.append(job)
+        self.pending.sort(key=lambda j: self.position[j.node])
+
+    def _start_cpu_nodes(self) -> None:
+        # CPU nodes start at once (under a RAM budget only in depth-first turn, so models are
+        # loaded just before they are used).
+        for job in [j for j in self.pending if not j.cls.uses_accelerator]:
+            if self.frugal and (self.running or job is not self.pending[0]):
+                break
+            self.pending.remove(job)
+            self._start(job, "cpu")
+            if self.run_state.cancel.cancelled or self.frugal:
+                break
+
+    def _start_accelerator_nodes(self) -> None:
+        # Accelerator nodes go by resident models first.
+        while self.pending and not self.run_state.cancel.cancelled:
+            if self.frugal and (self.running or self.pending[0].cls.uses_accelerator is False):
+                break  # under a RAM budget: one node at a time, depth first
+            options = [(d, j) for j in self.pending
+                       if j.cls.uses_accelerator and (d := self._choose_device(j)) is not None]
+            if not options:
+                break  # every device is busy: wait for one
+            device, job = min(options, key=lambda o: (
+                self.models.bytes_to_load(o[1].components, o[0]) if self.executor.model_aware else 0,
+                self.position[o[1].node]))
+            self.pending.remove(job)
+            self.placed[job.node] = device
+            self._start(job, device)
+            if job not in self.running.values():
+                break  # it ran here: its children may be ready now and go first
+
+    def _collect_finished(self) -> None:
+        done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=lambda f: self.position[self.running[f].node]):
+            job = self.running.pop(future)
+            if job.cls.uses_accelerator:
+                self.busy.discard(job.device or "")
+            error = future.exception()
+            if error is not None:
+                self._done_with_error(job, error, "".join(traceback.format_exception(error)))
+            else:
+                outputs, seconds = future.result()
+                self._finish(job, outputs, seconds)
+
+    # --- one node ---------------------------------------------------------------------
+    def _release(self, n: str) -> None:
+        for child in self.children.get(n, ()):
+            self.waiting[child] -= 1
+            if self.waiting[child] == 0:
+                heapq.heappush(self.ready, (self.position[child], child))
+
+    def _finish(self, job: Job, outputs: dict[str, Any], seconds: float) -> None:
+        n, ctx, plan, result = job.node, job.ctx, self.plan, self.result
+        self.cache.put(plan.keys[n], n, outputs)
+        self.values[n] = outputs
+        result.ran.append(n)
+        result.timings[n] = seconds
+        if ctx.files:
+            result.files.extend(ctx.files)
+        if self.run_state.listening:
+            self.run_state.emit(NodeFinished(n, plan.classes[n].id, seconds, list(ctx.files)))
+        # Drop values nothing later in this run needs (they stay in the cache).
+        for ln in plan.incoming.get(n, ()):
+            if ln.src in self.remaining_uses:
+                self.remaining_uses[ln.src] -= 1
+                if self.remaining_uses[ln.src] <= 0 and ln.src not in plan.requested:
+                    self.values.pop(ln.src, None)
+        self._release(n)
+
+    def _fail(self, n: str, exc: BaseException, tb: str) -> None:
+        cls = self.plan.classes[n]
+        if isinstance(exc, Cancelled):
+            self.result.cancelled = True
+        else:
+            error = locate_error(exc, self.graph, n, cls)
+            self.result.failed[n] = error
+            self.run_state.emit(NodeFailedEvent(n, cls.id, error, tb))
+        self.dead.add(n)
+        self._release(n)
+
+    def _prepare(self, n: str) -> Job | None:
+        plan, run = self.plan, self.run_state
+        cls = plan.classes[n]
+        blocked = next((ln.src for ln in plan.incoming.get(n, ()) if ln.src in self.dead), None)
+        if blocked is not None:
+            self.dead.add(n)
+            self.result.skipped.append(n)
+            run.emit(NodeSkipped(n, cls.id, f"input from '{blocked}' is missing"))
+            self._release(n)
+            return None
+        try:
+            for gone in run.take_dropped():
+                self.values.pop(gone, None)
+            kwargs = self.gather_inputs(n, recompute=True)
+            check_actual_inputs(cls, kwargs, (ln.dst_socket for ln in plan.incoming.get(n, ())))
+        except Exception as exc:  # noqa: BLE001
+            self._fail(n, exc, traceback.format_exc())
+            return None
+        return Job(n, cls, kwargs, NodeContext(run, n))
+
+    def _choose_device(self, job: Job) -> str | None:
+        """A free device for an accelerator node, or None to wait for one."""
+        devices = [d for d in self.models.devices if d.name not in self.busy]
+        if not devices:
+            return None
+        parents = [self.placed[ln.src] for ln in self.plan.incoming.get(job.node, ())
+                   if ln.src in self.placed]
+        components = self.models.components_in(job.kwargs.values())
+        job.components = components
+        return min(devices, key=lambda d: (d.name not in parents,
+                                           self.models.bytes_to_load(components, d.name),
+                                           self.models.accounted(d.name))).name
+
+    def _start(self, job: Job, device: str) -> None:
+        job.device = device
+        run = self.run_state
+        if job.cls.uses_accelerator:
+            why = self.models.check_fits(job.components, self.models.device_named(device))
+            if why is not None:
+                self._fail(job.node, ModelError(
+                    why, hint="Raise --vram-budget, use --dtype fp16 or bf16, or a smaller "
+                    "model."), "")
+                return
+        if run.listening and job.node not in self.retried:
+            run.emit(NodeStarted(job.node, job.cls.id))
+        if (not self.running and not self.ready and not self.pending) or self.executor.workers == 1:
+            # Nothing else can run meanwhile: run it here.
+            try:
+                outputs, seconds = call_node(job)
+            except BaseException as exc:  # noqa: BLE001 - includes Cancelled
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._done_with_error(job, exc, traceback.format_exc())
+            else:
+                self._finish(job, outputs, seconds)
+            return
+        self.running[self.executor.worker_pool().submit(call_node, job)] = job
+        if job.cls.uses_accelerator:
+            self.busy.add(device)
+
+    def _done_with_error(self, job: Job, exc: BaseException, tb: str) -> None:
+        if is_out_of_memory(exc) and job.node not in self.retried:
+            # Out of memory: free what the budget allows and try once more, frugally.
+            self.retried.add(job.node)
+            self.models.free(job.device)
+            job.ctx = NodeContext(self.run_state, job.node)
+            job.ctx.low_memory = True
+            heapq.heappush(self.ready, (self.position[job.node], job.node))
+            self.retry_jobs[job.node] = job
+            return
+        self._fail(job.node, exc, tb)
+
+    # --- inputs -----------------------------------------------------------------------
+    def gather_inputs(self, n: str, *, recompute: bool = False) -> dict[str, Any]:
+        """A node's keyword arguments: literals, defaults and its parents' outputs."""
+        plan = self.plan
+        cls = plan.classes[n]
+        literals = self.graph.nodes[n].inputs
+        kwargs: dict[str, Any] = {}
+        for spec in cls.inputs:
+            if spec.name in literals:
+                kwargs[spec.name] = literals[spec.name]
+            elif spec.has_default:
+                kwargs[spec.name] = spec.default
+            else:
+                kwargs[spec.name] = None
+        for ln in plan.incoming.get(n, ()):
+            source = self.values.get(ln.src)
+            if source is None:
+                source = self.cache.get(plan.keys[ln.src])
+            if source is None and recompute:
+                source = self._recompute(ln.src)
+            if source is None:
+                raise NodeflowError(f"the output of '{ln.src}' is no longer available")
+            kwargs[ln.dst_socket] = source[ln.src_socket]
+        return kwargs
+
+    def _recompute(self, node: str) -> dict[str, Any]:
+        """Run again a node whose output was let go (its model was dropped to keep within the
+        RAM budget), and whatever of its ancestors is gone too; walks without recursion."""
+        plan = self.plan
+        missing: list[str] = []
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n in missing or n in self.values or self.cache.get(plan.keys[n]) is not None:
+                continue
+            missing.append(n)
+            stack.extend(ln.src for ln in plan.incoming.get(n, ()))
+        position = {n: i for i, n in enumerate(plan.order)}
+        for n in sorted(missing, key=position.__getitem__):
+            job = Job(n, plan.classes[n], self.gather_inputs(n), NodeContext(self.run_state, n),
+                      device="cpu")
+            outputs, _seconds = call_node(job)
+            self.cache.put(plan.keys[n], n, outputs)
+            self.values[n] = outputs
+        return self.values[node]
+
+
+def check_actual_inputs(cls: type[Node], kwargs: Mapping[str, Any], linked: Any) -> None:
+    """Raise `NodeInputError` when a value that arrived through a link is outside the input's
+    declared range or choices (literals were checked by validation already)."""
+    for name in linked:
+        spec = cls.input_map.get(name)
+        if spec is None or (spec.min is None and spec.max is None and spec.choices is None):
+            continue
+        why = check_value(spec, kwargs.get(name))
+        if why:
+            raise NodeInputError(name, f"the linked value {why}",
+                                 hint="Change the value of the node that feeds this input.")
+
+
+def call_node(job: Job) -> tuple[dict[str, Any], float]:
+    """Run one node (in whichever thread), on the device the scheduler gave it."""
+    from nodeflow.models import current_device, current_node
+
+    node_token = current_node.set(job.node)
+    device_token = current_device.set(job.device)
+    try:
+        started = time.perf_counter()
+        raw = job.cls().run(job.ctx, **job.kwargs)
+        return normalise_outputs(job.cls, raw), time.perf_counter() - started
+    finally:
+        current_node.reset(node_token)
+        current_device.reset(device_token)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def depth_first(plan: Plan) -> list[str]:
+    """The nodes to run, each branch finished before the next starts (parents first).
+
+    Running in this order keeps few intermediate values and models alive at once;
+    it is computed with an explicit stack, never recursion.
+    """
+    in_run = set(plan.to_run)
+    order: list[str] = []
+    done: set[str] = set()
+    roots = [n for n in plan.requested if n in in_run]
+    roots += [n for n in reversed(plan.to_run) if n not in roots]
+    for root in roots:
+        if root in done:
+            continue
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            n, expanded = stack.pop()
+            if n in done:
+                continue
+            if expanded:
+                done.add(n)
+                order.append(n)
+                continue
+            stack.append((n, True))
+            parents = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in in_run and ln.src not in done]
+            stack.extend((p, False) for p in reversed(parents))
+    return order
+
+
+def consumers(plan: Plan) -> dict[str, int]:
+    """How many nodes of the run read each node's outputs."""
+    uses: dict[str, int] = {}
+    for n in plan.to_run:
+        for ln in plan.incoming.get(n, ()):
+            uses[ln.src] = uses.get(ln.src, 0) + 1
+    return uses
+
+
+def normalise_outputs(cls: type[Node], raw: Any) -> dict[str, Any]:
+    """A node's return value as a mapping by output name; a located error when it is not one."""
+    names = [o.name for o in cls.outputs]
+    if isinstance(raw, Mapping):
+        missing = [name for name in names if name not in raw]
+        if missing:
+            raise NodeflowError(f"the node returned no value for output '{missing[0]}'",
+                                hint="This is a bug in the node type; report it to its pack.")
+        return {name: raw[name] for name in names}
+    if len(names) == 1:
+        return {names[0]: raw}
+    if not names and raw is None:
+        return {}
+    raise NodeflowError(f"the node returned {type(raw).__name__}, expected a mapping of "
+                        f"its outputs ({', '.join(names)})",
+                        hint="This is a bug in the node type; report it to its pack.")
+
+
+def locate_error(exc: BaseException, graph: Graph, node_id: str, cls: type[Node]) -> NodeFailed:
+    """Any exception from a node, as a `NodeFailed` naming the file, node and socket."""
+    socket = exc.socket if isinstance(exc, NodeInputError) else None
+    loc = Location(graph.file_name, node_id, cls.id, socket)
+    if isinstance(exc, NodeflowError):
+        return NodeFailed(exc.message, location=loc, hint=exc.hint, cause=exc)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return NodeFailed(f"out of memory: {exc}", location=loc, cause=exc,
+                          hint="Use smaller images or batches, or a tiled mode where the node has one.")
+    return NodeFailed(f"{type(exc).__name__}: {exc}", location=loc, cause=exc)
