@@ -391,6 +391,10 @@ def load_controlnet_file(path: Path, dtype: Any = None) -> ControlNet:
 def _load_controlnet_file(path: Path, dtype: Any) -> ControlNet:
     from diffusers import ControlNetModel
 
+    from nodeflow.nodes.diffusion.adapters import is_adapter_folder, load_adapter_folder
+
+    if is_adapter_folder(path):  # T2I-Adapters load through the same node, as in ComfyUI
+        return load_adapter_folder(path, dtype)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
@@ -415,14 +419,24 @@ class LoadControlNet(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        yield from check_path_input(dict(values), settings, "path", "controlnet", "ControlNet")
+        problems = list(check_path_input(dict(values), settings, "path", "controlnet", "ControlNet"))
+        yield from problems
+        name = values.get("path")
+        found = settings.resolve_path("controlnet", name) if isinstance(name, str) and name else None
+        if found is not None and found.is_file() and not problems:
+            from nodeflow.nodes.diffusion.single_file import controlnet_file_info
+
+            try:
+                controlnet_file_info(found)
+            except ModelError as exc:
+                yield "path", exc.message
 
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
-        """The ControlNet sized from its folder, in the dtype it loads in."""
+        """The ControlNet sized from its folder or file, in the dtype it loads in."""
         found = _found(values, ctx, "controlnet")
-        if found is None or not found.is_dir():
+        if found is None:
             return None
         try:
             size = estimate_file_bytes(found, ctx.dtype("controlnet"))
@@ -434,7 +448,8 @@ class LoadControlNet(Node):
         dtype = ctx.models.dtype("controlnet")
         return load_path_input(ctx, path, "controlnet", "ControlNet",
                                lambda p: load_controlnet_file(p, dtype),
-                               "Check that it is a diffusers ControlNet.")
+                               "Check that it is a complete ControlNet (a diffusers folder or an "
+                               "original-layout .safetensors file).")
 
 
 def family_name(family: str) -> str:

@@ -266,7 +266,109 @@ def load_single_file_vae(path: Path, dtype: Any = None) -> Autoencoder:
     return Autoencoder(vae, family)
 
 
+CONTROLNET_FIELDS = ("in_channels", "down_block_types", "block_out_channels", "layers_per_block",
+                     "cross_attention_dim", "attention_head_dim", "use_linear_projection",
+                     "class_embed_type", "addition_embed_type", "addition_time_embed_dim",
+                     "projection_class_embeddings_input_dim", "transformer_layers_per_block",
+                     "norm_num_groups", "num_attention_heads", "upcast_attention")
+"""What a ControlNet shares with the UNet it was trained beside (the carried configs hold these)."""
+
+
+@dataclass(frozen=True)
+class ControlNetFileInfo:
+    """What a single-file ControlNet's tensor names say about it."""
+
+    family: str
+    prefix: str
+    """``control_model.`` in files saved with the whole training model, else empty."""
+    hint_channels: int
+
+
+def controlnet_file_info(path: Path) -> ControlNetFileInfo:
+    """Family and layout of an original-layout ControlNet file (``control_v11p_sd15_canny``
+    and friends); ModelError when it is not one, or not one the carried configs describe and
+    no config folder is beside it."""
+    try:
+        header = safetensors_header(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path} is not a readable safetensors file ({exc})") from None
+    keys = list(header)
+    prefix = "control_model." if any(k.startswith("control_model.") for k in keys) else ""
+    if not any(k.startswith(prefix + "input_hint_block.") for k in keys):
+        if any(k.startswith("controlnet_cond_embedding.") for k in keys):
+            raise ModelError(f"{path.name} is a ControlNet in diffusers' layout without its config",
+                             hint="Give the ControlNet's folder (config.json + weights), not the "
+                                  "weights file alone.")
+        raise ModelError(f"{path.name} is not a ControlNet: it looks like {what_it_is(keys)}")
+    hint = header[prefix + "input_hint_block.0.weight"]["shape"]
+    widths = {entry["shape"][1] for k, entry in header.items()
+              if k.endswith("attn2.to_k.weight") and len(entry["shape"]) == 2}
+    sidecar = _controlnet_sidecar(path)
+    if sidecar is not None:  # the architecture is the one the config folder describes
+        config = json.loads((sidecar / "config.json").read_text())
+        family = "sdxl" if config.get("addition_embed_type") == "text_time" else \
+            CROSS_ATTENTION_FAMILY.get(config.get("cross_attention_dim", 768), "sd1")
+        return ControlNetFileInfo(family, prefix, int(hint[1]))
+    if any(k.startswith(prefix + "label_emb.") for k in keys):
+        family = "sdxl"
+    elif len(widths) == 1 and next(iter(widths)) in CROSS_ATTENTION_FAMILY:
+        family = CROSS_ATTENTION_FAMILY[next(iter(widths))]
+    else:
+        raise ModelError(f"{path.name} is a ControlNet of an unknown family (cross-attention width "
+                         f"{sorted(widths) or 'none'}) and has no config folder beside it "
+                         f"({_sidecar_path(path)}{os.sep})",
+                         hint="nodeflow knows SD 1.x, SD 2.x and SDXL ControlNets; for another "
+                              "architecture put its diffusers config.json in that folder.")
+    info = ControlNetFileInfo(family, prefix, int(hint[1]))
+    config = _carried_controlnet_config(info)
+    unlike = []
+    conv_in = header.get(prefix + "input_blocks.0.0.weight", {}).get("shape")
+    if conv_in and conv_in[0] != config["block_out_channels"][0]:
+        unlike.append(f"width {conv_in[0]}, not {config['block_out_channels'][0]}")
+    zero_convs = len({k.split(".")[1] for k in (k.removeprefix(prefix) for k in keys)
+                      if k.startswith("zero_convs.")})
+    expected = len(config["block_out_channels"]) * (config["layers_per_block"] + 1)
+    if zero_convs != expected:
+        unlike.append(f"{zero_convs} down-block outputs, not {expected}")
+    if unlike:
+        raise ModelError(
+            f"{path.name} is not a standard {FAMILY_NAMES[family]} ControlNet ({'; '.join(unlike)}) "
+            f"and the config folder its architecture needs is missing: {_sidecar_path(path)}{os.sep}",
+            hint="Put the ControlNet's diffusers config.json in that folder (no weights).")
+    return info
+
+
+def _controlnet_sidecar(path: Path) -> Path | None:
+    folder = _sidecar_path(path)
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _carried_controlnet_config(info: ControlNetFileInfo) -> dict[str, Any]:
+    unet = json.loads((CONFIGS / FAMILY_CONFIGS[info.family] / "unet" / "config.json").read_text())
+    config = {k: unet[k] for k in CONTROLNET_FIELDS if k in unet}
+    config.update({"_class_name": "ControlNetModel", "conditioning_channels": info.hint_channels})
+    return config
+
+
 def load_single_file_controlnet(path: Path, dtype: Any = None) -> Any:
-    raise ModelError(f"{path.name}: ControlNets are loaded from diffusers folders "
-                     "(config.json + diffusion_pytorch_model.safetensors)",
-                     hint="Give the ControlNet's folder instead of a single file.")
+    """A ControlNet from one original-layout .safetensors file, through diffusers' own conversion,
+    with the carried config of its family (or the ``.config/`` folder beside the file)."""
+    from diffusers import ControlNetModel
+
+    info = controlnet_file_info(path)
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    with tempfile.TemporaryDirectory(prefix="nodeflow-config-") as work:
+        folder = _controlnet_sidecar(path)
+        if folder is None:
+            folder = Path(work)
+            (folder / "config.json").write_text(json.dumps(_carried_controlnet_config(info)))
+        try:
+            return ControlNetModel.from_single_file(str(path), config=str(folder), **kwargs)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            text = str(exc)
+            raise ModelError(f"cannot load {path.name} as a {FAMILY_NAMES[info.family]} ControlNet: "
+                             f"{text[:300]}{'…' if len(text) > 300 else ''}",
+                             hint="Check that the file is complete; a ControlNet of another "
+                                  f"architecture needs its config.json in {path.stem}.config/.") from None
