@@ -1,0 +1,18 @@
+"""Flow-matching transformer families: Stable Diffusion 3.x and Flux, built on diffusers.
+
+Modules: ``types`` (socket types and values), ``files`` (split-file layouts and conversion),
+``loaders`` (building models from folders and files) and ``load_nodes`` (their nodes),
+``encode`` (prompts, FluxGuidance, zeroed prompts), ``sample`` (latents, shift, sampler),
+``lora``, ``control`` (ControlNets), ``memory`` (plan-time estimates) and ``offload``.
+Latents and VAEs use the diffusion pack's LATENT and VAE sockets, so its VAEEncode and
+VAEDecode work here. Nothing imports torch until a node runs.
+"""
+
+from nodeflow.nodes.flow.encode import FluxGuidance, TextEncode, ZeroOut
+from nodeflow.nodes.flow.load_nodes import LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE
+from nodeflow.nodes.flow.sample import EmptyLatent, ModelSamplingFlux, ModelSamplingSD3, Sample
+
+NODES = [LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE, TextEncode, FluxGuidance, ZeroOut,
+         EmptyLatent, ModelSamplingSD3, ModelSamplingFlux, Sample]
+
+__all__ = [cls.__name__ for cls in NODES]

@@ -1,0 +1,167 @@
+"""Plan-time memory estimates of the flow pack: model bytes from file headers, activations
+from the image size.
+
+Sampler activations: about ``ACTIVATION_FACTOR`` bytes per image token × model width ×
+bytes per number × images in the (guided) batch, plus the text tokens. Flux dev at
+1024×1024 in bf16 (4096 image + 512 text tokens, width 3072): about 1.4 GB; SD3.5 large
+(width 2432, guided): about 2.2 GB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nodeflow.node import MemoryEstimate, ValueEstimate
+from nodeflow.nodes.flow.sample import ACTIVATION_FACTOR, token_count
+
+
+def sampler_estimate(values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate]) -> MemoryEstimate | None:
+    model = upstream.get("model")
+    if model is None:
+        return None
+    positive = upstream.get("positive")
+    controlnets = dict(positive.models) if positive is not None else {}
+    models = {**model.models, **controlnets}
+    resident = model.info.get("resident")
+    if isinstance(resident, dict):  # offloaded by blocks: only part of the transformer at once
+        models = {**resident, **controlnets}
+    latent = upstream.get("latent")
+    dims = latent.dims() if latent is not None else None
+    if dims is None:
+        return MemoryEstimate(models)
+    width, height, batch = dims
+    cfg = values.get("cfg")
+    guided = "negative" in upstream and (not isinstance(cfg, int | float) or cfg > 1.0)
+    text = int(model.info.get("text_tokens", 512))
+    tokens = (token_count(width, height) + text) * batch * (2 if guided else 1)
+    activations = (ACTIVATION_FACTOR * int(model.info.get("channels", 3072)) * tokens
+                   * int(model.info.get("itemsize", 2)))
+    activations += activations * len(controlnets) // 2
+    return MemoryEstimate(models, activations,
+                          outputs={"latent": ValueEstimate(info={"width": width, "height": height,
+                                                                 "batch": batch})},
+                          note=f"{width}×{height}, batch {batch}{' with guidance' if guided else ''}")
+
+
+_HIDDEN_KEYS = ("x_embedder.weight", "img_in.weight", "pos_embed.proj.weight", "x_embedder.proj.weight")
+TEXT_TOKENS = {"sd3": 77 + 256, "flux": 512}
+
+
+def header_bytes(path: Any, dtype: str, weight_dtype: str = "default", prefix: str = "") -> int | None:
+    """Bytes the tensors of a safetensors file (under ``prefix``) take once loaded."""
+    from nodeflow.models import safetensors_header
+
+    try:
+        header = safetensors_header(path)
+    except (OSError, ValueError):
+        return None
+    import math
+
+    from nodeflow.models import tensor_bytes
+
+    # fp8 storage: one byte per number of the blocks' matrices (see loaders.WEIGHT_DTYPES)
+    return sum(math.prod(int(n) for n in e.get("shape", ())) if weight_dtype != "default" and _fp8(k, e)
+               else tensor_bytes(e, dtype) for k, e in header.items() if k.startswith(prefix))
+
+
+def _fp8(key: str, entry: Mapping[str, Any]) -> bool:
+    return len(entry.get("shape", ())) == 2 and "blocks." in key and "norm" not in key
+
+
+def _family_and_width(keys: Mapping[str, Any], prefix: str = "") -> tuple[str, int]:
+    family = "flux" if any("double_blocks." in k or "single_transformer_blocks." in k for k in keys) \
+        else "sd3"
+    for name in _HIDDEN_KEYS:
+        entry = keys.get(prefix + name)
+        if entry is not None:
+            return family, int(entry["shape"][0])
+    return family, 3072
+
+
+def transformer_estimate(found: Any, dtype: str, weight_dtype: str = "default") -> ValueEstimate | None:
+    """What a loaded transformer weighs and the facts the sampler's estimate needs."""
+    from pathlib import Path
+
+    from nodeflow.models import safetensors_header
+    from nodeflow.node import DTYPE_BYTES
+    from nodeflow.nodes.flow.files import BUNDLE_PREFIXES, read_json
+
+    path = Path(found)
+    if path.is_dir():
+        sub = path / "transformer" if (path / "transformer").is_dir() else path
+        shards = sorted(sub.glob("*.safetensors"))
+        if not shards:
+            return None
+        size = sum(header_bytes(s, dtype, weight_dtype) or 0 for s in shards)
+        config = read_json(sub / "config.json")
+        family = "flux" if "Flux" in str(config.get("_class_name", "")) else "sd3"
+        width = int(config.get("num_attention_heads", 24)) * int(config.get("attention_head_dim", 128))
+    else:
+        try:
+            header = safetensors_header(path)
+        except (OSError, ValueError):
+            return None
+        prefix = BUNDLE_PREFIXES["transformer"] if any(k.startswith(BUNDLE_PREFIXES["transformer"])
+                                                       for k in header) else ""
+        size = header_bytes(path, dtype, weight_dtype, prefix) or 0
+        family, width = _family_and_width(header, prefix)
+    return ValueEstimate({f"{path.name}:transformer": size},
+                         {"channels": width, "itemsize": DTYPE_BYTES[dtype], "family": family,
+                          "text_tokens": TEXT_TOKENS[family], "latent_scale": 8})
+
+
+def vae_estimate(found: Any, dtype: str) -> ValueEstimate | None:
+    from pathlib import Path
+
+    from nodeflow.models import estimate_file_bytes
+    from nodeflow.node import DTYPE_BYTES
+
+    path = Path(found)
+    try:
+        if path.is_dir():
+            sub = path / "vae" if (path / "vae").is_dir() else path
+            size = estimate_file_bytes(sub, dtype)
+        else:
+            size = header_bytes(path, dtype, prefix="first_stage_model." if _bundle(path) else "") or 0
+    except (OSError, ValueError):
+        return None
+    return ValueEstimate({f"{path.name}:vae": size},
+                         {"channels": 128, "tile": 512, "scale": 8, "itemsize": DTYPE_BYTES[dtype]})
+
+
+def _bundle(path: Any) -> bool:
+    from nodeflow.models import safetensors_header
+
+    try:
+        return any(k.startswith("first_stage_model.") for k in safetensors_header(path))
+    except (OSError, ValueError):
+        return False
+
+
+def checkpoint_estimate(found: Any, dtype: str, vae_dtype: str) -> MemoryEstimate | None:
+    """The transformer, text encoders and VAE of a diffusers folder or an SD3 bundle."""
+    from pathlib import Path
+
+    from nodeflow.models import estimate_file_bytes
+
+    path = Path(found)
+    model = transformer_estimate(path, dtype)
+    vae = vae_estimate(path, vae_dtype)
+    if model is None or vae is None:
+        return None
+    clip: dict[str, int] = {}
+    try:
+        if path.is_dir():
+            for sub in sorted(path.glob("text_encoder*")):
+                if sub.is_dir():
+                    clip[f"{path.name}:{sub.name}"] = estimate_file_bytes(sub, dtype)
+        else:
+            for role in ("clip_l", "clip_g", "t5xxl"):
+                size = header_bytes(path, dtype, prefix=f"text_encoders.{role}.")
+                if size:
+                    clip[f"{path.name}:{role}"] = size
+    except (OSError, ValueError):
+        return None
+    models = {**model.models, **clip, **vae.models}
+    return MemoryEstimate(models, outputs={"model": model, "clip": ValueEstimate(clip), "vae": vae})

@@ -1,0 +1,428 @@
+"""Flow-matching sampling for SD3.x and Flux, step for step as the diffusers pipelines sample.
+
+One story: assemble the prompt embeddings the model takes, set the shifted sigmas, draw the
+starting latents (noise, or the encoded image noised to the first sigma), then step. Random
+numbers come from one CPU generator seeded by ``seed`` in the pipelines' order, so a graph
+gives the pipelines' pixels on any device. Latents travel unpacked (batch, 16, h/8, w/8) in the
+model's space; Flux's 2×2 packing happens here.
+
+Shift: SD3 shifts its sigmas by a fixed factor (3.0); Flux dev by a factor that grows with the
+image's token count (``ModelSamplingFlux``: from ``base_shift`` at 256 tokens to ``max_shift``
+at 4096), Flux schnell not at all.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from nodeflow.errors import NodeInputError
+from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.nodes.diffusion.sample import latent_preview
+from nodeflow.nodes.diffusion.types import LATENT, Latent
+from nodeflow.nodes.flow.types import (
+    FAMILY_NAMES,
+    FLOW_CONDITIONING,
+    FLOW_MODEL,
+    FlowConditioning,
+    FlowModel,
+    Shift,
+)
+from nodeflow.settings import Settings
+from nodeflow.types import FLOAT, INT, STRING
+
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "heun": ("FlowMatchHeunDiscreteScheduler", {}),
+}
+"""Sampler names and the diffusers flow-matching scheduler that implements each."""
+SCHEDULES = {"normal": {}, "karras": {"use_karras_sigmas": True},
+             "exponential": {"use_exponential_sigmas": True}, "beta": {"use_beta_sigmas": True}}
+"""Sigma spacings FlowMatchEulerDiscreteScheduler offers (heun: normal only)."""
+
+MULTIPLE = 16
+"""Pixels per transformer token side: the VAE's 8 times the 2×2 patch."""
+LATENT_SCALE = 8
+PREVIEW_EVERY = 4
+ACTIVATION_FACTOR = 48
+"""Bytes of activations per image token, per channel of the model width, per byte of its dtype
+and per image of the (guided) batch: the residual stream, the attention projections and the 4×
+MLP of one block alive at once, with a margin; attention scores are never materialised."""
+
+
+def token_count(width: int, height: int) -> int:
+    """Image tokens of a width×height picture (8× VAE, 2×2 patches)."""
+    return (width // MULTIPLE) * (height // MULTIPLE)
+
+
+def flux_mu(shift: Shift, tokens: int) -> float:
+    """The exponent of Flux's resolution-dependent shift for an image of ``tokens`` tokens."""
+    slope = (shift.max_shift - shift.base_shift) / (shift.max_seq_len - shift.base_seq_len)
+    return tokens * slope + shift.base_shift - slope * shift.base_seq_len
+
+
+def make_scheduler(model: FlowModel, sampler: str, schedule: str) -> Any:
+    """The diffusers scheduler for a sampler name, with the model's shift settings."""
+    import diffusers
+
+    class_name, overrides = SAMPLERS[sampler]
+    s = model.shift
+    config = {**model.scheduler_config, "shift": s.shift, "use_dynamic_shifting": s.dynamic,
+              "base_shift": s.base_shift, "max_shift": s.max_shift,
+              "base_image_seq_len": s.base_seq_len, "max_image_seq_len": s.max_seq_len}
+    cls = getattr(diffusers, class_name)
+    kwargs = {**overrides, **SCHEDULES[schedule]}
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    return cls.from_config({k: v for k, v in config.items() if k in accepted or k.startswith("_")},
+                           **kwargs)
+
+
+class EmptyLatent(Node):
+    """An empty 16-channel latent of a size for SD3.x or Flux text-to-image (the sampler fills it
+    with seeded noise). Sides are multiples of 16."""
+
+    id = "flow.EmptyLatent"
+    category = "flow/latent"
+    inputs = (
+        Input("width", INT, "Image width in pixels (a multiple of 16).", default=1024, min=16, max=8192,
+              step=16),
+        Input("height", INT, "Image height in pixels (a multiple of 16).", default=1024, min=16,
+              max=8192, step=16),
+        Input("batch", INT, "How many images to make at once.", default=1, min=1, max=64),
+    )
+    outputs = (Output("latent", LATENT, "The empty latent."),)
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        for name in ("width", "height"):
+            value = values.get(name)
+            if isinstance(value, int) and value % MULTIPLE:
+                lower = value - value % MULTIPLE
+                yield name, (f"{name} {value} is not a multiple of {MULTIPLE} (SD3 and Flux work on "
+                             f"16-pixel patches); use {lower or MULTIPLE} or {lower + MULTIPLE}")
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        dims = {k: values.get(k) for k in ("width", "height", "batch")}
+        if not all(isinstance(v, int) for v in dims.values()):
+            return None
+        return MemoryEstimate(outputs={"latent": ValueEstimate(info=dims)})
+
+    def run(self, ctx: RunContext, width: int, height: int, batch: int) -> Any:
+        for socket, message in self.check({"width": width, "height": height}, ctx.settings):
+            raise NodeInputError(socket or "width", message)
+        return Latent(width=width, height=height, batch=batch)
+
+
+class ModelSamplingSD3(Node):
+    """Shift the noise schedule by a fixed factor (SD3.x uses 3; higher spends more steps on
+    the noisy start, which helps large images)."""
+
+    id = "flow.ModelSamplingSD3"
+    category = "flow/sampling"
+    inputs = (
+        Input("model", FLOW_MODEL, "The model."),
+        Input("shift", FLOAT, "The shift factor.", default=3.0, min=0.0, max=100.0, step=0.01),
+    )
+    outputs = (Output("model", FLOW_MODEL, "The model with the shifted schedule."),)
+
+    def run(self, ctx: RunContext, model: FlowModel, shift: float) -> Any:
+        return replace(model, shift=replace(model.shift, shift=float(shift), dynamic=False))
+
+
+class ModelSamplingFlux(Node):
+    """Flux's resolution-dependent shift, computed for a given image size: from base_shift at 256
+    tokens to max_shift at 4096 tokens (a 1024×1024 image)."""
+
+    id = "flow.ModelSamplingFlux"
+    category = "flow/sampling"
+    inputs = (
+        Input("model", FLOW_MODEL, "The model."),
+        Input("max_shift", FLOAT, "Shift exponent at 4096 tokens.", default=1.15, min=0.0, max=100.0,
+              step=0.01),
+        Input("base_shift", FLOAT, "Shift exponent at 256 tokens.", default=0.5, min=0.0, max=100.0,
+              step=0.01),
+        Input("width", INT, "Image width the shift is computed for.", default=1024, min=16, max=8192,
+              step=16),
+        Input("height", INT, "Image height the shift is computed for.", default=1024, min=16,
+              max=8192, step=16),
+    )
+    outputs = (Output("model", FLOW_MODEL, "The model with the shifted schedule."),)
+
+    def run(self, ctx: RunContext, model: FlowModel, max_shift: float, base_shift: float, width: int,
+            height: int) -> Any:
+        shift = replace(model.shift, dynamic=True, max_shift=float(max_shift), base_shift=float(base_shift),
+                        base_seq_len=256, max_seq_len=4096, size=(int(width), int(height)))
+        return replace(model, shift=shift)
+
+
+class Sample(Node):
+    """Denoise a latent with an SD3.x or Flux model: text-to-image from an empty latent,
+    image-to-image from an encoded one (denoise below 1). Classifier-free guidance runs when a
+    negative is connected and cfg is above 1; Flux dev's embedded guidance comes from
+    flow.FluxGuidance on the positive (3.5 when not set)."""
+
+    id = "flow.Sample"
+    uses_accelerator = True
+    category = "flow/sampling"
+    inputs = (
+        Input("model", FLOW_MODEL, "The model (from a loader, optionally shifted or with LoRAs)."),
+        Input("positive", FLOW_CONDITIONING, "What to make (with any ControlNets attached)."),
+        Input("negative", FLOW_CONDITIONING, "What to steer away from (only used with cfg above 1).",
+              optional=True),
+        Input("latent", LATENT, "Where to start: an empty latent or an encoded image."),
+        Input("seed", INT, "The noise seed (the same seed gives the same image on any device).",
+              default=0, min=0, max=2**63 - 1, seed=True),
+        Input("steps", INT, "Denoising steps.", default=28, min=1, max=1000),
+        Input("cfg", FLOAT, "Classifier-free guidance scale (1 or less: none; SD3 uses about 4.5 to 7, "
+              "Flux dev 1 with FluxGuidance).", default=1.0, min=0.0, max=100.0, step=0.5),
+        Input("sampler", STRING, "The sampling method.", default="euler", choices=tuple(SAMPLERS)),
+        Input("scheduler", STRING, "The spacing of the sigmas.", default="normal",
+              choices=tuple(SCHEDULES)),
+        Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of an "
+              "encoded image.", default=1.0, min=0.0, max=1.0, step=0.01),
+    )
+    outputs = (Output("latent", LATENT, "The denoised latents."),)
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        if values.get("sampler") == "heun" and values.get("scheduler", "normal") != "normal":
+            yield "scheduler", "the heun sampler has only the normal schedule"
+        steps, denoise = values.get("steps"), values.get("denoise")
+        if isinstance(steps, int) and isinstance(denoise, int | float) and 0 <= denoise < 1:
+            if steps - int(max(steps - steps * denoise, 0)) < 1:
+                yield "denoise", (f"denoise {denoise} with {steps} steps leaves no step to run; raise "
+                                  "denoise or steps")
+
+    @classmethod
+    def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
+                        ctx: EstimateContext) -> MemoryEstimate | None:
+        """The transformer (or, offloaded by blocks, its resident part and two blocks) and the
+        ControlNets on `positive`, plus activations at the latent's size."""
+        from nodeflow.nodes.flow.memory import sampler_estimate
+
+        return sampler_estimate(values, upstream)
+
+    def run(self, ctx: RunContext, model: FlowModel, positive: FlowConditioning,
+            negative: FlowConditioning | None, latent: Latent, seed: int, steps: int, cfg: float,
+            sampler: str, scheduler: str, denoise: float) -> Any:
+        for problem in self.check({"sampler": sampler, "scheduler": scheduler, "steps": steps,
+                                   "denoise": denoise}, ctx.settings):
+            raise NodeInputError(problem[0] or "sampler", problem[1])
+        conds = [("positive", positive)] + ([("negative", negative)] if negative is not None else [])
+        for socket, cond in conds:
+            if cond.family != model.family:
+                raise NodeInputError(socket, f"this conditioning was encoded for "
+                                     f"{FAMILY_NAMES.get(cond.family, cond.family)}, but the model is "
+                                     f"{FAMILY_NAMES.get(model.family, model.family)}",
+                                     hint="Encode the prompt with the text encoders of the model's family.")
+        for hint in positive.hints:
+            if hint.controlnet.family != model.family:
+                raise NodeInputError("positive", "a ControlNet attached here is for "
+                                     f"{FAMILY_NAMES.get(hint.controlnet.family)}, but the model is "
+                                     f"{FAMILY_NAMES.get(model.family)}")
+        if latent.width % MULTIPLE or latent.height % MULTIPLE:
+            raise NodeInputError("latent", f"the latent's size {latent.width}×{latent.height} is not a "
+                                 f"multiple of {MULTIPLE}", hint="Use flow.EmptyLatent, or resize the picture.")
+        if latent.is_empty and denoise < 1.0:
+            raise NodeInputError("denoise", f"denoise {denoise} needs a starting image, but the latent is "
+                                 "empty", hint="Use denoise 1, or encode an image with diffusion.VAEEncode.")
+        if latent.mask is not None:
+            raise NodeInputError("latent", "inpainting with SD3/Flux is not supported by flow.Sample yet",
+                                 hint="Remove the mask (diffusion.SetLatentMask).")
+        modules = [*(h.controlnet.model for h in positive.hints)]
+        from nodeflow.nodes.flow.offload import placed
+
+        with placed(ctx, model, modules) as device:
+            samples = denoise_latents(ctx, model, positive, negative, latent, seed, steps, cfg, sampler,
+                                      scheduler, denoise, device)
+        return replace(latent, samples=samples, encoded=None, mask=None)
+
+
+def prompt_embeds(model: FlowModel, cond: FlowConditioning, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """(token embeddings, pooled embedding) in the form the model takes."""
+    import torch
+
+    pooled = cond.pooled.to(device=device, dtype=dtype)
+    if model.family == "flux":
+        return cond.t5.to(device=device, dtype=dtype), pooled
+    joint = int(model.config.joint_attention_dim)
+    clip = cond.clip.to(device=device, dtype=dtype)
+    if cond.t5 is not None:
+        t5 = cond.t5.to(device=device, dtype=dtype)
+    else:  # SD3 without T5: zeros take the T5 tokens' place, as in the pipeline
+        t5 = torch.zeros((clip.shape[0], cond.t5_length, joint), device=device, dtype=dtype)
+    clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+    return torch.cat([clip, t5], dim=-2), pooled
+
+
+def pack(latents: Any) -> Any:
+    """(b, c, h, w) → (b, h/2·w/2, 4c): Flux's 2×2 patches as tokens."""
+    b, c, h, w = latents.shape
+    x = latents.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(tokens: Any, h: int, w: int) -> Any:
+    b, _n, d = tokens.shape
+    x = tokens.view(b, h // 2, w // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(b, d // 4, h, w)
+
+
+def image_ids(h: int, w: int, device: Any, dtype: Any) -> Any:
+    """Flux's positions of the (h/2)×(w/2) image tokens: (0, row, column)."""
+    import torch
+
+    ids = torch.zeros(h // 2, w // 2, 3)
+    ids[..., 1] = ids[..., 1] + torch.arange(h // 2)[:, None]
+    ids[..., 2] = ids[..., 2] + torch.arange(w // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+def _timesteps(scheduler: Any, model: FlowModel, steps: int, latent_hw: tuple[int, int],
+               device: Any) -> None:
+    import numpy as np
+
+    s = model.shift
+    kwargs: dict[str, Any] = {}
+    if s.dynamic:
+        if s.size is not None:
+            tokens = token_count(*s.size)
+        else:
+            tokens = (latent_hw[0] // 2) * (latent_hw[1] // 2)
+        kwargs["mu"] = flux_mu(s, tokens)
+    if model.family == "flux" and "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+        kwargs["sigmas"] = np.linspace(1.0, 1 / steps, steps)
+        scheduler.set_timesteps(device=device, **kwargs)
+    else:
+        scheduler.set_timesteps(steps, device=device, **kwargs)
+
+
+def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditioning,
+                    negative: FlowConditioning | None, latent: Latent, seed: int, steps: int, cfg: float,
+                    sampler: str, schedule: str, denoise: float, device: Any) -> Any:
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from nodeflow.nodes.flow.control import control_residuals, prepare_hints
+
+    transformer = model.transformer
+    dtype = _compute_dtype(transformer)
+    batch = latent.batch
+    flux = model.family == "flux"
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    do_cfg = negative is not None and cfg > 1.0
+
+    embeds, pooled = prompt_embeds(model, positive, device, dtype)
+    embeds, pooled = embeds.repeat(batch, 1, 1), pooled.repeat(batch, 1)
+    neg_embeds = neg_pooled = None
+    if do_cfg:
+        assert negative is not None
+        neg_embeds, neg_pooled = prompt_embeds(model, negative, device, dtype)
+        neg_embeds, neg_pooled = neg_embeds.repeat(batch, 1, 1), neg_pooled.repeat(batch, 1)
+        if not flux and neg_embeds.shape[1] != embeds.shape[1]:
+            raise NodeInputError("negative", f"the negative has {neg_embeds.shape[1]} tokens but the "
+                                 f"positive {embeds.shape[1]}", hint="Encode both with the same t5_length.")
+
+    if latent.samples is not None:
+        h, w = int(latent.samples.shape[-2]), int(latent.samples.shape[-1])
+    else:
+        h, w = latent.height // LATENT_SCALE, latent.width // LATENT_SCALE
+    scheduler = make_scheduler(model, sampler, schedule)
+    _timesteps(scheduler, model, steps, (h, w), device)
+    timesteps = scheduler.timesteps
+    from_image = not latent.is_empty
+    if from_image:
+        init = min(steps * denoise, steps)
+        t_start = int(max(steps - init, 0))
+        timesteps = timesteps[t_start * scheduler.order:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start * scheduler.order)
+        if len(timesteps) < 1:
+            raise NodeInputError("denoise", f"denoise {denoise} with {steps} steps leaves no step to run")
+    elif hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+
+    shape = (batch, model.latent_channels, h, w)
+    if from_image:
+        with torch.no_grad():
+            if latent.encoded is not None:
+                from nodeflow.nodes.diffusion.latent import to_model_space
+
+                sample = latent.encoded.dist.sample(generator=generator)
+                init_latents = to_model_space(latent.encoded.vae.vae, sample).to(device=device, dtype=dtype)
+            else:
+                init_latents = latent.samples.to(device=device, dtype=dtype)
+        if init_latents.shape[0] < batch:
+            init_latents = init_latents.repeat(batch // init_latents.shape[0], 1, 1, 1)
+        noise = randn_tensor(tuple(init_latents.shape), generator=generator, device=device, dtype=dtype)
+        latents = scheduler.scale_noise(init_latents, timesteps[:1].repeat(batch), noise)
+    else:
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    hints = prepare_hints(model, positive.hints, latent, batch, do_cfg and not flux, device, generator)
+    guidance = None
+    if flux and model.guidance_embedded:
+        value = positive.guidance if positive.guidance is not None else 3.5
+        guidance = torch.full([1], value, device=device, dtype=torch.float32).expand(batch)
+    if flux:
+        latents = pack(latents)
+        img_ids = image_ids(h, w, device, latents.dtype)
+        txt_ids = torch.zeros(embeds.shape[1], 3).to(device=device, dtype=dtype)
+        neg_txt_ids = (torch.zeros(neg_embeds.shape[1], 3).to(device=device, dtype=dtype)
+                       if neg_embeds is not None else None)
+    else:
+        joint = torch.cat([neg_embeds, embeds]) if do_cfg else embeds
+        joint_pooled = torch.cat([neg_pooled, pooled]) if do_cfg else pooled
+
+    total = len(timesteps)
+    with torch.no_grad():
+        for i, t in enumerate(timesteps):
+            if flux:
+                timestep = t.expand(latents.shape[0]).to(latents.dtype)
+                residuals = control_residuals(model, hints, i, total, latents, timestep, embeds, pooled,
+                                              guidance, txt_ids, img_ids)
+                noise_pred = transformer(hidden_states=latents, timestep=timestep / 1000, guidance=guidance,
+                                         pooled_projections=pooled, encoder_hidden_states=embeds,
+                                         txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+                                         **residuals)[0]
+                if do_cfg:
+                    neg_pred = transformer(hidden_states=latents, timestep=timestep / 1000,
+                                           guidance=guidance, pooled_projections=neg_pooled,
+                                           encoder_hidden_states=neg_embeds, txt_ids=neg_txt_ids,
+                                           img_ids=img_ids, return_dict=False, **residuals)[0]
+                    noise_pred = neg_pred + cfg * (noise_pred - neg_pred)
+            else:
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                timestep = t.expand(model_input.shape[0])
+                residuals = control_residuals(model, hints, i, total, model_input, timestep, joint,
+                                              joint_pooled, None, None, None)
+                noise_pred = transformer(hidden_states=model_input, timestep=timestep,
+                                         encoder_hidden_states=joint, pooled_projections=joint_pooled,
+                                         return_dict=False, **residuals)[0]
+                if do_cfg:
+                    uncond, text = noise_pred.chunk(2)
+                    noise_pred = uncond + cfg * (text - uncond)
+            latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            ctx.progress(i + 1, total)
+            if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
+                ctx.preview(latent_preview(unpack(latents, h, w) if flux else latents, model.family))
+    return unpack(latents, h, w) if flux else latents
+
+
+def _compute_dtype(transformer: Any) -> Any:
+    """The dtype the transformer computes in (its weights may be stored in fp8)."""
+    import torch
+
+    for p in transformer.parameters():
+        if p.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return p.dtype
+    return torch.float32
+
+
+def guided_cells(width: int, height: int, batch: int, guided: bool) -> int:
+    return token_count(width, height) * batch * (2 if guided else 1)
+

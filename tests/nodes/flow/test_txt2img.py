@@ -1,0 +1,94 @@
+"""SD3 and Flux text-to-image through graphs/sd3_txt2img.json and graphs/flux_txt2img.json give
+StableDiffusion3Pipeline's and FluxPipeline's pixels, from diffusers folders and split files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tests.nodes.diffusion import tiny as sd_tiny
+from tests.nodes.flow.conftest import SPLIT_NAMES
+
+PROMPT = "a red fox in the snow"
+SIZE = 64
+
+
+def pipeline_pixels(pipe: Any, seed: int = 7, steps: int = 2, **kwargs: Any) -> Any:
+    import torch
+
+    out = pipe(PROMPT, height=SIZE, width=SIZE, num_inference_steps=steps, output_type="np",
+               generator=torch.Generator("cpu").manual_seed(seed), **kwargs)
+    return out.images
+
+
+def close(ours: Any, ref: Any) -> float:
+    """Largest difference after rounding both to 8 bits, in 1/255 steps."""
+    a = np.round(np.asarray(ours) * 255)
+    b = np.round(np.asarray(ref) * 255)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max())
+
+
+def sd3_graph(**inputs: dict[str, Any]) -> Any:
+    base = {"checkpoint": {"path": "tiny-sd3"}, "positive": {"text": PROMPT},
+            "latent": {"width": SIZE, "height": SIZE},
+            "sampler": {"steps": 2, "cfg": 7.0, "seed": 7}}
+    for key, values in inputs.items():
+        base[key] = {**base.get(key, {}), **values}
+    return sd_tiny.load_graph("sd3_txt2img", **base)
+
+
+def flux_graph(**inputs: dict[str, Any]) -> Any:
+    names = SPLIT_NAMES["flux"]
+    base = {"unet": {"path": names["model"]},
+            "clip": {"encoder1": names["clip_l"], "encoder2": names["t5"]},
+            "vae": {"path": names["vae"]}, "positive": {"text": PROMPT},
+            "latent": {"width": SIZE, "height": SIZE}, "sampler": {"steps": 2, "seed": 7}}
+    for key, values in inputs.items():
+        base[key] = {**base.get(key, {}), **values}
+    return sd_tiny.load_graph("flux_txt2img", **base)
+
+
+def as_split_sd3(graph: Any) -> Any:
+    """The SD3 graph with its checkpoint replaced by the three split-file loaders."""
+    names = SPLIT_NAMES["sd3"]
+    graph.remove_node("checkpoint")
+    graph.add_node("flow.LoadDiffusionModel", "unet", {"path": names["model"]})
+    graph.add_node("flow.LoadTextEncoders", "clip", {"encoder1": names["t5"], "encoder2": names["clip_g"],
+                                                     "encoder3": names["clip_l"], "type": "sd3"})
+    graph.add_node("flow.LoadVAE", "vae", {"path": names["vae"]})
+    for source, target in (("unet.model", "sampler.model"), ("clip.clip", "positive.clip"),
+                           ("clip.clip", "negative.clip"), ("vae.vae", "decode.vae")):
+        graph.connect(source, target)
+    return graph
+
+
+def run(registry: Any, graph: Any, models: Path, *more: Path) -> Any:
+    from nodeflow.executor import Executor
+    from nodeflow.settings import Settings
+
+    settings = Settings(models_dirs=[models, *more], base_dir=sd_tiny.REPO / "graphs")
+    result = Executor(registry, settings).run(graph, ["decode"])
+    assert result.ok, {k: str(v) for k, v in result.failed.items()}
+    return result.outputs["decode"]["image"]
+
+
+def test_sd3_folder_matches_pipeline(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
+    ours = run(registry, sd3_graph(), flow_models)
+    ref = pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")
+    assert ours.shape == (1, SIZE, SIZE, 3)
+    assert close(ours, ref) <= 1
+
+
+def test_sd3_split_files_match_pipeline(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
+    ours = run(registry, as_split_sd3(sd3_graph()), sd3_parts["models"])
+    ref = pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")
+    assert close(ours, ref) <= 1
+
+
+def test_flux_split_files_match_pipeline(registry, flow_models, flux_parts, flux_pipe, torch_threads):
+    ours = run(registry, flux_graph(guidance={"guidance": 5.0}), flow_models)
+    ref = pipeline_pixels(flux_pipe, guidance_scale=5.0)
+    assert close(ours, ref) <= 1
