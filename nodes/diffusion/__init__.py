@@ -19,11 +19,13 @@ from nodeflow.nodes.diffusion.latent import (
 )
 from nodeflow.nodes.diffusion.loaders import LoadCheckpoint, LoadControlNet, LoadVAE
 from nodeflow.nodes.diffusion.lora import LoadLoRA
+from nodeflow.nodes.diffusion.regions import REGION_NODES
 from nodeflow.nodes.diffusion.outpaint import ImagePadForOutpaint, VAEEncodeForInpaint
 from nodeflow.nodes.diffusion.sample import Sample
 
 NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyControlNet, EmptyLatent,
-         VAEEncode, VAEDecode, SetLatentMask, Sample, KSampler, KSamplerAdvanced]
+         VAEEncode, VAEDecode, SetLatentMask, Sample, KSampler, KSamplerAdvanced,
+         *REGION_NODES]
 NODES += [LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch, RepeatLatentBatch,
           ImagePadForOutpaint, VAEEncodeForInpaint]
 

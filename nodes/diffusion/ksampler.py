@@ -32,7 +32,13 @@ from typing import Any
 
 from nodeflow.errors import NodeInputError
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
-from nodeflow.nodes.diffusion.sample import PREVIEW_EVERY, latent_preview, sampler_estimate
+from nodeflow.nodes.diffusion.sample import (
+    GUIDANCE_INPUTS,
+    PREVIEW_EVERY,
+    guidance_problems,
+    latent_preview,
+    sampler_estimate,
+)
 from nodeflow.nodes.diffusion.sigmas import (
     SCHEDULERS,
     ModelSampling,
@@ -457,25 +463,6 @@ def _controlnets(*conds: Conditioning) -> list[Any]:
     return nets
 
 
-def _common_checks(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:
-    lo, hi = values.get("guidance_min_t"), values.get("guidance_max_t")
-    if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
-        yield "guidance_max_t", (f"guidance_max_t ({hi}) is below guidance_min_t ({lo}): guidance "
-                                 "would never apply; set cfg to 1 for that")
-
-
-_GUIDANCE_INPUTS = (
-    Input("guidance_min_t", FLOAT, "Apply guidance only at timesteps t ≥ this (0 = clean, 999 = "
-          "pure noise); below it the positive prediction alone.", default=0.0, min=0.0, max=1000.0,
-          step=10.0),
-    Input("guidance_max_t", FLOAT, "Apply guidance only at timesteps t ≤ this. E.g. 500 keeps the "
-          "composition of unguided sampling (more variety) and guides the details.", default=1000.0,
-          min=0.0, max=1000.0, step=10.0),
-    Input("guidance_rescale", FLOAT, "Rescale the guided prediction towards the positive one's "
-          "spread (0: off; 0.7 suits zero-terminal-SNR models at high cfg).", default=0.0, min=0.0,
-          max=1.0, step=0.05),
-)
-
 _COMMON_HEAD = (
     Input("model", MODEL, "The denoising model (from a checkpoint, optionally with LoRAs)."),
 )
@@ -510,13 +497,13 @@ class KSampler(Node):
         *_COMMON_TAIL,
         Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of the "
               "starting latent.", default=1.0, min=0.0, max=1.0, step=0.01),
-        *_GUIDANCE_INPUTS,
+        *GUIDANCE_INPUTS,
     )
     outputs = (Output("latent", LATENT, "The denoised latents."),)
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        yield from _common_checks(values)
+        yield from guidance_problems(values)
 
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
@@ -529,6 +516,7 @@ class KSampler(Node):
             latent_image: Latent, denoise: float, guidance_min_t: float, guidance_max_t: float,
             guidance_rescale: float) -> Any:
         _check_choices(sampler_name, scheduler)
+        _check_guidance(guidance_min_t, guidance_max_t)
         if latent_image.is_empty and denoise < 1.0:
             raise NodeInputError("denoise", f"denoise {denoise} needs a starting image, but the latent "
                                  "is empty", hint="Use denoise 1, or encode an image with VAEEncode.")
@@ -558,13 +546,13 @@ class KSamplerAdvanced(Node):
               default=10000, min=0, max=10000),
         Input("return_with_leftover_noise", BOOL, "Stop at the range's own noise level instead of "
               "denoising fully when the range ends early.", default=False),
-        *_GUIDANCE_INPUTS,
+        *GUIDANCE_INPUTS,
     )
     outputs = (Output("latent", LATENT, "The latents after the range."),)
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        yield from _common_checks(values)
+        yield from guidance_problems(values)
         start, end = values.get("start_at_step"), values.get("end_at_step")
         if isinstance(start, int) and isinstance(end, int) and start >= end:
             yield "end_at_step", (f"end_at_step ({end}) must be after start_at_step ({start}); "
@@ -586,6 +574,7 @@ class KSamplerAdvanced(Node):
             return_with_leftover_noise: bool, guidance_min_t: float, guidance_max_t: float,
             guidance_rescale: float) -> Any:
         _check_choices(sampler_name, scheduler)
+        _check_guidance(guidance_min_t, guidance_max_t)
         for socket, message in self.check({"start_at_step": start_at_step, "end_at_step": end_at_step,
                                            "steps": steps}, ctx.settings):
             raise NodeInputError(socket or "start_at_step", message)
@@ -602,3 +591,8 @@ def _check_choices(sampler_name: str, scheduler: str) -> None:
     if scheduler not in SCHEDULERS:
         raise NodeInputError("scheduler", f"unknown scheduler {scheduler!r}",
                              hint=f"Use one of: {', '.join(SCHEDULERS)}.")
+
+
+def _check_guidance(lo: float, hi: float) -> None:
+    for socket, message in guidance_problems({"guidance_min_t": lo, "guidance_max_t": hi}):
+        raise NodeInputError(socket or "guidance_max_t", message)

@@ -26,6 +26,7 @@ from typing import Any
 
 from nodeflow.errors import NodeInputError
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.nodes.diffusion.adapters import ADAPTER, adapter_residuals, prepare_adapters
 from nodeflow.nodes.diffusion.types import (
     CONDITIONING,
     FAMILY_NAMES,
@@ -172,11 +173,44 @@ def sampler_estimate(values: Mapping[str, Any], upstream: Mapping[str, ValueEsti
         note=f"{width}×{height}, batch {batch}{' with guidance' if guided else ''}")
 
 
+GUIDANCE_INPUTS = (
+    Input("guidance_min_t", FLOAT, "Apply guidance only at timesteps t ≥ this (0 = clean, 999 = "
+          "pure noise); below it the positive prediction alone.", default=0.0, min=0.0, max=1000.0,
+          step=10.0),
+    Input("guidance_max_t", FLOAT, "Apply guidance only at timesteps t ≤ this. E.g. 500 keeps the "
+          "composition of unguided sampling (more variety) and guides the details.", default=1000.0,
+          min=0.0, max=1000.0, step=10.0),
+    Input("guidance_rescale", FLOAT, "Rescale the guided prediction towards the positive one's "
+          "spread (0: off; 0.7 suits zero-terminal-SNR models at high cfg).", default=0.0, min=0.0,
+          max=1.0, step=0.05),
+)
+"""Guidance control shared by the samplers: an interval of timesteps where guidance applies
+(Kynkäänniemi et al. 2024) and guidance rescale (Lin et al. 2023)."""
+
+
+def guidance_problems(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:
+    """Validation of the guidance inputs."""
+    lo, hi = values.get("guidance_min_t"), values.get("guidance_max_t")
+    if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
+        yield "guidance_max_t", (f"guidance_max_t ({hi}) is below guidance_min_t ({lo}): guidance "
+                                 "would never apply; set cfg to 1 for that")
+
+
+def rescale_noise_cfg(guided: Any, positive: Any, amount: float) -> Any:
+    """Guidance rescale: scale the guided prediction to the positive one's standard deviation
+    (per picture) and mix ``amount`` of that in, as the diffusers pipelines do."""
+    dims = tuple(range(1, positive.ndim))
+    rescaled = guided * (positive.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return amount * rescaled + (1 - amount) * guided
+
+
 class Sample(Node):
     """Denoise a latent with classifier-free guidance: text-to-image from an empty latent,
-    image-to-image from an encoded one (denoise below 1), inpainting from a masked one."""
+    image-to-image from an encoded one (denoise below 1), inpainting from a masked one.
+    Guidance can be limited to an interval of timesteps and rescaled."""
 
     id = "diffusion.Sample"
+    version = "1.1.0"
     uses_accelerator = True
     category = "diffusion/sampling"
     inputs = (
@@ -194,11 +228,13 @@ class Sample(Node):
               "dpmpp_2m, dpmpp_2m_sde, unipc, lms).", default="normal", choices=SCHEDULES),
         Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of an "
               "encoded image.", default=1.0, min=0.0, max=1.0, step=0.01),
+        *GUIDANCE_INPUTS,
     )
     outputs = (Output("latent", LATENT, "The denoised latents."),)
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
+        yield from guidance_problems(values)
         sampler, schedule = values.get("sampler"), values.get("scheduler")
         if schedule == "karras" and sampler in SAMPLERS and sampler not in KARRAS:
             yield "scheduler", (f"the {sampler} sampler has no Karras schedule; use 'normal', or one "
@@ -220,7 +256,8 @@ class Sample(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, positive: Conditioning,
             negative: Conditioning, latent: Latent, seed: int, steps: int, cfg: float,
-            sampler: str, scheduler: str, denoise: float) -> Any:
+            sampler: str, scheduler: str, denoise: float, guidance_min_t: float = 0.0,
+            guidance_max_t: float = 1000.0, guidance_rescale: float = 0.0) -> Any:
         if sampler not in SAMPLERS:
             raise NodeInputError("sampler", f"unknown sampler {sampler!r}",
                                  hint=f"Use one of: {', '.join(SAMPLERS)}.")
@@ -230,7 +267,15 @@ class Sample(Node):
         for problem in self.check({"sampler": sampler, "scheduler": scheduler, "steps": steps,
                                    "denoise": denoise}, ctx.settings):
             raise NodeInputError(problem[0] or "sampler", problem[1])
+        for problem in guidance_problems({"guidance_min_t": guidance_min_t,
+                                          "guidance_max_t": guidance_max_t}):
+            raise NodeInputError(problem[0] or "guidance_max_t", problem[1])
         for socket, cond in (("positive", positive), ("negative", negative)):
+            if cond.is_regional:
+                raise NodeInputError(socket, "this conditioning has areas, masks, a step range or "
+                                     "combined prompts, which diffusion.Sample (the diffusers "
+                                     "pipelines' sampler) does not apply",
+                                     hint="Use diffusion.KSampler for regional prompts.")
             if cond.family != model.family:
                 raise NodeInputError(socket, f"this conditioning was encoded by a "
                                      f"{FAMILY_NAMES.get(cond.family)} text encoder, but the model is "
@@ -256,13 +301,15 @@ class Sample(Node):
         modules = [model.unet, *(h.controlnet.model for h in positive.hints)]
         with ctx.models.use(*modules) as device:
             samples = _denoise(ctx, model, positive, negative, latent, seed, steps, cfg, sampler,
-                               scheduler, denoise, device)
+                               scheduler, denoise, device, (guidance_min_t, guidance_max_t),
+                               guidance_rescale)
         return replace(latent, samples=samples, encoded=None, mask=None)
 
 
 def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
              latent: Latent, seed: int, steps: int, cfg: float, sampler: str, schedule: str,
-             denoise: float, device: Any) -> Any:
+             denoise: float, device: Any, guidance_t: tuple[float, float] = (0.0, 1000.0),
+             guidance_rescale: float = 0.0) -> Any:
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -339,35 +386,46 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
         latents = latents * scheduler.init_noise_sigma
 
     hints = [(h, _hint_tensor(h.image, width, height, batch, do_cfg, h.controlnet.model.dtype, device))
-             for h in positive.hints]
+             for h in positive.hints if h.controlnet.kind != ADAPTER]
+    adapters = prepare_adapters(positive.hints, width, height, batch, do_cfg, device)
     extra = _step_kwargs(scheduler, generator)
     total = len(timesteps)
     with torch.no_grad():
         for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            # Outside the guidance interval only the positive half of each batch is run.
+            guided = do_cfg and guidance_t[0] <= float(t) <= guidance_t[1]
+            half = _positive_half if do_cfg and not guided else _whole
+            step_embeds, step_added = half(embeds), half(added_cond)
+            model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
             down = mid = None
             for hint, image in hints:
                 keep = 1.0 - float(i / total < hint.start or (i + 1) / total > hint.end)
                 d, m = hint.controlnet.model(
-                    model_input, t, encoder_hidden_states=embeds, controlnet_cond=image,
+                    model_input, t, encoder_hidden_states=step_embeds, controlnet_cond=half(image),
                     conditioning_scale=hint.strength * keep, guess_mode=False,
-                    added_cond_kwargs=added_cond, return_dict=False)
+                    added_cond_kwargs=step_added, return_dict=False)
                 if down is None:
                     down, mid = list(d), m
                 else:
                     down = [a + b for a, b in zip(down, d, strict=True)]
                     mid = mid + m
             if model.is_inpaint:
-                model_input = torch.cat([model_input, mask, masked_latents], dim=1)
+                model_input = torch.cat([model_input, half(mask), half(masked_latents)], dim=1)
             kwargs: dict[str, Any] = {}
             if down is not None:
                 kwargs = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-            noise_pred = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                              added_cond_kwargs=added_cond, return_dict=False, **kwargs)[0]
-            if do_cfg:
+            intrablock = adapter_residuals(adapters, i, total)  # T2I-Adapters' features
+            if intrablock is not None:
+                kwargs["down_intrablock_additional_residuals"] = [half(f) for f in intrablock]
+            noise_pred = unet(model_input, t, encoder_hidden_states=step_embeds,
+                              timestep_cond=timestep_cond, added_cond_kwargs=step_added,
+                              return_dict=False, **kwargs)[0]
+            if guided:
                 uncond, text = noise_pred.chunk(2)
                 noise_pred = uncond + cfg * (text - uncond)
+                if guidance_rescale > 0:
+                    noise_pred = rescale_noise_cfg(noise_pred, text, guidance_rescale)
             latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
             if mask is not None and not model.is_inpaint:
                 init_mask = mask.chunk(2)[0] if do_cfg else mask
@@ -379,6 +437,19 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
             if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
                 ctx.preview(latent_preview(latents, model.family))
     return latents
+
+
+def _whole(value: Any) -> Any:
+    return value
+
+
+def _positive_half(value: Any) -> Any:
+    """The positive half of a [negative, positive] batch (tensors, or a dict of them)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: v.chunk(2)[1] for k, v in value.items()}
+    return value.chunk(2)[1]
 
 
 def _sample_latents(latent: Latent, generator: Any, device: Any, dtype: Any) -> Any:
