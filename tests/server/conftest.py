@@ -88,9 +88,10 @@ def start_server(data: Path, *, token: str | None = None, host: str = "127.0.0.1
     raise RuntimeError(f"the server did not start:\n{server.output()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One server for a test module."""
+    """One server shared by the tests that need no server of their own (as a team's server
+    serves many clients one after another)."""
     running = start_server(tmp_path_factory.mktemp("server") / "data")
     yield running
     running.stop()

@@ -80,39 +80,32 @@ def test_kill_9_at_any_moment_then_restart_loses_nothing(tmp_path: Path) -> None
         server.stop(signal.SIGKILL)
 
 
-def test_sigterm_lets_the_running_job_finish_and_keeps_the_queue(tmp_path: Path) -> None:
+def test_sigterm_and_ctrl_c_drain_and_keep_the_queue(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server = start_server(data)
+    server = start_server(data, extra=("--drain-timeout", "5"))
     with server.client() as client:
-        first = submit(client, level_graph(1, 1.5))["id"]
-        second = submit(client, level_graph(2, 0.05))["id"]
-        wait_state(client, first, "running")
-    assert server.stop(signal.SIGTERM) == 0
+        short = submit(client, level_graph(1, 0.6))["id"]
+        long = submit(client, level_graph(2, 3.0))["id"]
+        wait_state(client, short, "running")
+    assert server.stop(signal.SIGTERM) == 0  # the running job finishes; the queue stays
     assert "stopped" in server.output()
-    server = start_server(data)
-    try:
-        with server.client() as client:
-            job = client.get(f"/api/jobs/{first}").json()
-            assert job["state"] == "done" and job["attempts"] == 1  # finished while draining
-            check_outputs(client, data, {1: first, 2: second})
-    finally:
-        server.stop()
 
-
-def test_a_job_that_outlasts_the_drain_runs_again_after_restart(tmp_path: Path) -> None:
-    data = tmp_path / "data"
     server = start_server(data, extra=("--drain-timeout", "0.2"))
     with server.client() as client:
-        job_id = submit(client, level_graph(3, 2.0))["id"]
-        wait_state(client, job_id, "running")
+        job = client.get(f"/api/jobs/{short}").json()
+        assert job["state"] == "done" and job["attempts"] == 1
+        wait_state(client, long, "running")
     started = time.monotonic()
-    assert server.stop(signal.SIGINT) == 0
+    assert server.stop(signal.SIGINT) == 0  # outlasts the drain: stopped and put back
     assert time.monotonic() - started < 10
+
     server = start_server(data)
     try:
         with server.client() as client:
-            check_outputs(client, data, {3: job_id})
-            assert client.get(f"/api/jobs/{job_id}").json()["attempts"] == 2
+            check_outputs(client, data, {1: short, 2: long})
+            assert client.get(f"/api/jobs/{long}").json()["attempts"] == 2
+            types = [e["type"] for e in client.get(f"/api/jobs/{long}/events").json()["events"]]
+            assert types.count("requeued") == 1 and types.count("finished") == 1
     finally:
         server.stop()
 
