@@ -116,6 +116,7 @@ class RaySweep:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         nodes = [n for n in ray.nodes() if n.get("Alive")]
+        addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
         count = self.options.workers or (gpus if gpus else max(1, len(nodes)))
         options: dict[str, Any] = {"max_concurrency": 2}  # a job, and progress polls beside it
         if gpus:
@@ -148,7 +149,8 @@ class RaySweep:
                 for _, other in pending.values():
                     ray.kill(other)
                 raise ClusterError(f"worker {name} could not start: {_ray_cause(exc)}") from None
-            node = f"{identity['node']} ({identity['host']}, {identity['device']})"
+            address = addresses.get(identity["node_id"], identity["host"])
+            node = f"{address} ({identity['host']}, {identity['device']})"
             self.workers[name] = _Worker(WorkerSlot(name), actor, WorkerStats(name, node))
             sink(SweepEvent("worker_ready", worker=name, data={"node": node, "pid": identity["pid"]}))
             if self.on_worker_started is not None:

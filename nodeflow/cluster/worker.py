@@ -93,10 +93,10 @@ class NodeflowWorker:
         try:
             import ray
 
-            address = ray.util.get_node_ip_address()
-        except Exception:  # noqa: BLE001 - outside Ray (tests of the class itself)
-            address = "localhost"
-        return {"worker": self.name, "node": address, "host": socket.gethostname(),
+            node_id = ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - outside Ray
+            node_id = ""
+        return {"worker": self.name, "node_id": node_id, "host": socket.gethostname(),
                 "pid": os.getpid(), "device": self.models.device}
 
     def check_models(self, refs: list[tuple[str, str, str, str, str, str | None]]) -> list[dict[str, Any]]:
