@@ -215,10 +215,24 @@ def _found(values: Mapping[str, Any], ctx: EstimateContext, kind: str) -> Path |
     return ctx.settings.resolve_path(kind, name) if isinstance(name, str) and name else None
 
 
-def _loaded(outputs: Mapping[str, ValueEstimate]) -> MemoryEstimate:
-    """A loader's estimate: it holds every model its outputs carry (in CPU memory)."""
+def load_transient(found: Path) -> int:
+    """Bytes held beside the model being built while it loads: a single file's tensors as stored
+    (diffusers reads and converts the whole file before it fills the modules), or a folder's
+    largest weight file (its components load one after another)."""
+    if not found.is_dir():
+        return estimate_file_bytes(found)
+    sizes = [estimate_file_bytes(f) for f in found.rglob("*.safetensors") if f.is_file()]
+    return max(sizes, default=0)
+
+
+def _loaded(outputs: Mapping[str, ValueEstimate], found: Path | None = None) -> MemoryEstimate:
+    """A loader's estimate: it holds every model its outputs carry (in CPU memory), and while it
+    loads from ``found``, the load's transient too."""
     models = {name: size for value in outputs.values() for name, size in value.models.items()}
-    return MemoryEstimate(models, outputs=outputs)
+    if found is None:
+        return MemoryEstimate(models, outputs=outputs)
+    return MemoryEstimate(models, activations=load_transient(found), outputs=outputs,
+                          note=f"while loading {found.name}")
 
 
 class LoadCheckpoint(Node):
@@ -267,7 +281,7 @@ class LoadCheckpoint(Node):
         if found is None:
             return None
         try:
-            return _loaded(checkpoint_estimate(found, ctx.dtype("unet")))
+            return _loaded(checkpoint_estimate(found, ctx.dtype("unet")), found)
         except (OSError, ValueError, KeyError, ModelError):
             return None
 
@@ -365,7 +379,7 @@ class LoadVAE(Node):
                     info["channels"] = int(conv_out[1])
         except (OSError, ValueError, KeyError, ModelError):
             return None
-        return _loaded({"vae": ValueEstimate({found.name: size}, info)})
+        return _loaded({"vae": ValueEstimate({found.name: size}, info)}, found)
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("vae")
@@ -442,7 +456,7 @@ class LoadControlNet(Node):
             size = estimate_file_bytes(found, ctx.dtype("controlnet"))
         except (OSError, ValueError, ModelError):
             return None
-        return _loaded({"controlnet": ValueEstimate({found.name: size})})
+        return _loaded({"controlnet": ValueEstimate({found.name: size})}, found)
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("controlnet")
