@@ -271,6 +271,10 @@ class MainWindow(QMainWindow):
         self.cancel_action.setEnabled(False)
         for a in (self.run_action, self.run_selected_action, self.cancel_action):
             run.addAction(a)
+        run.addSeparator()
+        run.addAction(self._action("Run on Se&rver…", self.run_on_server,
+                                   tip="Run on a nodeflow server (nodeflow serve): enter its URL and token"))
+        run.addAction(self._action("Run &Locally", self.run_locally, tip="Run on this computer again"))
 
         tools = self.addToolBar("Main")
         tools.setObjectName("main-toolbar")
@@ -638,6 +642,17 @@ class MainWindow(QMainWindow):
 
     def cancel_run(self) -> None:
         self.run_view.cancel_run()
+
+    def run_on_server(self) -> bool:
+        """Ask for a server's URL and token; from now on runs go there (see gui/remote.py)."""
+        from .remote import ask_and_run
+
+        return ask_and_run(self)
+
+    def run_locally(self) -> None:
+        from .remote import use_local
+
+        use_local(self)
 
     # --- messages -----------------------------------------------------------------------------------------
     def status(self, text: str, *, error: bool = False) -> None:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
+REPO_GRAPHS = Path(__file__).resolve().parents[2] / "graphs"
 FINAL = ("done", "failed", "cancelled")
 
 
