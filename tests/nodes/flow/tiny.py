@@ -228,3 +228,39 @@ def save_split(root: Path, parts: dict[str, Any], family: str, names: dict[str, 
     if tok is not None:
         tok.save_pretrained(root / "tokenizers" / "t5")
     return paths
+
+
+def make_lora(path: Path, parts: dict[str, Any], family: str, seed: int, rank: int = 4) -> Path:
+    """A LoRA for the transformer and CLIP encoder(s) with random non-zero weights, saved in the
+    diffusers/peft layout (the parts themselves are left unchanged)."""
+    import copy
+
+    import torch
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    names = ["transformer", "text_encoder"] + (["text_encoder_2"] if family == "sd3" else [])
+    gen = torch.Generator().manual_seed(seed)
+    layers = {}
+    for name in names:
+        module = copy.deepcopy(parts[name])
+        targets = ["to_q", "to_k", "to_v", "to_out.0"] if name == "transformer" else \
+            ["q_proj", "k_proj", "v_proj", "out_proj"]
+        module.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                      target_modules=targets))
+        with torch.no_grad():
+            for pname, p in module.named_parameters():
+                if "lora_B" in pname:  # gaussian init leaves B at zero: give the LoRA an effect
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        layers[name] = get_peft_model_state_dict(module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if family == "sd3":
+        StableDiffusion3Pipeline.save_lora_weights(
+            path.parent, transformer_lora_layers=layers["transformer"],
+            text_encoder_lora_layers=layers["text_encoder"],
+            text_encoder_2_lora_layers=layers["text_encoder_2"], weight_name=path.name)
+    else:
+        FluxPipeline.save_lora_weights(path.parent, transformer_lora_layers=layers["transformer"],
+                                       text_encoder_lora_layers=layers["text_encoder"], weight_name=path.name)
+    return path
