@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from nodeflow.errors import ModelError, NodeInputError
@@ -225,14 +226,15 @@ class TextEncode(Node):
 
 
 class ApplyControlNet(Node):
-    """Attach a ControlNet and its control image (e.g. Canny edges) to a conditioning. Chain
-    several to combine ControlNets; each acts between `start` and `end` (fractions of the steps)."""
+    """Attach a ControlNet or a T2I-Adapter and its control image (e.g. Canny edges) to a
+    conditioning. Chain several to stack them: each acts with its own strength between `start`
+    and `end` (fractions of the steps), and their effects add up."""
 
     id = "diffusion.ApplyControlNet"
     category = "diffusion/conditioning"
     inputs = (
         Input("conditioning", CONDITIONING, "The positive conditioning to guide."),
-        Input("controlnet", CONTROL_NET, "The ControlNet."),
+        Input("controlnet", CONTROL_NET, "The ControlNet or T2I-Adapter (diffusion.LoadControlNet)."),
         Input("image", IMAGE, "The control image (from a control.* preprocessor); resized to the "
               "latent's size when it differs."),
         Input("strength", FLOAT, "How strongly the ControlNet steers.", default=1.0, min=0.0,
@@ -254,12 +256,17 @@ class ApplyControlNet(Node):
             strength: float, start: float, end: float) -> Any:
         import numpy as np
 
+        adapter = getattr(controlnet, "kind", "controlnet") == "t2i_adapter"
+        if adapter and controlnet.family == "sd1" and conditioning.family in ("sd1", "sd2"):
+            controlnet = replace(controlnet, family=conditioning.family)  # fits SD 1.x and 2.x
         if controlnet.family != conditioning.family:
             raise NodeInputError(
-                "controlnet", f"this ControlNet is for {FAMILY_NAMES.get(controlnet.family)}, but the "
-                f"conditioning comes from a {FAMILY_NAMES.get(conditioning.family)} checkpoint",
-                hint="Use a ControlNet made for the checkpoint's family.")
-        width = int(controlnet.model.config.cross_attention_dim)
+                "controlnet", f"this {'T2I-Adapter' if adapter else 'ControlNet'} is for "
+                f"{FAMILY_NAMES.get(controlnet.family)}, but the conditioning comes from a "
+                f"{FAMILY_NAMES.get(conditioning.family)} checkpoint",
+                hint="Use one made for the checkpoint's family.")
+        width = int(conditioning.embeds.shape[-1]) if adapter else \
+            int(controlnet.model.config.cross_attention_dim)
         if width != int(conditioning.embeds.shape[-1]):
             raise NodeInputError(
                 "controlnet", f"this ControlNet takes text embeddings of width {width}, but the "
