@@ -409,10 +409,6 @@ def _load_controlnet_file(path: Path, dtype: Any) -> ControlNet:
 
     if is_adapter_folder(path):  # T2I-Adapters load through the same node, as in ComfyUI
         return load_adapter_folder(path, dtype)
-    from nodeflow.nodes.diffusion.adapters import is_adapter_folder, load_adapter_folder
-
-    if is_adapter_folder(path):  # T2I-Adapters load through the same node, as in ComfyUI
-        return load_adapter_folder(path, dtype)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if dtype is not None:
         kwargs["torch_dtype"] = dtype

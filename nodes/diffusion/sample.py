@@ -27,7 +27,6 @@ from typing import Any
 from nodeflow.errors import NodeInputError
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
 from nodeflow.nodes.diffusion.adapters import ADAPTER, adapter_residuals, prepare_adapters
-from nodeflow.nodes.diffusion.adapters import ADAPTER, adapter_residuals, prepare_adapters
 from nodeflow.nodes.diffusion.types import (
     CONDITIONING,
     FAMILY_NAMES,
@@ -416,9 +415,6 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
             kwargs: dict[str, Any] = {}
             if down is not None:
                 kwargs = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-            intrablock = adapter_residuals(adapters, i, total)  # T2I-Adapters' features
-            if intrablock is not None:
-                kwargs["down_intrablock_additional_residuals"] = intrablock
             intrablock = adapter_residuals(adapters, i, total)  # T2I-Adapters' features
             if intrablock is not None:
                 kwargs["down_intrablock_additional_residuals"] = [half(f) for f in intrablock]
