@@ -17,11 +17,15 @@ def default_output(path: Path) -> Path:
     return Path(f"{path.stem}.nodeflow.json")
 
 
-def run_import(file: str, output: str | None, partial: bool, registry: Any, err: TextIO = sys.stderr) -> int:
+def run_import(file: str, output: str | None, partial: bool, registry: Any, err: TextIO | None = None) -> int:
     """Convert ``file`` and write the nodeflow graph; exit status 0, or raise a located error."""
+    err = err or sys.stderr
     path = Path(file)
     result = import_workflow(path, registry)
     if result is None:
+        from nodeflow.comfy import load_graph_any
+
+        load_graph_any(path, registry)  # says what is wrong if it is not a valid graph either
         raise UsageError("this is already a nodeflow graph; there is nothing to import",
                          location=Location(file=file), hint="Run or edit it as it is.")
     if result.problems and not partial:

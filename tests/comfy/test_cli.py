@@ -1,0 +1,142 @@
+"""`nodeflow import`, and `run` / `validate` on ComfyUI files, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from nodeflow.cli import main
+from nodeflow.comfy.model_paths import comfy_model_folders, read_extra_model_paths
+from nodeflow.graph import Graph
+
+from .conftest import FIXTURES
+
+
+def test_import_writes_a_graph_that_validates_on_the_comfyui_folder(tmp_path: Path, comfy_root: Path,
+                                                                   capsys: Any) -> None:
+    out = tmp_path / "graph.json"
+    assert main(["import", str(FIXTURES / "img2img_ui.json"), "-o", str(out)]) == 0
+    graph = Graph.load(out)
+    assert graph.nodes["KSampler_17"].type == "diffusion.Sample"
+    assert "img2img_ui.json: ComfyUI workflow -> " in capsys.readouterr().err
+    # Models and the input picture found where ComfyUI keeps them, with one flag.
+    assert main(["validate", str(out), "--comfy-models", str(comfy_root)]) == 0
+    assert main(["validate", str(FIXTURES / "img2img_api.json"), "--comfy-models", str(comfy_root)]) == 0
+
+
+def test_import_refuses_unsupported_nodes_and_writes_nothing(tmp_path: Path, capsys: Any) -> None:
+    out = tmp_path / "graph.json"
+    assert main(["import", str(FIXTURES / "unsupported_ui.json"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "IPAdapterApply (nodes #2 'My IP adapter', #4)" in err and "Traceback" not in err
+    assert not out.exists()
+    assert main(["import", str(FIXTURES / "unsupported_ui.json"), "-o", str(out), "--partial"]) == 0
+    assert "warning:" in capsys.readouterr().err
+    assert list(Graph.load(out).nodes) == ["CheckpointLoaderSimple_1"]
+
+
+def test_bad_files_exit_2_naming_the_file_without_a_traceback(tmp_path: Path, capsys: Any) -> None:
+    bad_json = tmp_path / "broken.json"
+    bad_json.write_text('{"nodes": [ {"id": 1,, }')
+    plain_png = tmp_path / "photo.png"
+    Image.new("RGB", (4, 4)).save(plain_png)
+    for path, expect in ((bad_json, "malformed JSON"), (plain_png, "no workflow"),
+                         (FIXTURES / "missing_link_api.json", "node 99")):
+        for command in (["run", str(path), "--out", str(tmp_path / "out")], ["validate", str(path)],
+                        ["import", str(path), "-o", str(tmp_path / "g.json")]):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err
+            assert path.name in err and expect in err, err
+    # The same from a shell: the message and exit status, no traceback.
+    proc = subprocess.run([sys.executable, "-m", "nodeflow", "run", str(bad_json)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _pickle_bomb(path: Path, marker: Path) -> None:
+    """A pickle that would create ``marker`` if anything unpickled it."""
+
+    class Bomb:
+        def __reduce__(self) -> Any:
+            return (open, (str(marker), "w"))
+
+    path.write_bytes(pickle.dumps({"state_dict": Bomb()}))
+
+
+def test_pickle_checkpoints_are_refused_never_unpickled(tmp_path: Path, comfy_root: Path, capsys: Any) -> None:
+    marker = tmp_path / "unpickled"
+    _pickle_bomb(comfy_root / "models" / "checkpoints" / "old-model.ckpt", marker)
+    prompt = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    prompt["4"]["inputs"]["ckpt_name"] = "old-model.ckpt"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(prompt))
+    code = main(["run", str(path), "--comfy-models", str(comfy_root), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "old-model.ckpt" in err and "Convert it to .safetensors" in err and "CheckpointLoaderSimple_4" in err
+    assert not marker.exists()
+
+
+def test_extra_model_paths_yaml_is_read_as_comfyui_reads_it(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("MODELS_HOME", str(tmp_path / "env"))
+    yaml_file = tmp_path / "conf" / "extra_model_paths.yaml"
+    yaml_file.parent.mkdir()
+    yaml_file.write_text(
+        "a111:\n"
+        "    base_path: ../webui\n"
+        "    is_default: true\n"
+        "    checkpoints: models/Stable-diffusion\n"
+        "    loras: |\n"
+        "         models/Lora\n"
+        "         models/LyCORIS\n"
+        "    upscale_models: models/ESRGAN\n"
+        "    configs: models/Stable-diffusion\n"
+        "mine:\n"
+        "    checkpoints: $MODELS_HOME/ckpt\n"
+        "    vae: relative/vae\n"
+        "empty:\n")
+    folders = read_extra_model_paths(yaml_file)
+    webui = tmp_path / "webui"
+    assert folders["checkpoints"] == [webui / "models/Stable-diffusion", tmp_path / "env" / "ckpt"]
+    assert folders["loras"] == [webui / "models/Lora", webui / "models/LyCORIS"]
+    assert folders["upscale"] == [webui / "models/ESRGAN"]  # ComfyUI's upscale_models
+    assert folders["vae"] == [yaml_file.parent / "relative/vae"]  # no base_path: beside the YAML file
+    assert "configs" not in folders
+
+
+def test_comfy_models_flag_takes_the_install_its_models_folder_or_a_yaml(tmp_path: Path, comfy_root: Path,
+                                                                        capsys: Any) -> None:
+    by_root = comfy_model_folders(comfy_root)
+    assert by_root["checkpoints"] == [comfy_root / "models" / "checkpoints"]
+    assert by_root["upscale"] == [comfy_root / "models" / "upscale_models"]
+    assert by_root["image"] == [comfy_root / "input"]
+    assert comfy_model_folders(comfy_root / "models")["loras"] == [comfy_root / "models" / "loras"]
+    assert main(["validate", str(FIXTURES / "more_api.json"), "--comfy-models", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_models_folder_of_comfyui_works_with_plain_models_flag(comfy_root: Path) -> None:
+    from nodeflow.settings import Settings
+
+    models = comfy_root / "models"
+    assert main(["validate", str(FIXTURES / "txt2img_api.json"), "--models", str(models)]) == 0
+    # upscale_models/ counts as nodeflow's upscale/.
+    found = Settings(models_dirs=[models]).resolve_path("upscale", "4x-demo.pth")
+    assert found == models / "upscale_models" / "4x-demo.pth"
+
+
+@pytest.mark.parametrize("name", ["txt2img_ui.json", "more_api.json"])
+def test_run_a_comfyui_workflow_to_a_picture(name: str, tmp_path: Path, comfy_root: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["run", str(FIXTURES / name), "--comfy-models", str(comfy_root), "--out", str(out), "-q"]) == 0
+    pictures = sorted(out.rglob("*.png"))
+    assert pictures, "no picture written"
+    with Image.open(pictures[0]) as im:
+        assert im.size == (64, 64)
