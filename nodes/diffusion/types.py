@@ -135,6 +135,14 @@ class Conditioning:
     """The fractions of the sampling (0: the start) between which this entry acts."""
     others: tuple[Conditioning, ...] = ()
     """Further entries combined with this one (ConditioningCombine)."""
+    original_size: tuple[int, int] | None = None
+    """SDXL size conditioning, (width, height) the picture should look as if it had; None: its size."""
+    crop: tuple[int, int] | None = None
+    """SDXL crop conditioning, (left, top) of the crop it should look cut from; None: (0, 0)."""
+    target_size: tuple[int, int] | None = None
+    """SDXL target size (width, height); None: the picture's size."""
+    aesthetic_score: float | None = None
+    """The SDXL refiner's aesthetic score; None: 6 for a prompt, 2.5 for a negative one."""
 
     def with_hint(self, hint: ControlHint) -> Conditioning:
         """Attach a ControlNet hint to every entry."""
