@@ -42,9 +42,11 @@ def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph) -> 
         if args.ray:
             from nodeflow.cluster.driver import ClusterOptions, run_on_ray
 
+            # Workers run in other folders (and on other machines): paths must be absolute.
             options = ClusterOptions(
-                address=args.ray, workers=args.ray_workers, plugins=list(args.plugins),
-                models=[str(p) for p in settings.models_dirs], devices=args.devices,
+                address=args.ray, workers=args.ray_workers,
+                plugins=[str(Path(p).expanduser().resolve()) for p in args.plugins],
+                models=[str(p.resolve()) for p in settings.models_dirs], devices=args.devices,
                 vram_budget=args.vram_budget, ram_budget=args.ram_budget, dtype=args.dtype,
                 node_workers=args.workers)
             result = run_on_ray(options, registry, graph, jobs, settings, outputs=args.output,

@@ -27,9 +27,12 @@ def json_lines(text: str) -> list[dict]:
 
 def test_two_workers_give_the_local_bytes_and_keep_models_where_loaded(
         ray_cluster, upscale_graph: str, picture_here: Path, models_dir: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str], torch_threads: None) -> None:
+        capsys: pytest.CaptureFixture[str], torch_threads: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A models folder named relatively, as a user types it: workers run elsewhere.
+    monkeypatch.chdir(models_dir.parent)
     sweep = ["--sweep", f"upscaler.path={MODELS}", "--sweep", "small.width=16,24,32",
-             "--models", str(models_dir)]
+             "--models", models_dir.name]
     local = tmp_path / "local"
     assert main(["run", upscale_graph, "--out", str(local), "--quiet", *sweep]) == 0
     capsys.readouterr()
