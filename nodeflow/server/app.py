@@ -60,6 +60,8 @@ class ServerConfig:
     data_dir: Path
     registry: NodeRegistry
     models_dirs: list[Path] = field(default_factory=list)
+    model_folders: dict[str, list[Path]] = field(default_factory=dict)
+    """Extra folders per model kind (ComfyUI's, from --comfy-models)."""
     token: str | None = None
     cors: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
@@ -113,7 +115,7 @@ class Server:
             raise invalid(problems, name)
         apply_request_overrides(graph, self.registry, overrides)
         settings = ServerSettings(models_dirs=self.config.models_dirs, out_dir=self.config.output_dir,
-                                  input_dir=self.config.input_dir)
+                                  input_dir=self.config.input_dir, folders=self.config.model_folders)
         problems = GraphValidator(self.registry, settings).validate(graph)
         if problems:
             raise invalid(problems, name)
@@ -226,7 +228,7 @@ def default_workers(config: ServerConfig) -> list[Worker]:
 
     names = config.devices or [d.name for d in ModelManager().devices]
     return [LocalWorker(config.registry, config.models_dirs, config.input_dir, device=name,
-                        models=ModelManager([name])) for name in names]
+                        models=ModelManager([name]), folders=config.model_folders) for name in names]
 
 
 def apply_request_overrides(graph: Graph, registry: NodeRegistry, overrides: Any) -> None:
@@ -357,7 +359,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         states = {"all": (QUEUED, RUNNING, *FINAL_STATES), "queue": (RUNNING, QUEUED),
                   "history": FINAL_STATES}.get(state, (state,))
         newest_first = state not in ("queue", "queued", "running")
-        jobs = server.store.list(tuple(states), limit=limit, before=before, newest_first=newest_first)
+        jobs = server.store.jobs(tuple(states), limit=limit, before=before, newest_first=newest_first)
         return {"jobs": [j.to_json() for j in jobs],
                 "next": jobs[-1].number if len(jobs) == limit else None}
 
@@ -450,17 +452,17 @@ async def stream_events(server: Server, ws: WebSocket, since: int | None, job: s
                 if len(backlog) < 1000:
                     break
         while True:
-            event = await listener.get()
-            if event is None:
+            live = await listener.get()
+            if live is None:
                 await ws.close(code=1013, reason="too far behind; reconnect with since=")
                 return
-            if job is not None and event.job_id != job:
+            if job is not None and live.job_id != job:
                 continue
-            if event.seq is not None:
-                if event.seq <= last:
+            if live.seq is not None:
+                if live.seq <= last:
                     continue
-                last = event.seq
-            await ws.send_json(_event_json(event))
+                last = live.seq
+            await ws.send_json(_event_json(live))
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
@@ -493,7 +495,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems: list[dict[str, Any]] = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append({"code": "request", "message": f"{where}: {err.get('msg')}",

@@ -18,11 +18,13 @@ a big-endian 32-bit event type (1, a preview picture), a 32-bit picture format (
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import platform
 import struct
 import sys
 import uuid
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +126,7 @@ def install_comfy_routes(app: FastAPI, server: Server) -> None:
 
 
 def _routes(app: FastAPI, server: Server, prefix: str) -> None:
-    tags = ["comfyui"]
+    tags: list[str | Enum] = ["comfyui"]
     hide = prefix == "/api"  # one copy in the OpenAPI page is enough
 
     @app.post(prefix + "/prompt", tags=tags, include_in_schema=not hide)
@@ -160,7 +162,7 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
     async def get_history(max_items: int | None = None) -> Any:
         """Finished prompts, oldest first (at most ``max_items``, the newest ones)."""
         limit = max_items if max_items is not None and max_items > 0 else 10_000
-        jobs = list(reversed(server.store.list(FINAL_STATES, limit=limit, newest_first=True)))
+        jobs = list(reversed(server.store.jobs(FINAL_STATES, limit=limit, newest_first=True)))
         return {job.id: _history_entry(server, job) for job in jobs}
 
     @app.get(prefix + "/history/{prompt_id}", tags=tags, include_in_schema=not hide)
@@ -175,7 +177,7 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
         """``{"clear": true}`` or ``{"delete": [prompt ids]}``: forget finished prompts."""
         body = await _json(request)
         if body.get("clear"):
-            for job in server.store.list(FINAL_STATES, limit=1_000_000):
+            for job in server.store.jobs(FINAL_STATES, limit=1_000_000):
                 server.store.delete(job.id)
         for job_id in _ids(body.get("delete")):
             server.store.delete(job_id)
@@ -183,8 +185,8 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
 
     @app.get(prefix + "/queue", tags=tags, include_in_schema=not hide)
     async def get_queue() -> Any:
-        running = server.store.list((RUNNING,), limit=1000)
-        pending = server.store.list((QUEUED,), limit=10_000)
+        running = server.store.jobs((RUNNING,), limit=1000)
+        pending = server.store.jobs((QUEUED,), limit=10_000)
         return {"queue_running": [_queue_item(j) for j in running],
                 "queue_pending": [_queue_item(j) for j in pending]}
 
@@ -193,10 +195,10 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
         """``{"clear": true}`` cancels every waiting prompt; ``{"delete": [ids]}`` those named."""
         body = await _json(request)
         if body.get("clear"):
-            for job in server.store.list((QUEUED,), limit=1_000_000):
-                server.hub.commit(lambda job_id=job.id: server.store.cancel_queued(job_id))
+            for job in server.store.jobs((QUEUED,), limit=1_000_000):
+                server.hub.commit(functools.partial(server.store.cancel_queued, job.id))
         for job_id in _ids(body.get("delete")):
-            server.hub.commit(lambda job_id=job_id: server.store.cancel_queued(job_id))
+            server.hub.commit(functools.partial(server.store.cancel_queued, job_id))
         return Response(status_code=200)
 
     @app.post(prefix + "/interrupt", tags=tags, include_in_schema=not hide)

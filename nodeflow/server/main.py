@@ -87,10 +87,17 @@ def default_data_dir() -> Path:
 
 def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
     """Run the server until Ctrl-C or SIGTERM (which drain it); returns the exit code."""
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise UsageError(f"nodeflow serve needs the server extra ({exc})",
+                         hint="Install it with: pip install 'nodeflow[server]'") from None
 
+    from nodeflow.comfy.model_paths import add_comfy_models
     from nodeflow.server.app import ServerConfig, create_app
     from nodeflow.server.safety import Limits
+    from nodeflow.settings import Settings
 
     token = args.token or os.environ.get("NODEFLOW_TOKEN") or None
     generated = False
@@ -106,7 +113,9 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
         models += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024),
                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    config = ServerConfig(data_dir=data_dir, registry=registry, models_dirs=models, token=token,
+    folders = add_comfy_models(Settings(), getattr(args, "comfy_models", [])).folders
+    config = ServerConfig(data_dir=data_dir, registry=registry, models_dirs=models,
+                          model_folders=folders, token=token,
                           cors=list(args.cors), limits=limits, drain_timeout=args.drain_timeout,
                           devices=args.devices.split(",") if args.devices else None)
     app = create_app(config)

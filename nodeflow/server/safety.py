@@ -28,7 +28,7 @@ class ApiError(Exception):
                  problems: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {"type": type_, "message": message, "problems": problems or []}
+        self.body: dict[str, Any] = {"type": type_, "message": message, "problems": problems or []}
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,10 @@ class ServerSettings(Settings):
     """Settings of a job on the server: pictures come only from the input folder, models only
     from the models folders; absolute paths and '..' never resolve."""
 
-    def __init__(self, *, models_dirs: list[Path], out_dir: Path, input_dir: Path) -> None:
+    def __init__(self, *, models_dirs: list[Path], out_dir: Path, input_dir: Path,
+                 folders: dict[str, list[Path]] | None = None) -> None:
         super().__init__(models_dirs=list(models_dirs), out_dir=out_dir, base_dir=input_dir,
-                         allowed_dirs=[input_dir])
+                         allowed_dirs=[input_dir], folders=dict(folders or {}))
         self.input_dir = input_dir
 
     def search_dirs(self, kind: str) -> list[Path]:

@@ -241,7 +241,7 @@ class JobStore:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row) if row is not None else None
 
-    def list(self, states: tuple[str, ...], *, limit: int = 100, before: int | None = None,
+    def jobs(self, states: tuple[str, ...], *, limit: int = 100, before: int | None = None,
              newest_first: bool = False) -> list[Job]:
         """Jobs in the given states, ordered by number, paginated with ``before`` (a number)."""
         marks = ",".join("?" * len(states))

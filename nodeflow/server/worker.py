@@ -10,6 +10,7 @@ how it ended; it also cancels, and drains on shutdown.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import shutil
@@ -96,17 +97,20 @@ class LocalWorker:
     """One long-lived executor on one device (its models and cache stay between jobs)."""
 
     def __init__(self, registry: NodeRegistry, models_dirs: list[Path], input_dir: Path, *,
-                 device: str | None = None, models: Any = None, workers: int | None = None) -> None:
+                 device: str | None = None, models: Any = None, workers: int | None = None,
+                 folders: dict[str, list[Path]] | None = None) -> None:
         from nodeflow.executor import Executor
 
         self.name = f"local:{device or 'default'}"
         self.registry = registry
         self.models_dirs = list(models_dirs)
         self.input_dir = input_dir
+        self.folders = dict(folders or {})
         self.executor = Executor(registry, self._settings(input_dir), models=models, workers=workers)
 
     def _settings(self, out_dir: Path) -> ServerSettings:
-        return ServerSettings(models_dirs=self.models_dirs, out_dir=out_dir, input_dir=self.input_dir)
+        return ServerSettings(models_dirs=self.models_dirs, out_dir=out_dir, input_dir=self.input_dir,
+                              folders=self.folders)
 
     def close(self) -> None:
         self.executor.close()
@@ -130,7 +134,7 @@ class LocalWorker:
             return JobOutcome(FAILED, error=error_json(exc))
         files = [_relative(p, job.out_dir) for p in result.files]
         values = _values(result.outputs, job.out_dir, job.outputs) if job.outputs else {}
-        summary = {"files": files, "values": values, "ran": result.ran, "cached": result.cached,
+        summary: dict[str, Any] = {"files": files, "values": values, "ran": result.ran, "cached": result.cached,
                    "skipped": result.skipped,
                    "node_seconds": {k: round(v, 6) for k, v in result.timings.items()}}
         for name in values.get("_files", []):
@@ -300,7 +304,7 @@ class Dispatcher:
                 if self._stopping:
                     return
             claimed: list[Job] = []
-            self.hub.commit(lambda claimed=claimed: self._claim(worker, claimed))
+            self.hub.commit(functools.partial(self._claim, worker, claimed))
             if not claimed:
                 with self._wake:
                     if self._stopping:
