@@ -17,7 +17,7 @@ from nodeflow.node import EstimateContext, MemoryEstimate, Node, ValueEstimate
 from nodeflow.plan import Plan
 from nodeflow.settings import Settings
 from nodeflow.types import TypeParam
-from nodeflow.validate import literal_values
+from nodeflow.validate import constant_inputs, literal_values
 
 
 def estimate_plan_memory(graph: Graph, plan: Plan, settings: Settings,
@@ -33,6 +33,7 @@ def estimate_plan_memory(graph: Graph, plan: Plan, settings: Settings,
     hooked = {cls for cls in set(plan.classes.values()) if declares_estimate(cls)}
     if not hooked:
         return {}  # nothing declares a need: nothing can flow either
+    constants = plan_constants(graph, plan)
     contexts = {False: EstimateContext(settings, "cpu", dtypes),
                 True: EstimateContext(settings, accelerator, dtypes)}
     carried: dict[tuple[str, str], ValueEstimate] = {}
@@ -47,7 +48,7 @@ def estimate_plan_memory(graph: Graph, plan: Plan, settings: Settings,
         estimate = None
         if cls in hooked:
             try:
-                estimate = cls.estimate_memory(_literal_values(graph, n, cls, links), upstream,
+                estimate = cls.estimate_memory(_literal_values(graph, n, cls, links, constants), upstream,
                                                contexts[cls.uses_accelerator])
             except Exception:  # noqa: BLE001 - a faulty estimate must not stop a run: unknown
                 estimate = None
@@ -96,7 +97,7 @@ def check_plan_memory(graph: Graph, plan: Plan, estimates: Mapping[str, MemoryEs
              else f"the largest budget, of {largest.name}")
     others = (f" ({len(too_big) - 1} other node{'s' if len(too_big) > 2 else ''} cannot fit either: "
               f"{', '.join(too_big[1:])})" if len(too_big) > 1 else "")
-    values = _literal_values(graph, n, cls, plan.incoming.get(n, ()))
+    values = _literal_values(graph, n, cls, plan.incoming.get(n, ()), plan_constants(graph, plan))
     tries = [f"a larger --vram-budget (at least {format_size(estimate.least)})"]
     if dtype_override not in ("fp16", "bf16"):
         tries.append("--dtype fp16 or bf16 (half the bytes of fp32 weights and activations)")
@@ -112,10 +113,24 @@ def check_plan_memory(graph: Graph, plan: Plan, estimates: Mapping[str, MemoryEs
         hint=f"Try {', '.join(tries[:-1]) + ' or ' + tries[-1] if len(tries) > 1 else tries[0]}.")
 
 
-def _literal_values(graph: Graph, n: str, cls: type[Node], links: Iterable[Link]) -> dict[str, Any]:
-    """The literal inputs of a node and the defaults of its unset, unlinked inputs (as `check`
-    gets them)."""
-    return literal_values(cls, graph.nodes[n].inputs, (ln.dst_socket for ln in links))
+def plan_constants(graph: Graph, plan: Plan) -> Mapping[tuple[str, str], tuple[Any, Link]]:
+    """The constants that arrive through links into the planned nodes (see
+    `nodeflow.validate.constant_inputs`): the memory plan sizes what will actually run."""
+    return constant_inputs(graph, plan.classes,
+                           (ln for links in plan.incoming.values() for ln in links), plan.order)
+
+
+def _literal_values(graph: Graph, n: str, cls: type[Node], links: Iterable[Link],
+                    constants: Mapping[tuple[str, str], tuple[Any, Link]]) -> dict[str, Any]:
+    """The literal inputs of a node, the defaults of its unset, unlinked inputs (as `check`
+    gets them) and the constants that arrive through its links."""
+    links = list(links)
+    values = literal_values(cls, graph.nodes[n].inputs, (ln.dst_socket for ln in links))
+    for ln in links:
+        arriving = constants.get((n, ln.dst_socket))
+        if arriving is not None:
+            values[ln.dst_socket] = arriving[0]
+    return values
 
 
 def _merged(groups: Iterable[Mapping[str, int]]) -> dict[str, int]:

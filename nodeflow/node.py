@@ -256,7 +256,8 @@ class Node:
     from the id), ``description`` (default: the docstring), ``inputs`` (`Input`
     declarations), ``outputs`` (`Output` declarations), ``deterministic`` (False: never
     cached), ``output_node`` (True: writes files; run by default), ``uses_accelerator``
-    (True: computes on the GPU; run one at a time per device).
+    (True: computes on the GPU; run one at a time per device), ``constant`` (True: a pure,
+    instant function of its inputs, computed at validation when they are constants).
     """
 
     id: ClassVar[str]
@@ -273,6 +274,10 @@ class Node:
     uses_accelerator: ClassVar[bool] = False
     """True: computes on the GPU (or the CPU standing in for it); such nodes run one at a
     time per device, while other nodes run beside them."""
+    constant: ClassVar[bool] = False
+    """True: an instant, pure function of its inputs that never uses its context (value
+    nodes, reroutes, arithmetic). Validation computes it when its inputs are constants, so
+    what flows from it is checked like a literal (ranges, choices, files, memory)."""
 
     # Filled in by __init_subclass__.
     input_map: ClassVar[Mapping[str, Input]]
@@ -366,6 +371,7 @@ class Node:
             "deterministic": cls.deterministic,
             "output_node": cls.output_node,
             "uses_accelerator": cls.uses_accelerator,
+            "constant": cls.constant,
             "inputs": [i.to_json() for i in cls.inputs],
             "outputs": [o.to_json() for o in cls.outputs],
             "literal_schema": literal_json_schema(cls),

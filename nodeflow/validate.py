@@ -9,7 +9,7 @@ from typing import Any
 
 from nodeflow.errors import Location, Problem, UsageError
 from nodeflow.graph import Graph, Link
-from nodeflow.node import Node, check_literal
+from nodeflow.node import Node, check_literal, check_value
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
 from nodeflow.types import SocketType, TypeParam, UnionType, is_compatible, type_name
@@ -118,7 +118,15 @@ class GraphValidator:
                     + "; remove one of these links", cycle[0])
 
         problems += self._check_types(graph, classes, good_links, order)
-        problems += self._check_nodes(graph, classes, linked_inputs, problems)
+        bad = {(p.location.node, p.location.socket) for p in problems}
+        constants = constant_inputs(graph, classes, linked_inputs.values(), order,
+                                    skip={n for n, _s in bad if n})
+        for (node_id, socket), (value, link) in constants.items():
+            why = check_value(classes[node_id].input_map[socket], value)
+            if why:
+                add("bad_value", f"the value that arrives from {link.source} {why}; change it "
+                    f"there", node_id, socket)
+        problems += self._check_nodes(graph, classes, linked_inputs, problems, constants)
         return problems
 
     def _check_types(self, graph: Graph, classes: dict[str, type[Node]], links: list[Link],
@@ -161,8 +169,10 @@ class GraphValidator:
         return problems
 
     def _check_nodes(self, graph: Graph, classes: dict[str, type[Node]],
-                     linked: dict[tuple[str, str], Link], found: list[Problem]) -> list[Problem]:
-        """Path inputs that do not exist and each node type's own checks."""
+                     linked: dict[tuple[str, str], Link], found: list[Problem],
+                     constants: Mapping[tuple[str, str], tuple[Any, Link]]) -> list[Problem]:
+        """Path inputs that do not exist and each node type's own checks (constants that arrive
+        through links are checked as literals are)."""
         file = graph.file_name
         bad_sockets = {(p.location.node, p.location.socket) for p in found}
         problems = []
@@ -172,6 +182,10 @@ class GraphValidator:
                 continue
             values = literal_values(cls, node.inputs, (spec.name for spec in cls.inputs
                                                        if (node.id, spec.name) in linked or (node.id, spec.name) in bad_sockets))
+            for spec in cls.inputs:
+                arriving = constants.get((node.id, spec.name))
+                if arriving is not None and (node.id, spec.name) not in bad_sockets:
+                    values[spec.name] = arriving[0]
             for spec in cls.inputs:
                 value = values.get(spec.name)
                 if spec.path_kind and isinstance(value, str) and value:
@@ -190,6 +204,87 @@ class GraphValidator:
                                         f"{type(exc).__name__}: {exc}",
                                         Location(file, node.id, cls.id)))
         return problems
+
+
+def constant_inputs(graph: Graph, classes: Mapping[str, type[Node]], links: Iterable[Link],
+                    order: Iterable[str], skip: Iterable[str] = ()) -> dict[tuple[str, str], tuple[Any, Link]]:
+    """Values known before anything runs that arrive through links into inputs that are
+    checked (declared ranges, choices or files, or a node's own `check` or
+    `estimate_memory`): what `Node.constant` nodes (value nodes, reroutes, arithmetic)
+    compute from literals and from other constants.
+
+    Returns ``(node, input) -> (value, link)``. Only what such inputs need is computed (a long
+    chain of arithmetic feeding nothing checked costs nothing); nodes in ``skip`` (with
+    problems), nodes on cycles and nodes whose computation fails are left out.
+    """
+    ordered = set(order)
+    skipped = set(skip)
+    into: dict[str, list[Link]] = {}
+    for ln in links:
+        into.setdefault(ln.dst, []).append(ln)
+    memo: dict[str, dict[str, Any] | None] = {}
+
+    def outputs_of(root: str) -> dict[str, Any] | None:
+        stack = [root]
+        while stack:  # iterative: a 100,000-node chain of constants is fine
+            n = stack[-1]
+            if n in memo:
+                stack.pop()
+                continue
+            cls = classes.get(n)
+            if cls is None or not cls.constant or n in skipped or n not in ordered:
+                memo[n] = None
+                stack.pop()
+                continue
+            feeds = into.get(n, ())
+            waiting = [ln.src for ln in feeds if ln.src not in memo]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            stack.pop()
+            memo[n] = _compute_constant(graph, n, cls, feeds, memo)
+        return memo[root]
+
+    arriving: dict[tuple[str, str], tuple[Any, Link]] = {}
+    for dst, feeds in into.items():
+        cls = classes.get(dst)
+        if cls is None:
+            continue
+        whole_node = _declares(cls, "check") or _declares(cls, "estimate_memory")
+        for ln in feeds:
+            spec = cls.input_map.get(ln.dst_socket)
+            if spec is None or not (whole_node or spec.min is not None or spec.max is not None
+                                    or spec.choices is not None or spec.path_kind):
+                continue
+            outputs = outputs_of(ln.src)
+            if outputs is not None and ln.src_socket in outputs:
+                arriving[(dst, ln.dst_socket)] = (outputs[ln.src_socket], ln)
+    return arriving
+
+
+def _compute_constant(graph: Graph, n: str, cls: type[Node], feeds: Iterable[Link],
+                      memo: Mapping[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    feeds = list(feeds)
+    kwargs = literal_values(cls, graph.nodes[n].inputs, (ln.dst_socket for ln in feeds))
+    for ln in feeds:
+        source = memo.get(ln.src)
+        if source is None or ln.src_socket not in source:
+            return None  # something not constant flows in
+        kwargs[ln.dst_socket] = source[ln.src_socket]
+    if any(spec.name not in kwargs for spec in cls.inputs if spec.required):
+        return None
+    try:
+        raw = cls().run(None, **kwargs)
+    except Exception:  # noqa: BLE001 - it will fail, located, when it runs
+        return None
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    return {cls.outputs[0].name: raw} if len(cls.outputs) == 1 else None
+
+
+def _declares(cls: type[Node], hook: str) -> bool:
+    """Does the node type have its own classmethod ``hook`` (not the base class's)?"""
+    return getattr(getattr(cls, hook), "__func__", None) is not getattr(getattr(Node, hook), "__func__", None)
 
 
 def output_nodes(graph: Graph, registry: NodeRegistry) -> list[str]:

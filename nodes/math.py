@@ -12,6 +12,7 @@ class Add(Node):
     """Add two numbers: a + b."""
 
     id = "math.Add"
+    constant = True  # computed at validation, so what it passes on is checked
     category = "math"
     inputs = (
         Input("a", FLOAT, "First number.", default=0.0),

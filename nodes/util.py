@@ -14,6 +14,7 @@ class Reroute(Node):
     """Pass a value through unchanged, to tidy long links. Its output has its input's type."""
 
     id = "util.Reroute"
+    constant = True  # computed at validation, so what it passes on is checked
     category = "util"
     inputs = (Input("value", T, "Any value."),)
     outputs = (Output("value", T, "The same value."),)

@@ -14,6 +14,7 @@ class Int(Node):
     """An integer constant."""
 
     id = "value.Int"
+    constant = True  # computed at validation, so what it passes on is checked
     category = "value"
     inputs = (Input("value", INT, "The integer.", default=0),)
     outputs = (Output("value", INT, "The integer."),)
@@ -26,6 +27,7 @@ class Float(Node):
     """A floating-point constant."""
 
     id = "value.Float"
+    constant = True  # computed at validation, so what it passes on is checked
     category = "value"
     inputs = (Input("value", FLOAT, "The number.", default=0.0),)
     outputs = (Output("value", FLOAT, "The number."),)
@@ -38,6 +40,7 @@ class String(Node):
     """A text constant, such as a prompt shared by several nodes."""
 
     id = "value.String"
+    constant = True  # computed at validation, so what it passes on is checked
     category = "value"
     inputs = (Input("value", STRING, "The text.", default="", multiline=True),)
     outputs = (Output("value", STRING, "The text."),)
@@ -50,6 +53,7 @@ class Seed(Node):
     """A random seed. The editor offers randomize, fixed and increment; the file holds the number."""
 
     id = "value.Seed"
+    constant = True  # computed at validation, so what it passes on is checked
     category = "value"
     inputs = (Input("seed", INT, "The seed.", default=0, min=0, max=SEED_MAX, seed=True),)
     outputs = (Output("seed", INT, "The seed."),)

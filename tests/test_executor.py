@@ -8,6 +8,8 @@ from nodeflow.events import CancelToken, NodeCached, NodeFailed, NodeFinished, N
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.models import ModelManager
+from nodeflow.node import Input, MemoryEstimate, Node, Output
+from nodeflow.types import INT
 
 from . import helpers
 from .helpers import CALLS, chain, make_registry
@@ -237,3 +239,89 @@ def test_failure_and_cancel_under_concurrency():
     ex = Executor(REG, workers=2)
     result = ex.run(slow, ["join"], cancel=token)
     assert result.cancelled and result.ran == [] and len(ex.cache) == 0
+
+
+SCALE_PLUGIN = '''
+from nodeflow.api import INT, Input, Node, Output
+
+
+class Scale(Node):
+    """Multiplies an integer by 1000 when it runs (not known before)."""
+
+    id = "scaletest.Scale"
+    inputs = (Input("x", INT, "A number.", default=1),)
+    outputs = (Output("y", INT, "x * 1000."),)
+
+    def run(self, ctx, x):
+        return x * 1000
+
+
+class Steps(Node):
+    """Takes a step count in 1..100000."""
+
+    id = "scaletest.Steps"
+    output_node = True
+    inputs = (Input("steps", INT, "Steps.", default=1, min=1, max=100000),)
+    outputs = (Output("steps", INT, "The steps."),)
+
+    def run(self, ctx, steps):
+        return steps
+'''
+
+
+def test_a_value_computed_at_run_time_is_checked_against_the_range_before_the_node_runs(tmp_path,
+                                                                                       capsys):
+    from nodeflow.cli import main
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "scaletest.py").write_text(SCALE_PLUGIN)
+    g = Graph()
+    g.add_node("scaletest.Scale", "scale", {"x": 200})
+    g.add_node("scaletest.Steps", "steps")
+    g.connect("scale.y", "steps.steps")
+    path = tmp_path / "g.json"
+    g.save(path)
+    assert main(["validate", str(path), "--plugins", str(tmp_path / "plugins")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(path), "--plugins", str(tmp_path / "plugins"), "--out",
+                 str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "node 'steps'" in err and "socket 'steps'" in err
+    assert "200000 is above the maximum 100000" in err and "Traceback" not in err
+
+
+class Hungry(Node):
+    """Needs `size` MiB of working memory on the accelerator."""
+
+    id = "hungrytest.Hungry"
+    uses_accelerator = True
+    inputs = (Input("size", INT, "MiB.", default=1, min=1, max=10**6),)
+    outputs = (Output("y", INT, "The size."),)
+
+    @classmethod
+    def estimate_memory(cls, values, upstream, ctx):
+        size = values.get("size")
+        return MemoryEstimate(activations=size * 2**20) if isinstance(size, int) else None
+
+    def run(self, ctx, size):
+        helpers.count(ctx.node_id)
+        return size
+
+
+def test_the_memory_plan_sizes_a_node_by_the_constant_that_arrives_through_a_link():
+    from nodeflow.errors import ModelError
+    from nodeflow.registry import load_registry
+
+    registry = load_registry(use_env=False)
+    registry.register_module("hungrytest", [Hungry], "tests/test_executor.py")
+    g = Graph()
+    g.add_node("value.Int", "size", {"value": 5000})
+    g.add_node("hungrytest.Hungry", "hungry")
+    g.connect("size.value", "hungry.size")
+    ex = Executor(registry, models=ModelManager(devices=["cpu"], vram_budget=100 * 2**20))
+    with pytest.raises(ModelError) as caught:
+        ex.run(g, ["hungry"])
+    assert caught.value.location.node == "hungry" and "5.2 GB" in str(caught.value)
+    assert "hungry" not in CALLS  # refused before anything ran
+    g.set_input("size", "value", 5)
+    assert ex.run(g, ["hungry"]).outputs["hungry"]["y"] == 5

@@ -147,3 +147,45 @@ def test_node_specific_checks_are_reported():
     p = one(problems_of(doc({"s": {"type": "image.Save", "inputs": {"prefix": "../escape"}}},)),
             "node_check")
     assert p.location.socket == "prefix"
+
+
+# --- values that arrive through links ---------------------------------------------------------
+
+def latent_fed_by(*chain, value=100_000, links=()):
+    """value.Int -> (chain of constant nodes) -> EmptyLatent.width."""
+    nodes = {"w": {"type": "value.Int", "inputs": {"value": value}},
+             "latent": {"type": "diffusion.EmptyLatent", "inputs": {"height": 64}}}
+    src = "w.value"
+    all_links = list(links)
+    for i, type_id in enumerate(chain):
+        nodes[f"c{i}"] = {"type": type_id, "inputs": {}}
+        all_links.append((src, f"c{i}.value"))
+        src = f"c{i}.value"
+    all_links.append((src, "latent.width"))
+    return doc(nodes, all_links)
+
+
+@pytest.mark.parametrize("chain", [(), ("util.Reroute",), ("util.Reroute", "util.Reroute")])
+def test_a_constant_through_value_nodes_and_reroutes_is_checked_like_a_literal(chain):
+    p = one(problems_of(latent_fed_by(*chain)), "bad_value")
+    assert (p.location.node, p.location.socket) == ("latent", "width")
+    assert "100000" in p.message and "8192" in p.message and "arrives from" in p.message
+
+
+def test_a_constant_computed_by_arithmetic_is_checked():
+    nodes = {"a": {"type": "value.Float", "inputs": {"value": 3.0}},
+             "add": {"type": "math.Add", "inputs": {"b": 20000.0}},
+             "busy": {"type": "test.Busy", "inputs": {}}}
+    p = one(problems_of(doc(nodes, [("a.value", "add.a"), ("add.sum", "busy.seconds")])), "bad_value")
+    assert (p.location.node, p.location.socket) == ("busy", "seconds")
+    assert "20003.0" in p.message and "maximum 10" in p.message
+
+
+def test_a_node_check_sees_constants_that_arrive_through_links():
+    # EmptyLatent's own check wants a multiple of 8.
+    p = one(problems_of(latent_fed_by("util.Reroute", value=100)), "node_check")
+    assert (p.location.node, p.location.socket) == ("latent", "width") and "8" in p.message
+
+
+def test_values_in_range_through_links_are_fine():
+    assert problems_of(latent_fed_by("util.Reroute", value=64)) == []
