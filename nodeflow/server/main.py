@@ -47,12 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest uploaded picture (default: 32)")
 
 
-def _uvicorn_server_class() -> Any:
+def _uvicorn_server_class(dispatcher: Any) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
         """uvicorn, except that after Ctrl-C or SIGTERM has drained the server the process exits
-        normally instead of being killed by the signal again."""
+        normally instead of being killed by the signal again, and a second Ctrl-C stops the
+        running job at once (it goes back to the queue)."""
+
+        def on_signal(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                dispatcher.hurry()
+            self.handle_exit(sig, frame)
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -60,7 +66,7 @@ def _uvicorn_server_class() -> Any:
                 yield
                 return
             signals = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            previous = {sig: signal.signal(sig, self.on_signal) for sig in signals}
             try:
                 yield
             finally:
@@ -131,7 +137,7 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
     else:
         print("listening on this machine only, without a token", flush=True)
     logging.basicConfig(level=logging.INFO, format="nodeflow: %(message)s", stream=sys.stderr)
-    server = _uvicorn_server_class()(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+    server = _uvicorn_server_class(app.state.server.dispatcher)(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                            ws_max_size=config.limits.max_request_bytes,
                                            timeout_graceful_shutdown=5))
     server.run()

@@ -280,6 +280,13 @@ class Dispatcher:
         entry[0].cancel()
         return True
 
+    def hurry(self) -> None:
+        """Stop the running jobs now and put them back in the queue (a second Ctrl-C)."""
+        with self._lock:
+            for token, requeue in self._running.values():
+                requeue[0] = True
+                token.cancel()
+
     def stop(self, timeout: float) -> None:
         """Stop taking jobs; let running ones finish for ``timeout`` seconds, then stop them and
         put them back in the queue, so the next start runs them again."""
@@ -289,10 +296,7 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            for token, requeue in self._running.values():
-                requeue[0] = True
-                token.cancel()
+        self.hurry()
         for thread in self._threads:
             thread.join(30.0)
         for worker in self.workers:
