@@ -351,6 +351,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
+    if args.file:
+        from nodeflow.graph import check_graph_path
+
+        check_graph_path(args.file)  # a FIFO or a device is refused before the window opens
     try:
         from nodeflow.gui import app  # Qt is imported only by this command
     except ImportError as exc:

@@ -165,3 +165,13 @@ def test_plugin_name_with_a_newline_is_refused(tmp_path, capsys):
     assert code == 2
     assert "plugin name" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fifo_given_to_the_editor_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "graph.json"
+    os.mkfifo(fifo)
+    proc = cli_process("edit", str(fifo), "--screenshot", str(tmp_path / "shot.png"), timeout=60,
+                       env={"QT_QPA_PLATFORM": "offscreen", "NODEFLOW_EDITOR_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 2
+    assert "FIFO" in proc.stderr
+    assert_clean_error(proc.stderr)
