@@ -22,7 +22,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
 
 from nodeflow import __version__  # noqa: E402
-from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError  # noqa: E402
+from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError, printable  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_problems(exc.problems, getattr(args, "json", False), sys.stdout, sys.stderr)
         return EXIT_INVALID
     except NodeflowError as exc:
-        print(f"nodeflow: error: {exc}", file=sys.stderr)
+        print(f"nodeflow: error: {printable(str(exc), keep=chr(10))}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt as exc:
         print("nodeflow: interrupted", file=sys.stderr)
@@ -189,7 +189,7 @@ def _print_problems(problems: list[Problem], as_json: bool, out: TextIO, err: Te
               file=out)
         return
     for p in problems:
-        print(f"error: {p}", file=err)
+        print(f"error: {printable(str(p))}", file=err)
     count = len(problems)
     print(f"{count} problem{'s' if count != 1 else ''} found", file=err)
 

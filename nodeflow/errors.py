@@ -40,11 +40,15 @@ class Location:
         return ", ".join(parts)
 
 
-def _printable(text: str) -> str:
-    """``text`` with control characters escaped: ids from a file must not drive the terminal."""
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with control characters escaped (except those in ``keep``): names and values
+    from a file must not drive the terminal they are printed on."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
+
+
+_printable = printable
 
 
 class NodeflowError(Exception):

@@ -175,3 +175,11 @@ def test_fifo_given_to_the_editor_is_refused_without_hanging(tmp_path):
     assert proc.returncode == 2
     assert "FIFO" in proc.stderr
     assert_clean_error(proc.stderr)
+
+
+def test_control_characters_in_a_node_type_never_reach_the_terminal(tmp_path, capsys):
+    path = write_graph(tmp_path / "g.json", {"a": {"type": "x\x1b[2J\x07", "inputs": {}}})
+    code, out, err = cli(capsys, "validate", str(path))
+    assert code == 2
+    assert "unknown node type" in err
+    assert "\x1b" not in err + out and "\x07" not in err + out
