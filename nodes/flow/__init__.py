@@ -8,12 +8,13 @@ Latents and VAEs use the diffusion pack's LATENT and VAE sockets, so its VAEEnco
 VAEDecode work here. Nothing imports torch until a node runs.
 """
 
+from nodeflow.nodes.flow.control import ApplyControlNet, LoadControlNet
 from nodeflow.nodes.flow.encode import FluxGuidance, TextEncode, ZeroOut
 from nodeflow.nodes.flow.load_nodes import LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE
 from nodeflow.nodes.flow.lora import LoadLoRA
 from nodeflow.nodes.flow.sample import EmptyLatent, ModelSamplingFlux, ModelSamplingSD3, Sample
 
-NODES = [LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE, LoadLoRA, TextEncode, FluxGuidance, ZeroOut,
-         EmptyLatent, ModelSamplingSD3, ModelSamplingFlux, Sample]
+NODES = [LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE, LoadLoRA, LoadControlNet, TextEncode,
+         FluxGuidance, ZeroOut, ApplyControlNet, EmptyLatent, ModelSamplingSD3, ModelSamplingFlux, Sample]
 
 __all__ = [cls.__name__ for cls in NODES]

@@ -43,6 +43,8 @@ SCHEDULES = {"normal": {}, "karras": {"use_karras_sigmas": True},
 """Sigma spacings FlowMatchEulerDiscreteScheduler offers (heun: normal only)."""
 
 MULTIPLE = 16
+DEFAULT_GUIDANCE = 3.5
+"""Flux dev's embedded guidance when no FluxGuidance sets it (the pipeline's default)."""
 """Pixels per transformer token side: the VAE's 8 times the 2×2 patch."""
 LATENT_SCALE = 8
 PREVIEW_EVERY = 4
@@ -347,6 +349,8 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         scheduler.set_begin_index(0)
 
     shape = (batch, model.latent_channels, h, w)
+    # Flux's pipeline draws the control images' latents first, with the same generator
+    hints = prepare_hints(model, positive.hints, h, w, batch, do_cfg and not flux, device, generator, seed)
     if from_image:
         with torch.no_grad():
             if latent.encoded is not None:
@@ -363,11 +367,10 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
     else:
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
-    hints = prepare_hints(model, positive.hints, latent, batch, do_cfg and not flux, device, generator)
     guidance = None
+    guidance_value = positive.guidance if positive.guidance is not None else DEFAULT_GUIDANCE
     if flux and model.guidance_embedded:
-        value = positive.guidance if positive.guidance is not None else 3.5
-        guidance = torch.full([1], value, device=device, dtype=torch.float32).expand(batch)
+        guidance = torch.full([1], guidance_value, device=device, dtype=torch.float32).expand(batch)
     if flux:
         latents = pack(latents)
         img_ids = image_ids(h, w, device, latents.dtype)
@@ -384,7 +387,7 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
             if flux:
                 timestep = t.expand(latents.shape[0]).to(latents.dtype)
                 residuals = control_residuals(model, hints, i, total, latents, timestep, embeds, pooled,
-                                              guidance, txt_ids, img_ids)
+                                              guidance_value, txt_ids, img_ids)
                 noise_pred = transformer(hidden_states=latents, timestep=timestep / 1000, guidance=guidance,
                                          pooled_projections=pooled, encoder_hidden_states=embeds,
                                          txt_ids=txt_ids, img_ids=img_ids, return_dict=False,

@@ -122,6 +122,10 @@ class FlowHint:
     strength: float
     start: float
     end: float
+    vae: Any = None
+    """The Autoencoder that encoded the image (ControlNets that take latents)."""
+    dist: Any = None
+    """The encoder's latent distribution of the image, sampled by the sampler with its seed."""
 
 
 @dataclass(frozen=True, eq=False)

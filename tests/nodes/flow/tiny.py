@@ -264,3 +264,27 @@ def make_lora(path: Path, parts: dict[str, Any], family: str, seed: int, rank: i
         FluxPipeline.save_lora_weights(path.parent, transformer_lora_layers=layers["transformer"],
                                        text_encoder_lora_layers=layers["text_encoder"], weight_name=path.name)
     return path
+
+
+def save_controlnet(folder: Path, family: str, seed: int) -> Path:
+    """A tiny SD3 or Flux ControlNet whose zero-initialised outputs are given random weights."""
+    import torch
+    from diffusers import FluxControlNetModel, SD3ControlNetModel
+
+    torch.manual_seed(seed)
+    if family == "sd3":
+        net: Any = SD3ControlNetModel(
+            sample_size=8, patch_size=2, in_channels=16, num_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=256, caption_projection_dim=32,
+            pooled_projection_dim=192, out_channels=16, pos_embed_max_size=16)
+    else:
+        net = FluxControlNetModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=32,
+            num_attention_heads=2, joint_attention_dim=256, pooled_projection_dim=64, guidance_embeds=True,
+            axes_dims_rope=(4, 14, 14))
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "controlnet_" in name:
+                p.copy_(torch.randn(p.shape) * 0.1)
+    net.save_pretrained(folder)
+    return folder
