@@ -100,25 +100,9 @@ def choice(aliases: Mapping[str, str] | None = None, what: str = "value") -> Con
     return convert
 
 
-def method(value: Any, ctx: ConvertContext) -> Any:
-    """ComfyUI's resampling methods; 'nearest-exact' is plain nearest-neighbour."""
-    return choice({"nearest-exact": "nearest"}, "upscale method")(value, ctx)
-
-
-def no_crop(value: Any, ctx: ConvertContext) -> Any:
-    if value not in (None, "disabled"):
-        raise Unmappable(f"crop '{value}' is not supported yet (only 'disabled')")
-    return None
-
-
 def threshold_255(value: Any, ctx: ConvertContext) -> Any:
     """ComfyUI's Canny thresholds are fractions of 1; nodeflow's are 0..255 levels."""
     return round(float(value) * 255) if isinstance(value, int | float) else value
-
-
-def last_layer(value: Any, ctx: ConvertContext) -> Any:
-    """ComfyUI's stop_at_clip_layer (-1 = last layer) as nodeflow's clip_skip (0 = use all)."""
-    return -int(value) - 1 if isinstance(value, int | float) else value
 
 
 def w(name: str, convert: Convert | None = None, linkable: bool = True) -> Widget:
@@ -134,17 +118,35 @@ def one(comfy: str, type_id: str, widgets: tuple[str, ...] = (), links: Mapping[
     return NodeMap(comfy, widgets, {"": part}, tuple(("", o) for o in outputs), dict(models or {}))
 
 
-# ComfyUI's KSampler semantics, stated in the imported graph: initial noise drawn on the CPU from
-# torch.manual_seed(seed) for the whole batch, its sigma schedule and start scaling, its denoise
-# (all `steps` from a longer schedule), the VAE posterior mean and 8-bit truncation on save.
-KSAMPLER_SEMANTICS: Mapping[str, Any] = {"noise": "comfy", "semantics": "comfy"}
+def enabled(value: Any, ctx: ConvertContext) -> Any:
+    """ComfyUI's "enable"/"disable" combo widgets as booleans."""
+    if value in ("enable", "disable"):
+        return value == "enable"
+    return value
 
-_SAMPLER_VALUES = {
-    "seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"),
-    "sampler": w("sampler_name", choice(SAMPLER_ALIASES, "sampler")),
-    "scheduler": w("scheduler", choice(None, "scheduler")),
-}
-_SAMPLER_LINKS = {"model": "model", "positive": "positive", "negative": "negative", "latent": "latent_image"}
+
+# Samplers: diffusion.KSampler *is* ComfyUI's semantics (its noise, sigma schedules, start scaling,
+# denoise and the VAE posterior mean). A sampler name it lacks falls back to diffusion.Sample
+# (diffusers' schedulers) where that one has it, e.g. uni_pc_bh2 = diffusers' UniPC; such a
+# node is listed in the graph's meta as an approximation.
+_KSAMPLER_LINKS = {"model": "model", "positive": "positive", "negative": "negative", "latent_image": "latent_image"}
+_SAMPLE_LINKS = {"model": "model", "positive": "positive", "negative": "negative", "latent": "latent_image"}
+_SAMPLER_NAMES = w("sampler_name", choice(None, "sampler"))
+_SCHEDULERS = w("scheduler", choice(None, "scheduler"))
+
+KSAMPLER_FALLBACK = one(
+    "KSampler", "diffusion.Sample", links=_SAMPLE_LINKS,
+    values={"seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"), "denoise": w("denoise"),
+            "sampler": w("sampler_name", choice(SAMPLER_ALIASES, "sampler")),
+            "scheduler": w("scheduler", choice(None, "scheduler"))},
+    outputs=("latent",))
+
+
+def _conditioning(comfy: str, type_id: str, links: Mapping[str, str], widgets: tuple[str, ...] = ()) -> NodeMap:
+    # The regional-prompt nodes keep ComfyUI's socket and widget names.
+    return one(comfy, type_id, widgets, links=links, values={name: w(name) for name in widgets},
+               outputs=("conditioning",))
+
 
 NODE_MAPS: tuple[NodeMap, ...] = (
     # --- loaders ---
@@ -170,18 +172,60 @@ NODE_MAPS: tuple[NodeMap, ...] = (
     # --- text ---
     one("CLIPTextEncode", "diffusion.TextEncode", ("text",), links={"clip": "clip"},
         values={"text": w("text")}, outputs=("conditioning",), semantics={"weighting": "comfy"}),
+    _conditioning("ConditioningCombine", "diffusion.ConditioningCombine",
+                  {"conditioning_1": "conditioning_1", "conditioning_2": "conditioning_2"}),
+    _conditioning("ConditioningAverage", "diffusion.ConditioningAverage",
+                  {"conditioning_to": "conditioning_to", "conditioning_from": "conditioning_from"},
+                  ("conditioning_to_strength",)),
+    _conditioning("ConditioningConcat", "diffusion.ConditioningConcat",
+                  {"conditioning_to": "conditioning_to", "conditioning_from": "conditioning_from"}),
+    _conditioning("ConditioningSetArea", "diffusion.ConditioningSetArea", {"conditioning": "conditioning"},
+                  ("width", "height", "x", "y", "strength")),
+    _conditioning("ConditioningSetAreaStrength", "diffusion.ConditioningSetAreaStrength",
+                  {"conditioning": "conditioning"}, ("strength",)),
+    _conditioning("ConditioningSetMask", "diffusion.ConditioningSetMask",
+                  {"conditioning": "conditioning", "mask": "mask"}, ("strength", "set_cond_area")),
+    _conditioning("ConditioningSetTimestepRange", "diffusion.ConditioningSetTimestepRange",
+                  {"conditioning": "conditioning"}, ("start", "end")),
+    _conditioning("ConditioningZeroOut", "diffusion.ConditioningZeroOut", {"conditioning": "conditioning"}),
     # --- latents and sampling ---
     one("EmptyLatentImage", "diffusion.EmptyLatent", ("width", "height", "batch_size"),
         values={"width": w("width"), "height": w("height"), "batch": w("batch_size")}, outputs=("latent",)),
-    one("KSampler", "diffusion.Sample",
+    one("KSampler", "diffusion.KSampler",
         ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise"),
-        links=_SAMPLER_LINKS, values={**_SAMPLER_VALUES, "denoise": w("denoise")},
-        outputs=("latent",), semantics=KSAMPLER_SEMANTICS),
+        links=_KSAMPLER_LINKS,
+        values={"seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"), "sampler_name": _SAMPLER_NAMES,
+                "scheduler": _SCHEDULERS, "denoise": w("denoise")},
+        outputs=("latent",)),
+    one("KSamplerAdvanced", "diffusion.KSamplerAdvanced",
+        ("add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
+         "start_at_step", "end_at_step", "return_with_leftover_noise"),
+        links=_KSAMPLER_LINKS,
+        values={"add_noise": w("add_noise", enabled, linkable=False), "noise_seed": w("noise_seed"),
+                "steps": w("steps"), "cfg": w("cfg"), "sampler_name": _SAMPLER_NAMES, "scheduler": _SCHEDULERS,
+                "start_at_step": w("start_at_step"), "end_at_step": w("end_at_step"),
+                "return_with_leftover_noise": w("return_with_leftover_noise", enabled, linkable=False)},
+        outputs=("latent",)),
     one("VAEDecode", "diffusion.VAEDecode", links={"latent": "samples", "vae": "vae"}, outputs=("image",)),
-    one("VAEEncode", "diffusion.VAEEncode", links={"image": "pixels", "vae": "vae"}, outputs=("latent",),
-        semantics={"sample": "mean"}),
+    one("VAEEncode", "diffusion.VAEEncode", links={"image": "pixels", "vae": "vae"}, outputs=("latent",)),
+    one("VAEEncodeForInpaint", "diffusion.VAEEncodeForInpaint", ("grow_mask_by",),
+        links={"image": "pixels", "vae": "vae", "mask": "mask"}, values={"grow_mask_by": w("grow_mask_by")},
+        outputs=("latent",)),
     one("SetLatentNoiseMask", "diffusion.SetLatentMask", links={"latent": "samples", "mask": "mask"},
         outputs=("latent",)),
+    one("LatentUpscale", "diffusion.LatentUpscale", ("upscale_method", "width", "height", "crop"),
+        links={"latent": "samples"},
+        values={"upscale_method": w("upscale_method"), "width": w("width"), "height": w("height"),
+                "crop": w("crop")}, outputs=("latent",)),
+    one("LatentUpscaleBy", "diffusion.LatentUpscaleBy", ("upscale_method", "scale_by"), links={"latent": "samples"},
+        values={"upscale_method": w("upscale_method"), "scale_by": w("scale_by")}, outputs=("latent",)),
+    one("LatentComposite", "diffusion.LatentComposite", ("x", "y", "feather"),
+        links={"destination": "samples_to", "source": "samples_from"},
+        values={"x": w("x"), "y": w("y"), "feather": w("feather")}, outputs=("latent",)),
+    one("RepeatLatentBatch", "diffusion.RepeatLatentBatch", ("amount",), links={"latent": "samples"},
+        values={"amount": w("amount")}, outputs=("latent",)),
+    one("LatentFromBatch", "diffusion.LatentFromBatch", ("batch_index", "length"), links={"latent": "samples"},
+        values={"batch_index": w("batch_index"), "length": w("length")}, outputs=("latent",)),
     # --- ControlNet ---
     one("ControlNetApply", "diffusion.ApplyControlNet", ("strength",),
         links={"conditioning": "conditioning", "controlnet": "control_net", "image": "image"},
@@ -202,40 +246,35 @@ NODE_MAPS: tuple[NodeMap, ...] = (
     # --- images ---
     one("LoadImage", "image.Load", ("image", "upload"), values={"path": w("image")}, outputs=("image", "mask")),
     one("SaveImage", "image.Save", ("filename_prefix",), links={"image": "images"},
-        values={"prefix": w("filename_prefix")}, semantics={"rounding": "truncate"}),
-    one("ImageScale", "image.Resize", ("upscale_method", "width", "height", "crop"), links={"image": "image"},
-        values={"method": w("upscale_method", method), "width": w("width"), "height": w("height")},
-        checks={"crop": w("crop", no_crop)}, outputs=("image",)),
-    one("ImageScaleBy", "image.ResizeBy", ("upscale_method", "scale_by"), links={"image": "image"},
-        values={"method": w("upscale_method", method), "factor": w("scale_by")}, outputs=("image",)),
+        values={"prefix": w("filename_prefix")}),
+    one("PreviewImage", "image.PreviewImage", links={"image": "images"}),
+    one("ImageScale", "image.ImageScale", ("upscale_method", "width", "height", "crop"), links={"image": "image"},
+        values={"upscale_method": w("upscale_method"), "width": w("width"), "height": w("height"),
+                "crop": w("crop")}, outputs=("image",)),
+    one("ImageScaleBy", "image.ImageScaleBy", ("upscale_method", "scale_by"), links={"image": "image"},
+        values={"upscale_method": w("upscale_method"), "scale_by": w("scale_by")}, outputs=("image",)),
     one("ImageInvert", "image.Invert", links={"image": "image"}, outputs=("image",)),
     one("ImageCrop", "image.Crop", ("width", "height", "x", "y"), links={"image": "image"},
         values={"width": w("width"), "height": w("height"), "x": w("x"), "y": w("y")}, outputs=("image",)),
     one("ImageBlend", "image.Blend", ("blend_factor", "blend_mode"), links={"a": "image1", "b": "image2"},
         values={"factor": w("blend_factor"), "mode": w("blend_mode", choice(None, "blend mode"))},
         outputs=("image",)),
+    one("ImagePadForOutpaint", "diffusion.ImagePadForOutpaint", ("left", "top", "right", "bottom", "feathering"),
+        links={"image": "image"},
+        values={name: w(name) for name in ("left", "top", "right", "bottom", "feathering")},
+        outputs=("image", "mask")),
 )
+
+FALLBACKS: dict[str, tuple[NodeMap, ...]] = {"KSampler": (KSAMPLER_FALLBACK,)}
+"""Other mappings tried, in order, when a node's values do not fit its main one (an approximation)."""
 
 BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in NODE_MAPS}
 
 WIDGET_ORDER: dict[str, tuple[str, ...]] = {
-    # Types handled before mapping (or not yet mapped) whose widgets must still be read by name.
+    # Types handled before mapping, or not mapped yet, whose widgets are still read by name.
     "CLIPSetLastLayer": ("stop_at_clip_layer",),
-    "KSamplerAdvanced": ("add_noise", "noise_seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler",
-                         "start_at_step", "end_at_step", "return_with_leftover_noise"),
     "LoraLoaderModelOnly": ("lora_name", "strength_model"),
-    "VAEEncodeForInpaint": ("grow_mask_by",),
     "LoadImageMask": ("image", "channel", "upload"),
-    "PreviewImage": (),
-    "LatentUpscale": ("upscale_method", "width", "height", "crop"),
-    "LatentUpscaleBy": ("upscale_method", "scale_by"),
-    "ConditioningCombine": (),
-    "ConditioningSetArea": ("width", "height", "x", "y", "strength"),
-    "ConditioningAverage": ("conditioning_to_strength",),
-    "ConditioningConcat": (),
-    "LatentComposite": ("x", "y", "feather"),
-    "RepeatLatentBatch": ("amount",),
-    "ImagePadForOutpaint": ("left", "top", "right", "bottom", "feathering"),
     "CLIPTextEncodeSDXL": ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
                            "text_g", "text_l"),
     "CLIPTextEncodeSDXLRefiner": ("ascore", "width", "height", "text"),

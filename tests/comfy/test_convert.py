@@ -46,7 +46,8 @@ def test_both_formats_of_the_image_workflow_agree_and_use_every_mapped_type(regi
     assert semantics(ui) == semantics(api)
     nodes, links = semantics(ui)
     assert nodes["Canny_11"] == ("control.Canny", {"low_threshold": 102, "high_threshold": 204})
-    assert nodes["ImageScale_7"][1] == {"method": "nearest", "width": 64, "height": 64}
+    assert nodes["ImageScale_7"] == ("image.ImageScale", {"upscale_method": "nearest-exact", "width": 64,
+                                                          "height": 64, "crop": "disabled"})
     assert nodes["ImageBlend_10"][1] == {"factor": 0.25, "mode": "multiply"}
     assert nodes["ImageCrop_9"][1] == {"width": 64, "height": 64, "x": 0, "y": 0}
     # The advanced ControlNet attaches the same net and image to both conditionings.
@@ -113,11 +114,12 @@ def _ksampler_prompt(sampler: str, scheduler: str = "normal") -> dict[str, Any]:
     }
 
 
-def test_sampler_names_map_to_nodeflow_samplers(registry: Any, tmp_path: Path) -> None:
+def test_ksampler_keeps_comfyui_semantics_and_names(registry: Any, tmp_path: Path) -> None:
     path = tmp_path / "p.json"
-    path.write_text(json.dumps(_ksampler_prompt("uni_pc_bh2")))
-    graph = load_graph_any(path, registry)
-    assert graph.nodes["KSampler_4"].inputs["sampler"] == "unipc"  # diffusers' UniPC is ComfyUI's bh2
+    path.write_text(json.dumps(_ksampler_prompt("dpmpp_sde", "simple")))
+    node = load_graph_any(path, registry).nodes["KSampler_4"]
+    assert node.type == "diffusion.KSampler"
+    assert (node.inputs["sampler_name"], node.inputs["scheduler"]) == ("dpmpp_sde", "simple")
 
 
 def test_a_sampler_nodeflow_lacks_is_refused_with_the_list_it_has(registry: Any, tmp_path: Path) -> None:
@@ -215,3 +217,27 @@ def test_more_types_agree_in_both_formats(registry: Any) -> None:
     nodes, links = semantics(ui)
     assert nodes["ControlNetApply_6"] == ("diffusion.ApplyControlNet", {"strength": 0.7})
     assert ("ControlNetApply_6.conditioning", "KSampler_8.positive") in links
+
+
+def test_regional_prompts_step_ranges_and_latent_ops_agree_in_both_formats(registry: Any) -> None:
+    ui = load_graph_any(FIXTURES / "regional_ui.json", registry)
+    api = load_graph_any(FIXTURES / "regional_api.json", registry)
+    assert semantics(ui) == semantics(api)
+    nodes, links = semantics(ui)
+    base, refiner = nodes["KSamplerAdvanced_16"], nodes["KSamplerAdvanced_17"]
+    assert base[0] == "diffusion.KSamplerAdvanced"
+    assert (base[1]["add_noise"], base[1]["return_with_leftover_noise"]) == (True, True)  # "enable"
+    assert (refiner[1]["add_noise"], refiner[1]["start_at_step"]) == (False, 2)
+    assert ("KSamplerAdvanced_16.latent", "KSamplerAdvanced_17.latent_image") in links
+    assert ("LatentUpscale_20.latent", "LatentComposite_21.source") in links
+    assert ("ImagePadForOutpaint_24.mask", "VAEEncodeForInpaint_25.mask") in links
+    assert nodes["PreviewImage_23"][0] == "image.PreviewImage"
+
+
+def test_a_sampler_only_diffusers_has_falls_back_and_is_recorded(registry: Any) -> None:
+    graph = load_graph_any(FIXTURES / "regional_api.json", registry)
+    # uni_pc_bh2 is diffusers' UniPC; ComfyUI's KSampler semantics have no UniPC yet.
+    assert graph.nodes["KSampler_26"].type == "diffusion.Sample"
+    assert graph.nodes["KSampler_26"].inputs["sampler"] == "unipc"
+    assert graph.meta["comfyui"]["approximations"] == [
+        {"id": "26", "type": "KSampler", "as": "diffusion.Sample"}]
