@@ -275,3 +275,20 @@ def test_run_without_ray_never_imports_ray(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(list(tmp_path.glob("width-*_resized_00001.png"))) == 2
+
+
+def test_console_shows_jobs_done_of_the_total_and_a_summary_per_worker(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["run", RESIZE, "--out", str(out), "--sweep", "small.width=16,24,32"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == [str(out / f"width-{w}_resized_00001.png") for w in (16, 24, 32)]
+    lines = captured.err.splitlines()
+    assert [line.split(" in ")[0] for line in lines if " done on " in line] == [
+        "[1/3] width-16 done on local", "[2/3] width-24 done on local", "[3/3] width-32 done on local"]
+    assert "3 jobs: 3 done" in lines
+    assert "  worker local on this machine: 3 jobs, 0 model loads" in lines
+    assert main(["run", RESIZE, "--out", str(out), "--sweep", "small.width=16,24,32"]) == 0
+    err = capsys.readouterr().err
+    assert "3 of 3 jobs already complete (from an earlier run): skipped" in err
+    assert "3 jobs: 0 done, 3 already complete" in err

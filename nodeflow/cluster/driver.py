@@ -12,6 +12,7 @@ a job that fails on its own is reported once with its located error.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ START_TIMEOUT = 180.0
 """Seconds to wait for the workers to start (a cluster without the resources never would)."""
 POLL = 0.2
 """Seconds between progress polls of the busy workers."""
+GROW_INTERVAL = 2.0
+"""Seconds between two looks for lost workers to replace and new machines to use."""
 
 
 class ClusterError(NodeflowError):
@@ -108,9 +111,17 @@ class RaySweep:
         self.settings = settings
         self.workers: dict[str, _Worker] = {}
         self.on_worker_started: Callable[[str, Any], None] | None = None
+        """Called with each worker's name and actor handle as it joins."""
+        self._starting: dict[Any, tuple[str, Any]] = {}
+        self._actor_options: dict[str, Any] | None = None
+        self._next_worker = 0
+        self._grown = time.monotonic()
+        self._model_refs: list[tuple[str, str, str, str, str, str | None]] = []
+        self._picture_bytes: dict[str, bytes] = {}
 
     # --- workers -------------------------------------------------------------------
-    def start_workers(self, sink: SweepSink) -> None:
+    def _wanted_workers(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """How many workers the cluster should have now, each one's resources, node addresses."""
         import ray
 
         resources = ray.cluster_resources()
@@ -118,74 +129,142 @@ class RaySweep:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
         count = self.options.workers or (gpus if gpus else max(1, len(nodes)))
-        options: dict[str, Any] = {"max_concurrency": 2}  # a job, and progress polls beside it
-        if gpus:
-            options["num_gpus"] = 1
-            options["num_cpus"] = 1
-        else:
-            per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
-            options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
-        actor_class: Any = ray.remote(NodeflowWorker).options(**options)
+        if self._actor_options is None:
+            options: dict[str, Any] = {"max_concurrency": 2}  # a job, and progress polls beside it
+            if gpus:
+                options["num_gpus"] = 1
+                options["num_cpus"] = 1
+            else:
+                per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
+                options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
+            self._actor_options = options
+        return count, self._actor_options, addresses
+
+    def _launch(self, count: int) -> None:
+        """Create ``count`` more worker actors; they join once started (`_admit`)."""
+        import ray
+
+        assert self._actor_options is not None
+        actor_class: Any = ray.remote(NodeflowWorker).options(**self._actor_options)
         config = self.options.worker_config()
-        pending: dict[Any, tuple[str, Any]] = {}
-        for i in range(count):
-            name = f"w{i}"
+        for _ in range(count):
+            name = f"w{self._next_worker}"
+            self._next_worker += 1
             actor = actor_class.remote(name, config)
-            pending[actor.identity.remote()] = (name, actor)
-        ready, not_ready = ray.wait(list(pending), num_returns=len(pending), timeout=START_TIMEOUT)
+            self._starting[actor.identity.remote()] = (name, actor)
+
+    def _admit(self, ref: Any, sink: SweepSink, addresses: dict[str, str]) -> _Worker:
+        """A started actor becomes a worker (raise `ClusterError` if it could not start)."""
+        import ray
+
+        name, actor = self._starting.pop(ref)
+        try:
+            identity = ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            ray.kill(actor)
+            raise ClusterError(f"worker {name} could not start: {_ray_cause(exc)}") from None
+        address = addresses.get(identity["node_id"], identity["host"])
+        node = f"{address} ({identity['host']}, {identity['device']})"
+        worker = _Worker(WorkerSlot(name), actor, WorkerStats(name, node))
+        self.workers[name] = worker
+        sink(SweepEvent("worker_ready", worker=name, data={"node": node, "pid": identity["pid"]}))
+        if self.on_worker_started is not None:
+            self.on_worker_started(name, actor)
+        return worker
+
+    def start_workers(self, sink: SweepSink) -> None:
+        """Start the workers and wait until every one is up (or fail, saying what is missing)."""
+        import ray
+
+        count, options, addresses = self._wanted_workers()
+        self._launch(count)
+        ready, not_ready = ray.wait(list(self._starting), num_returns=len(self._starting),
+                                    timeout=START_TIMEOUT)
         if not_ready:
-            for _name, actor in pending.values():
-                ray.kill(actor)
-            need = (f"{options.get('num_gpus', 0)} GPU" if gpus else f"{options['num_cpus']} CPU")
+            resources = ray.cluster_resources()
+            need = (f"{options.get('num_gpus', 0)} GPU" if "num_gpus" in options
+                    else f"{options['num_cpus']} CPU")
+            self.stop()
             raise ClusterError(f"only {len(ready)} of {count} workers started within "
                                f"{START_TIMEOUT:.0f} s: each needs {need} and the cluster has "
-                               f"{resources.get('CPU', 0):g} CPU, {gpus} GPU",
+                               f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU",
                                hint="Give fewer --ray-workers, or add machines to the cluster.")
+        try:
+            for ref in ready:
+                self._admit(ref, sink, addresses)
+        except ClusterError:
+            self.stop()
+            raise
+
+    def _grow(self, sink: SweepSink, jobs_left: int, result: SweepResult) -> None:
+        """Keep the pool at its size: replace lost workers, and use machines added to the
+        cluster meanwhile. A newcomer checks the models first; one lacking some is let go."""
+        import ray
+
+        now = time.monotonic()
+        if now - self._grown < GROW_INTERVAL or not jobs_left:
+            return
+        self._grown = now
+        count, _, addresses = self._wanted_workers()
+        missing = count - len(self.workers) - len(self._starting)
+        if missing > 0:
+            self._launch(missing)
+        if not self._starting:
+            return
+        ready, _ = ray.wait(list(self._starting), num_returns=len(self._starting), timeout=0)
         for ref in ready:
-            name, actor = pending[ref]
             try:
-                identity = ray.get(ref)
-            except ray.exceptions.RayError as exc:
-                for _, other in pending.values():
-                    ray.kill(other)
-                raise ClusterError(f"worker {name} could not start: {_ray_cause(exc)}") from None
-            address = addresses.get(identity["node_id"], identity["host"])
-            node = f"{address} ({identity['host']}, {identity['device']})"
-            self.workers[name] = _Worker(WorkerSlot(name), actor, WorkerStats(name, node))
-            sink(SweepEvent("worker_ready", worker=name, data={"node": node, "pid": identity["pid"]}))
-            if self.on_worker_started is not None:
-                self.on_worker_started(name, actor)
+                worker = self._admit(ref, sink, addresses)
+            except ClusterError as exc:
+                sink(SweepEvent("message", data={"text": str(exc)}))
+                continue
+            lacks = self._missing_models([worker])
+            if lacks:
+                sink(SweepEvent("message", worker=worker.stats.name, data={
+                    "text": f"worker {worker.stats.name} not used: {lacks[0]} "
+                            f"({len(lacks)} model file(s) missing on its node)"}))
+                del self.workers[worker.stats.name]
+                ray.kill(worker.actor)
+                continue
+            result.workers[worker.stats.name] = worker.stats
 
     def check_models(self, todo: list[PreparedJob]) -> None:
         """Every worker looks for every model file the jobs name; report what is missing where."""
-        import ray
-
         refs: dict[tuple[str, ...], tuple[str, str, str, str, str, str | None]] = {}
         for p in todo:
             for ref in model_refs(p.graph, self.registry):
                 refs.setdefault(ref, (*ref, p.graph.file_name))
-        if not refs:
-            return
-        wanted = list(refs.values())
-        answers = ray.get([w.actor.check_models.remote(wanted) for w in self.workers.values()])
+        self._model_refs = list(refs.values())
+        problems = self._missing_models(list(self.workers.values()))
+        if problems:
+            raise GraphInvalid(problems, todo[0].graph.file_name)
+
+    def _missing_models(self, workers: list[_Worker]) -> list[Problem]:
+        import ray
+
+        if not self._model_refs:
+            return []
+        answers = ray.get([w.actor.check_models.remote(self._model_refs) for w in workers])
         problems = []
-        for worker, missing in zip(self.workers.values(), answers, strict=True):
+        for worker, missing in zip(workers, answers, strict=True):
             for m in missing:
                 problems.append(Problem(
                     "missing_model", f"on worker {worker.stats.name}, node {worker.stats.node}: "
                     f"{m['message']}", Location(m["file"], m["node"], m["type"], m["socket"])))
-        if problems:
-            raise GraphInvalid(problems, todo[0].graph.file_name)
+        return problems
 
     def stop(self) -> None:
+        """Let every worker go, started or starting."""
         import ray
 
-        for worker in self.workers.values():
+        actors = [w.actor for w in self.workers.values()] + [a for _, a in self._starting.values()]
+        for actor in actors:
             try:
-                ray.kill(worker.actor)
+                ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self.workers.clear()
+        self._starting.clear()
 
     # --- the sweep -----------------------------------------------------------------
     def run(self, graph: Graph, jobs: list[Job], *, outputs: list[str] | None = None,
@@ -211,11 +290,11 @@ class RaySweep:
         by_index = {p.job.index: p for p in todo}
         models = {p.job.index: [model_key(r[3], r[4]) for r in model_refs(p.graph, self.registry)]
                   for p in todo}
-        pictures = {p.job.index: self._pictures(p.graph) for p in todo}
         for p in todo:
             scheduler.add(p.job.index, models[p.job.index])
         attempts: dict[int, int] = {}
         cancelling = False
+        lost_since: float | None = None
         while True:
             if cancel.cancelled and not cancelling:
                 cancelling = True
@@ -231,18 +310,25 @@ class RaySweep:
                     attempts[index] = attempts.get(index, 0) + 1
                     w.job, w.attempt = p, attempts[index]
                     spec = {"name": p.job.name, "graph": p.graph.dumps(), "file": p.graph.file_name,
-                            "outputs": outputs, "pictures": pictures[index],
+                            "outputs": outputs, "pictures": self._pictures(p.graph),
                             "models": models[index], "attempt": attempts[index]}
                     w.ref = w.actor.run_job.remote(spec)
                     sink(SweepEvent("job_started", p.job.name, w.stats.name,
                                     {"overrides": p.job.overrides, "attempt": attempts[index]}))
             busy = {w.ref: w for w in self.workers.values() if w.ref is not None}
             if not busy:
-                if len(scheduler) and not cancelling:
+                if not len(scheduler) or cancelling:
+                    break
+                # Every worker was lost: wait a while for replacements, then give up.
+                lost_since = lost_since or time.monotonic()
+                self._grow(sink, len(scheduler), result)
+                if not self._starting or time.monotonic() - lost_since > START_TIMEOUT:
                     raise ClusterError(
                         f"every worker was lost; {len(scheduler)} of {result.total} jobs not done",
                         hint="Finished jobs are kept: run the same command again to resume.")
-                break
+                time.sleep(POLL)
+                continue
+            lost_since = None
             done, _ = ray.wait(list(busy), num_returns=1, timeout=POLL)
             self._poll_events(busy.values(), sink)
             for ref in done:
@@ -274,6 +360,8 @@ class RaySweep:
                 for data in answer["events"]:
                     sink(SweepEvent("node", p.job.name, w.stats.name, data))
                 self._finish(store, p, w, answer, result, sink)
+            if not cancelling:
+                self._grow(sink, len(scheduler), result)
         store.tidy()
         return result
 
@@ -325,8 +413,11 @@ class RaySweep:
                 if spec.path_kind in ("image", "file") and isinstance(value, str) and value:
                     found = self.settings.resolve_path(spec.path_kind, value)
                     if found is not None:
-                        out[(node.id, spec.name)] = {"path": str(found.resolve()),
-                                                     "data": found.read_bytes()}
+                        path = str(found.resolve())
+                        if path not in self._picture_bytes:  # read once for every job
+                            self._picture_bytes[path] = found.read_bytes()
+                        out[(node.id, spec.name)] = {"path": path,
+                                                     "data": self._picture_bytes[path]}
         return out
 
 
