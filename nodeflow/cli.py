@@ -402,15 +402,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if Path(args.file).suffix.lower() == ".png":
         graph.source = Path(args.file)
     apply_overrides(graph, registry, args.set)
+    settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
+    _check_input_rules(settings, args.file, args.allow_dir)
+    add_comfy_models(settings, args.comfy_models)
     from nodeflow.sweeps.options import wanted as sweep_wanted
 
     if sweep_wanted(args):  # many jobs, on this machine or a Ray cluster
         from nodeflow.sweeps.command import run_sweep_command
 
-        return run_sweep_command(args, registry, graph)
-    settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
-    _check_input_rules(settings, args.file, args.allow_dir)
-    add_comfy_models(settings, args.comfy_models)
+        return run_sweep_command(args, registry, graph, settings)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     from nodeflow.devices import check_device_names, parse_size

@@ -59,13 +59,19 @@ class ClusterOptions:
     ram_budget: str | None = None
     dtype: str | None = None
     node_workers: int | None = None
+    folders: dict[str, list[str]] = field(default_factory=dict)
+    """Extra model folders per kind (``--comfy-models``)."""
+    allowed_dirs: list[str] | None = None
+    """For an untrusted graph (from a PNG): the only folders besides the models its inputs
+    may name; None: no restriction."""
     policy: str = "affinity"
     """``affinity`` (default) or ``round-robin`` (for comparison)."""
 
     def worker_config(self) -> WorkerConfig:
         return WorkerConfig(plugins=self.plugins, models=self.models, devices=self.devices,
                             vram_budget=self.vram_budget, ram_budget=self.ram_budget,
-                            dtype=self.dtype, node_workers=self.node_workers)
+                            dtype=self.dtype, node_workers=self.node_workers,
+                            folders=self.folders, allowed_dirs=self.allowed_dirs)
 
 
 def connect(address: str) -> bool:

@@ -35,6 +35,10 @@ class WorkerConfig:
     dtype: str | None = None
     node_workers: int | None = None
     """Nodes one job may run at once (``--workers``)."""
+    folders: dict[str, list[str]] = field(default_factory=dict)
+    """Extra model folders per kind, searched first (ComfyUI's)."""
+    allowed_dirs: list[str] | None = None
+    """The only folders besides the models an untrusted graph may read; None: any."""
 
 
 def model_refs(graph: Any, registry: Any) -> list[tuple[str, str, str, str, str]]:
@@ -72,7 +76,12 @@ class NodeflowWorker:
 
         self.name = name
         self.registry = load_registry(config.plugins)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"nodeflow-{name}-"))
         self.settings = Settings.from_env(config.models)
+        self.settings.folders = {kind: [Path(d) for d in dirs] for kind, dirs in config.folders.items()}
+        if config.allowed_dirs is not None:  # pictures sent with a job land in the scratch folder
+            self.settings.allowed_dirs = [*(Path(d) for d in config.allowed_dirs),
+                                          self.scratch / "pictures"]
         self.models = ModelManager(
             config.devices.split(",") if config.devices else None,
             vram_budget=parse_size(config.vram_budget) if config.vram_budget else None,
@@ -80,7 +89,6 @@ class NodeflowWorker:
             dtype=config.dtype)
         self.executor = Executor(self.registry, self.settings, workers=config.node_workers,
                                  models=self.models)
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"nodeflow-{name}-"))
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._cancel: Any = None

@@ -18,15 +18,26 @@ from nodeflow.sweeps.spec import parse_sweeps
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
-def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph) -> int:
-    """Run the sweep (locally or on Ray) with a progress display; return the exit code."""
+def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph,
+                      settings: Settings) -> int:
+    """Run the sweep (locally or on Ray) with a progress display; return the exit code.
+
+    ``settings`` are those ``nodeflow run`` made for the graph (models folders, the output
+    folder, the folders an untrusted graph may read).
+    """
     if args.ray_workers is not None and args.ray_workers < 1:
         raise UsageError("--ray-workers must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.devices and not args.ray:  # on Ray, the devices are the workers' own
+        from nodeflow.devices import check_device_names
+
+        check_device_names(args.devices.split(","))
+    if not args.output:
+        from nodeflow.validate import nothing_requested
+
+        nothing_requested(graph, registry)
     jobs = parse_sweeps(graph, registry, args.sweep, zipped=args.zip)
-    base_dir = Path(args.file).resolve().parent
-    settings = Settings.from_env(args.models, args.out, base_dir=base_dir)
     reporter: Any = SweepJsonReporter(sys.stdout) if args.json else SweepConsoleReporter(
         sys.stderr, quiet=args.quiet)
     cancel = CancelToken()
@@ -47,6 +58,10 @@ def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph) -> 
                 address=args.ray, workers=args.ray_workers,
                 plugins=[str(Path(p).expanduser().resolve()) for p in args.plugins],
                 models=[str(p.resolve()) for p in settings.models_dirs], devices=args.devices,
+                folders={kind: [str(d.resolve()) for d in dirs]
+                         for kind, dirs in settings.folders.items()},
+                allowed_dirs=None if settings.allowed_dirs is None else
+                [str(d.resolve()) for d in settings.allowed_dirs],
                 vram_budget=args.vram_budget, ram_budget=args.ram_budget, dtype=args.dtype,
                 node_workers=args.workers)
             result = run_on_ray(options, registry, graph, jobs, settings, outputs=args.output,
