@@ -241,3 +241,10 @@ def test_a_sampler_only_diffusers_has_falls_back_and_is_recorded(registry: Any) 
     assert graph.nodes["KSampler_26"].inputs["sampler"] == "unipc"
     assert graph.meta["comfyui"]["approximations"] == [
         {"id": "26", "type": "KSampler", "as": "diffusion.Sample"}]
+
+
+def test_the_docs_table_lists_every_mapped_type() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "comfyui.md").read_text()
+    table = doc[doc.index("## Node mapping"):doc.index("## Samplers and schedulers")]
+    missing = [t for t in BY_TYPE if t not in table]
+    assert not missing, f"docs/comfyui.md does not list {missing}"
