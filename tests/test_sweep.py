@@ -292,3 +292,55 @@ def test_console_shows_jobs_done_of_the_total_and_a_summary_per_worker(
     err = capsys.readouterr().err
     assert "3 of 3 jobs already complete (from an earlier run): skipped" in err
     assert "3 jobs: 0 done, 3 already complete" in err
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill -9"])
+def test_a_sweep_stopped_mid_job_resumes_with_every_job_once(tmp_path: Path, how: str) -> None:
+    """Ctrl-C cancels between steps (exit 130); kill -9 stops at once. Either way the jobs
+    finished are kept, no half-written file counts, and the same command finishes the rest."""
+    import signal
+
+    from tests.cluster.conftest import SLOW_PLUGIN
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "slowtest.py").write_text(SLOW_PLUGIN)
+    graph = {"format": "nodeflow.graph", "version": 1,
+             "nodes": {"load": {"type": "image.Load",
+                                "inputs": {"path": str(REPO / "graphs" / "assets" / "pattern.png")}},
+                       "pause": {"type": "slowtest.Pause", "inputs": {"steps": 20}},
+                       "save": {"type": "image.Save", "inputs": {"prefix": "p"}}},
+             "links": [{"from": "load.image", "to": "pause.image"},
+                       {"from": "pause.image", "to": "save.image"}]}
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(graph))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "nodeflow", "run", str(path), "--out", str(out), "--json",
+               "--plugins", str(plugins), "--sweep", "pause.steps=20..24"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    finished = 0
+    for line in proc.stdout:
+        event = json.loads(line)
+        finished += event["event"] == "job_finished"
+        if finished >= 1 and event["event"] == "node_progress" and event["node"] == "pause":
+            proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+            break
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == (130 if how == "ctrl-c" else -signal.SIGKILL)
+    if how == "ctrl-c":
+        result = json.loads(rest.splitlines()[-1])
+        assert result["status"] == "cancelled" and result["done"] == ["steps-20"]
+        assert not (out / STAGING).exists()
+    assert [r["job"] for r in manifest(out)] == ["steps-20"]
+    assert pngs(out) == ["steps-20_p_00001.png"]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [e["job"] for e in lines if e["event"] == "job_skipped"] == ["steps-20"]
+    assert [e["job"] for e in lines if e["event"] == "job_finished"] == [
+        "steps-21", "steps-22", "steps-23", "steps-24"]
+    assert sorted(r["job"] for r in manifest(out)) == [f"steps-{n}" for n in range(20, 25)]
+    assert pngs(out) == [f"steps-{n}_p_00001.png" for n in range(20, 25)]
+    assert not (out / STAGING).exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from nodeflow.settings import Settings
 from nodeflow.sweeps.progress import SweepConsoleReporter, SweepJsonReporter
 from nodeflow.sweeps.spec import parse_sweeps
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph,
@@ -41,15 +40,10 @@ def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph,
     reporter: Any = SweepJsonReporter(sys.stdout) if args.json else SweepConsoleReporter(
         sys.stderr, quiet=args.quiet)
     cancel = CancelToken()
+    from nodeflow.shutdown import cancel_on_signals
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        cancel.cancel()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-        reporter.message("cancelling... finished jobs are kept; run the same command to resume "
-                         "(Ctrl-C again to stop immediately)")
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    # Ctrl-C, SIGTERM and SIGHUP cancel the running jobs; finished ones are kept.
+    with cancel_on_signals(cancel.cancel, reporter.message) as stopped:
         if args.ray:
             from nodeflow.cluster.driver import ClusterOptions, run_on_ray
 
@@ -72,11 +66,11 @@ def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph,
             result = run_local(local_executor(args, registry, settings), graph, jobs,
                                settings.out_dir, outputs=args.output, on_event=reporter,
                                cancel=cancel)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    if result.cancelled:
+        reporter.message("finished jobs are kept: run the same command again to resume")
     reporter.finish(result)
     if result.cancelled:
-        return EXIT_INTERRUPTED
+        return stopped.exit_code
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
