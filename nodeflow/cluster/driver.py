@@ -452,6 +452,9 @@ def _is_model_input(registry: Any, graph: Graph, problem: Problem) -> bool:
 
 
 def _ray_cause(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """Ray's error in a line or two: its summary, and the remote exception's own message."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
 
