@@ -22,11 +22,12 @@ from nodeflow.nodes.diffusion.lora import LoadLoRA
 from nodeflow.nodes.diffusion.regions import REGION_NODES
 from nodeflow.nodes.diffusion.outpaint import ImagePadForOutpaint, VAEEncodeForInpaint
 from nodeflow.nodes.diffusion.sample import Sample
+from nodeflow.nodes.diffusion.sdxl_prompts import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 
 NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyControlNet, EmptyLatent,
          VAEEncode, VAEDecode, SetLatentMask, Sample, KSampler, KSamplerAdvanced,
          *REGION_NODES]
 NODES += [LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch, RepeatLatentBatch,
-          ImagePadForOutpaint, VAEEncodeForInpaint]
+          ImagePadForOutpaint, VAEEncodeForInpaint, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner]
 
 __all__ = [cls.__name__ for cls in NODES]
