@@ -19,8 +19,8 @@ from nodeflow.nodes.diffusion.latent import (
 )
 from nodeflow.nodes.diffusion.loaders import LoadCheckpoint, LoadControlNet, LoadVAE
 from nodeflow.nodes.diffusion.lora import LoadLoRA
-from nodeflow.nodes.diffusion.regions import REGION_NODES
 from nodeflow.nodes.diffusion.outpaint import ImagePadForOutpaint, VAEEncodeForInpaint
+from nodeflow.nodes.diffusion.regions import REGION_NODES
 from nodeflow.nodes.diffusion.sample import Sample
 from nodeflow.nodes.diffusion.sdxl_prompts import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 
