@@ -1,17 +1,21 @@
-"""The engine owns torch's CPU threads: how many each computation uses, and how idle ones wait.
+"""The engine owns torch's CPU threads: how many each computation uses, set once per process.
 
 ``configure_threads`` is called once per process (the CLI's ``--threads N``, the
 ``NODEFLOW_THREADS`` variable, or every `Executor` with its ``threads`` argument).
 Before torch is imported it sets the OpenMP variables torch reads when it loads;
 after, it calls ``torch.set_num_threads``. torch itself is never imported here.
 
-Why ``OMP_WAIT_POLICY=PASSIVE`` by default (measured by ``bench/long_lived.py``, 2 cores,
-the demo graph): with OpenMP's default policy an idle team keeps spinning for a while
-after each parallel region. The executor calls torch from its own thread and from
-worker threads, each with its own team, so on a machine that is busy anyway the
-spinners take the cores the running node needs. Passive waiting gave the same or
-lower wall time per run and less CPU time per run, idle and busy; the figures are in
-the bench's docstring. A user's own ``OMP_WAIT_POLICY`` is left as it is.
+Why nodeflow leaves ``OMP_WAIT_POLICY`` alone (measured with ``bench/long_lived.py``,
+12 runs of the demo graph in one process, 2 cores shared with other work, with and
+without a CPU-bound process beside it): runs grew slower because every run made a new
+worker pool, and each new thread that called torch started its own OpenMP team, whose
+idle members spun on the shared cores. With one pool for the executor's life the last
+run stayed within 1.07x of the median in all four cases, and the median CPU
+seconds per run were 3.57 unset against 3.26 PASSIVE on the quieter machine, 3.04
+against 3.21 with the extra process: no difference beyond the noise. OpenMP already
+stops spinning early when there are more threads than cores, and passive waiting
+adds a wake-up delay to every parallel region on an idle machine, so the policy is
+the user's to set.
 """
 
 from __future__ import annotations
@@ -83,7 +87,6 @@ def configure_threads(threads: int | None = None) -> int:
             # torch (and its OpenMP runtime) read these when they load.
             os.environ["OMP_NUM_THREADS"] = str(count)
             os.environ["MKL_NUM_THREADS"] = str(count)
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         elif wanted is not None:
             import torch
 
