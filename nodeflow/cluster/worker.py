@@ -61,6 +61,17 @@ def model_key(kind: str, value: str) -> str:
     return f"{kind}:{value}"
 
 
+def problem_json(error: Any) -> dict[str, Any]:
+    """A located nodeflow error as the JSON of a validation problem (what `nodeflow serve`
+    reports)."""
+    loc = error.location
+    code = "".join("_" + c.lower() if c.isupper() else c for c in type(error).__name__).lstrip("_")
+    message = error.message + (f" {error.hint}" if error.hint else "")
+    return {"code": code, "message": message, "file": loc.file, "node": loc.node,
+            "node_type": loc.node_type, "socket": loc.socket, "line": loc.line,
+            "column": loc.column}
+
+
 class NodeflowWorker:
     """One worker process: an executor kept across jobs, reporting events and model loads."""
 
@@ -119,7 +130,7 @@ class NodeflowWorker:
 
     def run_job(self, job: dict[str, Any]) -> dict[str, Any]:
         """Run one job; return its status, located error, output files (bytes) and model state."""
-        from nodeflow.errors import NodeflowError
+        from nodeflow.errors import GraphInvalid, NodeflowError
         from nodeflow.events import CancelToken
         from nodeflow.graph import Graph
         from nodeflow.sweeps.runner import node_event_json
@@ -143,11 +154,13 @@ class NodeflowWorker:
             if data is not None:
                 if "files" in data:  # paths inside this worker's scratch folder mean nothing
                     data["files"] = [str(Path(f).relative_to(out_dir)) for f in data["files"]]
+                if data["event"] == "node_failed":
+                    data["problem"] = problem_json(event.error)
                 with self._lock:
                     self._events.append(data)
 
         started = time.perf_counter()
-        status, error = "ok", None
+        status, error, problems = "ok", None, []
         try:
             result = self.executor.run(graph, job.get("outputs"), on_event=on_event,
                                        cancel=self._cancel)
@@ -155,8 +168,12 @@ class NodeflowWorker:
                 status = "cancelled"
             elif result.failed:
                 status, error = "failed", "; ".join(str(e) for e in result.failed.values())
-        except NodeflowError as exc:
+                problems = [problem_json(e) for e in result.failed.values()]
+        except GraphInvalid as exc:
             status, error = "failed", str(exc)
+            problems = [p.to_json() for p in exc.problems]
+        except NodeflowError as exc:
+            status, error, problems = "failed", str(exc), [problem_json(exc)]
         finally:
             self.executor.settings = self.settings
         files = []
@@ -169,7 +186,8 @@ class NodeflowWorker:
             found = self.settings.resolve_path(kind, value)
             if found is not None:
                 self._resolved[ref] = str(found.resolve())
-        return {"status": status, "error": error, "files": files, "events": self.take_events(),
+        return {"status": status, "error": error, "problems": problems, "files": files,
+                "events": self.take_events(),
                 "seconds": time.perf_counter() - started, "loads": self.models.loads - loads,
                 "holds": self.holds()}
 

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest graph or prompt request (default: 8)")
     parser.add_argument("--max-upload-mb", type=float, default=32.0, metavar="MB",
                         help="largest uploaded picture (default: 32)")
+    from nodeflow.cluster.serve import add_arguments as add_ray_arguments
+
+    add_ray_arguments(parser)  # --ray, --ray-workers
 
 
 def _uvicorn_server_class(dispatcher: Any) -> Any:
@@ -124,6 +127,10 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
                           model_folders=folders, token=token,
                           cors=list(args.cors), limits=limits, drain_timeout=args.drain_timeout,
                           devices=args.devices.split(",") if args.devices else None)
+    if args.ray:  # the jobs run in Ray actors instead of local threads
+        from nodeflow.cluster.serve import ray_server_workers
+
+        config.workers = list(ray_server_workers(args, config))
     app = create_app(config)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"nodeflow server: http://{shown}:{args.port}  (API docs: /docs; ComfyUI clients: "

@@ -1,0 +1,221 @@
+"""``nodeflow serve --ray ADDRESS``: the job server's workers as Ray actors.
+
+Each `RayServerWorker` implements the server's worker protocol (``name``, ``run``,
+``close``; see `nodeflow.server.worker`) around one long-lived `NodeflowWorker` actor:
+the server keeps its queue, history and events; the actor holds the models. A job's
+input pictures go with it, its files come back and are written atomically into the
+job's output folder. If the actor is lost mid-job, a new one is started and the job runs
+again on it (up to `ATTEMPTS` times), so the server sees one outcome per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig
+
+ATTEMPTS = 3
+"""Times a job is started on a fresh actor after losing the previous one."""
+POLL = 0.2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray`` and ``--ray-workers`` of ``nodeflow serve``."""
+    parser.add_argument("--ray", metavar="auto|ADDRESS", default=None,
+                        help="run the jobs on Ray workers (auto: RAY_ADDRESS or a cluster on this "
+                             "machine); needs pip install 'nodeflow[ray]'")
+    parser.add_argument("--ray-workers", metavar="N", type=int, default=None,
+                        help="Ray workers (default: one per GPU, else one per machine)")
+
+
+def ray_server_workers(args: argparse.Namespace, config: Any) -> list[RayServerWorker]:
+    """Connect to Ray and start the server's workers there (each checked to be up)."""
+    import math
+
+    import ray
+
+    from nodeflow.cluster.driver import START_TIMEOUT, ClusterError, connect
+    from nodeflow.errors import UsageError
+
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise UsageError("--ray-workers must be at least 1")
+    connect(args.ray)
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    count = args.ray_workers or (gpus if gpus else max(1, len(nodes)))
+    options: dict[str, Any] = {"max_concurrency": 2}
+    if gpus:
+        options.update(num_gpus=1, num_cpus=1)
+    else:
+        per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
+        options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
+    folders = {kind: [str(Path(d).resolve()) for d in dirs]
+               for kind, dirs in getattr(config, "model_folders", {}).items()}
+    # Jobs come from requests: the actors read pictures only from the server's input folder
+    # (or the copy sent with the job) and models only from the models folders.
+    plugins = getattr(args, "plugins", [])
+    worker_config = WorkerConfig(plugins=[str(Path(d).expanduser().resolve()) for d in plugins],
+                                 models=[str(Path(d).resolve()) for d in config.models_dirs],
+                                 folders=folders, allowed_dirs=[str(config.input_dir.resolve())])
+    workers = [RayServerWorker(f"ray:w{i}", config.registry, worker_config, config.input_dir,
+                               options) for i in range(count)]
+    try:
+        for worker in workers:
+            worker.wait_ready(START_TIMEOUT)
+    except ClusterError:
+        for worker in workers:
+            worker.close()
+        raise
+    return workers
+
+
+class RayServerWorker:
+    """A server worker whose jobs run in a Ray actor (a `NodeflowWorker`)."""
+
+    def __init__(self, name: str, registry: Any, config: WorkerConfig, input_dir: Path,
+                 options: dict[str, Any]) -> None:
+        self.name = name
+        self.registry = registry
+        self.config = config
+        self.input_dir = input_dir
+        self.options = options
+        self.loads = 0
+        self.node = ""
+        self.actor: Any = None
+        self._ready: Any = None
+        self._start()
+
+    def _start(self) -> None:
+        import ray
+
+        actor_class: Any = ray.remote(NodeflowWorker).options(**self.options)
+        self.actor = actor_class.remote(self.name, self.config)
+        self._ready = self.actor.identity.remote()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the actor is up; raise `ClusterError` if it cannot start."""
+        import ray
+
+        from nodeflow.cluster.driver import ClusterError, _ray_cause
+
+        ready, _ = ray.wait([self._ready], timeout=timeout)
+        if not ready:
+            raise ClusterError(f"Ray worker {self.name} did not start within {timeout:.0f} s: "
+                               f"the cluster lacks the resources it needs ({self.options})",
+                               hint="Give fewer --ray-workers, or add machines.")
+        try:
+            identity = ray.get(self._ready)
+        except ray.exceptions.RayError as exc:
+            raise ClusterError(f"Ray worker {self.name} could not start: {_ray_cause(exc)}") from None
+        self.node = f"{identity['host']} ({identity['device']})"
+
+    def close(self) -> None:
+        import ray
+
+        if self.actor is not None:
+            try:
+                ray.kill(self.actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            self.actor = None
+
+    def run(self, job: Any, emit: Any, cancel: Any) -> Any:
+        """Run a server job (`nodeflow.server.worker.JobSpec`) on the actor; a lost actor is
+        replaced and the job started again."""
+        import ray
+
+        from nodeflow.server.store import FAILED
+        from nodeflow.server.worker import JobOutcome
+
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._run_once(job, emit, cancel, attempt)
+            except ray.exceptions.RayActorError as exc:
+                from nodeflow.cluster.driver import _ray_cause
+
+                emit("worker_lost", {"worker": self.name, "attempt": attempt,
+                                     "reason": _ray_cause(exc)})
+                self.close()
+                self._start()
+        return JobOutcome(FAILED, error={
+            "type": "worker_lost", "problems": [],
+            "message": f"the Ray worker running this job was lost {ATTEMPTS} times"})
+
+    def _run_once(self, job: Any, emit: Any, cancel: Any, attempt: int) -> Any:
+        import ray
+
+        from nodeflow.files import atomic_write
+        from nodeflow.graph import Graph
+        from nodeflow.server.store import CANCELLED, DONE, FAILED
+        from nodeflow.server.worker import JobOutcome
+
+        graph = Graph.loads(job.graph)
+        spec = {"name": job.id, "graph": job.graph, "file": None, "outputs": job.outputs,
+                "pictures": self._pictures(graph, job.out_dir), "models": [],
+                "attempt": attempt}
+        ref = self.actor.run_job.remote(spec)
+        cancelled = False
+        while True:
+            done, _ = ray.wait([ref], timeout=POLL)
+            if cancel.cancelled and not cancelled:
+                cancelled = True
+                self.actor.cancel.remote()
+            if done:
+                break
+            try:
+                events = ray.get(self.actor.take_events.remote(), timeout=10)
+            except (ray.exceptions.RayError, TimeoutError):
+                continue  # the job's own result says what happened
+            self._forward(events, emit)
+        answer = ray.get(ref)
+        self._forward(answer["events"], emit)
+        self.loads += answer["loads"]
+        files = []
+        for rel, data in answer["files"]:
+            target = (job.out_dir / rel).resolve()
+            if not target.is_relative_to(job.out_dir.resolve()):
+                continue  # a name leaving the job's folder is never written
+            atomic_write(target, data)
+            files.append(rel)
+        summary = {"files": files, "values": {}, "worker": self.name, "loads": answer["loads"],
+                   "seconds": round(answer["seconds"], 6)}
+        if answer["status"] == "cancelled":
+            return JobOutcome(CANCELLED, summary)
+        if answer["status"] == "failed":
+            problems = answer.get("problems", [])
+            return JobOutcome(FAILED, summary, {"type": "node_failed", "problems": problems,
+                                                "message": answer["error"]})
+        return JobOutcome(DONE, summary)
+
+    @staticmethod
+    def _forward(events: list[dict[str, Any]], emit: Any) -> None:
+        for data in events:
+            data = dict(data)
+            kind = data.pop("event")
+            if kind == "node_failed" and "problem" in data:
+                data = {"node": data["node"], "type": data["type"], "error": data["problem"]}
+            emit(kind, data)
+
+    def _pictures(self, graph: Any, out_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
+        """The job's input pictures, found by the server's own rules (its input folder only)."""
+        from nodeflow.server.safety import ServerSettings
+
+        settings = ServerSettings(models_dirs=[], out_dir=out_dir, input_dir=self.input_dir)
+        registry = self.registry
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for node in graph:
+            cls = registry.get(node.type)
+            if cls is None:
+                continue
+            for spec in cls.inputs:
+                value = node.inputs.get(spec.name)
+                if spec.path_kind in ("image", "file") and isinstance(value, str) and value:
+                    found = settings.resolve_path(spec.path_kind, value)
+                    if found is not None:
+                        out[(node.id, spec.name)] = {"path": str(found.resolve()),
+                                                     "data": found.read_bytes()}
+        return out
+
