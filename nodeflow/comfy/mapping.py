@@ -118,6 +118,15 @@ def one(comfy: str, type_id: str, widgets: tuple[str, ...] = (), links: Mapping[
     return NodeMap(comfy, widgets, {"": part}, tuple(("", o) for o in outputs), dict(models or {}))
 
 
+def image_name(value: Any, ctx: ConvertContext) -> Any:
+    """A LoadImage file name, without the " [input]" / " [output]" folder note the editor may add."""
+    if isinstance(value, str):
+        for note in (" [input]", " [output]", " [temp]"):
+            if value.endswith(note):
+                return value[: -len(note)]
+    return value
+
+
 def enabled(value: Any, ctx: ConvertContext) -> Any:
     """ComfyUI's "enable"/"disable" combo widgets as booleans."""
     if value in ("enable", "disable"):
@@ -172,6 +181,10 @@ NODE_MAPS: tuple[NodeMap, ...] = (
     # --- text ---
     one("CLIPTextEncode", "diffusion.TextEncode", ("text",), links={"clip": "clip"},
         values={"text": w("text")}, outputs=("conditioning",), semantics={"weighting": "comfy"}),
+    _conditioning("CLIPTextEncodeSDXL", "diffusion.CLIPTextEncodeSDXL", {"clip": "clip"},
+                  ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l")),
+    _conditioning("CLIPTextEncodeSDXLRefiner", "diffusion.CLIPTextEncodeSDXLRefiner", {"clip": "clip"},
+                  ("ascore", "width", "height", "text")),
     _conditioning("ConditioningCombine", "diffusion.ConditioningCombine",
                   {"conditioning_1": "conditioning_1", "conditioning_2": "conditioning_2"}),
     _conditioning("ConditioningAverage", "diffusion.ConditioningAverage",
@@ -244,7 +257,12 @@ NODE_MAPS: tuple[NodeMap, ...] = (
     one("ImageUpscaleWithModel", "upscale.Upscale", links={"upscale_model": "upscale_model", "image": "image"},
         outputs=("image",)),
     # --- images ---
-    one("LoadImage", "image.Load", ("image", "upload"), values={"path": w("image")}, outputs=("image", "mask")),
+    one("LoadImage", "image.Load", ("image", "upload"), values={"path": w("image", image_name)},
+        outputs=("image", "mask")),
+    # ComfyUI's newer primitive nodes (real nodes, unlike the editor's PrimitiveNode).
+    *(one(comfy, type_id, ("value",), values={"value": w("value")}, outputs=("value",))
+      for comfy, type_id in (("PrimitiveInt", "value.Int"), ("PrimitiveFloat", "value.Float"),
+                             ("PrimitiveString", "value.String"), ("PrimitiveStringMultiline", "value.String"))),
     one("SaveImage", "image.Save", ("filename_prefix",), links={"image": "images"},
         values={"prefix": w("filename_prefix")}),
     one("PreviewImage", "image.PreviewImage", links={"image": "images"}),
@@ -275,9 +293,6 @@ WIDGET_ORDER: dict[str, tuple[str, ...]] = {
     "CLIPSetLastLayer": ("stop_at_clip_layer",),
     "LoraLoaderModelOnly": ("lora_name", "strength_model"),
     "LoadImageMask": ("image", "channel", "upload"),
-    "CLIPTextEncodeSDXL": ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
-                           "text_g", "text_l"),
-    "CLIPTextEncodeSDXLRefiner": ("ascore", "width", "height", "text"),
     **{m.comfy: m.widgets for m in NODE_MAPS},
 }
 """Widget names in ``widgets_values`` order, per ComfyUI node type (ComfyUI's INPUT_TYPES order)."""
