@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nodeflow.nodes.diffusion.weighting import parse_a1111, parse_comfy
+from tests.nodes.diffusion import tiny
 
 
 def _pairs(segments):
@@ -149,3 +150,32 @@ def test_weighting_on_sdxl_weights_both_encoders(registry, models_dir, torch_thr
     assert differs[:32].max() > 1e-3 and differs[32:].max() > 1e-3  # clip_l and clip_g both weighted
     assert torch.equal(weighted.pooled, plain.pooled)  # the pooled embedding is not weighted
 
+
+
+def test_prompt_weighting_graph_on_the_demo_model(registry, tmp_path, torch_threads):
+    from nodeflow.demo import evaluate
+
+    graph = tiny.load_graph("prompt_weighting", sampler={"steps": 12})
+    image = tiny.run_graph(registry, graph, outputs=["decode"], out_dir=tmp_path).outputs["decode"]["image"]
+    found = evaluate.analyse((image[0] * 255).round().astype("uint8"))
+    assert (found.colour, found.background) == ("yellow", "blue"), found
+
+
+def test_embedding_of_a_words_own_vector_encodes_like_the_word(registry, tmp_path, torch_threads):
+    """On the demo model: an embedding holding the token vector of 'yellow' gives exactly the
+    encoding of the prompt with the word."""
+    import torch
+    from safetensors.torch import save_file
+
+    graph = tiny.load_graph("prompt_weighting", positive={"text": "a yellow star on a blue background"})
+    result = tiny.run_graph(registry, graph, outputs=["positive", "checkpoint"], out_dir=tmp_path)
+    clip = result.outputs["checkpoint"]["clip"]
+    ids = clip.tokenizer("yellow", add_special_tokens=False).input_ids
+    vectors = clip.text_encoder.get_input_embeddings().weight[ids].detach().clone()
+    (tmp_path / "embeddings").mkdir()
+    save_file({"emb_params": vectors}, str(tmp_path / "embeddings" / "demo-yellow.safetensors"))
+    graph.set_input("positive", "text", "a embedding:demo-yellow star on a blue background")
+    with_embedding = tiny.run_graph(registry, graph, tmp_path, outputs=["positive"], out_dir=tmp_path)
+    a = result.outputs["positive"]["conditioning"].embeds
+    b = with_embedding.outputs["positive"]["conditioning"].embeds
+    assert torch.equal(a, b)
