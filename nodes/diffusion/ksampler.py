@@ -181,20 +181,24 @@ class GuidedDenoiser:
         return area, mult
 
     def _added_cond(self, cond: Conditioning, batch: int, negative: bool) -> dict[str, Any] | None:
+        """SDXL's pooled embedding and size conditioning (the refiner's: size, crop and aesthetic
+        score), from the entry's fields, defaulting to the picture's size as ComfyUI does."""
         import torch
 
         if self.model.family != "sdxl":
             return None
         unet = self.model.unet
-        ids_per = int(unet.config.projection_class_embeddings_input_dim) - int(cond.pooled.shape[-1])
-        count = ids_per // int(unet.config.addition_time_embed_dim)
-        h, w = self.height_px, self.width_px
-        if count == 5:  # the refiner: size, crop and an aesthetic score
-            score = getattr(cond, "aesthetic_score", None)
+        ids_width = int(unet.config.projection_class_embeddings_input_dim) - int(cond.pooled.shape[-1])
+        count = ids_width // int(unet.config.addition_time_embed_dim)
+        width, height = cond.original_size or (self.width_px, self.height_px)
+        left, top = cond.crop or (0, 0)
+        if count == 5:
+            score = cond.aesthetic_score
             score = (2.5 if negative else 6.0) if score is None else float(score)
-            ids = [h, w, 0, 0, score]
+            ids = [height, width, top, left, score]
         else:
-            ids = [h, w, 0, 0, h, w]
+            target_w, target_h = cond.target_size or (self.width_px, self.height_px)
+            ids = [height, width, top, left, target_h, target_w]
         time_ids = torch.tensor([ids], dtype=self.dtype, device=self.device).repeat(batch, 1)
         pooled = cond.pooled.to(device=self.device, dtype=self.dtype).repeat(batch, 1)
         return {"text_embeds": pooled, "time_ids": time_ids}
@@ -235,9 +239,12 @@ class GuidedDenoiser:
 
     def _control(self, hints: tuple[ControlHint, ...], xc: Any, timesteps: Any, embeds: Any,
                  added_cond: Any, sigma: float) -> dict[str, Any]:
+        """Residuals of the ControlNets and features of the T2I-Adapters acting at σ, each with its
+        control image resized to the crop the model sees."""
+        from nodeflow.nodes.diffusion.adapters import ADAPTER
         from nodeflow.nodes.diffusion.sample import _hint_tensor
 
-        down = mid = None
+        down = mid = features = None
         for hint in hints:
             start, end = self.ms.percent_to_sigma(hint.start), self.ms.percent_to_sigma(hint.end)
             if sigma > start or sigma < end:
@@ -246,6 +253,10 @@ class GuidedDenoiser:
             image = _hint_tensor(hint.image, xc.shape[3] * self.model.latent_scale,
                                  xc.shape[2] * self.model.latent_scale, xc.shape[0], False, net.dtype,
                                  self.device)
+            if hint.controlnet.kind == ADAPTER:
+                out = [f * hint.strength for f in net(image)]
+                features = out if features is None else [a + b for a, b in zip(features, out, strict=True)]
+                continue
             d, m = net(xc.to(net.dtype), timesteps.to(net.dtype), encoder_hidden_states=embeds.to(net.dtype),
                        controlnet_cond=image, conditioning_scale=hint.strength, guess_mode=False,
                        added_cond_kwargs=added_cond, return_dict=False)
@@ -254,9 +265,12 @@ class GuidedDenoiser:
             else:
                 down = [a + b for a, b in zip(down, d, strict=True)]
                 mid = mid + m
-        if down is None:
-            return {}
-        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        kwargs: dict[str, Any] = {}
+        if down is not None:
+            kwargs = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        if features is not None:
+            kwargs["down_intrablock_additional_residuals"] = [f.to(self.dtype) for f in features]
+        return kwargs
 
     def guided(self, t: float) -> bool:
         """Whether guidance applies at timestep t."""

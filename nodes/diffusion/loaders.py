@@ -95,10 +95,15 @@ def load_diffusers_folder(folder: Path, dtype: Any = None) -> Checkpoint:
         kwargs["torch_dtype"] = dtype
     unet = UNet2DConditionModel.from_pretrained(_need(folder, "unet"), **kwargs)
     vae = AutoencoderKL.from_pretrained(_need(folder, "vae"), **kwargs)
-    text_encoder = CLIPTextModel.from_pretrained(_need(folder, "text_encoder"), **kwargs)
-    tokenizer = CLIPTokenizer.from_pretrained(_need(folder, "tokenizer"), local_files_only=True)
     text_encoder_2 = tokenizer_2 = None
-    if family == "sdxl":
+    if family == "sdxl" and not (folder / "text_encoder").is_dir() and (folder / "text_encoder_2").is_dir():
+        # The SDXL refiner has only the second (OpenCLIP-G) encoder: it is its one encoder.
+        text_encoder = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", **kwargs)
+        tokenizer = CLIPTokenizer.from_pretrained(_need(folder, "tokenizer_2"), local_files_only=True)
+    else:
+        text_encoder = CLIPTextModel.from_pretrained(_need(folder, "text_encoder"), **kwargs)
+        tokenizer = CLIPTokenizer.from_pretrained(_need(folder, "tokenizer"), local_files_only=True)
+    if family == "sdxl" and (folder / "text_encoder").is_dir():
         text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(_need(folder, "text_encoder_2"),
                                                                      **kwargs)
         tokenizer_2 = CLIPTokenizer.from_pretrained(_need(folder, "tokenizer_2"), local_files_only=True)

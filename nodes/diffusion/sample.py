@@ -229,6 +229,12 @@ class Sample(Node):
         Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of an "
               "encoded image.", default=1.0, min=0.0, max=1.0, step=0.01),
         *GUIDANCE_INPUTS,
+        Input("denoising_start", FLOAT, "Start this far into the schedule, from the latent as it is "
+              "(no noise added): the second stage of a hand-over such as SDXL base → refiner "
+              "(diffusers' denoising_start).", default=0.0, min=0.0, max=1.0, step=0.01),
+        Input("denoising_end", FLOAT, "Stop this far into the schedule, leaving the rest of the noise "
+              "for a second sampler (diffusers' denoising_end).", default=1.0, min=0.0, max=1.0,
+              step=0.01),
     )
     outputs = (Output("latent", LATENT, "The denoised latents."),)
 
@@ -240,6 +246,14 @@ class Sample(Node):
             yield "scheduler", (f"the {sampler} sampler has no Karras schedule; use 'normal', or one "
                                 f"of {', '.join(sorted(KARRAS))}")
         steps, denoise = values.get("steps"), values.get("denoise")
+        start, end = values.get("denoising_start"), values.get("denoising_end")
+        if isinstance(start, int | float) and isinstance(end, int | float) and start >= end:
+            yield "denoising_end", (f"denoising_end ({end}) must be after denoising_start ({start}); "
+                                    "no step would run")
+        if isinstance(start, int | float) and start > 0 and isinstance(denoise, int | float) \
+                and denoise < 1:
+            yield "denoise", ("denoise and denoising_start both say where to start; with "
+                              "denoising_start set, leave denoise at 1")
         if sampler == "pndm" and isinstance(steps, int) and steps < 4:
             yield "steps", f"the pndm sampler needs at least 4 steps, got {steps}"
         if isinstance(steps, int) and isinstance(denoise, int | float) and 0 <= denoise < 1:
@@ -257,7 +271,8 @@ class Sample(Node):
     def run(self, ctx: RunContext, model: DiffusionModel, positive: Conditioning,
             negative: Conditioning, latent: Latent, seed: int, steps: int, cfg: float,
             sampler: str, scheduler: str, denoise: float, guidance_min_t: float = 0.0,
-            guidance_max_t: float = 1000.0, guidance_rescale: float = 0.0) -> Any:
+            guidance_max_t: float = 1000.0, guidance_rescale: float = 0.0,
+            denoising_start: float = 0.0, denoising_end: float = 1.0) -> Any:
         if sampler not in SAMPLERS:
             raise NodeInputError("sampler", f"unknown sampler {sampler!r}",
                                  hint=f"Use one of: {', '.join(SAMPLERS)}.")
@@ -265,7 +280,8 @@ class Sample(Node):
             raise NodeInputError("scheduler", f"unknown scheduler {scheduler!r}",
                                  hint=f"Use one of: {', '.join(SCHEDULES)}.")
         for problem in self.check({"sampler": sampler, "scheduler": scheduler, "steps": steps,
-                                   "denoise": denoise}, ctx.settings):
+                                   "denoise": denoise, "denoising_start": denoising_start,
+                                   "denoising_end": denoising_end}, ctx.settings):
             raise NodeInputError(problem[0] or "sampler", problem[1])
         for problem in guidance_problems({"guidance_min_t": guidance_min_t,
                                           "guidance_max_t": guidance_max_t}):
@@ -295,6 +311,10 @@ class Sample(Node):
                                  hint="Connect VAEEncode → SetLatentMask here.")
         if latent.mask is not None and latent.encoded is None:
             raise NodeInputError("latent", "an inpainting mask needs the encoded picture")
+        if latent.is_empty and denoising_start > 0:
+            raise NodeInputError("denoising_start", "denoising_start carries on from a latent that "
+                                 "still has its noise, but the latent is empty",
+                                 hint="Connect the first sampler's latent (with denoising_end) here.")
         if latent.is_empty and denoise < 1.0:
             raise NodeInputError("denoise", f"denoise {denoise} needs a starting image, but the latent "
                                  "is empty", hint="Use denoise 1, or encode an image with VAEEncode.")
@@ -302,14 +322,14 @@ class Sample(Node):
         with ctx.models.use(*modules) as device:
             samples = _denoise(ctx, model, positive, negative, latent, seed, steps, cfg, sampler,
                                scheduler, denoise, device, (guidance_min_t, guidance_max_t),
-                               guidance_rescale)
+                               guidance_rescale, (denoising_start, denoising_end))
         return replace(latent, samples=samples, encoded=None, mask=None)
 
 
 def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
              latent: Latent, seed: int, steps: int, cfg: float, sampler: str, schedule: str,
              denoise: float, device: Any, guidance_t: tuple[float, float] = (0.0, 1000.0),
-             guidance_rescale: float = 0.0) -> Any:
+             guidance_rescale: float = 0.0, stage: tuple[float, float] = (0.0, 1.0)) -> Any:
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -331,13 +351,16 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     embeds = torch.cat([neg, pos]) if do_cfg else pos
     added_cond = None
     if model.family == "sdxl":
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype)
+        refiner = _time_id_count(unet, positive.pooled) == 5
+        time_ids = torch.tensor([sdxl_time_ids(positive, width, height, refiner, False)],
+                                dtype=dtype).repeat(batch, 1)
         text_embeds = positive.pooled.to(device=device, dtype=dtype).repeat(batch, 1)
         if do_cfg:
             neg_pooled = negative.pooled.to(device=device, dtype=dtype).repeat(batch, 1)
             text_embeds = torch.cat([neg_pooled, text_embeds])
-            time_ids = torch.cat([time_ids, time_ids])
-        added_cond = {"text_embeds": text_embeds, "time_ids": time_ids.to(device).repeat(batch, 1)}
+            neg_ids = torch.tensor([sdxl_time_ids(negative, width, height, refiner, True)], dtype=dtype)
+            time_ids = torch.cat([neg_ids.repeat(batch, 1), time_ids])
+        added_cond = {"text_embeds": text_embeds, "time_ids": time_ids.to(device)}
     timestep_cond = None
     if guidance_cond:
         w = torch.tensor(cfg - 1).repeat(batch)
@@ -350,6 +373,31 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     if sampler == "pndm" and steps < 4:  # its warm-up needs more steps than that
         raise NodeInputError("steps", f"the pndm sampler needs at least 4 steps, got {steps}")
     from_image = not latent.is_empty
+    start_fraction, end_fraction = stage
+    train_steps = int(scheduler.config.num_train_timesteps)
+    if start_fraction > 0:
+        # Carry on from a latent that kept its noise: the timesteps below the cut-off, no noise
+        # added (as diffusers' img2img pipelines with denoising_start).
+        cutoff = int(round(train_steps - start_fraction * train_steps))
+        count = int((timesteps < cutoff).sum())
+        if scheduler.order == 2 and count % 2 == 0:
+            count += 1  # a second-order step must not be cut in half
+        t_start = len(timesteps) - count
+        timesteps = timesteps[t_start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(t_start)
+    if end_fraction < 1:
+        cutoff = int(round(train_steps - end_fraction * train_steps))
+        timesteps = timesteps[:int((timesteps >= cutoff).sum())]
+    if len(timesteps) == 0:
+        raise NodeInputError("denoising_end", f"denoising_start {start_fraction} to denoising_end "
+                             f"{end_fraction} leaves none of the {steps} steps to run",
+                             hint="Widen the range or raise steps.")
+    if start_fraction > 0:
+        from_image = False
+        latents = latent.samples.to(device=device, dtype=dtype)
+        if latents.shape[0] < batch:
+            latents = latents.repeat(batch // latents.shape[0], 1, 1, 1)
     if from_image:
         init = min(int(steps * denoise), steps)
         t_start = max(steps - init, 0)
@@ -367,7 +415,7 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     masked_latents: Any = None
     image_latents: Any = None
     noise: Any = None
-    if latent.mask is not None:
+    if latent.mask is not None and start_fraction == 0:
         latents, noise, image_latents, mask, masked_latents = _prepare_inpaint(
             latent, model, scheduler, generator, shape, latent_timestep, denoise == 1.0, do_cfg,
             device, dtype)
@@ -381,7 +429,7 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
             init_latents = init_latents.repeat(batch // init_latents.shape[0], 1, 1, 1)
         noise = randn_tensor(init_latents.shape, generator=generator, device=device, dtype=dtype)
         latents = scheduler.add_noise(init_latents, noise, latent_timestep)
-    else:
+    elif start_fraction == 0:
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         latents = latents * scheduler.init_noise_sigma
 
@@ -437,6 +485,26 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
             if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
                 ctx.preview(latent_preview(latents, model.family))
     return latents
+
+
+def _time_id_count(unet: Any, pooled: Any) -> int:
+    """How many size (and score) numbers an SDXL UNet takes: 6, or 5 for the refiner."""
+    width = int(unet.config.projection_class_embeddings_input_dim) - int(pooled.shape[-1])
+    return width // int(unet.config.addition_time_embed_dim)
+
+
+def sdxl_time_ids(cond: Conditioning, width: int, height: int, refiner: bool,
+                  negative: bool) -> list[float]:
+    """SDXL's size conditioning (original h, w, crop top, left, target h, w), or the refiner's
+    (original h, w, crop top, left, aesthetic score), from the conditioning; where it says
+    nothing, the picture's size, no crop, and a score of 6 (2.5 for the negative prompt)."""
+    orig_w, orig_h = cond.original_size or (width, height)
+    left, top = cond.crop or (0, 0)
+    if refiner:
+        score = cond.aesthetic_score
+        return [orig_h, orig_w, top, left, (2.5 if negative else 6.0) if score is None else float(score)]
+    target_w, target_h = cond.target_size or (width, height)
+    return [orig_h, orig_w, top, left, target_h, target_w]
 
 
 def _whole(value: Any) -> Any:

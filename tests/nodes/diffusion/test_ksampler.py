@@ -385,7 +385,7 @@ def test_euler_matches_diffusers_euler_within_the_stated_tolerance(registry, mod
         sd_pipe.scheduler = diffusers.EulerDiscreteScheduler.from_config(base)
     gap = float(np.abs(ours - ref).max())
     print(f"euler/karras vs diffusers: max pixel difference {gap:.4f}")
-    assert gap < 0.02, gap
+    assert gap < 0.005, gap  # measured: 0.0013
 
 
 def test_bad_step_ranges_and_guidance_are_rejected_before_running(registry, models_dir):
