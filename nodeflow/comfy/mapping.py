@@ -127,6 +127,12 @@ def image_name(value: Any, ctx: ConvertContext) -> Any:
     return value
 
 
+def alpha_only(value: Any, ctx: ConvertContext) -> Any:
+    if value != "alpha":
+        raise Unmappable(f"channel '{value}' is not supported yet (only 'alpha', which image.Load gives)")
+    return value
+
+
 def enabled(value: Any, ctx: ConvertContext) -> Any:
     """ComfyUI's "enable"/"disable" combo widgets as booleans."""
     if value in ("enable", "disable"):
@@ -259,6 +265,8 @@ NODE_MAPS: tuple[NodeMap, ...] = (
     # --- images ---
     one("LoadImage", "image.Load", ("image", "upload"), values={"path": w("image", image_name)},
         outputs=("image", "mask")),
+    one("LoadImageMask", "image.Load", ("image", "channel", "upload"), values={"path": w("image", image_name)},
+        checks={"channel": w("channel", alpha_only)}, outputs=("mask",)),
     # ComfyUI's newer primitive nodes (real nodes, unlike the editor's PrimitiveNode).
     *(one(comfy, type_id, ("value",), values={"value": w("value")}, outputs=("value",))
       for comfy, type_id in (("PrimitiveInt", "value.Int"), ("PrimitiveFloat", "value.Float"),
@@ -292,7 +300,6 @@ WIDGET_ORDER: dict[str, tuple[str, ...]] = {
     # Types handled before mapping, or not mapped yet, whose widgets are still read by name.
     "CLIPSetLastLayer": ("stop_at_clip_layer",),
     "LoraLoaderModelOnly": ("lora_name", "strength_model"),
-    "LoadImageMask": ("image", "channel", "upload"),
     **{m.comfy: m.widgets for m in NODE_MAPS},
 }
 """Widget names in ``widgets_values`` order, per ComfyUI node type (ComfyUI's INPUT_TYPES order)."""

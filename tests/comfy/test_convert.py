@@ -232,6 +232,11 @@ def test_regional_prompts_step_ranges_and_latent_ops_agree_in_both_formats(regis
     assert ("LatentUpscale_20.latent", "LatentComposite_21.source") in links
     assert ("ImagePadForOutpaint_24.mask", "VAEEncodeForInpaint_25.mask") in links
     assert nodes["PreviewImage_23"][0] == "image.PreviewImage"
+    # Widgets fed by ComfyUI's Primitive* nodes stay linked.
+    assert ("PrimitiveInt_31.value", "KSampler_26.seed") in links
+    assert ("PrimitiveStringMultiline_33.value", "CLIPTextEncode_4.text") in links
+    assert nodes["LoadImageMask_35"] == ("image.Load", {"path": "start.png"})  # without " [input]"
+    assert ("LoadImageMask_35.mask", "ConditioningSetMask_36.mask") in links
 
 
 def test_a_sampler_only_diffusers_has_falls_back_and_is_recorded(registry: Any) -> None:
@@ -239,8 +244,8 @@ def test_a_sampler_only_diffusers_has_falls_back_and_is_recorded(registry: Any) 
     # uni_pc_bh2 is diffusers' UniPC; ComfyUI's KSampler semantics have no UniPC yet.
     assert graph.nodes["KSampler_26"].type == "diffusion.Sample"
     assert graph.nodes["KSampler_26"].inputs["sampler"] == "unipc"
-    assert graph.meta["comfyui"]["approximations"] == [
-        {"id": "26", "type": "KSampler", "as": "diffusion.Sample"}]
+    assert graph.meta["comfyui"]["approximations"][0]["as"] == "diffusion.Sample"
+    assert [a["id"] for a in graph.meta["comfyui"]["approximations"]] == ["26"]
 
 
 def test_the_docs_table_lists_every_mapped_type() -> None:
