@@ -15,7 +15,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,8 +143,6 @@ class NodeflowWorker:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
-        from dataclasses import replace
-
         self.executor.settings = replace(self.settings, out_dir=out_dir)
         self._cancel = CancelToken()
         loads = self.models.loads

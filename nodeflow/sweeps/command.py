@@ -63,9 +63,12 @@ def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph,
         else:
             from nodeflow.sweeps.runner import run_local
 
-            result = run_local(local_executor(args, registry, settings), graph, jobs,
-                               settings.out_dir, outputs=args.output, on_event=reporter,
-                               cancel=cancel)
+            executor = local_executor(args, registry, settings)
+            try:
+                result = run_local(executor, graph, jobs, settings.out_dir, outputs=args.output,
+                                   on_event=reporter, cancel=cancel)
+            finally:
+                executor.close()
     if result.cancelled:
         reporter.message("finished jobs are kept: run the same command again to resume")
     reporter.finish(result)
