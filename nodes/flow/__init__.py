@@ -12,9 +12,10 @@ from nodeflow.nodes.flow.control import ApplyControlNet, LoadControlNet
 from nodeflow.nodes.flow.encode import FluxGuidance, TextEncode, ZeroOut
 from nodeflow.nodes.flow.load_nodes import LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE
 from nodeflow.nodes.flow.lora import LoadLoRA
-from nodeflow.nodes.flow.sample import EmptyLatent, ModelSamplingFlux, ModelSamplingSD3, Sample
+from nodeflow.nodes.flow.sample import EmptyLatent, ModelSamplingFlux, ModelSamplingSD3, OffloadBlocks, Sample
 
 NODES = [LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE, LoadLoRA, LoadControlNet, TextEncode,
-         FluxGuidance, ZeroOut, ApplyControlNet, EmptyLatent, ModelSamplingSD3, ModelSamplingFlux, Sample]
+         FluxGuidance, ZeroOut, ApplyControlNet, EmptyLatent, ModelSamplingSD3, ModelSamplingFlux, OffloadBlocks,
+         Sample]
 
 __all__ = [cls.__name__ for cls in NODES]

@@ -9,6 +9,7 @@ bytes per number × images in the (guided) batch, plus the text tokens. Flux dev
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,21 +49,41 @@ _HIDDEN_KEYS = ("x_embedder.weight", "img_in.weight", "pos_embed.proj.weight", "
 TEXT_TOKENS = {"sd3": 77 + 256, "flux": 512}
 
 
-def header_bytes(path: Any, dtype: str, weight_dtype: str = "default", prefix: str = "") -> int | None:
-    """Bytes the tensors of a safetensors file (under ``prefix``) take once loaded."""
-    from nodeflow.models import safetensors_header
+def tensor_sizes(path: Any, dtype: str, weight_dtype: str = "default", prefix: str = "") -> dict[str, int] | None:
+    """Bytes each tensor of a safetensors file (under ``prefix``) takes once loaded."""
+    import math
+
+    from nodeflow.models import safetensors_header, tensor_bytes
 
     try:
         header = safetensors_header(path)
     except (OSError, ValueError):
         return None
-    import math
-
-    from nodeflow.models import tensor_bytes
-
     # fp8 storage: one byte per number of the blocks' matrices (see loaders.WEIGHT_DTYPES)
-    return sum(math.prod(int(n) for n in e.get("shape", ())) if weight_dtype != "default" and _fp8(k, e)
-               else tensor_bytes(e, dtype) for k, e in header.items() if k.startswith(prefix))
+    return {k: math.prod(int(n) for n in e.get("shape", ())) if weight_dtype != "default" and _fp8(k, e)
+            else tensor_bytes(e, dtype) for k, e in header.items() if k.startswith(prefix)}
+
+
+def header_bytes(path: Any, dtype: str, weight_dtype: str = "default", prefix: str = "") -> int | None:
+    """Bytes the tensors of a safetensors file (under ``prefix``) take once loaded."""
+    sizes = tensor_sizes(path, dtype, weight_dtype, prefix)
+    return sum(sizes.values()) if sizes is not None else None
+
+
+_BLOCK = re.compile(r"(?:^|\.)((?:single_)?transformer_blocks|joint_blocks|double_blocks|single_blocks)\.(\d+)\.")
+
+
+def block_split(sizes: Mapping[str, int]) -> tuple[int, int]:
+    """(bytes outside the transformer blocks, bytes of the largest block)."""
+    blocks: dict[tuple[str, str], int] = {}
+    rest = 0
+    for key, size in sizes.items():
+        m = _BLOCK.search(key)
+        if m:
+            blocks[(m.group(1), m.group(2))] = blocks.get((m.group(1), m.group(2)), 0) + size
+        else:
+            rest += size
+    return rest, max(blocks.values(), default=0)
 
 
 def _fp8(key: str, entry: Mapping[str, Any]) -> bool:
@@ -93,7 +114,9 @@ def transformer_estimate(found: Any, dtype: str, weight_dtype: str = "default") 
         shards = sorted(sub.glob("*.safetensors"))
         if not shards:
             return None
-        size = sum(header_bytes(s, dtype, weight_dtype) or 0 for s in shards)
+        sizes: dict[str, int] = {}
+        for shard in shards:
+            sizes.update(tensor_sizes(shard, dtype, weight_dtype) or {})
         config = read_json(sub / "config.json")
         family = "flux" if "Flux" in str(config.get("_class_name", "")) else "sd3"
         width = int(config.get("num_attention_heads", 24)) * int(config.get("attention_head_dim", 128))
@@ -104,11 +127,23 @@ def transformer_estimate(found: Any, dtype: str, weight_dtype: str = "default") 
             return None
         prefix = BUNDLE_PREFIXES["transformer"] if any(k.startswith(BUNDLE_PREFIXES["transformer"])
                                                        for k in header) else ""
-        size = header_bytes(path, dtype, weight_dtype, prefix) or 0
+        sizes = tensor_sizes(path, dtype, weight_dtype, prefix) or {}
         family, width = _family_and_width(header, prefix)
-    return ValueEstimate({f"{path.name}:transformer": size},
+    rest, largest = block_split(sizes)
+    return ValueEstimate({f"{path.name}:transformer": sum(sizes.values())},
                          {"channels": width, "itemsize": DTYPE_BYTES[dtype], "family": family,
-                          "text_tokens": TEXT_TOKENS[family], "latent_scale": 8})
+                          "text_tokens": TEXT_TOKENS[family], "latent_scale": 8,
+                          "resident_bytes": rest, "block_bytes": largest})
+
+
+def offloaded(model: ValueEstimate) -> ValueEstimate:
+    """A transformer's estimate with block offload: resident are its parts outside the blocks and
+    two blocks (the one running and the one the manager brings in next)."""
+    rest, block = model.info.get("resident_bytes"), model.info.get("block_bytes")
+    if not isinstance(rest, int) or not isinstance(block, int) or len(model.models) != 1:
+        return model
+    name = next(iter(model.models))
+    return ValueEstimate(dict(model.models), {**model.info, "resident": {name: rest + 2 * block}})
 
 
 def vae_estimate(found: Any, dtype: str) -> ValueEstimate | None:
