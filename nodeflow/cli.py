@@ -360,6 +360,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise UsageError(f"the editor needs PySide6 ({exc})",
                          hint="Install it with: pip install 'nodeflow[gui]'") from None
+    if args.comfy_models:  # the editor's settings read ComfyUI folders from the environment
+        from nodeflow.comfy.model_paths import comfy_model_folders
+
+        for place in args.comfy_models:
+            comfy_model_folders(place)  # a wrong folder is a usage error now, not in the editor
+        os.environ["NODEFLOW_COMFY_MODELS"] = os.pathsep.join(
+            [*filter(None, [os.environ.get("NODEFLOW_COMFY_MODELS")]), *args.comfy_models])
     return app.launch(args.file, screenshot=args.screenshot, plugins=args.plugins, models=args.models,
                       out=args.out)
 

@@ -47,8 +47,13 @@ class Settings:
         env = os.environ.get("NODEFLOW_MODELS")
         if env:
             dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-        return cls(models_dirs=dirs, out_dir=Path(out_dir) if out_dir else Path("out"),
-                   base_dir=base_dir)
+        settings = cls(models_dirs=dirs, out_dir=Path(out_dir) if out_dir else Path("out"),
+                       base_dir=base_dir)
+        if os.environ.get("NODEFLOW_COMFY_MODELS"):
+            from nodeflow.comfy.model_paths import add_comfy_models  # a ComfyUI user's folders
+
+            add_comfy_models(settings, [])
+        return settings
 
     def search_dirs(self, kind: str) -> list[Path]:
         """Where a file of ``kind`` is looked for, in order."""

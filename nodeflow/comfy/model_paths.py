@@ -117,5 +117,6 @@ def add_comfy_models(settings: Settings, places: list[str] | None) -> Settings:
         all_places += [p for p in env.split(os.pathsep) if p]
     for place in all_places:
         for kind, folders in comfy_model_folders(place).items():
-            settings.folders.setdefault(kind, []).extend(folders)
+            known = settings.folders.setdefault(kind, [])
+            known.extend(f for f in folders if f not in known)  # the environment may be read twice
     return settings

@@ -140,3 +140,13 @@ def test_run_a_comfyui_workflow_to_a_picture(name: str, tmp_path: Path, comfy_ro
     assert pictures, "no picture written"
     with Image.open(pictures[0]) as im:
         assert im.size == (64, 64)
+
+
+def test_comfyui_folders_from_the_environment_reach_every_settings(comfy_root: Path, monkeypatch: Any) -> None:
+    from nodeflow.settings import Settings
+
+    monkeypatch.setenv("NODEFLOW_COMFY_MODELS", str(comfy_root))
+    settings = Settings.from_env()  # as the editor and the server build theirs
+    assert settings.resolve_path("checkpoints", "demo-model.safetensors") is not None
+    assert settings.resolve_path("image", "start.png") == comfy_root / "input" / "start.png"
+    assert main(["validate", str(FIXTURES / "more_api.json"), "--comfy-models", str(comfy_root)]) == 0
