@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import logging
 import os
+import shutil
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -140,7 +142,7 @@ class Server:
             job, event = self.store.submit(kind=kind, graph=text, request=request, outputs=outputs,
                                            client_id=client_id, idempotency_key=idempotency_key)
             created.append(event is not None)
-            self.hub.client_of[job.id] = client_id
+            self.hub.remember_client(job.id, client_id)
             holder.append(job)
             return event
 
@@ -345,8 +347,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             document = body.workflow if body.workflow is not None else body.prompt
             graph = await asyncio.to_thread(import_comfy, server, document, name, body.set)
             kind, original = "comfy", document
-        job, created = server.submit(graph, kind=kind, outputs=body.outputs, request=original,
-                                     client_id=body.client_id, idempotency_key=key)
+        job, created = await asyncio.to_thread(
+            functools.partial(server.submit, graph, kind=kind, outputs=body.outputs, request=original,
+                              client_id=body.client_id, idempotency_key=key))
         return JSONResponse({"id": job.id, "number": job.number, "state": job.state,
                              "created": created}, status_code=202 if created else 200)
 
@@ -378,12 +381,13 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.delete("/api/jobs/{job_id}", tags=["jobs"])
     async def delete_job(job_id: str) -> Any:
-        """Cancel a job that is not finished; forget a finished one."""
+        """Cancel a job that is not finished; forget a finished one and delete its files."""
         job = server.store.get(job_id)
         if job is None:
             raise ApiError(404, f"no job '{job_id}'", type_="not_found")
         if job.state in FINAL_STATES:
             server.store.delete(job_id)
+            await asyncio.to_thread(shutil.rmtree, config.output_dir / job_id, True)
             return {"id": job_id, "deleted": True}
         return server.cancel(job_id).to_json()
 

@@ -144,9 +144,9 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
             client_id = extra.get("client_id")
         try:
             graph = await asyncio.to_thread(import_comfy, server, prompt, "prompt", None)
-            job, _created = server.submit(graph, kind="comfy", outputs=None, request=prompt,
-                                          client_id=client_id if isinstance(client_id, str) else None,
-                                          idempotency_key=None)
+            job, _created = await asyncio.to_thread(functools.partial(
+                server.submit, graph, kind="comfy", outputs=None, request=prompt,
+                client_id=client_id if isinstance(client_id, str) else None, idempotency_key=None))
         except ApiError as exc:
             return JSONResponse({"error": {"type": exc.body["type"], "message": exc.body["message"],
                                            "details": exc.body["message"], "extra_info": {}},
@@ -448,7 +448,7 @@ class ComfySocket:
     def _mine(self, job_id: str | None) -> bool:
         if job_id is None:
             return False
-        client = self.server.hub.client_of.get(job_id)
+        client = self.server.hub.client_of(job_id)
         return client is None or client == self.sid
 
     async def relay(self, event: StoredEvent) -> None:

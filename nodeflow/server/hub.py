@@ -15,6 +15,8 @@ from typing import Any
 
 from nodeflow.server.store import JobStore, StoredEvent
 
+MAX_CLIENTS_KEPT = 10_000
+"""Jobs whose client id is kept in memory (the store has them all)."""
 MAX_BACKLOG = 10_000
 """Events waiting for one slow listener before it is dropped (it can reconnect and resume)."""
 
@@ -53,8 +55,24 @@ class EventHub:
         """Held while an event is written and scheduled, so delivery follows log order."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: set[Listener] = set()
-        self.client_of: dict[str, str | None] = {}
-        """The ComfyUI client id that submitted each job seen since start."""
+        self._clients: dict[str, str | None] = {}
+
+    def remember_client(self, job_id: str, client_id: str | None) -> None:
+        """Note which ComfyUI client submitted a job (its websocket gets the job's messages)."""
+        with self.lock:
+            if len(self._clients) >= MAX_CLIENTS_KEPT:
+                self._clients.clear()  # older jobs are looked up in the store again
+            self._clients[job_id] = client_id
+
+    def client_of(self, job_id: str) -> str | None:
+        """The ComfyUI client id that submitted the job (None: none did)."""
+        try:
+            return self._clients[job_id]
+        except KeyError:
+            job = self.store.get(job_id)
+            client = job.client_id if job is not None else None
+            self.remember_client(job_id, client)
+            return client
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

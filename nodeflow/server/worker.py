@@ -326,7 +326,7 @@ class Dispatcher:
             return None
         job, event = got
         claimed.append(job)
-        self.hub.client_of[job.id] = job.client_id
+        self.hub.remember_client(job.id, job.client_id)
         with self._lock:
             self._running[job.id] = (CancelToken(), [False])
         return event

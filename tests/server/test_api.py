@@ -60,6 +60,11 @@ def test_saved_pictures_are_named_by_job_and_downloadable(client: httpx.Client) 
     # A second job with the same prefix writes into its own folder: the same name again.
     second = wait_job(client, submit(client, doc)["id"])
     assert second["files"] == ["renders/grey_00001.png"]
+    # Forgetting a job deletes its files.
+    assert client.delete(f"/api/jobs/{job['id']}").json() == {"id": job["id"], "deleted": True}
+    assert client.get(f"/api/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/api/jobs/{job['id']}/files/renders/grey_00001.png").status_code == 404
+    assert client.get(f"/api/jobs/{second['id']}/files/renders/grey_00001.png").status_code == 200
 
 
 def test_requested_pictures_come_back_as_files(client: httpx.Client) -> None:

@@ -26,11 +26,11 @@ def invert_prompt(image: str, prefix: str = "inverted") -> dict[str, Any]:
     }
 
 
-def until_done(ws: Any, prompt_id: str) -> tuple[list[dict[str, Any]], list[bytes]]:
+def until_done(ws: Any, prompt_id: str, timeout: float = 30) -> tuple[list[dict[str, Any]], list[bytes]]:
     """Messages about the prompt (and binary frames) until ``executing`` with ``node: null``."""
     messages, frames = [], []
     while True:
-        out = ws.recv(timeout=30)
+        out = ws.recv(timeout=timeout)
         if isinstance(out, bytes):
             frames.append(out)
             continue
