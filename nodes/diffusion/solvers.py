@@ -316,6 +316,104 @@ def lcm(denoise: Denoise, x: Any, sigmas: Any, noise: NoiseSource, callback: Cal
     return x
 
 
+def _unipc_update(denoise_vp: Callable[[Any, float], Any], x: Any, prev: list[Any],
+                  prev_sigmas: list[float], sigma: float, order: int, corrector: bool,
+                  variant: str) -> tuple[Any, Any]:
+    """One UniPC step (Zhao et al. 2023, data prediction, B(h) = h for bh1, e^h − 1 for bh2) in
+    variance-preserving coordinates: from the newest previous point to σ, with the predictor of
+    the given order and, when asked, the corrector (which calls the model at σ)."""
+    import torch
+
+    def lam(s: float) -> float:
+        return -math.log(s)
+
+    def std(s: float) -> float:
+        return s / math.sqrt(s * s + 1)
+
+    s0 = prev_sigmas[-1]
+    m0 = prev[-1]
+    alpha_t = 1 / math.sqrt(sigma * sigma + 1)
+    h = lam(sigma) - lam(s0)
+    rks: list[float] = []
+    d1s = []
+    for i in range(1, order):
+        rk = (lam(prev_sigmas[-(i + 1)]) - lam(s0)) / h
+        rks.append(rk)
+        d1s.append((prev[-(i + 1)] - m0) / rk)
+    rks.append(1.0)
+    hh = -h
+    h_phi_1 = math.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    factorial = 1
+    b_h = hh if variant == "bh1" else math.expm1(hh)
+    rows, b = [], []
+    r = torch.tensor(rks, dtype=torch.float64)
+    for i in range(1, order + 1):
+        rows.append(r ** (i - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    big_r, big_b = torch.stack(rows), torch.tensor(b, dtype=torch.float64)
+    x_base = std(sigma) / std(s0) * x - alpha_t * h_phi_1 * m0
+    if d1s:
+        rhos_p = [0.5] if order == 2 else torch.linalg.solve(big_r[:-1, :-1], big_b[:-1]).tolist()
+        x_t = x_base - alpha_t * b_h * sum(rho * d for rho, d in zip(rhos_p, d1s, strict=True))
+    else:
+        x_t = x_base
+    model_t = None
+    if corrector:
+        rhos_c = [0.5] if order == 1 else torch.linalg.solve(big_r, big_b).tolist()
+        model_t = denoise_vp(x_t, sigma)
+        corr = sum((rho * d for rho, d in zip(rhos_c[:-1], d1s, strict=True)), torch.zeros_like(x))
+        x_t = x_base - alpha_t * b_h * (corr + rhos_c[-1] * (model_t - m0))
+    return x_t, model_t
+
+
+def _unipc(denoise: Denoise, x: Any, sigmas: Any, noise: NoiseSource, callback: Callback,
+           variant: str) -> Any:
+    """UniPC multistep, order min(3, steps − 1), lower orders at the start and the end, the
+    corrector at every step but the last; as ComfyUI runs it (σ = 0 replaced by 0.001)."""
+    sig = [float(s) for s in sigmas]
+    if sig[-1] == 0:
+        sig[-1] = 0.001
+    steps = len(sig) - 1
+    order = min(3, len(sig) - 2)
+
+    def denoise_vp(x_vp: Any, s: float) -> Any:
+        return denoise(x_vp * math.sqrt(s * s + 1), s)
+
+    x = x / math.sqrt(1 + sig[0] ** 2)
+    prev: list[Any] = []
+    prev_sigmas: list[float] = []
+    for index in range(steps):
+        if index == 0:
+            prev, prev_sigmas = [denoise_vp(x, sig[0])], [sig[0]]
+        elif index < order:
+            x, model_x = _unipc_update(denoise_vp, x, prev, prev_sigmas, sig[index], index, True,
+                                       variant)
+            prev.append(model_x if model_x is not None else denoise_vp(x, sig[index]))
+            prev_sigmas.append(sig[index])
+        else:
+            last = index + (2 if index == steps - 1 else 1)
+            for step in range(index, last):
+                step_order = min(order, steps + 1 - step)
+                x, model_x = _unipc_update(denoise_vp, x, prev, prev_sigmas, sig[step], step_order,
+                                           step != steps, variant)
+                prev, prev_sigmas = prev[1:] + prev[-1:], prev_sigmas[1:] + [sig[step]]
+                if step < steps:
+                    prev[-1] = model_x if model_x is not None else denoise_vp(x, sig[step])
+        callback(index, x, prev[-1])
+    return x * math.sqrt(1 + sig[-1] ** 2)
+
+
+def uni_pc(denoise: Denoise, x: Any, sigmas: Any, noise: NoiseSource, callback: Callback) -> Any:
+    return _unipc(denoise, x, sigmas, noise, callback, "bh1")
+
+
+def uni_pc_bh2(denoise: Denoise, x: Any, sigmas: Any, noise: NoiseSource, callback: Callback) -> Any:
+    return _unipc(denoise, x, sigmas, noise, callback, "bh2")
+
+
 Solver = Callable[[Denoise, Any, Any, NoiseSource, Callback], Any]
 
 SOLVERS: dict[str, Solver] = {
@@ -332,6 +430,8 @@ SOLVERS: dict[str, Solver] = {
     "dpmpp_3m_sde": dpmpp_3m_sde,
     "lcm": lcm,
     "ddim": euler,
+    "uni_pc": uni_pc,
+    "uni_pc_bh2": uni_pc_bh2,
 }
 """ComfyUI's sampler names (in its order) and their update rules."""
 

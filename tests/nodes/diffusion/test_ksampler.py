@@ -236,6 +236,63 @@ def test_multistep_samplers_use_their_history():
     torch.testing.assert_close(out, s[2] / s[1] * x1 + (1 - s[2] / s[1]) * corrected)
 
 
+@pytest.mark.parametrize("variant", ["uni_pc", "uni_pc_bh2"])
+def test_uni_pc_predictor_and_corrector_follow_their_equations(variant):
+    """Two steps of UniPC (order 1): a DPM-Solver-1 predictor in variance-preserving coordinates,
+    corrected with the model's prediction at the new level (ρ = 1/2), then a final predictor."""
+    import torch
+
+    from nodeflow.nodes.diffusion.solvers import SOLVERS
+
+    s = [2.5, 1.2, 0.4]
+    x = torch.linspace(-3, 3, 24, dtype=torch.float64).reshape(1, 2, 3, 4)
+
+    def alpha(v):
+        return 1 / math.sqrt(v * v + 1)
+
+    def std(v):
+        return v * alpha(v)
+
+    def b(h):
+        return -h if variant == "uni_pc" else math.expm1(-h)
+
+    x_vp = x * alpha(s[0])
+    m0 = denoiser(x, s[0])
+    h = math.log(s[0] / s[1])
+    base = std(s[1]) / std(s[0]) * x_vp - alpha(s[1]) * (s[1] / s[0] - 1) * m0
+    m1 = denoiser(base / alpha(s[1]), s[1])
+    x1 = base - alpha(s[1]) * b(h) * 0.5 * (m1 - m0)
+    x2 = std(s[2]) / std(s[1]) * x1 - alpha(s[2]) * (s[2] / s[1] - 1) * m1
+    out = SOLVERS[variant](denoiser, x.clone(), torch.tensor(s, dtype=torch.float64), FixedNoise(x),
+                           lambda *a: None)
+    torch.testing.assert_close(out, x2 / alpha(s[2]))
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm_2", "lms", "dpmpp_2m", "uni_pc", "uni_pc_bh2"])
+def test_deterministic_samplers_converge_to_the_exact_ode_solution(name):
+    """Data N(μ, s²): the exact denoiser is (s²x + σ²μ)/(s² + σ²) and the probability-flow ODE
+    solves to μ + (x − μ)·√(s² + σ²)/√(s² + σ₀²). More steps must bring the sampler closer."""
+    import torch
+
+    from nodeflow.nodes.diffusion.solvers import SOLVERS
+
+    mu, s = 0.7, 0.5
+
+    def exact_denoiser(x, sigma):
+        return (s * s * x + sigma * sigma * mu) / (s * s + sigma * sigma)
+
+    errors = []
+    for n in (10, 40):
+        hi, lo = 14.6 ** (1 / 7), 0.03 ** (1 / 7)
+        sigmas = [(hi + i / (n - 1) * (lo - hi)) ** 7 for i in range(n)] + [0.0]
+        x = torch.linspace(-1, 1, 16, dtype=torch.float64) * 14.6 + mu
+        out = SOLVERS[name](exact_denoiser, x.clone(), torch.tensor(sigmas, dtype=torch.float64), None,
+                            lambda *a: None)
+        exact = mu + (x - mu) * s / math.sqrt(s * s + 14.6 ** 2)
+        errors.append(float((out - exact).abs().max()))
+    assert errors[1] < 0.05 and errors[1] < errors[0] / 2, errors
+
+
 def test_lms_weights_integrate_the_interpolating_polynomial():
     from nodeflow.nodes.diffusion.solvers import lms_coefficient
 
