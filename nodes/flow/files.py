@@ -67,10 +67,9 @@ def _strip(keys: Iterable[str], prefix: str) -> list[str]:
 def detect(keys: Iterable[str], name: str) -> Layout:
     """The layout of a file with these tensor names, or a ModelError naming the file."""
     keys = list(keys)
-    if any(k.startswith(BUNDLE_PREFIXES["transformer"] + "joint_blocks.") for k in keys):
-        has_text = any(k.startswith("text_encoders.") for k in keys)
-        return Layout("bundle" if has_text or any(k.startswith("first_stage_model.") for k in keys)
-                      else "sd3", True, BUNDLE_PREFIXES["transformer"] if not has_text else "")
+    if any(k.startswith(BUNDLE_PREFIXES["transformer"] + "joint_blocks.") for k in keys) and \
+            any(k.startswith(("text_encoders.", "first_stage_model.")) for k in keys):
+        return Layout("bundle", True)
     for prefix in ("model.diffusion_model.", ""):
         body = _strip(keys, prefix)
         if any(k.startswith("joint_blocks.") for k in body):

@@ -35,6 +35,8 @@ def sd3_parts(flow_models: Path) -> dict[str, Any]:
     folder = tiny.save_sd3_parts(flow_models / "checkpoints" / "tiny-sd3", parts)
     split = flow_models / "split-sd3"
     paths = tiny.save_split(split, parts, "sd3", SPLIT_NAMES["sd3"])
+    tiny.save_sd3_bundle(flow_models / "checkpoints" / "tiny-sd3.5.safetensors", parts)
+    parts["tokenizer_3"].save_pretrained(flow_models / "tokenizers" / "t5-sd3")
     return {"parts": parts, "paths": paths, "models": split, "folder": folder}
 
 

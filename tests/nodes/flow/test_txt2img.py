@@ -92,3 +92,30 @@ def test_flux_split_files_match_pipeline(registry, flow_models, flux_parts, flux
     ours = run(registry, flux_graph(guidance={"guidance": 5.0}), flow_models)
     ref = pipeline_pixels(flux_pipe, guidance_scale=5.0)
     assert close(ours, ref) <= 1
+
+
+def test_sd3_single_file_bundle_matches_pipeline(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
+    graph = sd3_graph(checkpoint={"path": "tiny-sd3.5.safetensors", "t5_tokenizer": "t5-sd3"})
+    ours = run(registry, graph, flow_models)
+    assert close(ours, pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")) <= 1
+
+
+def test_sd3_without_t5_matches_pipeline_without_t5(registry, flow_models, sd3_parts, torch_threads):
+    from diffusers import StableDiffusion3Pipeline
+
+    graph = as_split_sd3(sd3_graph())
+    graph.set_input("clip", "encoder1", "")  # CLIP-L and CLIP-G only
+    ours = run(registry, graph, sd3_parts["models"])
+    pipe = StableDiffusion3Pipeline.from_pretrained(sd3_parts["folder"], text_encoder_3=None, tokenizer_3=None)
+    assert close(ours, pipeline_pixels(pipe, guidance_scale=7.0, negative_prompt="")) <= 1
+
+
+def test_flux_folder_matches_pipeline(registry, flow_models, flux_parts, flux_pipe, torch_threads):
+    graph = flux_graph()
+    for node in ("unet", "clip", "vae"):
+        graph.remove_node(node)
+    graph.add_node("flow.LoadCheckpoint", "checkpoint", {"path": "tiny-flux"})
+    for source, target in (("checkpoint.model", "sampler.model"), ("checkpoint.clip", "positive.clip"),
+                           ("checkpoint.vae", "decode.vae")):
+        graph.connect(source, target)
+    assert close(run(registry, graph, flow_models), pipeline_pixels(flux_pipe, guidance_scale=3.5)) <= 1

@@ -288,3 +288,77 @@ def save_controlnet(folder: Path, family: str, seed: int) -> Path:
                 p.copy_(torch.randn(p.shape) * 0.1)
     net.save_pretrained(folder)
     return folder
+
+
+_SD3_TOP = {"pos_embed": "pos_embed.pos_embed", "x_embedder.proj": "pos_embed.proj",
+            "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+            "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2",
+            "context_embedder": "context_embedder",
+            "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
+            "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2", "final_layer.linear": "proj_out"}
+_SD3_BLOCK = {"x_block.attn.proj": "attn.to_out.0", "context_block.attn.proj": "attn.to_add_out",
+              "x_block.attn2.proj": "attn2.to_out.0", "x_block.adaLN_modulation.1": "norm1.linear",
+              "context_block.adaLN_modulation.1": "norm1_context.linear",
+              "x_block.mlp.fc1": "ff.net.0.proj", "x_block.mlp.fc2": "ff.net.2",
+              "context_block.mlp.fc1": "ff_context.net.0.proj", "context_block.mlp.fc2": "ff_context.net.2",
+              "x_block.attn.ln_q": "attn.norm_q", "x_block.attn.ln_k": "attn.norm_k",
+              "context_block.attn.ln_q": "attn.norm_added_q", "context_block.attn.ln_k": "attn.norm_added_k",
+              "x_block.attn2.ln_q": "attn2.norm_q", "x_block.attn2.ln_k": "attn2.norm_k"}
+
+
+def invert_sd3(sd: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers SD3 transformer state dict in the original (MMDiT) names, as SD3.x single files
+    have it; the loader reads these with diffusers' own converter."""
+    import torch
+
+    out: dict[str, Any] = {}
+    left = dict(sd)
+    layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks."))
+
+    def swap(t: Any) -> Any:
+        a, b = t.chunk(2)
+        return torch.cat([b, a])
+
+    for original, name in _SD3_TOP.items():
+        for suffix in ("", ".weight", ".bias"):
+            if name + suffix in left and (suffix or name == "pos_embed.pos_embed"):
+                out[original + suffix] = left.pop(name + suffix)
+    for suffix in (".weight", ".bias"):
+        out["final_layer.adaLN_modulation.1" + suffix] = swap(left.pop("norm_out.linear" + suffix))
+    for i in range(layers):
+        src, dst = f"transformer_blocks.{i}.", f"joint_blocks.{i}."
+        for original, name in _SD3_BLOCK.items():
+            for suffix in (".weight", ".bias"):
+                if src + name + suffix in left:
+                    tensor = left.pop(src + name + suffix)
+                    if name == "norm1_context.linear" and i == layers - 1:
+                        tensor = swap(tensor)
+                    out[dst + original + suffix] = tensor
+        for block, attn, names in (("x_block", "attn", ("to_q", "to_k", "to_v")),
+                                   ("context_block", "attn", ("add_q_proj", "add_k_proj", "add_v_proj")),
+                                   ("x_block", "attn2", ("to_q", "to_k", "to_v"))):
+            for suffix in (".weight", ".bias"):
+                parts = [left.pop(f"{src}{attn}.{n}{suffix}", None) for n in names]
+                if all(p is not None for p in parts):
+                    out[f"{dst}{block}.{attn}.qkv{suffix}"] = torch.cat(parts)
+    assert not left, sorted(left)[:5]
+    return out
+
+
+def save_sd3_bundle(path: Path, parts: dict[str, Any]) -> Path:
+    """An SD3.5-style single file: the transformer, CLIP-L, CLIP-G, T5 and the VAE, each under the
+    prefix such files use."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    for prefix, sd in (("model.diffusion_model.", invert_sd3(dict(parts["transformer"].state_dict()))),
+                       ("first_stage_model.", _ldm_vae(parts["vae"])),
+                       ("text_encoders.clip_l.transformer.", parts["text_encoder"].state_dict()),
+                       ("text_encoders.clip_g.transformer.", parts["text_encoder_2"].state_dict()),
+                       ("text_encoders.t5xxl.transformer.", parts["text_encoder_3"].state_dict())):
+        for key, tensor in sd.items():
+            if key != "encoder.embed_tokens.weight":
+                tensors[prefix + key] = tensor.contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
