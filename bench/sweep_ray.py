@@ -36,21 +36,35 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class Clock:
-    """Records when the last worker became ready (the end of the start-up phase)."""
+    """Records when the last worker became ready (the end of the start-up phase), and per job
+    the driver's wall time from dispatch to its files written beside the worker's own time."""
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.ready = self.start
+        self.sent: dict[str, float] = {}
+        self.overheads: list[float] = []
 
     def __call__(self, event: SweepEvent) -> None:
+        now = time.perf_counter()
         if event.kind == "worker_ready":
-            self.ready = time.perf_counter()
+            self.ready = now
+        elif event.kind == "job_started" and event.job:
+            self.sent[event.job] = now
+        elif event.kind == "job_finished" and event.job in self.sent:
+            self.overheads.append(now - self.sent[event.job] - event.data["seconds"])
+
+    @property
+    def overhead(self) -> float:
+        """Mean seconds per job spent outside the worker's executor (transfer, queueing)."""
+        return sum(self.overheads) / max(1, len(self.overheads))
 
 
 def ray_sweep(registry: object, graph: Graph, jobs: list, out: Path, workers: int,
               policy: str = "affinity", models: list[str] | None = None,
-              ram_budget: str | None = None) -> tuple[SweepResult, float, float]:
-    """Run on Ray; return the result, the start-up seconds and the job-phase seconds."""
+              ram_budget: str | None = None) -> tuple[SweepResult, float, float, float]:
+    """Run on Ray; return the result, the start-up seconds, the job-phase seconds and the
+    mean overhead per job."""
     options = ClusterOptions(workers=workers, policy=policy, models=models or [],
                              ram_budget=ram_budget)
     sweep = RaySweep(options, registry, Settings(out_dir=out, base_dir=REPO / "graphs"))
@@ -61,7 +75,7 @@ def ray_sweep(registry: object, graph: Graph, jobs: list, out: Path, workers: in
         sweep.stop()
     end = time.perf_counter()
     assert result.ok, result.failed
-    return result, clock.ready - clock.start, end - clock.ready
+    return result, clock.ready - clock.start, end - clock.ready, clock.overhead
 
 
 def bench_demo(registry: object, tmp: Path, count: int, steps: int) -> None:
@@ -78,10 +92,12 @@ def bench_demo(registry: object, tmp: Path, count: int, steps: int) -> None:
     print(f"   local, one executor:  {local:7.1f} s  ({local / count:.2f} s/job)", flush=True)
     phases = {}
     for workers in (1, 2):
-        _, startup, run = ray_sweep(registry, graph, jobs, tmp / f"ray{workers}", workers)
+        _, startup, run, overhead = ray_sweep(registry, graph, jobs, tmp / f"ray{workers}",
+                                              workers)
         phases[workers] = run
         print(f"   Ray, {workers} worker{'s' if workers > 1 else ' '}:        {startup + run:7.1f} s  "
-              f"(start {startup:.1f} s + jobs {run:.1f} s, {run / count:.2f} s/job)", flush=True)
+              f"(start {startup:.1f} s + jobs {run:.1f} s, {run / count:.2f} s/job; per job "
+              f"{overhead * 1000:.0f} ms outside the worker's executor)", flush=True)
     same = all((tmp / "local" / p.name).read_bytes() == p.read_bytes()
                for p in (tmp / "ray2").glob("*.png"))
     print(f"   Ray overhead per job (1 worker's jobs phase - local) / jobs: "
@@ -108,8 +124,8 @@ def bench_loads(registry: object, tmp: Path) -> None:
           f"(2 steps, 32x32) on 2 workers, RAM budget {budget} each (about one checkpoint)",
           flush=True)
     for policy in ("affinity", "round-robin"):
-        result, startup, run = ray_sweep(registry, graph, jobs, tmp / policy, 2, policy,
-                                         [str(models)], budget)
+        result, startup, run, _ = ray_sweep(registry, graph, jobs, tmp / policy, 2, policy,
+                                            [str(models)], budget)
         per_worker = ", ".join(f"{w.name} {w.loads} loads/{w.jobs} jobs"
                                for w in result.workers.values())
         total = sum(w.loads for w in result.workers.values())

@@ -238,19 +238,23 @@ def test_sweep_shares_one_executor_and_matches_single_runs(
     for node, key, value in (("sampler", "steps", 2), ("latent", "width", 32),
                              ("latent", "height", 32)):
         graph.set_input(node, key, value)
-    jobs = parse_sweeps(graph, registry, ["positive.text=[\"a red circle\", \"a blue star\"]",
-                                          "sampler.seed=1..2"])
-    assert [j.name for j in jobs] == ["text-1_seed-1", "text-1_seed-2", "text-2_seed-1",
-                                      "text-2_seed-2"]
+    # Seeds first, as the usual command line has it: the jobs still run prompt by prompt.
+    jobs = parse_sweeps(graph, registry, ["sampler.seed=1..2", "positive.text=[\"a red circle\", "
+                                          "\"a blue star\", \"a green square\"]"])
+    assert [j.name for j in jobs] == ["seed-1_text-1", "seed-1_text-2", "seed-1_text-3",
+                                      "seed-2_text-1", "seed-2_text-2", "seed-2_text-3"]
     out = tmp_path / "sweep"
     executor = Executor(registry, Settings(out_dir=out))
     seen: list[SweepEvent] = []
     result = run_local(executor, graph, jobs, out, on_event=seen.append)
-    assert result.ok and len(result.files) == 4
+    assert result.ok and len(result.files) == 6
     assert executor.models.loads == 1 and result.workers["local"].loads == 1
     encoded = [(e.job) for e in seen if e.kind == "node" and e.data["event"] == "node_finished"
                and e.data["node"] == "positive"]
-    assert encoded == ["text-1_seed-1", "text-2_seed-1"]  # each prompt once, then from the cache
+    # Each prompt is encoded once; its other seed takes the encoding from the cache.
+    assert encoded == ["seed-1_text-1", "seed-1_text-2", "seed-1_text-3"]
+    assert [r["job"] for r in manifest(out)] == ["seed-1_text-1", "seed-2_text-1", "seed-1_text-2",
+                                                 "seed-2_text-2", "seed-1_text-3", "seed-2_text-3"]
 
     single = tmp_path / "single"
     code = main(["run", TXT2IMG, "--out", str(single), "--quiet", "--set", "sampler.steps=2",
@@ -258,7 +262,7 @@ def test_sweep_shares_one_executor_and_matches_single_runs(
                  "--set", "positive.text=a blue star", "--set", "sampler.seed=1"])
     assert code == 0
     assert (single / "txt2img_00001.png").read_bytes() == \
-        (out / "text-2_seed-1_txt2img_00001.png").read_bytes()
+        (out / "seed-1_text-2_txt2img_00001.png").read_bytes()
 
 
 def test_run_without_ray_never_imports_ray(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ job that uses it. The same job preparation, events and result serve the Ray driv
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -165,6 +166,45 @@ def start_sweep(out_dir: Path, graph: Graph, jobs: list[Job], outputs: list[str]
     return store, todo, result
 
 
+def cache_friendly_order(graph: Graph, todo: list[PreparedJob]) -> list[PreparedJob]:
+    """The jobs in the order that reuses the most cached results: grouped by the values of
+    the nodes nearest the graph's start (a prompt before a seed), so a prompt is encoded
+    once for all its seeds whichever ``--sweep`` came first. Jobs keep their names."""
+    depth: dict[str, int] = {}
+    incoming: dict[str, list[str]] = {}
+    for link in graph.links:
+        incoming.setdefault(link.dst, []).append(link.src)
+
+    def node_depth(node: str) -> int:
+        # Iterative longest path from a source; graphs are validated acyclic by now.
+        stack = [node]
+        while stack:
+            n = stack[-1]
+            parents = [s for s in incoming.get(n, ()) if s not in depth]
+            if parents:
+                stack.extend(parents)
+                continue
+            stack.pop()
+            depth[n] = 1 + max((depth[s] for s in incoming.get(n, ())), default=-1)
+        return depth[node]
+
+    refs = list(todo[0].job.overrides) if todo else []
+    refs.sort(key=lambda ref: node_depth(ref.partition(".")[0]))
+
+    def text(p: PreparedJob, ref: str) -> str:
+        return json.dumps(p.job.overrides.get(ref), sort_keys=True, default=str)
+
+    first: dict[str, dict[str, int]] = {r: {} for r in refs}  # each value's first position
+    for i, p in enumerate(todo):
+        for r in refs:
+            first[r].setdefault(text(p, r), i)
+
+    def key(p: PreparedJob) -> tuple[int, ...]:
+        return tuple(first[r][text(p, r)] for r in refs)
+
+    return sorted(todo, key=key)  # stable: the original order within a group
+
+
 def run_local(executor: Any, graph: Graph, jobs: list[Job], out_dir: Path, *,
               outputs: list[str] | None = None, on_event: SweepSink | None = None,
               cancel: ev.CancelToken | None = None) -> SweepResult:
@@ -176,7 +216,7 @@ def run_local(executor: Any, graph: Graph, jobs: list[Job], out_dir: Path, *,
         lambda todo: validate_jobs(executor.registry, executor.settings, todo))
     stats = result.workers.setdefault("local", WorkerStats("local", "this machine"))
     base = executor.settings
-    for p in todo:
+    for p in cache_friendly_order(graph, todo):
         if cancel.cancelled:
             result.cancelled = True
             break
