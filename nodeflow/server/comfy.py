@@ -71,8 +71,13 @@ def import_comfy(server: Server, document: Any, name: str, overrides: Any = None
     if imported.problems:
         raise _invalid(imported.problems, name)
     data = imported.graph.to_json()
-    data["meta"] = {**data.get("meta", {}), "comfy_ids": comfy_ids(imported.graph, wf)}
-    return server.build_graph(data, name, overrides)
+    ids = comfy_ids(imported.graph, wf)
+    data["meta"] = {**data.get("meta", {}), "comfy_ids": ids}
+    try:
+        return server.build_graph(data, name, overrides)
+    except ApiError as exc:
+        exc.body["comfy_ids"] = ids  # so node_errors can name the ComfyUI nodes
+        raise
 
 
 def comfy_ids(graph: Graph, wf: Any) -> dict[str, str]:
@@ -95,16 +100,19 @@ def _invalid(problems: list[Problem], name: str) -> ApiError:
     return ApiError(400, str(exc), type_="graph_invalid", problems=[p.to_json() for p in problems])
 
 
-def _node_errors(problems: list[dict[str, Any]], ids: dict[str, str]) -> dict[str, Any]:
-    """Problems in ComfyUI's ``node_errors`` shape: by node, each with type/message/details."""
+def _node_errors(problems: list[dict[str, Any]], ids: dict[str, str], prompt: Any) -> dict[str, Any]:
+    """Problems in ComfyUI's ``node_errors`` shape: by ComfyUI node id, each with its
+    ``class_type`` and errors (type, message, details)."""
     out: dict[str, Any] = {}
     for p in problems:
         node = p.get("node")
         if not node:
             continue
         key = ids.get(node, node)
+        comfy = prompt.get(key) if isinstance(prompt, dict) else None
+        class_type = comfy.get("class_type") if isinstance(comfy, dict) else None
         entry = out.setdefault(key, {"errors": [], "dependent_outputs": [],
-                                     "class_type": p.get("node_type") or ""})
+                                     "class_type": class_type or p.get("node_type") or ""})
         entry["errors"].append({"type": p.get("code", "error"), "message": p.get("message", ""),
                                 "details": p.get("socket") or "",
                                 "extra_info": {"input_name": p.get("socket")}})
@@ -150,7 +158,8 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
         except ApiError as exc:
             return JSONResponse({"error": {"type": exc.body["type"], "message": exc.body["message"],
                                            "details": exc.body["message"], "extra_info": {}},
-                                 "node_errors": _node_errors(exc.body["problems"], {})},
+                                 "node_errors": _node_errors(exc.body["problems"],
+                                                             exc.body.pop("comfy_ids", {}), prompt)},
                                 status_code=400)
         return {"prompt_id": job.id, "number": job.number, "node_errors": {}}
 

@@ -145,7 +145,8 @@ def test_bad_prompts_are_refused_with_node_errors(client: httpx.Client) -> None:
     missing = client.post("/prompt", json={"prompt": invert_prompt("not-uploaded.png")})
     assert missing.status_code == 400
     errors = missing.json()["node_errors"]
-    assert errors["LoadImage_1"]["errors"][0]["message"].startswith("'not-uploaded.png' is not in")
+    assert errors["1"]["class_type"] == "LoadImage"
+    assert errors["1"]["errors"][0]["message"].startswith("'not-uploaded.png' is not in")
     escape = client.post("/prompt", json={"prompt": invert_prompt("../../etc/passwd")})
     assert escape.status_code == 400 and "'..'" in escape.json()["error"]["message"]
 
