@@ -81,6 +81,7 @@ def test_composite_outside_the_destination_is_a_located_error(registry):
                for p in problems)
 
 
+@pytest.mark.slow
 def test_latent_batches_graph_and_preview(registry, tmp_path, torch_threads):
     from nodeflow.nodes.image import preview_folder
 

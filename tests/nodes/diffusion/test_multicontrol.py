@@ -124,9 +124,14 @@ def test_stacked_adapters_match_multi_adapter(registry, models_dir, adapter_pipe
 
 def test_adapter_acts_only_between_start_and_end(registry, models_dir, adapters, pictures,
                                                  torch_threads):
+    from nodeflow.executor import Executor
+    from nodeflow.settings import Settings
+
+    executor = Executor(registry, Settings(models_dirs=[models_dir], base_dir=tiny.REPO / "graphs"))
+
     def run(**kwargs):
-        return tiny.run_graph(registry, adapter_graph(pictures, **kwargs), models_dir,
-                              ["decode"]).outputs["decode"]["image"]
+        return tiny.run_graph(registry, adapter_graph(pictures, **kwargs), outputs=["decode"],
+                              executor=executor).outputs["decode"]["image"]
 
     never = run(start=1.0, end=1.0)
     off = run(strength=0.0)
@@ -154,6 +159,7 @@ def test_sdxl_adapter_on_sd_conditioning_is_a_located_error(registry, models_dir
     assert error.location.socket == "controlnet" and "T2I-Adapter is for SDXL" in str(error)
 
 
+@pytest.mark.slow
 def test_controlnet_stack_graph_places_the_shape(registry, tmp_path, torch_threads):
     """graphs/controlnet_stack.json on the demo models: the stacked ControlNets put the star where
     the edge map says (IoU of the drawn shape with the edges' filled outline, measured)."""

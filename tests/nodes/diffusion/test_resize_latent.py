@@ -137,6 +137,7 @@ def test_impossible_sizes_fail_validation(registry):
     assert "needs both width and height" in problems[("up", "crop")]
 
 
+@pytest.mark.slow
 def test_hires_fix_graph_keeps_the_picture_at_twice_the_size(registry, tmp_path, torch_threads):
     from PIL import Image
 
