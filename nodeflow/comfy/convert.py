@@ -18,7 +18,6 @@ from typing import Any
 from nodeflow.comfy.formats import MODE_BYPASS, MODE_MUTED, ComfyNode, Workflow
 from nodeflow.comfy.mapping import (
     BY_TYPE,
-    FALLBACKS,
     ConvertContext,
     NodeMap,
     Unmappable,
@@ -119,7 +118,6 @@ class WorkflowConverter:
         frames: list[dict[str, Any]] = [dict(g) for g in wf.groups]
         self._apply_primitives()
         unsupported: list[ComfyNode] = []
-        approximations: list[dict[str, str]] = []
         placed: dict[str, NodeMap] = {}
         for node in wf.nodes.values():
             if node.type in NOTE_TYPES:
@@ -134,15 +132,10 @@ class WorkflowConverter:
                              "choose 'Unpack Subgraph', then save the workflow again", node)
                 unsupported.append(node)
                 continue
-            candidates = [m for m in (BY_TYPE.get(node.type), *FALLBACKS.get(node.type, ()))
-                          if m is not None and all(self.registry.get(p.type) is not None for p in m.parts.values())]
-            if not candidates:
+            nmap = BY_TYPE.get(node.type)
+            if nmap is None or any(self.registry.get(p.type) is None for p in nmap.parts.values()):
                 unsupported.append(node)
                 continue
-            nmap = next((m for m in candidates if self._fits(node, m)), candidates[0])
-            if nmap is not candidates[0] or nmap is not BY_TYPE.get(node.type):
-                types = ", ".join(p.type for p in nmap.parts.values())
-                approximations.append({"id": node.id, "type": node.type, "as": types})
             placed[node.id] = nmap
         for node_id, nmap in placed.items():
             self._add_node(graph, wf.nodes[node_id], nmap)
@@ -160,7 +153,6 @@ class WorkflowConverter:
             graph.editor["@frames"] = {"frames": frames}
         graph.meta = {"title": Path(wf.file).stem,
                       "comfyui": {"source": Path(wf.file).name, "format": wf.kind, "semantics": "comfy",
-                                  **({"approximations": approximations} if approximations else {}),
                                   **({"unconverted": [{"id": n.id, "type": n.type, "title": n.title}
                                                       for n in unsupported]} if unsupported else {})}}
         return ImportResult(graph, self.problems, unsupported)
@@ -215,22 +207,6 @@ class WorkflowConverter:
         x, y = node.pos or (0.0, 0.0)
         w, h = node.size or (300.0, 150.0)
         return {"title": title[:80], "rect": [x, y, w, h], "color": NOTE_COLOR, "note": text}
-
-    def _fits(self, node: ComfyNode, nmap: NodeMap) -> bool:
-        """Whether every widget value of ``node`` has an equivalent in ``nmap``'s nodes."""
-        named = self.named[node.id]
-        for part in nmap.parts.values():
-            cls = self.registry.get(part.type)
-            for target, widget in [*part.values.items(), *((None, c) for c in part.checks.values())]:
-                if widget.convert is None or widget.name in node.links or widget.name not in named:
-                    continue
-                spec = cls.input_map.get(target) if cls is not None and target else None
-                choices = getattr(spec, "choices", None)
-                try:
-                    widget.convert(named[widget.name], ConvertContext(tuple(choices) if choices else None))
-                except Unmappable:
-                    return False
-        return True
 
     def _part_id(self, node: ComfyNode, part: str) -> str:
         return node_id_for(node) + (f"_{part}" if part else "")

@@ -71,7 +71,7 @@ def detect(data: Any) -> Kind | None:
         return None
     if data.get("format") == "nodeflow.graph":
         return "nodeflow"
-    if isinstance(data.get("nodes"), list) and "links" in data:
+    if isinstance(data.get("nodes"), list) and ("links" in data or "last_node_id" in data):
         return "ui"
     if _api_prompt(data) is not None:
         return "api"
@@ -82,9 +82,18 @@ def _api_prompt(data: dict[str, Any]) -> dict[str, Any] | None:
     # A /prompt request body wraps the prompt: {"prompt": {...}, "client_id": ...}.
     if isinstance(data.get("prompt"), dict) and data["prompt"] and _api_prompt(data["prompt"]) is not None:
         return data["prompt"]
-    if data and all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values()):
+    # Any node with a class_type makes it a prompt; parse_api reports entries that are broken.
+    if "format" not in data and any(isinstance(v, dict) and "class_type" in v for v in data.values()):
         return data
     return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def read_document(path: Path) -> tuple[Kind, Any, str]:
@@ -176,7 +185,7 @@ def _pair(value: Any) -> tuple[float, float] | None:
 def _link_table(data: dict[str, Any], file: str, problems: list[Problem]) -> dict[int, tuple[str, int, str, int]]:
     """Link id -> (origin node, origin slot, target node, target slot), from either link style."""
     table: dict[int, tuple[str, int, str, int]] = {}
-    raw = data.get("links") or []
+    raw = data.get("links") if data.get("links") is not None else []
     if not isinstance(raw, list):
         problems.append(Problem("comfy_format", "'links' must be a list", Location(file)))
         return table
@@ -202,7 +211,7 @@ def parse_ui(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]:
     """A UI-format workflow ("Save" in ComfyUI) in neutral form, and its structural problems."""
     problems: list[Problem] = []
     wf = Workflow("ui", file)
-    for sub in (data.get("definitions") or {}).get("subgraphs") or []:
+    for sub in _list(_dict(data.get("definitions")).get("subgraphs")):
         if isinstance(sub, dict) and isinstance(sub.get("id"), str):
             wf.subgraphs[sub["id"]] = str(sub.get("name") or sub["id"])
     links = _link_table(data, file, problems)
@@ -227,7 +236,7 @@ def parse_ui(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]:
             widgets=widgets if isinstance(widgets, list | dict) else [],
             pos=_pair(entry.get("pos")), size=_pair(entry.get("size")),
             color=entry.get("bgcolor") or entry.get("color"))
-        for slot, inp in enumerate(entry.get("inputs") or []):
+        for slot, inp in enumerate(_list(entry.get("inputs"))):
             if not isinstance(inp, dict):
                 continue
             widget = inp.get("widget")
@@ -237,13 +246,13 @@ def parse_ui(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]:
             link_id = inp.get("link")
             if link_id is None:
                 continue
-            link = links.get(link_id)
+            link = links.get(link_id) if isinstance(link_id, int) else None
             if link is None:
                 problems.append(Problem("comfy_link", f"input '{name}' refers to link {link_id}, which is "
                                         "not in the workflow's links", node.location(file, name)))
                 continue
             node.links[name] = (link[0], link[1])
-        node.output_types = [str(o.get("type", "")) if isinstance(o, dict) else "" for o in entry.get("outputs") or []]
+        node.output_types = [str(o.get("type", "")) if isinstance(o, dict) else "" for o in _list(entry.get("outputs"))]
         wf.nodes[node_id] = node
     for node in wf.nodes.values():
         for name, (src, _slot) in list(node.links.items()):
@@ -251,10 +260,11 @@ def parse_ui(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]:
                 problems.append(Problem("comfy_link", f"input '{name}' is linked from node {src}, which is "
                                         "not in the workflow", node.location(file, name)))
                 del node.links[name]
-    for group in data.get("groups") or []:
+    for group in _list(data.get("groups")):
         if isinstance(group, dict):
             box = group.get("bounding")
-            if isinstance(box, list) and len(box) >= 4:
+            if isinstance(box, list) and len(box) >= 4 \
+                    and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box[:4]):
                 wf.groups.append({"title": str(group.get("title") or "Group"),
                                   "rect": [float(v) for v in box[:4]],
                                   **({"color": group["color"]} if isinstance(group.get("color"), str) else {})})
@@ -271,6 +281,10 @@ def parse_api(data: dict[str, Any], file: str) -> tuple[Workflow, list[Problem]]
     wf = Workflow("api", file)
     for raw_id, entry in prompt.items():
         node_id = _node_id(raw_id)
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_type"), str) or not entry["class_type"]:
+            problems.append(Problem("comfy_format", "a prompt entry must be an object with a 'class_type' "
+                                    "(the node type) and 'inputs'", Location(file, node_id)))
+            continue
         meta = entry.get("_meta")
         title = meta.get("title") if isinstance(meta, dict) and isinstance(meta.get("title"), str) else None
         node = ComfyNode(id=node_id, type=entry["class_type"], title=title, widgets={})

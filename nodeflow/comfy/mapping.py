@@ -81,19 +81,14 @@ def model_name(value: Any, ctx: ConvertContext) -> Any:
     return value.replace("\\", "/") if isinstance(value, str) else value
 
 
-SAMPLER_ALIASES = {"uni_pc_bh2": "unipc"}
-"""ComfyUI sampler names whose nodeflow equivalent has another name (diffusers' UniPC is bh2)."""
-
 
 def choice(aliases: Mapping[str, str] | None = None, what: str = "value") -> Convert:
     """Keep a ComfyUI choice the nodeflow input also offers (or its alias); refuse others, listing them."""
 
     def convert(value: Any, ctx: ConvertContext) -> Any:
-        name = (aliases or {}).get(value, value)
+        name = (aliases or {}).get(value, value) if isinstance(value, str) else value
         if ctx.choices is None or name in ctx.choices:
             return name
-        if value in ctx.choices:
-            return value
         offered = ", ".join(str(c) for c in ctx.choices)
         raise Unmappable(f"{what} '{value}' has no nodeflow equivalent yet (nodeflow has: {offered})")
 
@@ -141,20 +136,10 @@ def enabled(value: Any, ctx: ConvertContext) -> Any:
 
 
 # Samplers: diffusion.KSampler *is* ComfyUI's semantics (its noise, sigma schedules, start scaling,
-# denoise and the VAE posterior mean). A sampler name it lacks falls back to diffusion.Sample
-# (diffusers' schedulers) where that one has it, e.g. uni_pc_bh2 = diffusers' UniPC; such a
-# node is listed in the graph's meta as an approximation.
+# denoise and the VAE posterior mean) under ComfyUI's sampler and scheduler names.
 _KSAMPLER_LINKS = {"model": "model", "positive": "positive", "negative": "negative", "latent_image": "latent_image"}
-_SAMPLE_LINKS = {"model": "model", "positive": "positive", "negative": "negative", "latent": "latent_image"}
 _SAMPLER_NAMES = w("sampler_name", choice(None, "sampler"))
 _SCHEDULERS = w("scheduler", choice(None, "scheduler"))
-
-KSAMPLER_FALLBACK = one(
-    "KSampler", "diffusion.Sample", links=_SAMPLE_LINKS,
-    values={"seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"), "denoise": w("denoise"),
-            "sampler": w("sampler_name", choice(SAMPLER_ALIASES, "sampler")),
-            "scheduler": w("scheduler", choice(None, "scheduler"))},
-    outputs=("latent",))
 
 
 def _conditioning(comfy: str, type_id: str, links: Mapping[str, str], widgets: tuple[str, ...] = ()) -> NodeMap:
@@ -291,9 +276,6 @@ NODE_MAPS: tuple[NodeMap, ...] = (
         outputs=("image", "mask")),
 )
 
-FALLBACKS: dict[str, tuple[NodeMap, ...]] = {"KSampler": (KSAMPLER_FALLBACK,)}
-"""Other mappings tried, in order, when a node's values do not fit its main one (an approximation)."""
-
 BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in NODE_MAPS}
 
 WIDGET_ORDER: dict[str, tuple[str, ...]] = {
@@ -322,7 +304,7 @@ def widget_values(type_name: str, values: list[Any] | dict[str, Any]) -> dict[st
         if i >= len(values):
             break
         if name == SEED_CONTROL:
-            if isinstance(values[i], bool) or values[i] in CONTROL_VALUES:
+            if isinstance(values[i], bool) or (isinstance(values[i], str) and values[i] in CONTROL_VALUES):
                 i += 1
             continue
         named[name] = values[i]

@@ -239,13 +239,10 @@ def test_regional_prompts_step_ranges_and_latent_ops_agree_in_both_formats(regis
     assert ("LoadImageMask_35.mask", "ConditioningSetMask_36.mask") in links
 
 
-def test_a_sampler_only_diffusers_has_falls_back_and_is_recorded(registry: Any) -> None:
+def test_every_comfyui_sampler_name_in_a_workflow_keeps_comfyui_semantics(registry: Any) -> None:
     graph = load_graph_any(FIXTURES / "regional_api.json", registry)
-    # uni_pc_bh2 is diffusers' UniPC; ComfyUI's KSampler semantics have no UniPC yet.
-    assert graph.nodes["KSampler_26"].type == "diffusion.Sample"
-    assert graph.nodes["KSampler_26"].inputs["sampler"] == "unipc"
-    assert graph.meta["comfyui"]["approximations"][0]["as"] == "diffusion.Sample"
-    assert [a["id"] for a in graph.meta["comfyui"]["approximations"]] == ["26"]
+    node = graph.nodes["KSampler_26"]
+    assert (node.type, node.inputs["sampler_name"]) == ("diffusion.KSampler", "uni_pc_bh2")
 
 
 def test_the_docs_table_lists_every_mapped_type() -> None:
@@ -253,3 +250,40 @@ def test_the_docs_table_lists_every_mapped_type() -> None:
     table = doc[doc.index("## Node mapping"):doc.index("## Samplers and schedulers")]
     missing = [t for t in BY_TYPE if t not in table]
     assert not missing, f"docs/comfyui.md does not list {missing}"
+
+
+def _broken(doc: dict[str, Any], how: str) -> dict[str, Any]:
+    doc = json.loads(json.dumps(doc))
+    node = next(n for n in doc.get("nodes", []) if n["type"] == "KSampler") if "nodes" in doc else None
+    if how == "inputs not a list":
+        node["inputs"] = 7
+    elif how == "link id a list":
+        node["inputs"][0]["link"] = [1, 2]
+    elif how == "group box of words":
+        doc["groups"][0]["bounding"] = ["a", "b", "c", "d"]
+    elif how == "control value an object":
+        node["widgets_values"][1] = {"x": 1}
+    elif how == "subgraphs not a list":
+        doc["definitions"] = {"subgraphs": 3}
+    elif how == "entry without class_type":
+        doc["3"] = {"inputs": {}}
+    elif how == "inputs of a prompt a list":
+        doc["3"]["inputs"] = [1, 2]
+    return doc
+
+
+@pytest.mark.parametrize("how", ["inputs not a list", "link id a list", "group box of words",
+                                 "control value an object", "subgraphs not a list", "entry without class_type",
+                                 "inputs of a prompt a list"])
+def test_malformed_workflows_are_reported_never_raised(how: str, registry: Any, tmp_path: Path) -> None:
+    from nodeflow.errors import NodeflowError
+
+    source = "txt2img_api.json" if "prompt" in how or "class_type" in how else "txt2img_ui.json"
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps(_broken(json.loads((FIXTURES / source).read_text()), how)))
+    try:
+        graph = load_graph_any(path, registry)
+    except NodeflowError as exc:
+        assert "w.json" in str(exc)
+    else:
+        assert graph.nodes  # read what makes sense; the validator reports the rest
