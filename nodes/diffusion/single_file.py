@@ -299,7 +299,12 @@ def controlnet_file_info(path: Path) -> ControlNetFileInfo:
             raise ModelError(f"{path.name} is a ControlNet in diffusers' layout without its config",
                              hint="Give the ControlNet's folder (config.json + weights), not the "
                                   "weights file alone.")
-        raise ModelError(f"{path.name} is not a ControlNet: it looks like {what_it_is(keys)}")
+        kind = what_it_is(keys)
+        if "ControlNet" in kind:
+            raise ModelError(f"{path.name} holds ControlNet tensors but not in a layout nodeflow reads "
+                             f"(no {prefix}input_hint_block.0.weight)",
+                             hint="Use the ControlNet's diffusers folder or its original single file.")
+        raise ModelError(f"{path.name} is not a ControlNet: it looks like {kind}")
     hint = header[prefix + "input_hint_block.0.weight"]["shape"]
     widths = {entry["shape"][1] for k, entry in header.items()
               if k.endswith("attn2.to_k.weight") and len(entry["shape"]) == 2}

@@ -1,0 +1,216 @@
+"""Loading full-size models: the plan-time estimate (models + load transient) against the peak
+RSS the load really reaches.
+
+Builds full-size architectures with random weights from the carried configs (SD 1.5 in fp16
+as a diffusers folder and as an original-layout single file; an SD 1.5 ControlNet in fp16 as a
+single file; with --sdxl also SDXL in bf16 as a single file, which needs about 7 GB of disk and
+20 GB of RAM), then loads each in a fresh process through a one-node graph and prints the
+estimate beside the measured peak above the interpreter's baseline.
+
+Usage: python bench/load_memory.py [--sdxl] [--dir DIR] [--dtype fp32|fp16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+GB = 1024 ** 3
+
+
+def build_sd15(root: Path) -> tuple[Path, Path]:
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nodeflow.demo.export_single_file import save_sd1_single_file
+    from nodeflow.nodes.diffusion.clip_vocab import clip_tokenizer
+    from nodeflow.nodes.diffusion.single_file import CONFIGS
+
+    folder, single = root / "checkpoints" / "sd15-folder", root / "checkpoints" / "sd15.safetensors"
+    if single.is_file():
+        return folder, single
+    config = CONFIGS / "sd15"
+    torch.manual_seed(0)
+    parts = {
+        "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / "unet")),
+        "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(config / "vae")),
+        "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(config / "text_encoder")),
+    }
+    for module in parts.values():
+        module.to(torch.float16)
+    pipe = StableDiffusionPipeline(**parts, tokenizer=clip_tokenizer(),
+                                   scheduler=EulerDiscreteScheduler.from_pretrained(config / "scheduler"),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    save_sd1_single_file(folder, single)
+    return folder, single
+
+
+def build_controlnet(root: Path) -> Path:
+    import torch
+    from diffusers import ControlNetModel
+    from safetensors.torch import save_file
+
+    from nodeflow.demo.export_single_file import unet_to_ldm
+    from nodeflow.nodes.diffusion.single_file import ControlNetFileInfo, _carried_controlnet_config
+
+    target = root / "controlnet" / "control_sd15_canny.safetensors"
+    if target.is_file():
+        return target
+    torch.manual_seed(0)
+    net = ControlNetModel.from_config(_carried_controlnet_config(ControlNetFileInfo("sd1", "", 3)))
+    sd = {k: v.to(torch.float16) for k, v in net.state_dict().items()}
+    blocks = len(net.controlnet_cond_embedding.blocks)
+    out, unet_like = {}, {}
+    for key, tensor in sd.items():
+        if key.startswith("controlnet_cond_embedding."):
+            part, _, tail = key.removeprefix("controlnet_cond_embedding.").partition(".")
+            if part == "blocks":
+                index, _, tail = tail.partition(".")
+                out[f"input_hint_block.{2 * (int(index) + 1)}.{tail}"] = tensor
+            else:
+                out[f"input_hint_block.{0 if part == 'conv_in' else 2 * (blocks + 1)}.{tail}"] = tensor
+        elif key.startswith("controlnet_down_blocks."):
+            index, _, tail = key.removeprefix("controlnet_down_blocks.").partition(".")
+            out[f"zero_convs.{index}.0.{tail}"] = tensor
+        elif key.startswith("controlnet_mid_block."):
+            out["middle_block_out.0." + key.removeprefix("controlnet_mid_block.")] = tensor
+        else:
+            unet_like[key] = tensor
+    config = {**net.config, "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+    for key, tensor in unet_to_ldm(unet_like, config).items():
+        out[key.removeprefix("model.diffusion_model.")] = tensor
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"control_model." + k.removeprefix("control_model."): v.contiguous() for k, v in out.items()},
+              str(target))
+    return target
+
+
+def build_sdxl(root: Path) -> Path:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from nodeflow.demo.export_single_file import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+    from nodeflow.nodes.diffusion.single_file import CONFIGS
+
+    target = root / "checkpoints" / "sdxl.safetensors"
+    if target.is_file():
+        return target
+    config = CONFIGS / "sdxl"
+    torch.manual_seed(0)
+    state: dict = {}
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / "unet"))
+    state.update({k: v.to(torch.bfloat16) for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()})
+    del unet
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(config / "vae"))
+    state.update({k: v.to(torch.bfloat16) for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()})
+    te = CLIPTextModel(CLIPTextConfig.from_pretrained(config / "text_encoder"))
+    for k, v in text_encoder_to_ldm(te.state_dict()).items():
+        state["conditioner.embedders.0." + k.removeprefix("cond_stage_model.")] = v.to(torch.bfloat16)
+    te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(config / "text_encoder_2"))
+    # only sized here: the big encoder's tensors under the open-clip names' prefix
+    for k, v in te2.state_dict().items():
+        state["conditioner.embedders.1.model." + k] = v.to(torch.bfloat16)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+    return target
+
+
+CHILD = r"""
+import json, os, sys, threading, time
+os.environ["HF_HUB_OFFLINE"] = "1"
+import psutil
+import torch
+torch.set_num_threads(1)
+from pathlib import Path
+from nodeflow.executor import Executor
+from nodeflow.graph import Graph
+from nodeflow.models import ModelManager
+from nodeflow.registry import load_registry
+from nodeflow.settings import Settings
+import diffusers, transformers  # their import is not the load's
+node_type, path, models, dtype = sys.argv[1:5]
+graph = Graph()
+graph.add_node(node_type, "load", {"path": path})
+executor = Executor(load_registry(use_env=False), Settings(models_dirs=[Path(models)]),
+                    models=ModelManager(["cpu"], dtype=dtype))
+process = psutil.Process()
+base = peak = process.memory_info().rss
+done = threading.Event()
+def sample():  # the high-water mark of the process would include the imports' own peak
+    global peak
+    while not done.is_set():
+        peak = max(peak, process.memory_info().rss)
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+result = executor.run(graph, ["load"])
+done.set()
+sampler.join()
+assert result.ok, {k: str(v) for k, v in result.failed.items()}
+print(json.dumps({"base": base, "peak": max(peak, process.memory_info().rss)}))
+"""
+
+
+def estimate(node_type: str, path: str, models: Path, dtype: str) -> tuple[int, int]:
+    from nodeflow.models import ModelManager
+    from nodeflow.node import EstimateContext
+    from nodeflow.registry import load_registry
+    from nodeflow.settings import Settings
+
+    cls = load_registry(use_env=False).get(node_type)
+    manager = ModelManager(["cpu"], dtype=dtype)
+    ctx = EstimateContext(Settings(models_dirs=[models]), "cpu",
+                          lambda kind, device: manager.dtype_name(kind, device))
+    est = cls.estimate_memory({"path": path}, {}, ctx)
+    return est.model_bytes, est.activations
+
+
+def measure(node_type: str, path: str, models: Path, dtype: str) -> int:
+    out = subprocess.run([sys.executable, "-c", CHILD, node_type, path, str(models), dtype],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-2000:])
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return data["peak"] - data["base"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sdxl", action="store_true", help="also SDXL from a bf16 single file")
+    parser.add_argument("--dir", type=Path, default=None, help="keep the built models here")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    args = parser.parse_args()
+    root = args.dir or Path(tempfile.mkdtemp(prefix="nodeflow-load-memory-"))
+    print(f"models in {root}; loading in {args.dtype}; peak RSS above the interpreter's baseline")
+    _folder, single = build_sd15(root)
+    cases = [("SD 1.5, diffusers folder (fp16)", "diffusion.LoadCheckpoint", "sd15-folder"),
+             ("SD 1.5, single file (fp16)", "diffusion.LoadCheckpoint", single.name)]
+    build_controlnet(root)
+    cases.append(("SD 1.5 ControlNet, single file (fp16)", "diffusion.LoadControlNet",
+                  "control_sd15_canny.safetensors"))
+    if args.sdxl:
+        cases.append(("SDXL, single file (bf16)", "diffusion.LoadCheckpoint", build_sdxl(root).name))
+    print(f"{'model':40} {'weights':>9} {'transient':>10} {'estimate':>9} {'peak':>9} {'peak/est':>9} "
+          f"{'peak/weights':>13}")
+    for label, node_type, path in cases:
+        weights, transient = estimate(node_type, path, root, args.dtype)
+        peak = measure(node_type, path, root, args.dtype)
+        total = weights + transient
+        print(f"{label:40} {weights / GB:8.2f}G {transient / GB:9.2f}G {total / GB:8.2f}G "
+              f"{peak / GB:8.2f}G {peak / total:9.2f} {peak / weights:13.2f}")
+    print("(peak/weights: how far the peak was from an estimate of the weights alone, as planned before "
+          "the load transient was counted)")
+
+
+if __name__ == "__main__":
+    main()
