@@ -103,5 +103,6 @@ class Settings:
         places = ", ".join(str(d) for d in self.search_dirs(kind))
         hint = ""
         if kind not in ("image", "file"):
-            hint = f" Put it in the '{kind}' folder of a models folder (--models DIR or NODEFLOW_MODELS)."
+            hint = (f" Put it in the '{kind}' folder of a models folder (--models DIR or NODEFLOW_MODELS),"
+                    " or give your ComfyUI folder with --comfy-models DIR.")
         return f"'{name}' was not found in {places}.{hint}"
