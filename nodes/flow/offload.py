@@ -5,8 +5,8 @@ brings each block to the device just before it runs, through the model manager l
 model: a block is placed with ``use`` when its forward starts and released when it ends, so
 the manager offloads the least recently used blocks whenever the next one needs room. On a
 GPU smaller than the model this trades speed (each step moves the blocks that do not fit)
-for fitting at all: Flux dev in bf16 needs its 0.5 GB of resident parts, two of its largest
-blocks (0.7 GB together) and the activations, where the whole model needs 23.8 GB.
+for fitting at all: Flux dev in bf16 keeps 0.13 GB of resident parts and plans for two of its
+largest blocks (0.68 GB each) besides the activations, where the whole model needs 23.8 GB.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ at 4096), Flux schnell not at all.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -314,13 +315,18 @@ def _timesteps(scheduler: Any, model: FlowModel, steps: int, latent_hw: tuple[in
 
     s = model.shift
     kwargs: dict[str, Any] = {}
+    accepts = inspect.signature(scheduler.set_timesteps).parameters
     if s.dynamic:
         if s.size is not None:
             tokens = token_count(*s.size)
         else:
             tokens = (latent_hw[0] // 2) * (latent_hw[1] // 2)
-        kwargs["mu"] = flux_mu(s, tokens)
-    if model.family == "flux" and "sigmas" in inspect.signature(scheduler.set_timesteps).parameters:
+        mu = flux_mu(s, tokens)
+        if "mu" in accepts:
+            kwargs["mu"] = mu
+        else:  # a fixed shift of e^mu is the same time shift, for schedulers that take no mu
+            scheduler.register_to_config(shift=math.exp(mu), use_dynamic_shifting=False)
+    if model.family == "flux" and "sigmas" in accepts:
         kwargs["sigmas"] = np.linspace(1.0, 1 / steps, steps)
         scheduler.set_timesteps(device=device, **kwargs)
     else:
