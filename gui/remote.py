@@ -79,15 +79,26 @@ class RemoteRunController(RunController):
         emit = self._bridge.delivered.emit
         graph = self._with_uploads(http, graph)
         since = _json(_request(http, "GET", "/api/health"))["last_event"]
-        accepted = _json(_request(http, "POST", "/api/jobs", json={
-            "graph": graph.to_json(), "outputs": outputs, "name": graph.file_name or "graph"}))
+        # Listen before submitting: previews are sent live only, and a small job is quick.
+        try:
+            ws: Any = self._connect(f"since={since}")
+        except OSError as exc:
+            raise ServerError(f"cannot reach the server at {self.url}: {exc}") from None
+        try:
+            accepted = _json(_request(http, "POST", "/api/jobs", json={
+                "graph": graph.to_json(), "outputs": outputs, "name": graph.file_name or "graph"}))
+        except BaseException:
+            with ws:  # closes it
+                pass
+            raise
         job_id = self.job_id = accepted["id"]
         result = RunResult()
         cancel_sent = False
         while True:
             # Once the cancel is sent, follow the job to its end (it stops at its next step).
             since, outcome = self._follow(http, job_id, since, run_id, result,
-                                          None if cancel_sent else token)
+                                          None if cancel_sent else token, ws)
+            ws = None
             if outcome is not None:
                 break
             if token.cancelled and not cancel_sent:
@@ -112,18 +123,30 @@ class RemoteRunController(RunController):
                 emit(run_id, ("images", node, images))
         emit(run_id, ("result", result))
 
-    def _follow(self, http: Any, job_id: str, since: int, run_id: int, result: RunResult,
-                token: ev.CancelToken | None) -> tuple[int, str | None]:
-        """Relay the job's events after ``since`` until it ends, the connection drops, or the
-        user cancels; returns the last event number seen and how the job ended (or None)."""
-        from websockets.exceptions import ConnectionClosed, InvalidStatus
+    def _connect(self, query: str) -> Any:
+        from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
         ws_url = "ws" + self.url[4:] if self.url.startswith("http") else self.url
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            with connect(f"{ws_url}/api/events?since={since}&job={job_id}",
-                         additional_headers=headers, open_timeout=30) as ws:
+            return connect(f"{ws_url}/api/events?{query}", additional_headers=headers, open_timeout=30,
+                           max_size=None)
+        except InvalidStatus as exc:
+            raise ServerError(f"the server at {self.url} refused the event stream ({exc})",
+                              hint="Check the token.") from None
+
+    def _follow(self, http: Any, job_id: str, since: int, run_id: int, result: RunResult,
+                token: ev.CancelToken | None, ws: Any = None) -> tuple[int, str | None]:
+        """Relay the job's events after ``since`` until it ends, the connection drops, or the
+        user cancels; returns the last event number seen and how the job ended (or None).
+        ``ws``: a connection already open (to every job's events), else one is opened."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            if ws is None:
+                ws = self._connect(f"since={since}&job={job_id}")
+            with ws:
                 self._down_since = None
                 while token is None or not token.cancelled:
                     try:
@@ -132,14 +155,13 @@ class RemoteRunController(RunController):
                         continue
                     event = json.loads(raw)
                     if event.get("seq") is not None:
-                        since = event["seq"]
+                        since = event["seq"]  # events come in order: all before it were seen
+                    if event.get("job") != job_id:
+                        continue
                     self._relay(http, job_id, event, run_id, result)
                     if event["type"] in FINAL:
                         return since, event["type"]
                 return since, None
-        except InvalidStatus as exc:
-            raise ServerError(f"the server at {self.url} refused the event stream ({exc})",
-                              hint="Check the token.") from None
         except (ConnectionClosed, OSError, EOFError) as exc:
             # The connection dropped (the server may be restarting): resume from the last event.
             now = time.monotonic()

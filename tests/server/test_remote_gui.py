@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO_GRAPHS, RunningServer
+from .conftest import PLUGINS, REPO_GRAPHS, RunningServer, graph
 
 pytest.importorskip("PySide6")
 
@@ -21,8 +21,9 @@ def window(qtbot: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("NODEFLOW_EDITOR_HOME", str(tmp_path / "home"))
     folder = tmp_path / "graphs"
     shutil.copytree(REPO_GRAPHS, folder)
-    w = MainWindow(load_registry(use_env=False), home=tmp_path / "home", out_dir=tmp_path / "out",
-                   interactive=False)
+    registry = load_registry(use_env=False)
+    registry.load_folder(PLUGINS)  # the node types the test server has
+    w = MainWindow(registry, home=tmp_path / "home", out_dir=tmp_path / "out", interactive=False)
     qtbot.addWidget(w)
     w.show()
     assert w.open_file(folder / "image_effects.json")
@@ -89,3 +90,24 @@ def test_an_unreachable_server_is_an_error_not_a_hang(qtbot: Any, window: Any) -
     runner.nodeFailed.connect(lambda node, message: failed.append(message))
     assert run(qtbot, window) is None
     assert failed and "cannot reach the server" in failed[0]
+
+
+def test_previews_come_back_from_the_server(qtbot: Any, window: Any, server: RunningServer,
+                                            tmp_path: Path) -> None:
+    import json
+
+    from nodeflow.gui.remote import use_server
+
+    path = tmp_path / "swatch.json"
+    path.write_text(json.dumps(graph({"swatch": ("servertest.Swatch", {"level": 1.0, "width": 40, "height": 30}),
+                                      "save": ("image.Save", {"prefix": "white"})},
+                                     [("swatch.image", "save.image")])))
+    assert window.open_file(path)
+    runner = use_server(window, server.url)
+    previews: list[Any] = []
+    runner.nodePreview.connect(lambda node, image: previews.append((node, image)))
+    result = run(qtbot, window)
+    assert result is not None and result.ok
+    assert previews and previews[0][0] == "swatch" and previews[0][1].width() == 40
+    assert window.run_view.node_images["swatch"].pixelColor(5, 5).lightness() > 240
+    assert [p.name for p in result.files] == ["white_00001.png"]
