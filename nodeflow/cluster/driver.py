@@ -64,14 +64,26 @@ class ClusterOptions:
     allowed_dirs: list[str] | None = None
     """For an untrusted graph (from a PNG): the only folders besides the models its inputs
     may name; None: no restriction."""
+    threads: int | None = None
+    """torch threads per computation on the workers (default: what a local run here uses,
+    ``--threads``, ``NODEFLOW_THREADS``, ``OMP_NUM_THREADS`` or this machine's cores, so
+    the bytes match a local run)."""
     policy: str = "affinity"
     """``affinity`` (default) or ``round-robin`` (for comparison)."""
 
     def worker_config(self) -> WorkerConfig:
+        from nodeflow.threads import default_threads, requested_threads
+
+        try:
+            threads = requested_threads(self.threads) or default_threads()
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="Give --threads or NODEFLOW_THREADS a whole number "
+                             "from 1.") from None
         return WorkerConfig(plugins=self.plugins, models=self.models, devices=self.devices,
                             vram_budget=self.vram_budget, ram_budget=self.ram_budget,
                             dtype=self.dtype, node_workers=self.node_workers,
-                            folders=self.folders, allowed_dirs=self.allowed_dirs)
+                            folders=self.folders, allowed_dirs=self.allowed_dirs,
+                            threads=threads)
 
 
 def connect(address: str) -> bool:

@@ -57,9 +57,12 @@ def ray_server_workers(args: argparse.Namespace, config: Any) -> list[RayServerW
     # Jobs come from requests: the actors read pictures only from the server's input folder
     # (or the copy sent with the job) and models only from the models folders.
     plugins = getattr(args, "plugins", [])
+    from nodeflow.threads import default_threads, requested_threads
+
     worker_config = WorkerConfig(plugins=[str(Path(d).expanduser().resolve()) for d in plugins],
                                  models=[str(Path(d).resolve()) for d in config.models_dirs],
-                                 folders=folders, allowed_dirs=[str(config.input_dir.resolve())])
+                                 folders=folders, allowed_dirs=[str(config.input_dir.resolve())],
+                                 threads=requested_threads(None) or default_threads())
     workers = [RayServerWorker(f"ray:w{i}", config.registry, worker_config, config.input_dir,
                                options) for i in range(count)]
     try:

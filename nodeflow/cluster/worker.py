@@ -39,6 +39,9 @@ class WorkerConfig:
     """Extra model folders per kind, searched first (ComfyUI's)."""
     allowed_dirs: list[str] | None = None
     """The only folders besides the models an untrusted graph may read; None: any."""
+    threads: int | None = None
+    """torch threads per computation. The thread count changes the last bits of CPU
+    results, so the driver gives its own local count: a job's bytes match a local run."""
 
 
 def model_refs(graph: Any, registry: Any) -> list[tuple[str, str, str, str, str]]:
@@ -99,7 +102,7 @@ class NodeflowWorker:
             ram_budget=parse_size(config.ram_budget) if config.ram_budget else None,
             dtype=config.dtype)
         self.executor = Executor(self.registry, self.settings, workers=config.node_workers,
-                                 models=self.models)
+                                 models=self.models, threads=config.threads)
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._cancel: Any = None

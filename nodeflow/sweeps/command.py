@@ -57,7 +57,7 @@ def run_sweep_command(args: argparse.Namespace, registry: Any, graph: Graph,
                 allowed_dirs=None if settings.allowed_dirs is None else
                 [str(d.resolve()) for d in settings.allowed_dirs],
                 vram_budget=args.vram_budget, ram_budget=args.ram_budget, dtype=args.dtype,
-                node_workers=args.workers)
+                node_workers=args.workers, threads=getattr(args, "threads", None))
             result = run_on_ray(options, registry, graph, jobs, settings, outputs=args.output,
                                 on_event=reporter, cancel=cancel)
         else:
