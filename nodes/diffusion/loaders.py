@@ -416,10 +416,17 @@ def load_controlnet_file(path: Path, dtype: Any = None) -> ControlNet:
 def _load_controlnet_file(path: Path, dtype: Any) -> ControlNet:
     from diffusers import ControlNetModel
 
-    from nodeflow.nodes.diffusion.adapters import is_adapter_folder, load_adapter_folder
+    from nodeflow.nodes.diffusion.adapters import (
+        adapter_file_layout,
+        is_adapter_folder,
+        load_adapter_file,
+        load_adapter_folder,
+    )
 
     if is_adapter_folder(path):  # T2I-Adapters load through the same node, as in ComfyUI
         return load_adapter_folder(path, dtype)
+    if adapter_file_layout(path) is not None:
+        return load_adapter_file(path, dtype)
     kwargs: dict[str, Any] = {"local_files_only": True}
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
@@ -434,7 +441,7 @@ def _load_controlnet_file(path: Path, dtype: Any) -> ControlNet:
 
 
 class LoadControlNet(Node):
-    """Load a ControlNet (a diffusers folder or a .safetensors file)."""
+    """Load a ControlNet or a T2I-Adapter (a diffusers folder or a .safetensors file)."""
 
     id = "diffusion.LoadControlNet"
     category = "diffusion/loaders"
@@ -449,8 +456,11 @@ class LoadControlNet(Node):
         name = values.get("path")
         found = settings.resolve_path("controlnet", name) if isinstance(name, str) and name else None
         if found is not None and found.is_file() and not problems:
+            from nodeflow.nodes.diffusion.adapters import adapter_file_layout
             from nodeflow.nodes.diffusion.single_file import controlnet_file_info
 
+            if adapter_file_layout(found) is not None:
+                return  # a T2I-Adapter file: its shape is read from the weights when it loads
             try:
                 controlnet_file_info(found)
             except ModelError as exc:

@@ -179,3 +179,39 @@ def test_controlnet_stack_graph_places_the_shape(registry, tmp_path, torch_threa
     free = ious(early={"strength": 0.0}, late={"strength": 0.0})
     # measured: 0.71 and 0.74 with the stack, 0.53 and 0.29 without (a centred star overlaps a bit)
     assert min(stacked) > 0.65 and sum(stacked) / 2 > sum(free) / 2 + 0.2, (stacked, free)
+
+
+def test_single_file_adapters_load_like_the_folder(registry, models_dir, adapters, pictures, torch_threads):
+    """A full adapter saved as one .safetensors file, in diffusers' layout or TencentARC's original
+    one, gives the folder's pixels."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from nodeflow.executor import Executor
+    from nodeflow.settings import Settings
+
+    state = load_file(str(adapters["a"] / "diffusion_pytorch_model.safetensors"))
+    folder = models_dir / "controlnet"
+    save_file(state, str(folder / "tiny-adapter-diffusers.safetensors"))
+    original = {}
+    for key, tensor in state.items():  # adapter.body.I.resnets.J.x → body.(2I+J).x (2 blocks a stage)
+        key = key.removeprefix("adapter.")
+        match = re.match(r"body\.(\d+)\.resnets\.(\d+)\.(.*)", key)
+        if match:
+            key = f"body.{2 * int(match[1]) + int(match[2])}.{match[3]}"
+        else:
+            key = re.sub(r"body\.(\d+)\.in_conv", lambda m: f"body.{2 * int(m[1])}.in_conv", key)
+        original[key] = tensor
+    save_file(original, str(folder / "tiny-adapter-original.safetensors"))
+
+    executor = Executor(registry, Settings(models_dirs=[models_dir], base_dir=tiny.REPO / "graphs"))
+
+    def run(path):
+        graph = adapter_graph(pictures)
+        graph.set_input("adapter", "path", path)
+        return tiny.run_graph(registry, graph, outputs=["decode"], executor=executor).outputs["decode"]["image"]
+
+    reference = run("tiny-adapter-a")
+    assert run("tiny-adapter-diffusers.safetensors").tobytes() == reference.tobytes()
+    assert run("tiny-adapter-original.safetensors").tobytes() == reference.tobytes()
