@@ -356,7 +356,8 @@ def latents(registry, models_dir, graph, node="sampler"):
     return tiny.run_graph(registry, graph, models_dir, [node]).outputs[node]["latent"].samples
 
 
-@pytest.mark.parametrize("sampler", ["euler", "heun", "dpm_2"])
+@pytest.mark.parametrize("sampler", ["euler", pytest.param("heun", marks=pytest.mark.slow),
+                                     pytest.param("dpm_2", marks=pytest.mark.slow)])
 def test_two_chained_samplers_equal_one_over_the_whole_range(registry, models_dir, sd_ckpt,
                                                              torch_threads, sampler):
     whole = latents(registry, models_dir, ksampler_graph(
@@ -402,7 +403,8 @@ def test_img2img_denoise_runs_the_low_end_of_a_longer_schedule(registry, models_
     assert (a - b).abs().max() == 0
 
 
-@pytest.mark.parametrize("sampler", ["euler_ancestral", "dpmpp_2m_sde"])
+@pytest.mark.parametrize("sampler", [pytest.param("euler_ancestral", marks=pytest.mark.slow),
+                                     "dpmpp_2m_sde"])
 def test_stochastic_samplers_give_the_same_bytes_twice(registry, models_dir, sd_ckpt, torch_threads,
                                                       sampler, tmp_path):
     from nodeflow.executor import Executor

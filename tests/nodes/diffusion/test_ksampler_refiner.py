@@ -79,7 +79,7 @@ def refiner_graph(sampler: str, hand_over: float, steps: int = 6):
     return graph
 
 
-@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+@pytest.mark.parametrize("sampler", ["euler", pytest.param("euler_ancestral", marks=pytest.mark.slow)])
 def test_base_then_refiner_matches_diffusers(registry, models_dir, base_ckpt, refiner_ckpt,
                                              torch_threads, sampler):
     import diffusers
@@ -116,6 +116,7 @@ def test_hand_over_range_is_checked(registry, models_dir):
         [("refiner_sampler", "denoising_end")]
 
 
+@pytest.mark.slow
 def test_ksampler_advanced_chains_base_and_refiner(registry, models_dir, base_ckpt, refiner_ckpt,
                                                    torch_threads):
     """ComfyUI's way: KSamplerAdvanced on the base for steps 0–4 with the leftover noise, then on
