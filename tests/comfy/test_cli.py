@@ -24,7 +24,7 @@ def test_import_writes_a_graph_that_validates_on_the_comfyui_folder(tmp_path: Pa
     out = tmp_path / "graph.json"
     assert main(["import", str(FIXTURES / "img2img_ui.json"), "-o", str(out)]) == 0
     graph = Graph.load(out)
-    assert graph.nodes["KSampler_17"].type == "diffusion.Sample"
+    assert graph.nodes["KSampler_17"].type == "diffusion.KSampler"
     assert "img2img_ui.json: ComfyUI workflow -> " in capsys.readouterr().err
     # Models and the input picture found where ComfyUI keeps them, with one flag.
     assert main(["validate", str(out), "--comfy-models", str(comfy_root)]) == 0
