@@ -100,9 +100,9 @@ def detect_devices() -> list[str]:
     return ["cpu"]
 
 
-def check_device_names(names: list[str]) -> list[str]:
+def check_device_names(names: list[str], *, present: bool = True) -> list[str]:
     """The device names normalised (``cuda`` is ``cuda:0``); UsageError for a name that is not
-    a device, or an accelerator this machine does not have (asked before anything runs)."""
+    a device, or (with ``present``) an accelerator this machine does not have."""
     out = []
     for name in names:
         name = name.strip()
@@ -110,7 +110,7 @@ def check_device_names(names: list[str]) -> list[str]:
             name = "cuda:0"
         if not re.fullmatch(r"cpu|mps|cuda:\d{1,3}|sim:\d{1,3}", name):
             raise UsageError(f"unknown device {name!r}; use cpu, mps, cuda:N (or sim:N to simulate)")
-        if name.startswith("cuda"):
+        if present and name.startswith("cuda"):
             import torch
 
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -121,7 +121,7 @@ def check_device_names(names: list[str]) -> list[str]:
                         else "this machine has no usable CUDA GPU (no NVIDIA driver or device found)")
                 raise UsageError(f"device {name} is not available: {have}",
                                  hint="Use --devices cpu, or leave --devices out to use what is found.")
-        elif name == "mps":
+        elif present and name == "mps":
             import torch
 
             mps = getattr(torch.backends, "mps", None)
@@ -135,7 +135,9 @@ def check_device_names(names: list[str]) -> list[str]:
 def make_devices(names: list[str] | None = None, budget: int | None = None) -> list[Device]:
     """Devices by name (default: detected), each with ``budget`` or free memory minus a reserve."""
     devices = []
-    for name in check_device_names(names) if names else detect_devices():
+    # With a budget given nothing asks the device, so a policy can be planned for GPUs this
+    # machine lacks; without one its free memory is asked, so it must be there.
+    for name in check_device_names(names, present=budget is None) if names else detect_devices():
         if budget is not None:
             devices.append(Device(name, budget))
             continue
