@@ -497,7 +497,8 @@ _COMMON_TAIL = (
 class KSampler(Node):
     """Denoise a latent as ComfyUI's KSampler does (its noise, schedules, samplers and denoise):
     the same model, seed and settings give ComfyUI's picture. ``denoise`` below 1 runs all
-    ``steps`` steps at lower noise levels (image to image)."""
+    ``steps`` steps at lower noise levels (image to image; from an empty latent, as in ComfyUI,
+    from a latent of zeros)."""
 
     id = "diffusion.KSampler"
     version = "1.0.0"
@@ -531,9 +532,6 @@ class KSampler(Node):
             guidance_rescale: float) -> Any:
         _check_choices(sampler_name, scheduler)
         _check_guidance(guidance_min_t, guidance_max_t)
-        if latent_image.is_empty and denoise < 1.0:
-            raise NodeInputError("denoise", f"denoise {denoise} needs a starting image, but the latent "
-                                 "is empty", hint="Use denoise 1, or encode an image with VAEEncode.")
         return ksample(ctx, model, positive, negative, latent_image, seed, steps, cfg, sampler_name,
                        scheduler, denoise, guidance_t=(guidance_min_t, guidance_max_t),
                        guidance_rescale=guidance_rescale)
