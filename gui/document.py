@@ -22,7 +22,10 @@ class _MemoSettings(Settings):
     """Settings whose file look-ups are remembered for the length of one validation."""
 
     def __init__(self, base: Settings) -> None:
-        super().__init__(base.models_dirs, base.out_dir, base.base_dir)
+        import dataclasses
+
+        # Every setting, so extra model folders (--comfy-models) and input rules carry over.
+        super().__init__(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
         self._found: dict[tuple[str, str], Path | None] = {}
 
     def resolve_path(self, kind: str, name: str) -> Path | None:
