@@ -445,6 +445,7 @@ def create_app(config: ServerConfig) -> FastAPI:
 
 async def stream_events(server: Server, ws: WebSocket, since: int | None, job: str | None) -> None:
     listener = server.hub.subscribe()
+    watcher = asyncio.create_task(listener.watch(ws))
     try:
         last = since if since is not None else server.store.last_seq()
         if since is not None:
@@ -458,7 +459,8 @@ async def stream_events(server: Server, ws: WebSocket, since: int | None, job: s
         while True:
             live = await listener.get()
             if live is None:
-                await ws.close(code=1013, reason="too far behind; reconnect with since=")
+                if listener.overflowed:
+                    await ws.close(code=1013, reason="too far behind; reconnect with since=")
                 return
             if job is not None and live.job_id != job:
                 continue
@@ -470,6 +472,7 @@ async def stream_events(server: Server, ws: WebSocket, since: int | None, job: s
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        watcher.cancel()
         listener.close()
 
 

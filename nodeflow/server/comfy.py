@@ -432,27 +432,21 @@ class ComfySocket:
         listener = self.server.hub.subscribe()
         try:
             await self.status(with_sid=True)
-            reader = asyncio.create_task(self._drain_incoming())
+            watcher = asyncio.create_task(listener.watch(self.ws))
             try:
                 while True:
                     event = await listener.get()
                     if event is None:
-                        await self.ws.close(code=1013)
+                        if listener.overflowed:
+                            await self.ws.close(code=1013)
                         return
                     await self.relay(event)
             finally:
-                reader.cancel()
+                watcher.cancel()
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
             listener.close()
-
-    async def _drain_incoming(self) -> None:
-        try:
-            while True:
-                await self.ws.receive_text()
-        except Exception:  # noqa: BLE001 - the client went away; the send loop notices too
-            return
 
     def _mine(self, job_id: str | None) -> bool:
         if job_id is None:

@@ -39,8 +39,26 @@ class Listener:
         self.queue.put_nowait(event)
 
     async def get(self) -> StoredEvent | None:
-        """The next event, or None when this listener fell too far behind."""
+        """The next event, or None when the connection ended or this listener fell too far
+        behind (then `overflowed` is True)."""
         return await self.queue.get()
+
+    def wake(self) -> None:
+        """The connection ended: wake the handler waiting in `get`."""
+        self.queue.put_nowait(None)
+
+    async def watch(self, ws: Any) -> None:
+        """Read (and ignore) what the client sends until it goes away, then `wake`: a handler
+        that only sends would otherwise notice a gone client at its next event only."""
+        try:
+            while True:
+                message = await ws.receive()
+                if message.get("type") == "websocket.disconnect":
+                    break
+        except Exception:  # noqa: BLE001 - any failure to read means the connection is over
+            pass
+        finally:
+            self.wake()
 
     def close(self) -> None:
         self.hub.unsubscribe(self)

@@ -52,7 +52,8 @@ def test_kill_9_at_any_moment_then_restart_loses_nothing(tmp_path: Path) -> None
     try:
         with server.client() as client:
             for i in range(8):
-                jobs[i] = submit(client, level_graph(i, 0.3))["id"]
+                # Job 2 is long enough to be surely running when the server is killed.
+                jobs[i] = submit(client, level_graph(i, 1.5 if i == 2 else 0.2))["id"]
             wait_job(client, jobs[1])
             wait_state(client, jobs[2], "running")
             time.sleep(0.1)  # inside job 2's wait
@@ -82,10 +83,10 @@ def test_kill_9_at_any_moment_then_restart_loses_nothing(tmp_path: Path) -> None
 
 def test_sigterm_and_ctrl_c_drain_and_keep_the_queue(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    server = start_server(data, extra=("--drain-timeout", "5"))
+    server = start_server(data, extra=("--drain-timeout", "60"))
     with server.client() as client:
         short = submit(client, level_graph(1, 0.6))["id"]
-        long = submit(client, level_graph(2, 3.0))["id"]
+        long = submit(client, level_graph(2, 2.0))["id"]
         wait_state(client, short, "running")
     assert server.stop(signal.SIGTERM) == 0  # the running job finishes; the queue stays
     assert "stopped" in server.output()
