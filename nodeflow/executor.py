@@ -29,9 +29,11 @@ is cached), ``estimate_plan_memory`` / ``check_plan_memory``, then call each nod
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +43,8 @@ from typing import Any
 from nodeflow.cache import OutputCache
 from nodeflow.errors import GraphInvalid, NodeflowError, Problem, UsageError
 from nodeflow.events import CancelToken, Event, NodeCached, RunFinished, RunStarted
-from nodeflow.graph import Graph
+from nodeflow.graph import Graph, Link
+from nodeflow.graph_diff import GraphSnapshot
 from nodeflow.memory_plan import check_plan_memory, declares_estimate, estimate_plan_memory
 from nodeflow.node import MemoryEstimate, Node
 from nodeflow.plan import (
@@ -51,13 +54,14 @@ from nodeflow.plan import (
     graph_structure,
     plan_execution,
     refresh_structure,
+    rekey,
     topological_order,
 )
 from nodeflow.registry import NodeRegistry
 from nodeflow.scheduler import RunState, Scheduler
 from nodeflow.settings import Settings
 from nodeflow.threads import configure_threads
-from nodeflow.validate import GraphValidator, ancestry, output_nodes, split_problems
+from nodeflow.validate import GraphValidator, ancestry, checked_input, output_nodes, split_problems
 
 EventSink = Callable[[Event], None]
 
@@ -77,6 +81,8 @@ class RunResult:
     cancelled: bool = False
     warnings: list[Problem] = field(default_factory=list)
     """Problems in parts of the graph the requested outputs do not need (nothing there ran)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent checking the graph, planning (keys, cache, memory) and running the nodes."""
 
     @property
     def ok(self) -> bool:
@@ -119,8 +125,8 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self._models = models
         self._checked: tuple[tuple[Any, ...], list[Problem]] | None = None
+        self._last: _LastGraph | None = None
         self._validated: tuple[Any, ...] | None = None
-        self._structure: tuple[tuple[Any, ...], GraphStructure] | None = None
         self._declared: tuple[dict[str, type[Node]], bool] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -206,13 +212,22 @@ class Executor:
         never fit a device's memory budget; node failures and cancellation are reported in
         the result (and as events), never raised.
         """
-        warnings = self.check(graph, outputs)
-        run = RunState(self, graph, on_event, cancel or CancelToken())
+        with _collector_paused(len(graph.nodes)):
+            return self._run(graph, outputs, on_event, cancel, force)
+
+    def _run(self, graph: Graph, outputs: Iterable[str] | None, on_event: EventSink | None,
+             cancel: CancelToken | None, force: Iterable[str]) -> RunResult:
+        started = time.perf_counter()
         requested = None if outputs is None else tuple(outputs)
+        warnings, structure = self._check_and_key(graph, requested)
+        checked = time.perf_counter()
+        run = RunState(self, graph, on_event, cancel or CancelToken())
         plan = plan_execution(graph, self.registry, self.cache, requested, force=force,
-                              structure=self._plan_structure(graph, requested))
+                              structure=structure)
         self._plan_memory(graph, plan)
-        result = RunResult(cached=list(plan.cached), warnings=warnings)
+        planned = time.perf_counter()
+        result = RunResult(cached=list(plan.cached), warnings=warnings,
+                           phases={"check": checked - started, "plan": planned - checked})
         run.emit(RunStarted(list(plan.to_run), list(plan.cached), list(warnings)))
         if run.listening:
             for n in plan.cached:
@@ -222,11 +237,11 @@ class Executor:
         if watch_drops:
             self._models.on_drop.append(run.model_dropped)
         try:
-            with _collector_paused(len(plan.to_run)):
-                values, dead = Scheduler(self, graph, plan, run, result).run()
+            values, dead = Scheduler(self, graph, plan, run, result).run()
         finally:
             if watch_drops:
                 self._models.on_drop.remove(run.model_dropped)
+        result.phases["run"] = time.perf_counter() - planned
         for n in plan.requested:
             if n in values:
                 result.outputs[n] = values[n]
@@ -237,16 +252,101 @@ class Executor:
         run.emit(RunFinished(result))
         return result
 
-    def _plan_structure(self, graph: Graph, requested: tuple[str, ...] | None) -> GraphStructure:
-        """Keys and order, remembered for the same graph state and settings, with the files
-        the graph reads fingerprinted again every run."""
-        stamp = (graph.uid, graph.revision, requested, self._settings_stamp())
-        if self._structure is not None and self._structure[0] == stamp:
-            structure = refresh_structure(graph, self._structure[1], self.settings)
+    def _check_and_key(self, graph: Graph, requested: tuple[str, ...] | None
+                       ) -> tuple[list[Problem], GraphStructure]:
+        """Check what the run needs and key its nodes, redoing only what changed since the
+        last run: nothing for the same graph state, only the edited nodes (and what depends
+        on them) for a copy, an edit or a fresh load of the same graph. Files are
+        fingerprinted again every run."""
+        rest = (requested, self._settings_stamp())
+        stamp = (graph.uid, graph.revision, rest)
+        last = self._last
+        if last is not None and last.stamp == stamp:
+            structure = (refresh_structure(graph, last.structure, self.settings)
+                         if last.structure is not None
+                         else graph_structure(graph, self.registry, requested, self.settings))
+            if last.structure is not None:
+                last.structure = structure
+            return list(last.warnings), structure
+        changed = last.snapshot.changed_nodes(graph) if last is not None and last.rest == rest else None
+        self._last = None
+        needed: set[str] | None = None
+        if changed is not None and last is not None and self._local_edits(graph, changed, last):
+            problems = self._revalidate(graph, changed, last.problems)
+            needed = last.needed  # the links are the same: so is what the run needs
+        else:
+            problems = GraphValidator(self.registry, self.settings).validate(graph)
+        if problems and needed is None:
+            needed = ancestry(graph, output_nodes(graph, self.registry) if requested is None
+                              else requested)
+        errors, warnings = split_problems(problems, needed or set())
+        if errors:
+            raise GraphInvalid(errors, graph.file_name)
+        if changed is not None and last is not None and last.structure is not None:
+            structure = refresh_structure(graph, last.structure, self.settings)
+            if structure is last.structure:
+                structure = dataclasses.replace(structure, keys=dict(structure.keys))
+            rekey(graph, structure, changed)
         else:
             structure = graph_structure(graph, self.registry, requested, self.settings)
-        self._structure = (stamp, structure) if structure.deterministic else None
-        return structure
+        self._last = _LastGraph(stamp, rest, GraphSnapshot(graph), problems, needed, warnings,
+                                structure if structure.deterministic else None)
+        return list(warnings), structure
+
+    def _local_edits(self, graph: Graph, changed: set[str], last: _LastGraph) -> bool:
+        """Can the checks of the last run stand for every node but the ``changed`` ones? Yes
+        when they are few, none of them had a problem, no constant arrives at an input of theirs
+        that is checked, and the constants they compute (value nodes, arithmetic) reach no
+        checked input downstream."""
+        if len(changed) > 64:
+            return False
+        had_problem = {p.location.node for p in last.problems}
+        if had_problem & changed:
+            return False
+        classes: dict[str, type[Node] | None] = {}
+
+        def cls_of(n: str) -> type[Node] | None:
+            if n not in classes:
+                classes[n] = self.registry.get(graph.nodes[n].type)
+            return classes[n]
+
+        children: dict[str, list[Link]] = {}
+        for ln in graph.links:
+            if ln.dst in changed and getattr(cls_of(ln.src), "constant", True):
+                dst = cls_of(ln.dst)
+                if dst is None or checked_input(dst, ln.dst_socket):
+                    return False  # a constant it checks may make a new problem with the edit
+            children.setdefault(ln.src, []).append(ln)
+        stack = [n for n in changed if getattr(cls_of(n), "constant", True)]
+        seen = set(stack)
+        while stack:  # where the edited constants flow, through other constant nodes
+            n = stack.pop()
+            for ln in children.get(n, ()):
+                dst = cls_of(ln.dst)
+                if dst is None or checked_input(dst, ln.dst_socket):
+                    return False
+                if dst.constant and ln.dst not in seen:
+                    seen.add(ln.dst)
+                    stack.append(ln.dst)
+        return True
+
+    def _revalidate(self, graph: Graph, changed: set[str], before: list[Problem]) -> list[Problem]:
+        """The problems of the last run, with those of the edited nodes found again."""
+        validator = GraphValidator(self.registry, self.settings)
+        into: dict[str, list[Link]] = {}
+        for ln in graph.links:
+            if ln.dst in changed:
+                into.setdefault(ln.dst, []).append(ln)
+        fresh: list[Problem] = []
+        for n in changed:
+            part = Graph(source=graph.source)
+            feeders = into.get(n, [])
+            for m in [n, *(ln.src for ln in feeders)]:
+                part.nodes[m] = graph.nodes[m]
+            for ln in feeders:
+                part.connect(ln.source, ln.target)
+            fresh += [p for p in validator.validate(part) if p.location.node == n]
+        return [p for p in before if p.location.node not in changed] + fresh
 
     def _plan_memory(self, graph: Graph, plan: Plan) -> dict[str, MemoryEstimate]:
         """Estimate each node's memory need (kept for the memory report) and fail the run
@@ -274,14 +374,30 @@ class Executor:
         return estimates
 
 
-class _collector_paused:  # noqa: N801 - used like a function
-    """Keep the cyclic garbage collector out of a long run of small nodes.
+@dataclass
+class _LastGraph:
+    """What the last run's checks and keys were made from, to redo only what changes."""
 
-    A run of many small nodes allocates many small objects (events, outputs, futures);
-    the collector then walks every object in the process over and over, which made the
-    cost per node grow with the graph. Objects alive before the run are frozen out of
-    its reach and collection is paused while the run's nodes are counted in thousands;
-    it is restored, and the frozen objects released to it, afterwards.
+    stamp: tuple[Any, ...]
+    rest: tuple[Any, ...]
+    snapshot: GraphSnapshot
+    problems: list[Problem]
+    needed: set[str] | None
+    """What the run needs, when it was worked out (only when there were problems)."""
+    warnings: list[Problem]
+    structure: GraphStructure | None
+
+
+class _collector_paused:  # noqa: N801 - used like a function
+    """Keep the cyclic garbage collector out of the checking, planning and running of a
+    graph of thousands of nodes.
+
+    Each of those steps allocates a few objects per node, and the collector walked every
+    object in the process again and again, which made the cost per node grow with the graph
+    (measured in ``bench/executor_overhead.py``). Objects alive before the run are frozen
+    out of its reach and collection is paused while a graph of thousands of nodes is
+    handled; it is restored, and the frozen objects handed back to it, afterwards. Large
+    values (tensors, pictures) are freed by reference counting as before.
     """
 
     THRESHOLD = 1000

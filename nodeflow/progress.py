@@ -19,6 +19,7 @@ class ConsoleReporter:
         self.total = 0
         self.index = 0
         self._last_plain = 0.0
+        self._last_node_line = 0.0
         self._bar_open = False
 
     def message(self, text: str) -> None:
@@ -36,6 +37,8 @@ class ConsoleReporter:
                 self.message(f"{len(event.cached)} node(s) from the cache")
         elif isinstance(event, ev.NodeStarted):
             self.index += 1
+            if self._throttled():
+                return
             self._line(f"{self._prefix(event.node, event.type)} running", bar=True)
         elif isinstance(event, ev.NodeProgress):
             if event.total:
@@ -51,6 +54,8 @@ class ConsoleReporter:
                 self._last_plain = time.monotonic()
                 self._line(text)
         elif isinstance(event, ev.NodeFinished):
+            if self._throttled():
+                return
             self._line(f"{self._prefix(event.node, event.type)} done in {event.seconds:.2f}s")
         elif isinstance(event, ev.NodeFailed):
             self._line(f"{self._prefix(event.node, event.type)} FAILED")
@@ -71,6 +76,19 @@ class ConsoleReporter:
         elif result.failed:
             n = len(result.failed)
             self.message(f"{n} node{'s' if n != 1 else ''} failed")
+
+    MANY = 1000
+    """Runs of more nodes than this show at most a few node lines a second (a line per node
+    of a 100,000-node graph cost more than running it); failures always show."""
+
+    def _throttled(self) -> bool:
+        if self.total <= self.MANY:
+            return False
+        now = time.monotonic()
+        if now - self._last_node_line < 0.25 and self.index < self.total:
+            return True
+        self._last_node_line = now
+        return False
 
     def _prefix(self, node: str, type_id: str | None = None) -> str:
         base = f"[{self.index}/{self.total}] {node}"

@@ -178,8 +178,8 @@ class GraphValidator:
         problems = []
         for node in graph:
             cls = classes.get(node.id)
-            if cls is None:
-                continue
+            if cls is None or not (_declares(cls, "check") or _reads_files(cls)):
+                continue  # nothing more to check (most nodes of a large graph)
             values = literal_values(cls, node.inputs, (spec.name for spec in cls.inputs
                                                        if (node.id, spec.name) in linked or (node.id, spec.name) in bad_sockets))
             for spec in cls.inputs:
@@ -250,16 +250,23 @@ def constant_inputs(graph: Graph, classes: Mapping[str, type[Node]], links: Iter
         cls = classes.get(dst)
         if cls is None:
             continue
-        whole_node = _declares(cls, "check") or _declares(cls, "estimate_memory")
         for ln in feeds:
-            spec = cls.input_map.get(ln.dst_socket)
-            if spec is None or not (whole_node or spec.min is not None or spec.max is not None
-                                    or spec.choices is not None or spec.path_kind):
+            if not checked_input(cls, ln.dst_socket):
                 continue
             outputs = outputs_of(ln.src)
             if outputs is not None and ln.src_socket in outputs:
                 arriving[(dst, ln.dst_socket)] = (outputs[ln.src_socket], ln)
     return arriving
+
+
+def checked_input(cls: type[Node], socket: str) -> bool:
+    """Is what arrives at this input checked before the run (a declared range, choices or
+    file, or the node's own `check` or `estimate_memory`)?"""
+    spec = cls.input_map.get(socket)
+    if spec is None:
+        return False
+    return (spec.min is not None or spec.max is not None or spec.choices is not None
+            or bool(spec.path_kind) or _declares(cls, "check") or _declares(cls, "estimate_memory"))
 
 
 def _compute_constant(graph: Graph, n: str, cls: type[Node], feeds: Iterable[Link],
@@ -284,7 +291,22 @@ def _compute_constant(graph: Graph, n: str, cls: type[Node], feeds: Iterable[Lin
 
 def _declares(cls: type[Node], hook: str) -> bool:
     """Does the node type have its own classmethod ``hook`` (not the base class's)?"""
-    return getattr(getattr(cls, hook), "__func__", None) is not getattr(getattr(Node, hook), "__func__", None)
+    known = _DECLARES.get((cls, hook))
+    if known is None:
+        known = getattr(getattr(cls, hook), "__func__", None) is not getattr(getattr(Node, hook), "__func__", None)
+        _DECLARES[(cls, hook)] = known
+    return known
+
+
+_DECLARES: dict[tuple[type[Node], str], bool] = {}
+
+
+def _reads_files(cls: type[Node]) -> bool:
+    known = _DECLARES.get((cls, "path_kind"))
+    if known is None:
+        known = any(spec.path_kind for spec in cls.inputs)
+        _DECLARES[(cls, "path_kind")] = known
+    return known
 
 
 def output_nodes(graph: Graph, registry: NodeRegistry) -> list[str]:

@@ -107,3 +107,38 @@ def test_every_run_through_the_editors_run_controller_shows_the_edited_value(qtb
         runner.cancel()
         runner.wait()
         runner.executor.close()
+
+
+def counted_chain(n: int) -> Graph:
+    g = Graph()
+    g.add_node("test.Counted", "c0", {"x": 0.0})
+    for i in range(1, n):
+        g.add_node("test.Counted", f"c{i}")
+        g.connect(f"c{i - 1}.y", f"c{i}.x")
+    g.add_node("test.Counted", "stray", {"x": 1.0})
+    return g
+
+
+def test_an_edit_in_a_fresh_copy_reruns_only_what_depends_on_it_and_is_checked_again():
+    from nodeflow.errors import GraphInvalid
+
+    ex = Executor(REG)
+    g = counted_chain(6)
+    assert ex.run(g.copy(), ["c5"]).outputs["c5"]["y"] == 6.0
+    edited = Graph.loads(g.dumps())
+    edited.disconnect("c3.x")
+    edited.set_input("c3", "x", 10.0)
+    result = ex.run(edited, ["c5"])
+    assert result.outputs["c5"]["y"] == 13.0 and result.ran == ["c3", "c4", "c5"]
+    bad = edited.copy()
+    bad.nodes["c3"].inputs["x"] = "ten"  # the same revision as a fresh copy
+    with pytest.raises(GraphInvalid) as caught:
+        ex.run(bad, ["c5"])
+    assert [(p.location.node, p.location.socket) for p in caught.value.problems] == [("c3", "x")]
+    stray = edited.copy()
+    stray.nodes["stray"].inputs["x"] = "one"  # outside what c5 needs: a warning
+    result = ex.run(stray, ["c5"])
+    assert result.ok and [p.location.node for p in result.warnings] == ["stray"]
+    assert result.ran == []
+    fixed = edited.copy()
+    assert ex.run(fixed, ["c5"]).warnings == []
