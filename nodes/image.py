@@ -172,6 +172,7 @@ class PreviewImage(Node):
     id = "image.PreviewImage"
     category = "image"
     output_node = True
+    deterministic = False  # runs on every run (its inputs still come from the cache), so it always shows
     inputs = (Input("image", IMAGE, "The images to show."),)
     outputs = ()
 

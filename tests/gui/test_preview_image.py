@@ -29,3 +29,17 @@ def test_preview_image_is_shown_in_its_node_and_the_viewer(qtbot, make_window, t
     assert w.viewer.current_image is not None
     out = tmp_path / "out"
     assert not out.exists() or not any(out.rglob("*.png"))  # nothing saved
+
+
+def test_preview_image_shows_again_on_a_cached_rerun(registry, tmp_path):
+    from nodeflow.executor import Executor
+    from nodeflow.settings import Settings
+
+    graph = Graph()
+    graph.add_node("image.Load", "load", {"path": str(REPO / "graphs" / "assets" / "pattern.png")})
+    graph.add_node("image.PreviewImage", "preview", {})
+    graph.connect("load.image", "preview.image")
+    executor = Executor(registry, Settings(out_dir=tmp_path / "out"))
+    first, second = executor.run(graph), executor.run(graph)
+    assert "load" in second.cached and "preview" in second.ran
+    assert len(first.files) == len(second.files) == 1 and first.files[0] != second.files[0]
