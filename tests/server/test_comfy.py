@@ -192,3 +192,29 @@ def test_view_refuses_paths_outside_its_folders(client: httpx.Client) -> None:
     upload_escape = client.post("/upload/image", files={"image": ("a.png", png_bytes((1, 2, 3)), "image/png")},
                                 data={"subfolder": "../../outside"})
     assert upload_escape.status_code == 400
+
+
+def test_a_ui_format_workflow_through_the_native_api(client: httpx.Client) -> None:
+    from .conftest import wait_job
+
+    upload(client, "grey.png", png_bytes((100, 100, 100)))
+    workflow = {
+        "nodes": [
+            {"id": 1, "type": "LoadImage", "mode": 0, "widgets_values": ["grey.png", "image"],
+             "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]},
+                                       {"name": "MASK", "type": "MASK", "links": []}]},
+            {"id": 2, "type": "ImageInvert", "mode": 0, "widgets_values": [],
+             "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+             "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+            {"id": 3, "type": "SaveImage", "mode": 0, "widgets_values": ["ui"],
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 2}], "outputs": []},
+        ],
+        "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
+        "version": 0.4,
+    }
+    response = client.post("/api/jobs", json={"workflow": workflow})
+    assert response.status_code == 202, response.text
+    job = wait_job(client, response.json()["id"])
+    assert job["state"] == "done" and job["kind"] == "comfy" and job["files"] == ["ui_00001.png"]
+    data = client.get(f"/api/jobs/{job['id']}/files/ui_00001.png").content
+    assert Image.open(io.BytesIO(data)).getpixel((0, 0))[:3] == (155, 155, 155)
