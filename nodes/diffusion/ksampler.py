@@ -553,7 +553,8 @@ class KSamplerAdvanced(Node):
         Input("noise_seed", INT, "The noise seed.", default=0, min=0, max=2**64 - 1, seed=True),
         Input("steps", INT, "Steps of the whole schedule.", default=20, min=1, max=10000),
         *_COMMON_TAIL,
-        Input("start_at_step", INT, "First step to run.", default=0, min=0, max=10000),
+        Input("start_at_step", INT, "First step to run (at or past the last step: the latent passes "
+              "through unchanged).", default=0, min=0, max=10000),
         Input("end_at_step", INT, "Stop before this step (past the last: run to the end).",
               default=10000, min=0, max=10000),
         Input("return_with_leftover_noise", BOOL, "Stop at the range's own noise level instead of "
@@ -569,10 +570,6 @@ class KSamplerAdvanced(Node):
         if isinstance(start, int) and isinstance(end, int) and start >= end:
             yield "end_at_step", (f"end_at_step ({end}) must be after start_at_step ({start}); "
                                   "no step would run")
-        steps = values.get("steps")
-        if isinstance(start, int) and isinstance(steps, int) and start >= steps:
-            yield "start_at_step", (f"start_at_step ({start}) is past the last of {steps} steps; no "
-                                    "step would run")
 
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],

@@ -383,6 +383,10 @@ def test_ksampler_equals_advanced_over_all_steps(
     advanced = latents(registry, models_dir, ksampler_graph(
         "diffusion.KSamplerAdvanced", steps=3, sampler_name="dpmpp_2m"))
     assert torch.equal(plain, advanced)
+    # a range starting at or past the end runs nothing: the latent as it came (an empty one: zeros)
+    skipped = latents(registry, models_dir, ksampler_graph("diffusion.KSamplerAdvanced", steps=3,
+                                                           start_at_step=3))
+    assert skipped.shape == plain.shape and skipped.abs().max() == 0
 
 
 def test_img2img_denoise_runs_the_low_end_of_a_longer_schedule(registry, models_dir, sd_ckpt,
