@@ -81,3 +81,12 @@ def test_dropping_a_comfyui_png_opens_its_workflow(make_window: Any, tmp_path: P
     window.open_dropped([str(png)])
     assert window.doc is not None and "KSampler_8" in window.doc.graph.nodes
     assert window.doc.path is None
+
+
+def test_editor_finds_models_in_the_comfyui_folder(make_window: Any, comfy_root: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # `nodeflow edit --comfy-models DIR` hands the folder to the editor through the environment.
+    monkeypatch.setenv("NODEFLOW_COMFY_MODELS", str(comfy_root))
+    window = make_window()
+    assert window.open_file(FIXTURES / "more_ui.json")
+    assert [str(p) for p in window.doc.validate_now(full=True)] == []
