@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import io
 import json
 import logging
@@ -338,18 +337,25 @@ def create_app(config: ServerConfig) -> FastAPI:
         if len(given) != 1:
             raise ApiError(400, "give exactly one of 'graph' (a nodeflow graph), 'workflow' or "
                            "'prompt' (ComfyUI)")
-        if body.graph is not None:
-            graph = await asyncio.to_thread(server.build_graph, body.graph, name, body.set)
-            kind, original = "graph", None
-        else:
-            from nodeflow.server.comfy import import_comfy
 
-            document = body.workflow if body.workflow is not None else body.prompt
-            graph = await asyncio.to_thread(import_comfy, server, document, name, body.set)
-            kind, original = "comfy", document
-        job, created = await asyncio.to_thread(
-            functools.partial(server.submit, graph, kind=kind, outputs=body.outputs, request=original,
-                              client_id=body.client_id, idempotency_key=key))
+        def accept() -> tuple[Job, bool]:
+            # One trip off the event loop: check, convert, validate and queue.
+            earlier = server.store.by_key(key) if key else None
+            if earlier is not None:
+                return earlier, False  # a retry: nothing to check again
+            if body.graph is not None:
+                graph = server.build_graph(body.graph, name, body.set)
+                kind, original = "graph", None
+            else:
+                from nodeflow.server.comfy import import_comfy
+
+                original = body.workflow if body.workflow is not None else body.prompt
+                graph = import_comfy(server, original, name, body.set)
+                kind = "comfy"
+            return server.submit(graph, kind=kind, outputs=body.outputs, request=original,
+                                 client_id=body.client_id, idempotency_key=key)
+
+        job, created = await asyncio.to_thread(accept)
         return JSONResponse({"id": job.id, "number": job.number, "state": job.state,
                              "created": created}, status_code=202 if created else 200)
 

@@ -236,6 +236,13 @@ class JobStore:
                              (job_id, *FINAL_STATES))
             return cur.rowcount > 0
 
+    def by_key(self, idempotency_key: str) -> Job | None:
+        """The job submitted with this idempotency key, if any."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
+                                   (idempotency_key,)).fetchone()
+        return _job(row) if row is not None else None
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
