@@ -104,3 +104,27 @@ def test_latent_batches_graph_and_preview(registry, tmp_path, torch_threads):
 
     shown = np.asarray(Image.open(previews[0]).convert("RGB"), dtype=np.float32) / 255
     assert np.abs(shown - composite).max() <= 1 / 255 + 1e-6
+
+
+def test_repeated_and_sliced_inpainting_latents_keep_their_picture_and_mask(registry, models_dir, sd_ckpt,
+                                                                            pictures, torch_threads):
+    import torch
+
+    from tests.nodes.diffusion.test_outpaint import _inpaint_graph
+
+    graph = _inpaint_graph("tiny-sd", pictures, grow=0)
+    graph.add_node("diffusion.RepeatLatentBatch", "repeat", {"amount": 3})
+    graph.add_node("diffusion.LatentFromBatch", "pick", {"batch_index": 1, "length": 2})
+    graph.disconnect("sampler.latent")
+    graph.connect("encode.latent", "repeat.latent")
+    graph.connect("repeat.latent", "pick.latent")
+    graph.connect("pick.latent", "sampler.latent")
+    result = tiny.run_graph(registry, graph, models_dir, ["decode", "encode", "pick"])
+    one, two = result.outputs["encode"]["latent"], result.outputs["pick"]["latent"]
+    assert two.batch == 2 and two.mask.shape == (2, 32, 32) and np.array_equal(two.mask[1], one.mask[0])
+    assert torch.equal(two.encoded.pixels[1], one.encoded.pixels[0])
+    assert torch.equal(two.encoded.dist.mean[0], one.encoded.dist.mean[0])
+    pictures_out = result.outputs["decode"]["image"]
+    assert pictures_out.shape == (2, 32, 32, 3)
+    # outside the mask both keep the original picture; inside, each copy got its own noise
+    assert np.abs(pictures_out[0] - pictures_out[1]).max() > 1e-3
