@@ -29,6 +29,8 @@ from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
 
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
+GROUP_NODE_PREFIXES = ("workflow>", "workflow/")
+"""ComfyUI's (older) group nodes are typed by their name under this prefix."""
 PASS_THROUGH = frozenset({"Reroute"})
 NOTE_COLOR = "#665533"
 UNCONVERTED_COLOR = "#aa3333"
@@ -132,6 +134,12 @@ class WorkflowConverter:
                              "choose 'Unpack Subgraph', then save the workflow again", node)
                 unsupported.append(node)
                 continue
+            if node.type.startswith(GROUP_NODE_PREFIXES):
+                self.problem("comfy_subgraph", f"this node is the group node '{node.type[9:]}'; nodeflow "
+                             "does not expand group nodes. In ComfyUI, right-click it and choose 'Convert "
+                             "to nodes', then save the workflow again", node)
+                unsupported.append(node)
+                continue
             nmap = BY_TYPE.get(node.type)
             if nmap is None or any(self.registry.get(p.type) is None for p in nmap.parts.values()):
                 unsupported.append(node)
@@ -141,7 +149,7 @@ class WorkflowConverter:
             self._add_node(graph, wf.nodes[node_id], nmap)
         for node_id, nmap in placed.items():
             self._add_links(graph, wf.nodes[node_id], nmap, placed)
-        plain = [n for n in unsupported if n.type not in wf.subgraphs]
+        plain = [n for n in unsupported if n.type not in wf.subgraphs and not n.type.startswith(GROUP_NODE_PREFIXES)]
         if plain:
             self._report_unsupported(plain)
         for node in unsupported:

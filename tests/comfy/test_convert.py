@@ -135,8 +135,9 @@ def test_a_sampler_nodeflow_lacks_is_refused_with_the_list_it_has(registry: Any,
 def test_unsupported_types_are_one_error_listing_each_with_ids_and_titles(registry: Any) -> None:
     with pytest.raises(GraphInvalid) as info:
         load_graph_any(FIXTURES / "unsupported_ui.json", registry)
-    first, subgraph = info.value.problems
+    first, subgraph, group_node = info.value.problems
     assert first.code == "comfy_unsupported"
+    assert group_node.location.node == "6" and "'Sharpen twice'" in group_node.message
     assert "IPAdapterApply (nodes #2 'My IP adapter', #4)" in first.message
     assert "VHS_VideoCombine (node #3)" in first.message and "--partial" in first.message
     assert subgraph.code == "comfy_subgraph" and "'Upscale twice'" in subgraph.message
@@ -149,7 +150,7 @@ def test_partial_import_converts_the_rest_and_marks_what_it_left(registry: Any) 
     titles = [f["title"] for f in result.graph.editor["@frames"]["frames"]]
     assert "Not converted: #2 IPAdapterApply 'My IP adapter'" in titles
     assert {u["type"] for u in result.graph.meta["comfyui"]["unconverted"]} == {
-        "IPAdapterApply", "VHS_VideoCombine", "a1b2c3d4-0000-4000-8000-00000000beef"}
+        "IPAdapterApply", "VHS_VideoCombine", "a1b2c3d4-0000-4000-8000-00000000beef", "workflow>Sharpen twice"}
 
 
 def test_link_to_a_missing_node_names_the_node_and_input(registry: Any) -> None:
