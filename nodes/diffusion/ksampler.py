@@ -211,10 +211,11 @@ class GuidedDenoiser:
         crops = [crop for _, crop, _, _ in items]
         x = torch.cat(crops)
         batch = crops[0].shape[0]
-        embeds = [e.cond.embeds for e, _, _, _ in items]
-        tokens = math.lcm(*(int(t.shape[1]) for t in embeds))
+        # Prompts of different lengths are repeated to a common length (attention is unchanged).
+        prompts = [e.cond.embeds for e, _, _, _ in items]
+        tokens = math.lcm(*(int(t.shape[1]) for t in prompts))
         embeds = torch.cat([t.repeat(1, tokens // t.shape[1], 1).to(device=self.device, dtype=self.dtype)
-                            .repeat(batch, 1, 1) for t in embeds])
+                            .repeat(batch, 1, 1) for t in prompts])
         added = [self._added_cond(e.cond, batch, neg) for e, _, _, neg in items]
         added_cond = None
         if added[0] is not None:

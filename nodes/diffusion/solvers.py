@@ -287,7 +287,7 @@ def dpmpp_3m_sde(denoise: Denoise, x: Any, sigmas: Any, noise: NoiseSource, call
             h_eta = h * (eta + 1)
             x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
             phi_2 = math.expm1(-h_eta) / h_eta + 1
-            if h_2 is not None and h_1 is not None:
+            if h_2 is not None and h_1 is not None and d_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - d_1) / r0
                 d1_1 = (d_1 - d_2) / r1
