@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nodeflow import __version__
-from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem
+from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError
 from nodeflow.graph import Graph, parse_graph_data
 from nodeflow.registry import NodeRegistry
 from nodeflow.server.guard import BodyLimit, TokenGuard
@@ -40,7 +40,7 @@ from nodeflow.server.safety import (
     inside,
     safe_file_name,
 )
-from nodeflow.server.store import DONE, FINAL_STATES, QUEUED, RUNNING, Job, JobStore, StoredEvent
+from nodeflow.server.store import FINAL_STATES, QUEUED, RUNNING, Job, JobStore, StoredEvent
 from nodeflow.server.worker import Dispatcher, Worker, error_json
 
 log = logging.getLogger("nodeflow.server")
@@ -89,6 +89,7 @@ class Server:
         self.registry = config.registry
         for folder in (config.data_dir, config.input_dir, config.output_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_data_dir(config.data_dir)
         self.store = JobStore(config.data_dir / "jobs.sqlite3")
         self.hub = EventHub(self.store)
         workers = config.workers if config.workers is not None else default_workers(config)
@@ -220,6 +221,23 @@ class Server:
 
     def queue_counts(self) -> dict[str, int]:
         return {"queued": self.store.count((QUEUED,)), "running": self.store.count((RUNNING,))}
+
+
+def _lock_data_dir(data_dir: Path) -> Any:
+    """Hold a lock on the data folder for the life of the process: two servers on one queue
+    would run its jobs twice. The kernel lets go of it when the process dies, even by kill -9."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    handle = (data_dir / "server.lock").open("a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UsageError(f"another nodeflow server is using {data_dir}",
+                         hint="Stop it, or give this one its own --data folder.") from None
+    return handle
 
 
 def default_workers(config: ServerConfig) -> list[Worker]:
@@ -525,4 +543,4 @@ def _install_errors(app: FastAPI) -> None:
                                        "server log has the details", "problems": []}}, status_code=500)
 
 
-__all__ = ["ApiError", "Server", "ServerConfig", "create_app", "DONE"]
+__all__ = ["ApiError", "Server", "ServerConfig", "create_app"]

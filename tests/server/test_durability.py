@@ -67,6 +67,8 @@ def test_kill_9_at_any_moment_then_restart_loses_nothing(tmp_path: Path) -> None
         server.stop(signal.SIGKILL)
 
         server = start_server(data)
+        with pytest.raises(RuntimeError, match="another nodeflow server is using"):
+            start_server(data)  # one queue, one server: a second would run its jobs twice
         with server.client() as client:
             check_outputs(client, data, jobs)
             events = client.get(f"/api/jobs/{jobs[2]}/events").json()["events"]
