@@ -106,7 +106,9 @@ class WorkflowConverter:
                 return None
             if up.type == "CLIPSetLastLayer" and up.mode != MODE_BYPASS:
                 layer = self.named[up.id].get("stop_at_clip_layer", -1)
-                return -int(layer) - 1 if isinstance(layer, int | float) else None
+                if isinstance(layer, int | float) and not isinstance(layer, bool) and -100 <= layer <= -1:
+                    return -int(layer) - 1
+                return None  # a value ComfyUI refuses too; the encoder keeps every layer
             if up.type in PASS_THROUGH or up.mode == MODE_BYPASS or up.type == "LoraLoader":
                 link = up.links.get("clip") or next(iter(up.links.values()), None)
                 continue
