@@ -102,8 +102,10 @@ def cancel_on_signals(cancel: Callable[[], Any],
             name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
             tell(f"cancelling ({name})... (Ctrl-C again to stop immediately)")
 
-    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    for sig in SIGNALS:
+    # A signal set to be ignored stays ignored: `nohup nodeflow run ...` must survive SIGHUP.
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    for sig in previous:
         signal.signal(sig, handler)
     try:
         yield state
@@ -135,7 +137,8 @@ def install_qt_handlers(app: Any, on_signal: Callable[[int], Any] | None = None)
         QTimer.singleShot(0, lambda: on_signal(signum))  # type: ignore[misc]
 
     for sig in SIGNALS:
-        signal.signal(sig, handler)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, handler)
     timer = QTimer(app)
     timer.timeout.connect(lambda: None)
     timer.start(200)

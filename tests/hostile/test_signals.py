@@ -53,12 +53,12 @@ def slow_run(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
 
-    def start(node: str = "slowpack.SlowPicture") -> subprocess.Popen[str]:
+    def start(node: str = "slowpack.SlowPicture", prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
         text = graph.read_text().replace("slowpack.SlowPicture", node)
         graph.write_text(text)
-        proc = subprocess.Popen([PYTHON, "-m", "nodeflow", "run", str(graph), "--plugins", str(plugins),
-                                 "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen([*prefix, PYTHON, "-m", "nodeflow", "run", str(graph), "--plugins",
+                                 str(plugins), "--out", str(out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 60
         line = ""
         assert proc.stderr is not None
@@ -81,6 +81,18 @@ def test_signal_cancels_the_run_cleanly(slow_run, sig, code):
     assert time.monotonic() - started < 10
     assert "cancelled" in err and "Traceback" not in err
     assert list(out.iterdir()) == []  # no picture, no hidden temporary file
+
+
+def test_an_ignored_sighup_stays_ignored(slow_run):
+    """`nohup nodeflow run ...` keeps running when the terminal hangs up."""
+    start, out = slow_run
+    proc = start(prefix=("nohup",))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
 
 
 def test_a_second_sigterm_stops_at_once(slow_run):
