@@ -4,7 +4,10 @@ One story, as in the diffusers pipelines: prepare the embeddings, set the
 timesteps, prepare the starting latents (noise for text-to-image, noised image
 latents for image-to-image and inpainting), then step. Random numbers come from
 one CPU generator seeded by ``seed`` and are drawn in the pipelines' order, so a
-graph gives the same pixels as the matching pipeline, on any device.
+graph gives the same pixels as the matching pipeline, on any device. Guidance can be
+limited to an interval of timesteps and rescaled; ``denoising_end`` / ``denoising_start``
+hand a still-noisy latent from one sampler to the next (SDXL base → refiner), as the
+diffusers pipelines do. ComfyUI's semantics are in ``ksampler`` (see docs/sampling.md).
 
 Memory estimate (before a run): the UNet and any attached ControlNets resident, plus
 activations of about ``UNET_ACTIVATION_FACTOR`` × the UNet's first-block width ×
