@@ -158,3 +158,16 @@ def test_picture_just_over_the_limit_names_its_size(tmp_path, capsys):
     assert code == 1
     assert "12000×12000" in err
     assert_clean_error(err)
+
+
+@pytest.mark.parametrize("fmt,suffix", [("JPEG", "jpg"), ("TIFF", "tif")])
+def test_exif_orientation_survives_the_safe_opener(tmp_path, capsys, fmt, suffix):
+    im = Image.new("RGB", (20, 10), (200, 0, 0))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° on display
+    im.save(tmp_path / f"in.{suffix}", format=fmt, exif=exif.tobytes())
+    graph = copy_graph(tmp_path / "g.json", f"in.{suffix}")
+    code, _out, err = cli(capsys, "run", str(graph), "--out", str(tmp_path / "out"), "-q")
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "out_00001.png") as saved:
+        assert saved.size == (10, 20)
