@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from nodeflow.errors import GraphFileError, Location
 
@@ -27,18 +28,18 @@ def png_text_chunks(graph_json: str) -> list[tuple[str, str]]:
 
 def graph_from_png(path: Path) -> str:
     """The graph file text embedded in a PNG by ``image.Save``."""
-    from nodeflow.files import read_bounded
+    from nodeflow.files import regular_file_problem
 
     where = Location(file=str(path))
     try:
-        data = read_bounded(path, 1024**3, "PNG")
+        problem = regular_file_problem(path)
+        if problem:
+            raise GraphFileError(problem, location=where)
+        with open(path, "rb") as fh:
+            graph = png_text_from_file(fh, GRAPH_KEY)
     except OSError as exc:
-        if isinstance(exc, GraphFileError):
-            raise
         message = getattr(exc, "message", None) or exc.strerror or str(exc)
         raise GraphFileError(f"cannot read the PNG: {message}", location=where) from None
-    try:
-        graph = png_text(data, GRAPH_KEY)
     except ValueError as exc:
         raise GraphFileError(f"cannot read the PNG: {exc}", location=where) from None
     if not graph:
@@ -64,24 +65,56 @@ def png_text(data: bytes, key: str) -> str | None:
         pos += 12 + length
         if kind == b"IEND":
             return None
-        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
-            continue
-        name, sep, rest = body.partition(b"\0")
-        if not sep or name != wanted:
-            continue
-        if kind == b"tEXt":
-            return rest.decode("latin-1")
-        if kind == b"zTXt":
-            return _inflate(rest[1:]).decode("latin-1")
-        compressed, _method = rest[0:1] == b"\1", rest[1:2]
-        _lang, _, rest = rest[2:].partition(b"\0")
-        _translated, _, text = rest.partition(b"\0")
-        raw = _inflate(text) if compressed else text
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"the '{key}' text is not UTF-8") from None
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            found = _chunk_text(kind, body, wanted)
+            if found is not None:
+                return found
     return None
+
+
+def _chunk_text(kind: bytes, body: bytes, wanted: bytes) -> str | None:
+    """The text of one tEXt, zTXt or iTXt chunk if its keyword is ``wanted``, else None."""
+    name, sep, rest = body.partition(b"\0")
+    if not sep or name != wanted:
+        return None
+    if kind == b"tEXt":
+        return rest.decode("latin-1")
+    if kind == b"zTXt":
+        return _inflate(rest[1:]).decode("latin-1")
+    compressed = rest[0:1] == b"\1"
+    _lang, _, rest = rest[2:].partition(b"\0")
+    _translated, _, text = rest.partition(b"\0")
+    raw = _inflate(text) if compressed else text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"the '{wanted.decode('latin-1')}' text is not UTF-8") from None
+
+
+def png_text_from_file(fh: BinaryIO, key: str) -> str | None:
+    """`png_text` reading chunk by chunk from an open file: the image data is skipped, never
+    read, so a large picture costs no memory."""
+    if fh.read(8) != PNG_SIGNATURE:
+        raise ValueError("the file is not a PNG")
+    wanted = key.encode("latin-1")
+    while True:
+        chunk_head = fh.read(8)
+        if len(chunk_head) < 8:
+            return None
+        length, kind = struct.unpack(">I4s", chunk_head)
+        if kind == b"IEND":
+            return None
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            if length > MAX_GRAPH_TEXT:
+                raise ValueError(f"a text chunk of {length:,} bytes is larger than nodeflow reads")
+            body = fh.read(length + 4)  # with the CRC
+            if len(body) != length + 4:
+                raise ValueError("the PNG is truncated (in a text chunk)")
+            found = _chunk_text(kind, body[:length], wanted)
+            if found is not None:
+                return found
+        else:
+            fh.seek(length + 4, 1)
 
 
 def _inflate(data: bytes) -> bytes:
