@@ -6,7 +6,9 @@ tiled, the median ratio of node time to spandrel time over repeats, the largest
 difference between the tiled and the untiled output, and peak RSS of upscaling a
 2048×2048 image 4x in a fresh process with a small 4x model (tiled node, also with glibc's
 mmap threshold pinned so freed tiles go back to the system, vs spandrel's untiled call),
-against "output buffer + what one tile costs".
+against "output buffer + what one tile costs". Memory is the peak resident size above the
+resident size just before the call (the kernel's peak counter is reset there: the peak of
+importing torch is not a baseline). Linux only.
 Optionally writes a picture of the tiling error on a test pattern (--seam-png).
 
 Usage: python bench/upscale_throughput.py [--size 128] [--repeats 7] [--no-memory]
@@ -161,13 +163,23 @@ def throughput(paths: dict[str, Path], size: int, repeats: int) -> None:
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[5]))
 from pathlib import Path
 mode, path, size, tile = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def status_mb(field):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(field)
+def start_measuring():
+    # The peak so far includes what importing torch and friends briefly took; reset it, so the
+    # peak measured is the call's own, above what the process holds now.
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_mb("VmRSS")
 def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return status_mb("VmHWM")
 image = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
 if mode == "node":
     from nodeflow.nodes.upscale import LoadModel, Upscale
@@ -180,14 +192,14 @@ if mode == "node":
     ctx = Ctx()
     model = LoadModel().run(ctx, path.name)["upscale_model"]
     model.descriptor(torch.rand(1, 3, 8, 8))  # first call allocates torch's own pools
-    base = rss_mb()
+    base = start_measuring()
     t = time.perf_counter()
     out = Upscale().run(ctx, model, image, tile, 32)
 else:
     import spandrel
     desc = spandrel.ModelLoader().load_from_file(path).eval()
     desc(torch.rand(1, 3, 8, 8))
-    base = rss_mb()
+    base = start_measuring()
     t = time.perf_counter()
     x = torch.from_numpy(image[0].transpose(2, 0, 1).copy())[None]
     out = desc(x)[0].numpy().transpose(1, 2, 0)[None]
