@@ -29,6 +29,15 @@ class SlowPicture(Node):
         return np.zeros((1, 64, 64, 3), dtype=np.float32)
 
 
+class ManyPictures(Node):
+    id = "slowpack.ManyPictures"
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx):
+        rng = np.random.default_rng(0)  # noise compresses badly: each picture takes a while to write
+        return rng.random((48, 384, 384, 3), dtype=np.float32)
+
+
 class Stubborn(Node):
     # Does not look at cancellation for a long while.
 
@@ -53,7 +62,8 @@ def slow_run(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
 
-    def start(node: str = "slowpack.SlowPicture", prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    def start(node: str = "slowpack.SlowPicture", prefix: tuple[str, ...] = (),
+              wait_for: str = "running") -> subprocess.Popen[str]:
         text = graph.read_text().replace("slowpack.SlowPicture", node)
         graph.write_text(text)
         proc = subprocess.Popen([*prefix, PYTHON, "-m", "nodeflow", "run", str(graph), "--plugins",
@@ -62,7 +72,7 @@ def slow_run(tmp_path):
         deadline = time.monotonic() + 60
         line = ""
         assert proc.stderr is not None
-        while "running" not in line and time.monotonic() < deadline:
+        while wait_for not in line and time.monotonic() < deadline:
             line = proc.stderr.readline()
         time.sleep(0.3)
         return proc
@@ -140,3 +150,19 @@ def test_editor_exits_with_143_on_sigterm(tmp_path):
             proc.kill()
     assert proc.returncode == 143, err
     assert "Traceback" not in err
+
+
+def test_sigterm_while_saving_leaves_only_whole_pictures(slow_run):
+    from PIL import Image
+
+    start, out = slow_run
+    proc = start("slowpack.ManyPictures", wait_for="save (image.Save) running")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    names = sorted(p.name for p in out.iterdir())
+    assert not any(name.startswith(".") or name.endswith(".tmp") for name in names), names
+    assert len(names) < 48  # it stopped early
+    for name in names:
+        with Image.open(out / name) as picture:
+            picture.load()  # whole files only
