@@ -150,3 +150,13 @@ def test_comfyui_folders_from_the_environment_reach_every_settings(comfy_root: P
     assert settings.resolve_path("checkpoints", "demo-model.safetensors") is not None
     assert settings.resolve_path("image", "start.png") == comfy_root / "input" / "start.png"
     assert main(["validate", str(FIXTURES / "more_api.json"), "--comfy-models", str(comfy_root)]) == 0
+
+
+def test_a_comfyui_png_validates_against_the_comfyui_folder(tmp_path: Path, comfy_root: Path) -> None:
+    from .test_convert import png_with_text
+
+    png = png_with_text(tmp_path / "ComfyUI_00001_.png", {"prompt": (FIXTURES / "more_api.json").read_text()})
+    # A graph from a picture is untrusted: it may read only beside the picture and in the model
+    # folders, which include the ComfyUI folder given on the command line (and its input/).
+    assert main(["validate", str(png), "--comfy-models", str(comfy_root)]) == 0
+    assert main(["validate", str(png)]) == 2
