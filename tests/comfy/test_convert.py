@@ -288,3 +288,8 @@ def test_malformed_workflows_are_reported_never_raised(how: str, registry: Any, 
         assert "w.json" in str(exc)
     else:
         assert graph.nodes  # read what makes sense; the validator reports the rest
+
+
+def test_import_is_deterministic(registry: Any) -> None:
+    first = load_graph_any(FIXTURES / "regional_ui.json", registry).dumps()
+    assert load_graph_any(FIXTURES / "regional_ui.json", registry).dumps() == first
