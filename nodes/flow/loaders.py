@@ -79,7 +79,7 @@ def _sub(folder: Path, name: str) -> Path | None:
 
 def load_t5_tokenizer(folder: Path) -> Any:
     """A T5 tokenizer from a folder with tokenizer.json (or spiece.model), or a ModelError."""
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazily exported
 
     if (folder / "tokenizer.json").is_file() or (folder / "spiece.model").is_file():
         try:

@@ -350,7 +350,8 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
 
     embeds, pooled = prompt_embeds(model, positive, device, dtype)
     embeds, pooled = embeds.repeat(batch, 1, 1), pooled.repeat(batch, 1)
-    neg_embeds = neg_pooled = None
+    neg_embeds: Any = None
+    neg_pooled: Any = None
     if do_cfg:
         assert negative is not None
         neg_embeds, neg_pooled = prompt_embeds(model, negative, device, dtype)

@@ -60,3 +60,19 @@ def flux_pipe(flux_parts: dict[str, Any]) -> Any:
     from diffusers import FluxPipeline
 
     return FluxPipeline.from_pretrained(flux_parts["folder"])
+
+
+@pytest.fixture(scope="session")
+def sd3_reference(sd3_pipe: Any) -> Any:
+    """The SD3 pipeline's pixels for the tests' prompt, seed 7, 2 steps, guidance 7, negative ''."""
+    from tests.nodes.flow.test_txt2img import pipeline_pixels
+
+    return pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")
+
+
+@pytest.fixture(scope="session")
+def flux_reference(flux_pipe: Any) -> Any:
+    """The Flux pipeline's pixels for the tests' prompt, seed 7, 2 steps, guidance 3.5."""
+    from tests.nodes.flow.test_txt2img import pipeline_pixels
+
+    return pipeline_pixels(flux_pipe, guidance_scale=3.5)

@@ -31,27 +31,27 @@ def with_picture(graph: Any, picture: Path, vae: str, denoise: float) -> Any:
     return graph
 
 
-def reference(cls_name: str, folder: Path, picture: Path, strength: float, **kwargs: Any) -> Any:
+def reference(cls_name: str, base: Any, picture: Path, strength: float, **kwargs: Any) -> Any:
     import diffusers
     import torch
     from PIL import Image
 
-    pipe = getattr(diffusers, cls_name).from_pretrained(folder)
+    pipe = getattr(diffusers, cls_name).from_pipe(base)
     return pipe(PROMPT, image=Image.open(picture).convert("RGB"), strength=strength, height=SIZE, width=SIZE,
                 num_inference_steps=4, generator=torch.Generator("cpu").manual_seed(7), output_type="np",
                 **kwargs).images
 
 
-def test_sd3_img2img_matches_pipeline(registry, flow_models, sd3_parts, picture, torch_threads):
+def test_sd3_img2img_matches_pipeline(registry, flow_models, sd3_parts, sd3_pipe, picture, torch_threads):
     graph = with_picture(sd3_graph(sampler={"steps": 4}), picture, "checkpoint.vae", 0.6)
     ours = run(registry, graph, flow_models)
-    ref = reference("StableDiffusion3Img2ImgPipeline", sd3_parts["folder"], picture, 0.6,
+    ref = reference("StableDiffusion3Img2ImgPipeline", sd3_pipe, picture, 0.6,
                     guidance_scale=7.0, negative_prompt="")
     assert close(ours, ref) <= 1
 
 
-def test_flux_img2img_matches_pipeline(registry, flow_models, flux_parts, picture, torch_threads):
+def test_flux_img2img_matches_pipeline(registry, flow_models, flux_parts, flux_pipe, picture, torch_threads):
     graph = with_picture(flux_graph(sampler={"steps": 4}), picture, "vae.vae", 0.5)
     ours = run(registry, graph, flow_models)
-    ref = reference("FluxImg2ImgPipeline", flux_parts["folder"], picture, 0.5, guidance_scale=3.5)
+    ref = reference("FluxImg2ImgPipeline", flux_pipe, picture, 0.5, guidance_scale=3.5)
     assert close(ours, ref) <= 1

@@ -65,27 +65,33 @@ def as_split_sd3(graph: Any) -> Any:
     return graph
 
 
+_EXECUTORS: dict[tuple[Path, ...], Any] = {}
+
+
 def run(registry: Any, graph: Any, models: Path, *more: Path) -> Any:
+    """The decoded pictures of a graph, run by one long-lived executor per models folder (as the
+    editor or a server keeps one): models load once, and each graph runs what it changed."""
     from nodeflow.executor import Executor
     from nodeflow.settings import Settings
 
-    settings = Settings(models_dirs=[models, *more], base_dir=sd_tiny.REPO / "graphs")
-    result = Executor(registry, settings).run(graph, ["decode"])
+    key = (models, *more)
+    if key not in _EXECUTORS:
+        settings = Settings(models_dirs=list(key), base_dir=sd_tiny.REPO / "graphs")
+        _EXECUTORS[key] = Executor(registry, settings)
+    result = _EXECUTORS[key].run(graph, ["decode"])
     assert result.ok, {k: str(v) for k, v in result.failed.items()}
     return result.outputs["decode"]["image"]
 
 
-def test_sd3_folder_matches_pipeline(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
+def test_sd3_folder_matches_pipeline(registry, flow_models, sd3_parts, sd3_reference, torch_threads):
     ours = run(registry, sd3_graph(), flow_models)
-    ref = pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")
     assert ours.shape == (1, SIZE, SIZE, 3)
-    assert close(ours, ref) <= 1
+    assert close(ours, sd3_reference) <= 1
 
 
-def test_sd3_split_files_match_pipeline(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
+def test_sd3_split_files_match_pipeline(registry, flow_models, sd3_parts, sd3_reference, torch_threads):
     ours = run(registry, as_split_sd3(sd3_graph()), sd3_parts["models"])
-    ref = pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")
-    assert close(ours, ref) <= 1
+    assert close(ours, sd3_reference) <= 1
 
 
 def test_flux_split_files_match_pipeline(registry, flow_models, flux_parts, flux_pipe, torch_threads):
@@ -94,23 +100,23 @@ def test_flux_split_files_match_pipeline(registry, flow_models, flux_parts, flux
     assert close(ours, ref) <= 1
 
 
-def test_sd3_single_file_bundle_matches_pipeline(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
+def test_sd3_single_file_bundle_matches_pipeline(registry, flow_models, sd3_parts, sd3_reference,
+                                                 torch_threads):
     graph = sd3_graph(checkpoint={"path": "tiny-sd3.5.safetensors", "t5_tokenizer": "t5-sd3"})
-    ours = run(registry, graph, flow_models)
-    assert close(ours, pipeline_pixels(sd3_pipe, guidance_scale=7.0, negative_prompt="")) <= 1
+    assert close(run(registry, graph, flow_models), sd3_reference) <= 1
 
 
-def test_sd3_without_t5_matches_pipeline_without_t5(registry, flow_models, sd3_parts, torch_threads):
+def test_sd3_without_t5_matches_pipeline_without_t5(registry, flow_models, sd3_parts, sd3_pipe, torch_threads):
     from diffusers import StableDiffusion3Pipeline
 
     graph = as_split_sd3(sd3_graph())
     graph.set_input("clip", "encoder1", "")  # CLIP-L and CLIP-G only
     ours = run(registry, graph, sd3_parts["models"])
-    pipe = StableDiffusion3Pipeline.from_pretrained(sd3_parts["folder"], text_encoder_3=None, tokenizer_3=None)
+    pipe = StableDiffusion3Pipeline.from_pipe(sd3_pipe, text_encoder_3=None, tokenizer_3=None)
     assert close(ours, pipeline_pixels(pipe, guidance_scale=7.0, negative_prompt="")) <= 1
 
 
-def test_flux_folder_matches_pipeline(registry, flow_models, flux_parts, flux_pipe, torch_threads):
+def test_flux_folder_matches_pipeline(registry, flow_models, flux_parts, flux_reference, torch_threads):
     graph = flux_graph()
     for node in ("unet", "clip", "vae"):
         graph.remove_node(node)
@@ -118,4 +124,4 @@ def test_flux_folder_matches_pipeline(registry, flow_models, flux_parts, flux_pi
     for source, target in (("checkpoint.model", "sampler.model"), ("checkpoint.clip", "positive.clip"),
                            ("checkpoint.vae", "decode.vae")):
         graph.connect(source, target)
-    assert close(run(registry, graph, flow_models), pipeline_pixels(flux_pipe, guidance_scale=3.5)) <= 1
+    assert close(run(registry, graph, flow_models), flux_reference) <= 1
