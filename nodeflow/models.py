@@ -425,6 +425,10 @@ class ModelManager:
                 self._note(entry)
                 return entry.model  # type: ignore[no-any-return]
         with self._lock:
+            # The file changed since it was loaded: its old contents are never used again.
+            for stale in [e for k, e in self._files.items()
+                          if k[:3] == key[:3] and k != key and not any(c.in_use for c in e.components)]:
+                self._drop(stale)
             # Make room in RAM before reading: the file's size is what it will take.
             self._enforce_ram_budget(incoming=identity[1])
         with self._load_lock:

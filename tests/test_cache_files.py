@@ -95,6 +95,8 @@ def test_a_replaced_model_file_is_loaded_again(tmp_path, torch_threads):
     result = ex.run(g, ["up"])
     assert "model" in result.ran and models.loads == 2
     assert not np.array_equal(result.outputs["up"]["image"], first)
+    # The old contents are let go, not kept beside the new.
+    assert [e.path.name for e in models.loaded() if e.path is not None] == ["up.safetensors"]
 
 
 def guide_example() -> str:
