@@ -1,13 +1,16 @@
 """Engine overhead of a text-to-image graph against the same diffusers pipeline call.
 
 Runs graphs/txt2img.json and StableDiffusionPipeline with the same components, seed and
-scheduler, alternated in one process, and prints the median time ratio; then the time a
-re-run saves when only the seed changes (model loading and text encoding come from the
-cache); then the peak RSS of a graph run against a pipeline run (each in its own process).
+scheduler, alternated in one process, and prints the median wall and CPU time of each and
+the median of the per-pair ratios (CPU time is the steadier figure on a shared machine);
+then the time a re-run saves when only the seed changes, against a first run that has to
+load the model (with --full, build it: its 3.4 GB of random weights are not written to
+disk) and encode the prompt; then the peak RSS of a graph run against a pipeline run
+(each in its own process).
 
-    python bench/diffusion_overhead.py            # tiny random models (fast)
+    python bench/diffusion_overhead.py            # tiny random models (fast), 21 pairs
     python bench/diffusion_overhead.py --full     # full-size SD 1.5 architecture, random
-                                                  # weights, 256×256, 4 steps (minutes)
+                                                  # weights, 256×256, 4 steps, 8 pairs (long)
 """
 
 from __future__ import annotations
@@ -48,6 +51,17 @@ def full_components() -> dict[str, Any]:
             "tokenizer": clip_tokenizer(), "scheduler": scheduler}
 
 
+def build_full_checkpoint(_path: Path) -> Any:
+    """The loaded checkpoint of SD 1.5's architecture with random weights (see full_components)."""
+    from nodeflow.nodes.diffusion.loaders import Checkpoint
+    from nodeflow.nodes.diffusion.types import Autoencoder, DiffusionModel, TextEncoders
+
+    made = full_components()
+    return Checkpoint(DiffusionModel(made["unet"], dict(made["scheduler"].config), "sd1", 8),
+                      TextEncoders("sd1", made["tokenizer"], made["text_encoder"]),
+                      Autoencoder(made["vae"], "sd1"))
+
+
 def setup(full: bool, work: Path) -> tuple[Any, Any, Any, int, int]:
     """(executor, graph, pipeline, size, steps) sharing one set of components."""
     import torch
@@ -63,20 +77,16 @@ def setup(full: bool, work: Path) -> tuple[Any, Any, Any, int, int]:
     ckpt = work / "checkpoints" / "bench"
     models = ModelManager()
     if full:
-        components = full_components()
         size, steps = 256, 4
         ckpt.mkdir(parents=True)
         (ckpt / "model_index.json").write_text("{}")
-        from nodeflow.nodes.diffusion.loaders import Checkpoint
-        from nodeflow.nodes.diffusion.types import Autoencoder, DiffusionModel, TextEncoders
-
-        # 3.4 GB of random UNet weights are not worth writing to disk: hand the model
-        # manager the loaded checkpoint, as if it had read the folder.
-        prepared = Checkpoint(
-            DiffusionModel(components["unet"], dict(components["scheduler"].config), "sd1", 8),
-            TextEncoders("sd1", components["tokenizer"], components["text_encoder"]),
-            Autoencoder(components["vae"], "sd1"))
-        models.load(ckpt, lambda _p: prepared, kind="checkpoint")
+        # 3.4 GB of random UNet weights are not worth writing to disk: the model manager's
+        # loader builds the checkpoint from its configs, as if it had read the folder.
+        prepared = models.load(ckpt, build_full_checkpoint, kind="checkpoint")
+        components = {"unet": prepared.model.unet, "vae": prepared.vae.vae,
+                      "text_encoder": prepared.clip.text_encoder,
+                      "tokenizer": prepared.clip.tokenizer,
+                      "scheduler": _euler(prepared.model.scheduler_config)}
     else:
         tiny.save_sd(ckpt)
         components = None
@@ -87,13 +97,10 @@ def setup(full: bool, work: Path) -> tuple[Any, Any, Any, int, int]:
                             latent={"width": size, "height": size},
                             sampler={"steps": steps, "sampler": "euler", "cfg": 7.5})
     if components is None:  # the graph's own loaded components, handed to the pipeline
-        executor.run(graph, ["checkpoint"])
-        out = executor.cache.get(executor._structure[1].keys["checkpoint"])  # noqa: SLF001
+        out = executor.run(graph, ["checkpoint"]).outputs["checkpoint"]
         components = {"unet": out["model"].unet, "vae": out["vae"].vae,
                       "text_encoder": out["clip"].text_encoder, "tokenizer": out["clip"].tokenizer,
                       "scheduler": _euler(out["model"].scheduler_config)}
-    else:
-        components["scheduler"] = _euler(components["scheduler"].config)
     pipe = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -122,50 +129,63 @@ def run_pipe(pipe: Any, seed: int, size: int, steps: int) -> Any:
                 output_type="np").images
 
 
+def clocked(action: Any) -> tuple[float, float]:
+    """Wall and CPU seconds of ``action()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def overhead(full: bool, repeats: int) -> None:
     import numpy as np
 
+    from nodeflow.executor import Executor
+    from nodeflow.models import ModelManager
+
+    med = statistics.median
     with tempfile.TemporaryDirectory() as tmp:
         executor, graph, pipe, size, steps = setup(full, Path(tmp))
         ours = run_graph(executor, graph, 0)  # warm-up, and a fidelity check
         ref = run_pipe(pipe, 0, size, steps)
         print(f"max |graph - pipeline| = {np.abs(ours - ref).max():.2e}")
-        ratios, t_graph, t_pipe = [], [], []
+        times: dict[str, list[tuple[float, float]]] = {"graph": [], "pipe": []}
         for i in range(repeats):
             for first in ("graph", "pipe") if i % 2 == 0 else ("pipe", "graph"):
-                t = time.perf_counter()
                 if first == "graph":
-                    run_graph(executor, graph, 100 + i)
-                    t_graph.append(time.perf_counter() - t)
+                    times["graph"].append(clocked(lambda: run_graph(executor, graph, 100 + i)))  # noqa: B023
                 else:
-                    run_pipe(pipe, 100 + i, size, steps)
-                    t_pipe.append(time.perf_counter() - t)
-            ratios.append(t_graph[-1] / t_pipe[-1])
-        med = statistics.median
+                    times["pipe"].append(clocked(lambda: run_pipe(pipe, 100 + i, size, steps)))  # noqa: B023
         print(f"engine overhead ({'full-size SD 1.5 UNet, 256×256' if full else 'tiny models, 64×64'}, "
               f"{steps} steps, {repeats} alternated pairs)")
-        print(f"  graph    median {med(t_graph) * 1e3:9.1f} ms")
-        print(f"  pipeline median {med(t_pipe) * 1e3:9.1f} ms")
-        print(f"  ratio graph/pipeline: median {med(ratios):.3f} (min {min(ratios):.3f}, "
-              f"max {max(ratios):.3f})")
+        for key, label in (("graph", "graph   "), ("pipe", "pipeline")):
+            print(f"  {label} median {med(w for w, _c in times[key]) * 1e3:9.1f} ms wall, "
+                  f"{med(c for _w, c in times[key]) * 1e3:9.1f} ms CPU")
+        for index, label in ((1, "CPU "), (0, "wall")):
+            ratios = [g[index] / p[index] for g, p in zip(times["graph"], times["pipe"], strict=True)]
+            print(f"  ratio graph/pipeline ({label}): median {med(ratios):.3f} "
+                  f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        from nodeflow.executor import Executor
+        # A first run that must load the model (a new model manager) and encode the prompt,
+        # then the same graph with only the seed changed.
+        models = ModelManager()
+        cold_executor = Executor(executor.registry, executor.settings, models=models)
 
-        executor, graph, _pipe, size, steps = setup(full, Path(tmp))
-        cold_executor = Executor(executor.registry, executor.settings)
-        if full:  # the full model is prepared in memory: start from the same manager
-            cold_executor = executor
-        t = time.perf_counter()
-        run_graph(cold_executor, graph, 1, force=False)
-        cold = time.perf_counter() - t
+        def first_run() -> None:
+            if full:  # the loader builds the random checkpoint, as reading the folder would
+                models.load(Path(tmp) / "checkpoints" / "bench", build_full_checkpoint,
+                            kind="checkpoint")
+            run_graph(cold_executor, graph, 1, force=False)
+
+        cold_wall, cold_cpu = clocked(first_run)
         graph.set_input("sampler", "seed", 2)
-        t = time.perf_counter()
-        result = cold_executor.run(graph, ["decode"])
-        rerun = time.perf_counter() - t
-        print("re-run after changing only the seed")
-        print(f"  first run {cold * 1e3:9.1f} ms; re-run {rerun * 1e3:9.1f} ms "
-              f"(saved {(cold - rerun) * 1e3:.1f} ms); from the cache: {', '.join(sorted(result.cached))}")
+        results = []
+        rerun_wall, rerun_cpu = clocked(lambda: results.append(cold_executor.run(graph, ["decode"])))
+        print("re-run after changing only the seed (the first run loads the model"
+              f"{', built from its configs,' if full else ''} and encodes the prompt)")
+        print(f"  first run {cold_wall * 1e3:9.1f} ms wall, {cold_cpu * 1e3:9.1f} ms CPU; re-run "
+              f"{rerun_wall * 1e3:9.1f} ms wall, {rerun_cpu * 1e3:9.1f} ms CPU (saved "
+              f"{(cold_cpu - rerun_cpu) * 1e3:.1f} ms CPU); from the cache: "
+              f"{', '.join(sorted(results[0].cached))}")
 
 
 def _vm(field: str) -> int:
@@ -200,7 +220,7 @@ def main() -> None:
     if args.rss:
         peak_rss(args.rss, args.full)
         return
-    overhead(args.full, args.repeats or (3 if args.full else 15))
+    overhead(args.full, args.repeats or (8 if args.full else 21))
     rss = {}
     for mode in ("graph", "pipeline"):
         cmd = [sys.executable, __file__, "--rss", mode] + (["--full"] if args.full else [])
