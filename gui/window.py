@@ -42,6 +42,8 @@ from .viewer import ImageViewer
 MAX_RECENT = 10
 AUTOSAVE_DELAY_MS = 1500
 THUMB_MAX = 400
+REDO_KEYS = [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]
+"""Redo on every platform, as ComfyUI binds it."""
 
 
 def demo_graph_path() -> Path | None:
@@ -231,7 +233,9 @@ class MainWindow(QMainWindow):
         self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
         self.undo_action.triggered.connect(lambda: self.doc.undo.undo() if self.doc else None)
         self.redo_action = QAction("Redo", self)
-        self.redo_action.setShortcuts([QKeySequence(QKeySequence.StandardKey.Redo), QKeySequence("Ctrl+Shift+Z")])
+        # Both redo keys, each once: on Linux the standard Redo key already is Ctrl+Shift+Z, and a
+        # key bound twice is ambiguous to Qt, which then does nothing.
+        self.redo_action.setShortcuts(REDO_KEYS)
         self.redo_action.triggered.connect(lambda: self.doc.undo.redo() if self.doc else None)
         self.addAction(self.undo_action)
         self.addAction(self.redo_action)
