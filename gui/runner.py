@@ -54,6 +54,10 @@ def image_nodes(graph: Graph, registry: NodeRegistry, wanted: Iterable[str]) -> 
 class RunController(QObject):
     """One executor per window (its cache makes re-runs fast); one run at a time.
 
+    Every run gets a fresh copy of the window's graph; the executor checks and keys again
+    only what changed since the last run (see `nodeflow.executor`), so a copy never gets an
+    earlier graph's result.
+
     Cancel returns at once: the run's later events are ignored, and a new run
     waits for the cancelled one's thread to stop at its next cancellation point.
     """
@@ -120,6 +124,13 @@ class RunController(QObject):
         self.running = False
         self.run_id += 1  # later events of the cancelled run are ignored
         self.runFinished.emit(None)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Cancel any run, give its thread a moment to stop, and let the executor's worker
+        threads go (the window is closing; a node that ignores cancellation is not waited for)."""
+        self.cancel()
+        self.wait(timeout)
+        self.executor.close(wait=False)
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until the worker thread has stopped (for tests and quitting)."""

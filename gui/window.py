@@ -673,7 +673,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         if self.runner is not None:
-            self.runner.cancel()
+            self.runner.shutdown()
         self._autosave_timer.stop()
         self.autosave.close()
         if self.doc is not None:

@@ -151,13 +151,13 @@ class Executor:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="nodeflow-worker")
             return self._pool
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         """Stop the worker threads (the cache and the models stay; a later run starts them
-        again)."""
+        again). ``wait`` False returns at once; idle threads still end."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=wait)
 
     def __enter__(self) -> Executor:
         return self
