@@ -214,15 +214,16 @@ class RaySweep:
             self.stop()
             raise
 
-    def _grow(self, sink: SweepSink, jobs_left: int, result: SweepResult) -> None:
+    def _grow(self, sink: SweepSink, jobs_left: int, result: SweepResult, *,
+              now: bool = False) -> None:
         """Keep the pool at its size: replace lost workers, and use machines added to the
-        cluster meanwhile. A newcomer checks the models first; one lacking some is let go."""
+        cluster meanwhile (every `GROW_INTERVAL` seconds, or ``now``). A newcomer checks the
+        models first; one lacking some is let go."""
         import ray
 
-        now = time.monotonic()
-        if now - self._grown < GROW_INTERVAL or not jobs_left:
+        if not jobs_left or (not now and time.monotonic() - self._grown < GROW_INTERVAL):
             return
-        self._grown = now
+        self._grown = time.monotonic()
         count, _, addresses = self._wanted_workers()
         missing = count - len(self.workers) - len(self._starting)
         if missing > 0:
@@ -339,7 +340,9 @@ class RaySweep:
                     break
                 # Every worker was lost: wait a while for replacements, then give up.
                 lost_since = lost_since or time.monotonic()
-                self._grow(sink, len(scheduler), result)
+                self._grow(sink, len(scheduler), result, now=True)
+                if self.workers:
+                    continue  # a replacement joined: it takes the jobs now
                 if not self._starting or time.monotonic() - lost_since > START_TIMEOUT:
                     raise ClusterError(
                         f"every worker was lost; {len(scheduler)} of {result.total} jobs not done",

@@ -139,3 +139,39 @@ def test_a_model_missing_on_the_workers_is_reported_before_any_job_runs(
     assert all("'tiny-z.safetensors' was not found" in p["message"] for p in missing)
     assert "job_started" not in text and not out.exists()
 
+
+
+@pytest.mark.slow  # starts a replacement worker: ~20 s more on a busy 2-core machine
+def test_the_only_worker_lost_is_replaced_and_the_sweep_finishes(
+        ray_cluster, plugins_dir: Path, tmp_path: Path) -> None:
+    path = write_graph(tmp_path / "slow.json", {
+        "load": {"type": "image.Load", "inputs": {"path": str(PICTURE)}},
+        "pause": {"type": "slowtest.Pause", "inputs": {"steps": 6}},
+        "save": {"type": "image.Save", "inputs": {"prefix": "p"}},
+    }, [("load.image", "pause.image"), ("pause.image", "save.image")])
+    registry = load_registry([plugins_dir], use_env=False)
+    graph = Graph.load(path)
+    jobs = parse_sweeps(graph, registry, ["pause.steps=20..23"])
+    out = tmp_path / "out"
+    sweep = RaySweep(ClusterOptions(workers=1, plugins=[str(plugins_dir)]), registry,
+                     Settings(out_dir=out))
+    actors: dict = {}
+    sweep.on_worker_started = actors.__setitem__
+
+    killed: list[str] = []
+
+    def on_event(event: SweepEvent) -> None:
+        if not killed and event.kind == "node" and event.worker == "w0" \
+                and event.job == "steps-21" and event.data["event"] == "node_progress":
+            killed.append("w0")
+            ray_cluster.kill(actors["w0"])
+
+    try:
+        result = sweep.run(graph, jobs, on_event=on_event)
+    finally:
+        sweep.stop()
+    assert result.ok and result.retried == ["steps-21"]
+    assert result.workers["w0"].lost and result.workers["w1"].jobs >= 3
+    assert sorted(json.loads(x)["job"] for x in (out / MANIFEST).read_text().splitlines()) == [
+        "steps-20", "steps-21", "steps-22", "steps-23"]
+    assert len(list(out.glob("*.png"))) == 4
