@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
 
 from nodeflow.node import Node
-from nodeflow.types import SocketType, TypeParam, UnionType
+from nodeflow.types import IMAGE, MASK, SocketType, TypeParam, UnionType
 
 from . import theme
 
@@ -32,6 +33,20 @@ _MOVED = QGraphicsItem.GraphicsItemChange.ItemScenePositionHasChanged
 _AA = QPainter.RenderHint.Antialiasing
 _NO_BRUSH = Qt.BrushStyle.NoBrush
 """Below this zoom a node is drawn as a plain coloured box (fast when the whole graph is in view)."""
+BATCH_SHOWN = 16
+"""At most this many pictures of a batch are drawn in a node (the Images panel has them all)."""
+
+
+def shows_pictures(cls: type[Node] | None) -> bool:
+    """Whether a node of this type shows pictures after a run (so it keeps room for them):
+    it makes pictures or masks, saves or previews them, or samples (live previews, seeded)."""
+    if cls is None:
+        return False
+    if any(o.type in (IMAGE, MASK) for o in cls.outputs):
+        return True
+    if cls.output_node and any(i.type in (IMAGE, MASK) for i in cls.inputs):
+        return True
+    return any(i.seed for i in cls.inputs)
 
 
 def socket_color(t: Any) -> QColor:
@@ -115,6 +130,10 @@ class NodeItem(QGraphicsItem):
         self.drag_marks: dict[tuple[str, str], bool] = {}
         self.hover_socket: tuple[str, str] | None = None
         self.pixmap: QPixmap | None = None
+        """The first picture shown (of ``pixmaps``, the whole batch)."""
+        self.pixmaps: list[QPixmap] = []
+        self.batch_size = 0
+        """How many pictures the node's last result held (more than ``pixmaps`` for a large batch)."""
         self.width = theme.MIN_WIDTH
         self.height = theme.TITLE_H
         self._bounds: QRectF = None  # type: ignore[assignment]
@@ -162,15 +181,22 @@ class NodeItem(QGraphicsItem):
             width = max(width, _Fonts.width("label", text) + 40)
         self.rows_bottom = y - theme.ROW_H / 2 + 4
         height = self.rows_bottom + 4
-        if self.pixmap is not None:
-            width = max(width, 200.0)
+        self.preview_area = shows_pictures(cls)
+        if self.preview_area:
+            width = max(width, theme.PREVIEW_W)
+            height += theme.PREVIEW_H + 8
+        elif self.pixmap is not None:  # a picture from a node that rarely makes one: grow to fit it
+            width = max(width, theme.PREVIEW_W)
             height += self._pixmap_size(width)[1] + 8
+        grew = self._bounds is not None and height > self.height
         if width != self.width or height != self.height or self._bounds is None:
             self.prepareGeometryChange()
             self.width, self.height = width, height
             top = 18.0 if self.subtitle else 4.0
             self._bounds = QRectF(-8, -top, self.width + 16, self.height + top + 4)
             self.ctl.overview.invalidate()
+            if grew:
+                self.ctl.node_grew(self)
         self.update()
 
     def value_text(self, name: str) -> str:
@@ -214,8 +240,14 @@ class NodeItem(QGraphicsItem):
         return isinstance(shown, list) and name in shown
 
     def set_image(self, image: QImage | None) -> None:
-        self.pixmap = QPixmap.fromImage(image) if image is not None and not image.isNull() else None
-        self._scaled = None
+        self.set_images([image] if image is not None else [])
+
+    def set_images(self, images: list[QImage], total: int | None = None) -> None:
+        """Show a batch of pictures (a grid in the node's picture area); ``total`` is the batch size
+        when only the first pictures are given."""
+        self.pixmaps = [QPixmap.fromImage(i) for i in images[:BATCH_SHOWN] if not i.isNull()]
+        self.pixmap = self.pixmaps[0] if self.pixmaps else None
+        self.batch_size = max(len(images), total or 0) if self.pixmaps else 0
         self.refresh()
 
     def _pixmap_size(self, width: float) -> tuple[float, float]:
@@ -226,9 +258,39 @@ class NodeItem(QGraphicsItem):
             w, h = w * theme.PREVIEW_MAX_H / h, theme.PREVIEW_MAX_H
         return w, h
 
+    def picture_area(self) -> QRectF:
+        """Where the node's pictures are drawn (item coordinates); empty when it shows none."""
+        if self.preview_area:
+            return QRectF(6, self.rows_bottom + 4, self.width - 12, theme.PREVIEW_H)
+        if self.pixmap is not None:
+            w, h = self._pixmap_size(self.width)
+            return QRectF((self.width - w) / 2, self.rows_bottom + 4, w, h)
+        return QRectF()
+
+    def picture_cells(self) -> list[QRectF]:
+        """One rectangle per shown picture of the batch: a grid filling the picture area."""
+        area = self.picture_area()
+        n = len(self.pixmaps)
+        if not n or area.isEmpty():
+            return []
+        cols = math.ceil(math.sqrt(n))
+        rows = math.ceil(n / cols)
+        cw, ch = area.width() / cols, area.height() / rows
+        cells = []
+        for i, pm in enumerate(self.pixmaps):
+            r, c = divmod(i, cols)
+            scale = min((cw - 2) / max(1, pm.width()), (ch - 2) / max(1, pm.height()))
+            w, h = pm.width() * scale, pm.height() * scale
+            cells.append(QRectF(area.x() + c * cw + (cw - w) / 2, area.y() + r * ch + (ch - h) / 2, w, h))
+        return cells
+
     # --- QGraphicsItem ------------------------------------------------------------------------
     def boundingRect(self) -> QRectF:
         return self._bounds
+
+    def body_rect(self) -> QRectF:
+        """The node's body in scene coordinates (what must not overlap another node)."""
+        return QRectF(self.pos().x(), self.pos().y(), self.width, self.height)
 
     def shape(self) -> QPainterPath:
         path = QPainterPath()
@@ -290,11 +352,35 @@ class NodeItem(QGraphicsItem):
             painter.setFont(_Fonts.badge)
             painter.drawText(QRectF(0, -16, self.width, 14),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, self.subtitle)
-        if self.pixmap is not None:
-            w, h = self._pixmap_size(self.width)
-            target = QRectF((self.width - w) / 2, self.rows_bottom + 4, w, h)
+        if self.preview_area and self.pixmap is None:
+            painter.setPen(QPen(theme.NODE_BORDER, 1, Qt.PenStyle.DashLine))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(self.picture_area(), 4, 4)
+        if self.pixmaps:
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-            painter.drawPixmap(target, self.pixmap, QRectF(self.pixmap.rect()))
+            for target, pm in zip(self.picture_cells(), self.pixmaps, strict=True):
+                painter.drawPixmap(target, pm, QRectF(pm.rect()))
+            if self.batch_size > 1:
+                self._paint_batch_count(painter)
+
+    def batch_label(self) -> str:
+        """The count shown over a batch's pictures ("4 images", "16 of 64 images")."""
+        if self.batch_size <= 1:
+            return ""
+        shown = len(self.pixmaps)
+        return f"{self.batch_size} images" if shown == self.batch_size else f"{shown} of {self.batch_size} images"
+
+    def _paint_batch_count(self, painter: QPainter) -> None:
+        text = self.batch_label()
+        painter.setFont(_Fonts.badge)
+        w = _Fonts.width("badge", text) + 10
+        area = self.picture_area()
+        rect = QRectF(area.right() - w - 2, area.bottom() - 16, w, 14)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 170))
+        painter.drawRoundedRect(rect, 3, 3)
+        painter.setPen(QColor("#ffffff"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
     def _status_color(self) -> QColor | None:
         return {"running": theme.RUNNING, "done": theme.DONE, "cached": theme.CACHED,

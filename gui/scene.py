@@ -66,6 +66,7 @@ class GraphScene(QGraphicsScene):
         self._press_positions: dict[str, QPointF] = {}
         self._frame_press: tuple[list[float], dict[str, QPointF]] | None = None
         self._syncing = False
+        self._building = False
         self.next_node_pos: QPointF | None = None
         self.setBackgroundBrush(theme.CANVAS)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
@@ -82,13 +83,20 @@ class GraphScene(QGraphicsScene):
 
     # --- building -----------------------------------------------------------------------------
     def build(self) -> None:
+        self._building = True
+        try:
+            self._build()
+        finally:
+            self._building = False
+
+    def _build(self) -> None:
         graph = self.graph
         self.linked_inputs = {(ln.dst, ln.dst_socket) for ln in graph.links}
         for node_id in graph.nodes:
             item = NodeItem(self, node_id)
             self.node_items[node_id] = item
             self.addItem(item)
-        placed = auto_positions(graph, {n: it.height for n, it in self.node_items.items()})
+        placed = auto_positions(graph, {n: (it.width, it.height) for n, it in self.node_items.items()})
         for node_id, (x, y) in placed.items():
             # Layout of a file that had none: recorded so a save keeps what the user saw.
             graph.editor.setdefault(node_id, {})["pos"] = [x, y]
@@ -275,6 +283,31 @@ class GraphScene(QGraphicsScene):
         for link in self.links_of.get(item.node_id, ()):
             link.update_path()
         self.overview.invalidate()
+
+    def node_grew(self, item: NodeItem, gap: float = 30.0) -> None:
+        """A node got taller (a picture arrived): move the nodes it now covers down, and the nodes
+        those cover, so no two nodes overlap. The new places are written to the graph's layout, so a
+        save keeps what is shown; they are not an undo step (the user did not move anything)."""
+        if self._building:
+            return
+        queue = [item]
+        moved = 0
+        while queue and moved < 10 * len(self.node_items):
+            grown = queue.pop(0)
+            rect = grown.body_rect()
+            for other in self.items(rect):
+                if not isinstance(other, NodeItem) or other is grown:
+                    continue
+                other_rect = other.body_rect()
+                if not other_rect.intersects(rect) or other_rect.top() < rect.top():
+                    continue
+                y = rect.bottom() + gap
+                self._syncing = True
+                other.setPos(other.pos().x(), y)
+                self._syncing = False
+                self.graph.editor.setdefault(other.node_id, {})["pos"] = [other.pos().x(), y]
+                queue.append(other)
+                moved += 1
 
     def mousePressEvent(self, event: Any) -> None:
         super().mousePressEvent(event)

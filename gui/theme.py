@@ -47,6 +47,9 @@ ROW_H = 20.0
 SOCKET_R = 5.5
 MIN_WIDTH = 170.0
 PREVIEW_MAX_H = 180.0
+PREVIEW_H = 150.0
+"""Height of the picture area a node that makes pictures keeps from the start, so a run never grows it."""
+PREVIEW_W = 200.0
 
 
 def ui_font(point_size: float = 9.0, bold: bool = False) -> QFont:

@@ -13,7 +13,7 @@ from . import theme
 from .items import LOW_DETAIL
 from .scene import GraphScene
 
-MIN_ZOOM, MAX_ZOOM = 0.05, 4.0
+MIN_ZOOM, MAX_ZOOM = 0.01, 4.0  # 0.01: a few thousand nodes still fit in one view
 
 
 class GraphView(QGraphicsView):

@@ -596,9 +596,7 @@ class MainWindow(QMainWindow):
         graph = self.doc.graph
         bare = graph.copy()
         bare.editor = {}
-        heights = {n: it.height for n, it in self.scene.node_items.items()}
-        placed = auto_positions(bare, heights, column=max((it.width for it in self.scene.node_items.values()),
-                                                           default=200.0) + 80)
+        placed = auto_positions(bare, {n: (it.width, it.height) for n, it in self.scene.node_items.items()})
         moves = {}
         for node_id, new in placed.items():
             item = self.scene.node_items.get(node_id)
