@@ -18,6 +18,7 @@ from typing import Any
 from nodeflow.comfy.formats import MODE_BYPASS, MODE_MUTED, ComfyNode, Workflow
 from nodeflow.comfy.mapping import (
     BY_TYPE,
+    CLIP_OF_MODEL,
     ConvertContext,
     NodeMap,
     Unmappable,
@@ -264,6 +265,23 @@ class WorkflowConverter:
             self.problem("comfy_value", str(exc), node, widget.name)
             return None
 
+    def _clip_beside_model(self, node: ComfyNode, placed: dict[str, NodeMap]) -> tuple[str, int] | None:
+        """The CLIP output of the node that produced ``node``'s model (past other model-only nodes)."""
+        link = node.links.get("model")
+        for _ in range(MAX_DEPTH):
+            src = self.source(link) if link is not None else None
+            if src is None:
+                return None
+            up = self.wf.nodes[src[0]]
+            nmap = placed.get(up.id)
+            if nmap is None:
+                return None
+            for slot, (_part, socket) in enumerate(nmap.outputs):
+                if socket == "clip":
+                    return up.id, slot
+            link = up.links.get("model")
+        return None
+
     def _add_links(self, graph: Graph, node: ComfyNode, nmap: NodeMap, placed: dict[str, NodeMap]) -> None:
         for part_name, part in nmap.parts.items():
             dst = self._part_id(node, part_name)
@@ -276,7 +294,17 @@ class WorkflowConverter:
                         self.problem("comfy_link", f"widget '{widget.name}' is fed by a link; nodeflow can "
                                      "only take a fixed value here. Set the value in ComfyUI", node, widget.name)
             for target, comfy_input in wanted.items():
-                link = node.links.get(comfy_input)
+                link: tuple[str, int] | None
+                if comfy_input == CLIP_OF_MODEL:
+                    src = self._clip_beside_model(node, placed)
+                    if src is None:
+                        self.problem("comfy_link", "nodeflow's LoRA loader needs the CLIP that comes with "
+                                     "the model, and none was found upstream of 'model'; use LoraLoader "
+                                     "after a checkpoint loader", node, "model")
+                        continue
+                    link = src
+                else:
+                    link = node.links.get(comfy_input)
                 if link is None:
                     continue
                 src = self.source(link)

@@ -36,8 +36,6 @@ def model_names(workflow: Path) -> dict[str, set[str]]:
     for node in wf.nodes.values():
         nmap = BY_TYPE.get(node.type)
         models = dict(nmap.model_widgets) if nmap else {}
-        if node.type == "LoraLoaderModelOnly":
-            models = {"lora_name": "loras"}
         values = widget_values(node.type, node.widgets)
         for widget, folder in models.items():
             name = values.get(widget)

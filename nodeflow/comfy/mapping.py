@@ -19,6 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+CLIP_OF_MODEL = "@clip_of_model"
+"""A link placeholder: the CLIP output of the loader the node's model comes from."""
+
 SEED_CONTROL = "@control_after_generate"
 """Placeholder in a widget list for the editor-only value that follows a seed widget."""
 
@@ -163,6 +166,11 @@ NODE_MAPS: tuple[NodeMap, ...] = (
         values={"path": w("lora_name", model_name), "strength_model": w("strength_model"),
                 "strength_clip": w("strength_clip")},
         outputs=("model", "clip"), models={"lora_name": "loras"}),
+    # nodeflow's LoRA loader takes the CLIP too: it gets the one beside the model, left unchanged.
+    one("LoraLoaderModelOnly", "diffusion.LoadLoRA", ("lora_name", "strength_model"),
+        links={"model": "model", "clip": CLIP_OF_MODEL},
+        values={"path": w("lora_name", model_name), "strength_model": w("strength_model")},
+        semantics={"strength_clip": 0.0}, outputs=("model",), models={"lora_name": "loras"}),
     one("ControlNetLoader", "diffusion.LoadControlNet", ("control_net_name",),
         values={"path": w("control_net_name", model_name)}, outputs=("controlnet",),
         models={"control_net_name": "controlnet"}),
@@ -281,7 +289,6 @@ BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in NODE_MAPS}
 WIDGET_ORDER: dict[str, tuple[str, ...]] = {
     # Types handled before mapping, or not mapped yet, whose widgets are still read by name.
     "CLIPSetLastLayer": ("stop_at_clip_layer",),
-    "LoraLoaderModelOnly": ("lora_name", "strength_model"),
     **{m.comfy: m.widgets for m in NODE_MAPS},
 }
 """Widget names in ``widgets_values`` order, per ComfyUI node type (ComfyUI's INPUT_TYPES order)."""

@@ -59,6 +59,11 @@ def test_both_formats_of_the_image_workflow_agree_and_use_every_mapped_type(regi
     assert ("LoadImage_6.mask", "SetLatentNoiseMask_16.mask") in links
     assert ("UpscaleModelLoader_19.upscale_model", "ImageUpscaleWithModel_20.upscale_model") in links
     assert nodes["KSampler_17"][1]["denoise"] == 0.75
+    # A model-only LoRA takes the CLIP beside its model and leaves it unchanged.
+    assert nodes["LoraLoaderModelOnly_23"] == ("diffusion.LoadLoRA", {
+        "path": "outline-lora.safetensors", "strength_model": 0.6, "strength_clip": 0.0})
+    assert ("LoraLoader_3.clip", "LoraLoaderModelOnly_23.clip") in links
+    assert ("LoraLoaderModelOnly_23.model", "KSampler_17.model") in links
 
 
 def test_every_mapped_type_has_fixtures_in_both_formats() -> None:
