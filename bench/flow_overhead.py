@@ -117,17 +117,22 @@ def bench(family: str, tiny_models: bool, repeats: int) -> None:
         diff = np.abs(np.round(ours * 255) - np.round(ref * 255)).max()
         t_graph: list[float] = []
         t_pipe: list[float] = []
-        ratios = []
+        c_graph: list[float] = []
+        c_pipe: list[float] = []
+        ratios, cpu_ratios = [], []
         for i in range(repeats):
             for first in ("graph", "pipe") if i % 2 == 0 else ("pipe", "graph"):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 if first == "graph":
                     run_graph(executor, graph, 100 + i)
                     t_graph.append(time.perf_counter() - t)
+                    c_graph.append(time.process_time() - c)
                 else:
                     run_pipe(pipe, 100 + i, kwargs)
                     t_pipe.append(time.perf_counter() - t)
+                    c_pipe.append(time.process_time() - c)
             ratios.append(t_graph[-1] / t_pipe[-1])
+            cpu_ratios.append(c_graph[-1] / c_pipe[-1])
         med = statistics.median
         what = "tiny models" if tiny_models else "scaled-down models"
         print(f"{family}: {what}, {kwargs['width']}×{kwargs['height']}, {kwargs['num_inference_steps']} steps, "
@@ -135,6 +140,9 @@ def bench(family: str, tiny_models: bool, repeats: int) -> None:
         print(f"  graph    median {med(t_graph) * 1e3:9.1f} ms")
         print(f"  pipeline median {med(t_pipe) * 1e3:9.1f} ms")
         print(f"  ratio graph/pipeline: median {med(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
+        # CPU time of this process: less disturbed than wall time on a machine shared with others
+        print(f"  CPU-time ratio graph/pipeline: median {med(cpu_ratios):.3f} (min {min(cpu_ratios):.3f}, "
+              f"max {max(cpu_ratios):.3f}; {med(c_graph) * 1e3:.0f} ms against {med(c_pipe) * 1e3:.0f} ms)")
 
 
 def main() -> None:
