@@ -166,10 +166,11 @@ class Executor:
         self.close()
 
     # --- checking ------------------------------------------------------------------
-    def _settings_stamp(self) -> tuple[Any, ...]:
+    def _settings_stamp(self, but: str = "") -> tuple[Any, ...]:
+        """Everything in the settings (of whatever subclass) but the field ``but``: a change in
+        any of them may change what a file name resolves to."""
         s = self.settings
-        return (type(s), tuple(s.models_dirs), str(s.out_dir), s.base_dir,
-                tuple(getattr(s, "allowed_dirs", None) or ()))
+        return (type(s), *(_frozen(v) for v in sorted(vars(s).items()) if v[0] != but))
 
     def validate(self, graph: Graph) -> None:
         """Raise `GraphInvalid` if the graph has any problem, wherever it is (remembered per
@@ -258,8 +259,9 @@ class Executor:
         last run: nothing for the same graph state, only the edited nodes (and what depends
         on them) for a copy, an edit or a fresh load of the same graph. Files are
         fingerprinted again every run."""
-        rest = (requested, self._settings_stamp())
-        stamp = (graph.uid, graph.revision, rest)
+        out_dir = str(self.settings.out_dir.resolve())
+        rest = (requested, self._settings_stamp(but="out_dir"))
+        stamp = (graph.uid, graph.revision, rest, out_dir)
         last = self._last
         if last is not None and last.stamp == stamp:
             structure = (refresh_structure(graph, last.structure, self.settings)
@@ -269,6 +271,10 @@ class Executor:
                 last.structure = structure
             return list(last.warnings), structure
         changed = last.snapshot.changed_nodes(graph) if last is not None and last.rest == rest else None
+        if changed is not None and last is not None and last.out_dir != out_dir:
+            # Another output folder (a job server gives each job its own): output nodes only.
+            changed |= {n for n in graph.nodes
+                        if getattr(self.registry.get(graph.nodes[n].type), "output_node", False)}
         self._last = None
         needed: set[str] | None = None
         if changed is not None and last is not None and self._local_edits(graph, changed, last):
@@ -286,11 +292,12 @@ class Executor:
             structure = refresh_structure(graph, last.structure, self.settings)
             if structure is last.structure:
                 structure = dataclasses.replace(structure, keys=dict(structure.keys))
+            structure.out_dir = out_dir
             rekey(graph, structure, changed)
         else:
             structure = graph_structure(graph, self.registry, requested, self.settings)
-        self._last = _LastGraph(stamp, rest, GraphSnapshot(graph), problems, needed, warnings,
-                                structure if structure.deterministic else None)
+        self._last = _LastGraph(stamp, rest, out_dir, GraphSnapshot(graph), problems, needed,
+                                warnings, structure if structure.deterministic else None)
         return list(warnings), structure
 
     def _local_edits(self, graph: Graph, changed: set[str], last: _LastGraph) -> bool:
@@ -380,6 +387,7 @@ class _LastGraph:
 
     stamp: tuple[Any, ...]
     rest: tuple[Any, ...]
+    out_dir: str
     snapshot: GraphSnapshot
     problems: list[Problem]
     needed: set[str] | None
@@ -414,6 +422,15 @@ class _collector_paused:  # noqa: N801 - used like a function
         if self.active:
             gc.enable()
             gc.unfreeze()
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable, comparable stand-in for a settings value (lists and dicts of paths)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _first_device(models: Any) -> str:

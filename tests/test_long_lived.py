@@ -142,3 +142,23 @@ def test_an_edit_in_a_fresh_copy_reruns_only_what_depends_on_it_and_is_checked_a
     assert result.ran == []
     fixed = edited.copy()
     assert ex.run(fixed, ["c5"]).warnings == []
+
+
+def test_jobs_with_their_own_output_folders_each_get_their_files(tmp_path):
+    """As a job server runs them: the same graph, freshly loaded, a new output folder each."""
+    from PIL import Image
+
+    from nodeflow.settings import Settings
+
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / "in.png")
+    g = Graph()
+    g.add_node("image.Load", "load", {"path": str(tmp_path / "in.png")})
+    g.add_node("image.Save", "save", {"prefix": "job"})
+    g.connect("load.image", "save.image")
+    text = g.dumps()
+    ex = Executor(REG)
+    for job in range(3):
+        ex.settings = Settings(out_dir=tmp_path / f"job{job}")
+        result = ex.run(Graph.loads(text))
+        assert result.ran == (["load", "save"] if job == 0 else ["save"])
+        assert [p.parent.name for p in result.files] == [f"job{job}"]
