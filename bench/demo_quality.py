@@ -3,9 +3,13 @@
 Every model is loaded from the files nodeflow ships (``nodeflow/demo/models``) and judged
 on scenes of the demo world drawn from seeds that training never used:
 
+- the shape checker itself (``nodeflow.demo.evaluate.analyse``): how often it names the shape
+  of ground-truth pictures (world renders, and the same through the demo VAE) right;
 - text-to-image (``nodeflow-shapes``): on N prompts, how often the shape colour, the
   background colour and the shape kind of the picture match the prompt
-  (``nodeflow.demo.evaluate.analyse``: geometric and colour tests);
+  (``nodeflow.demo.evaluate.analyse``: outline harmonics and colour tests), and how varied
+  the pictures of one prompt are (``evaluate.diversity``: spread of shape position and size
+  over 16 seeds, as a fraction of the world's);
 - ControlNet (``nodeflow-shapes-edges``): IoU of the generated shape with the shape the
   edge map outlines;
 - LoRA (``nodeflow-shapes-outlined``): how outlined the shapes are at strengths 0, 0.5, 1
@@ -52,13 +56,28 @@ PRIOR = MODELS / "priors" / "nodeflow-shapes-prior.safetensors"
 SEED = 777  # prompts and sampling seeds; training uses seeds 0..10 and 1000+
 
 
-def sd_row(n: int) -> dict:
+def checker_row(n: int) -> dict:
+    """The shape checker itself on ground truth: world renders, and the same through the VAE."""
+    scenes = evaluate.prompts(n, SEED + 1)
+    arrays = [world.render_array(s) for s in scenes]
+    return {"world": evaluate.score(scenes, arrays)["accuracy"]["per_shape"],
+            "world_vae": evaluate.score(scenes, evaluate.vae_round_trip(CHECKPOINT, arrays))["accuracy"]["per_shape"],
+            "n": n}
+
+
+def sd_row(n: int, guidance: float = 7.5, per_prompt: int = 16) -> dict:
     pipe = evaluate.load_pipeline(CHECKPOINT)
     scenes = evaluate.prompts(n, SEED)
-    images = evaluate.generate(pipe, [world.caption(s) for s in scenes], SEED)
+    images = evaluate.generate(pipe, [world.caption(s) for s in scenes], SEED, guidance=guidance)
     acc = evaluate.score(scenes, images)["accuracy"]
+    # variety: one prompt per shape, ``per_prompt`` seeds each
+    spreads = []
+    for scene in scenes[: len(world.SHAPES)]:
+        same = evaluate.generate(pipe, [world.caption(scene)] * per_prompt, SEED + 100, guidance=guidance)
+        spreads.append(evaluate.diversity(same))
     return {"colour": acc["colour"], "background": acc["background"], "shape": acc["shape"],
-            "per_shape": acc["per_shape"], "n": n}
+            "per_shape": acc["per_shape"], "n": n, "guidance": guidance,
+            "diversity": float(np.mean(spreads)), "per_prompt": per_prompt}
 
 
 def controlnet_row(n: int) -> dict:
@@ -138,8 +157,16 @@ def table(results: dict) -> str:
     def num(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.2f}"
 
+    if "checker" in results:
+        r = results["checker"]
+        row("shape checker", f"right on world renders ({r['n']})",
+            ", ".join(f"{k} {pct(v)}" for k, v in r["world"].items()), "≥ 95% each")
+        row("shape checker", "right on world renders through the demo VAE",
+            ", ".join(f"{k} {pct(v)}" for k, v in r["world_vae"].items()), "≥ 95% each")
     if "sd" in results:
         r = results["sd"]
+        row("nodeflow-shapes", f"diversity of one prompt ({r['per_prompt']} seeds, cfg {r['guidance']})",
+            f"{r['diversity']:.2f} of the world's", "≥ 0.8")
         row("nodeflow-shapes", f"shape colour ({r['n']} prompts)", pct(r["colour"]), "≥ 90%")
         row("nodeflow-shapes", "background colour", pct(r["background"]), "≥ 90%")
         row("nodeflow-shapes", "shape kind", pct(r["shape"]), "≥ 75%")
@@ -186,13 +213,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="prompts for the diffusion rows")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="sd,controlnet,lora,upscaler,vq,prior")
+    ap.add_argument("--only", default="checker,sd,controlnet,lora,upscaler,vq,prior")
+    ap.add_argument("--guidance", type=float, default=7.5, help="cfg of the text-to-image rows")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = {"sd": lambda: sd_row(args.n), "controlnet": lambda: controlnet_row(args.n),
+    rows = {"checker": lambda: checker_row(400), "sd": lambda: sd_row(args.n, args.guidance), "controlnet": lambda: controlnet_row(args.n),
             "lora": lambda: lora_row(max(8, args.n // 4)), "upscaler": upscaler_row,
             "vq": vq_row, "prior": prior_row}
     results: dict = {}
