@@ -188,26 +188,33 @@ class RunView(QObject):
             self.w.show_error("The run failed", message)
 
     def _set_node_image(self, node: str, image: QImage) -> None:
-        thumb = image if image.width() <= THUMB_MAX else image.scaledToWidth(
-            THUMB_MAX, Qt.TransformationMode.SmoothTransformation)
-        self.node_images[node] = image
+        self._set_node_images(node, [image])
+
+    def _set_node_images(self, node: str, images: list[QImage], total: int | None = None) -> None:
+        """Show a node's pictures (the whole batch) inside it, as small copies."""
+        thumbs = [image if image.width() <= THUMB_MAX else image.scaledToWidth(
+            THUMB_MAX, Qt.TransformationMode.SmoothTransformation) for image in images]
+        if images:
+            self.node_images[node] = images[0]
         item = self.w.scene.node_items.get(node) if self.w.scene else None
         if item is not None:
-            item.set_image(thumb)
+            item.set_images(thumbs, total)
 
-    def _node_images(self, node: str, images: list[QImage]) -> None:
+    def _node_images(self, node: str, images: list[QImage], total: int | None = None) -> None:
         if not images:
             return
-        self._set_node_image(node, images[0])
+        self._set_node_images(node, images, total)
         if node in self.wanted:
+            count = max(len(images), total or 0)
             for i, img in enumerate(images):
-                self.w.viewer.add_image(img, f"{node}" + (f" [{i}]" if len(images) > 1 else ""))
+                self.w.viewer.add_image(img, f"{node}" + (f" [{i + 1}/{count}]" if count > 1 else ""))
 
     def _file_images(self, node: str, items: list[tuple[Path, QImage]]) -> None:
-        for path, img in items:
-            if not img.isNull():
-                self._set_node_image(node, img)
-                self.w.viewer.add_image(img, Path(path).name, Path(path))
+        shown = [(path, img) for path, img in items if not img.isNull()]
+        if shown:
+            self._set_node_images(node, [img for _path, img in shown])
+        for path, img in shown:
+            self.w.viewer.add_image(img, Path(path).name, Path(path))
 
     def _run_finished(self, result: Any) -> None:
         self.w.run_action.setEnabled(True)

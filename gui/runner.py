@@ -51,6 +51,10 @@ def image_nodes(graph: Graph, registry: NodeRegistry, wanted: Iterable[str]) -> 
     return out
 
 
+BATCH_SHOWN = 16
+"""Pictures of a batch shown (in the node and the Images panel); a larger batch shows its first ones."""
+
+
 class RunController(QObject):
     """One executor per window (its cache makes re-runs fast); one run at a time.
 
@@ -70,7 +74,8 @@ class RunController(QObject):
     nodeFinished = Signal(str, float, list)
     nodeFailed = Signal(str, str)
     nodeSkipped = Signal(str, str)
-    nodeImages = Signal(str, list)
+    nodeImages = Signal(str, list, int)
+    """Node, its first pictures (at most BATCH_SHOWN), and how many its outputs held."""
     fileImages = Signal(str, list)
     runFinished = Signal(object)
     """The `RunResult`, or None when the run was cancelled or could not start."""
@@ -164,11 +169,14 @@ class RunController(QObject):
             result = self.executor.run(graph, outputs, on_event=on_event, cancel=token)
             for node_id, values in result.outputs.items():
                 images = []
+                total = 0
                 for value in values.values():
                     if is_image_array(value):
-                        images.extend(array_to_qimages(value))
+                        images.extend(array_to_qimages(value, limit=BATCH_SHOWN))
+                        shape = value.shape
+                        total += int(shape[0]) if len(shape) == 4 or (len(shape) == 3 and shape[-1] != 3) else 1
                 if images:
-                    emit(run_id, ("images", node_id, images))
+                    emit(run_id, ("images", node_id, images[:BATCH_SHOWN], total))
             emit(run_id, ("result", result))
         except GraphInvalid as exc:
             emit(run_id, ("invalid", exc))
@@ -194,7 +202,7 @@ class RunController(QObject):
             if kind == "preview":
                 self.nodePreview.emit(payload[0], payload[1])
             elif kind == "images":
-                self.nodeImages.emit(payload[0], payload[1])
+                self.nodeImages.emit(payload[0], payload[1], payload[2])
             elif kind == "files":
                 self.fileImages.emit(payload[0], payload[1])
             elif kind == "result":

@@ -18,6 +18,8 @@ from PySide6.QtWidgets import (
 )
 
 MAX_HISTORY = 200
+STRIP_ICON = 96
+"""Size of the pictures in the strip under the viewer."""
 
 
 class ImageCanvas(QWidget):
@@ -130,8 +132,15 @@ class ImageViewer(QWidget):
         self.strip.setViewMode(QListWidget.ViewMode.IconMode)
         self.strip.setFlow(QListWidget.Flow.LeftToRight)
         self.strip.setWrapping(False)
-        self.strip.setIconSize(QSize(72, 72))
-        self.strip.setFixedHeight(100)
+        # Room for a picture and its name under it; long names are cut in the middle (the number
+        # at the end stays), so names never run into each other.
+        self.strip.setIconSize(QSize(STRIP_ICON, STRIP_ICON))
+        self.strip.setGridSize(QSize(STRIP_ICON + 28, STRIP_ICON + 26))
+        self.strip.setUniformItemSizes(True)
+        self.strip.setWordWrap(False)
+        self.strip.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.strip.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
+        self.strip.setFixedHeight(STRIP_ICON + 26 + 24)
         self.strip.setMovement(QListWidget.Movement.Static)
         self.strip.currentRowChanged.connect(self._show_row)
         bar = QHBoxLayout()

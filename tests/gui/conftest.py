@@ -52,10 +52,27 @@ class Sampler(Node):
         return image
 
 
+class Batch(Node):
+    """A batch of plain pictures, one colour each (what a sampler with batch size > 1 gives)."""
+
+    id = "guitest.Batch"
+    category = "test"
+    inputs = (Input("count", INT, "How many pictures.", default=4, min=1, max=64),)
+    outputs = (Output("image", IMAGE, "The pictures."),)
+
+    def run(self, ctx: RunContext, count: int) -> Any:
+        import numpy as np
+
+        image = np.zeros((count, 24, 32, 3), dtype=np.float32)
+        for i in range(count):
+            image[i, :, :, i % 3] = 0.25 + 0.75 * (i + 1) / count
+        return image
+
+
 @pytest.fixture(scope="session")
 def gui_registry() -> NodeRegistry:
     registry = load_registry(use_env=False)
-    registry.register_module("guitest", [Steps, Sampler], "tests/gui/conftest.py")
+    registry.register_module("guitest", [Steps, Sampler, Batch], "tests/gui/conftest.py")
     return registry
 
 
