@@ -400,12 +400,13 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nodeflow.events import CancelToken
-    from nodeflow.executor import Executor
+    from nodeflow.executor import Executor, graph_loading
     from nodeflow.progress import ConsoleReporter, JsonReporter
     from nodeflow.settings import Settings
 
     registry = _registry(args, report=not args.json)
-    graph = load_graph_file(args.file, registry)
+    with graph_loading():
+        graph = load_graph_file(args.file, registry)
     if Path(args.file).suffix.lower() == ".png":
         graph.source = Path(args.file)
     apply_overrides(graph, registry, args.set)

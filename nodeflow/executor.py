@@ -277,11 +277,14 @@ class Executor:
                         if getattr(self.registry.get(graph.nodes[n].type), "output_node", False)}
         self._last = None
         needed: set[str] | None = None
+        order: list[str] | None = None
         if changed is not None and last is not None and self._local_edits(graph, changed, last):
             problems = self._revalidate(graph, changed, last.problems)
             needed = last.needed  # the links are the same: so is what the run needs
         else:
-            problems = GraphValidator(self.registry, self.settings).validate(graph)
+            validator = GraphValidator(self.registry, self.settings)
+            problems = validator.validate(graph)
+            order = validator.order
         if problems and needed is None:
             needed = ancestry(graph, output_nodes(graph, self.registry) if requested is None
                               else requested)
@@ -295,7 +298,7 @@ class Executor:
             structure.out_dir = out_dir
             rekey(graph, structure, changed)
         else:
-            structure = graph_structure(graph, self.registry, requested, self.settings)
+            structure = graph_structure(graph, self.registry, requested, self.settings, order)
         self._last = _LastGraph(stamp, rest, out_dir, GraphSnapshot(graph), problems, needed,
                                 warnings, structure if structure.deterministic else None)
         return list(warnings), structure
@@ -424,6 +427,23 @@ class _collector_paused:  # noqa: N801 - used like a function
             gc.unfreeze()
 
 
+class graph_loading:  # noqa: N801 - used like a function
+    """Pause the cyclic garbage collector while a graph file is read and prepared.
+
+    Reading a graph of many nodes allocates a few objects per node and no reference cycles;
+    the collector walked them, and everything the process had imported, again and again
+    (``bench/executor_overhead.py`` measures it). Restored on leaving the block.
+    """
+
+    def __enter__(self) -> None:
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was:
+            gc.enable()
+
+
 def _frozen(value: Any) -> Any:
     """A hashable, comparable stand-in for a settings value (lists and dicts of paths)."""
     if isinstance(value, dict):
@@ -438,6 +458,6 @@ def _first_device(models: Any) -> str:
     return devices[0].name if devices else "cpu"
 
 
-__all__ = ["EventSink", "Executor", "GraphStructure", "Plan", "RunResult", "_Structure",
+__all__ = ["EventSink", "Executor", "graph_loading", "GraphStructure", "Plan", "RunResult", "_Structure",
            "check_plan_memory", "declares_estimate", "estimate_plan_memory", "graph_structure",
            "plan_execution", "topological_order"]

@@ -107,15 +107,15 @@ def external_fingerprint(graph: Graph, node_id: str, cls: type[Node], settings: 
 
 
 def graph_structure(graph: Graph, registry: NodeRegistry, requested: Iterable[str] | None,
-                    settings: Settings) -> GraphStructure:
-    """Order and cache keys of every node the requested outputs depend on."""
+                    settings: Settings, order: list[str] | None = None) -> GraphStructure:
+    """Order and cache keys of every node the requested outputs depend on. ``order``, a
+    topological order of the whole graph (the validator's), spares sorting it again."""
+    full_order = order
     classes = {}
     for node in graph:
         cls = registry.get(node.type)
-        if cls is None:
-            raise UsageError(f"unknown node type '{node.type}'",
-                             location=Location(graph.file_name, node.id, node.type))
-        classes[node.id] = cls
+        if cls is not None:  # an unknown type matters only if a requested output needs it
+            classes[node.id] = cls
     if requested is None:
         wanted = [n for n, c in classes.items() if c.output_node]
     else:
@@ -137,9 +137,16 @@ def graph_structure(graph: Graph, registry: NodeRegistry, requested: Iterable[st
         if n in needed:
             continue
         needed.add(n)
+        if n not in classes:
+            node = graph.nodes[n]
+            raise UsageError(f"unknown node type '{node.type}'",
+                             location=Location(graph.file_name, node.id, node.type))
         stack.extend(link.src for link in incoming.get(n, ()))
-    order = topological_order((n for n in graph.nodes if n in needed),
-                              (ln for ln in links if ln.dst in needed))
+    if full_order is not None:
+        order = [n for n in full_order if n in needed]
+    else:
+        order = topological_order((n for n in graph.nodes if n in needed),
+                                  (ln for ln in links if ln.dst in needed))
     needed_classes = {n: classes[n] for n in order}
     structure = GraphStructure(order, {}, wanted, needed_classes, incoming,
                                all(c.deterministic for c in needed_classes.values()),

@@ -308,7 +308,8 @@ class Scheduler:
     def _prepare(self, n: str) -> Job | None:
         plan, run = self.plan, self.run_state
         cls = plan.classes[n]
-        blocked = next((ln.src for ln in plan.incoming.get(n, ()) if ln.src in self.dead), None)
+        links = plan.incoming.get(n, ())
+        blocked = next((ln.src for ln in links if ln.src in self.dead), None) if self.dead else None
         if blocked is not None:
             self.dead.add(n)
             self.result.skipped.append(n)
@@ -319,7 +320,8 @@ class Scheduler:
             for gone in run.take_dropped():
                 self.values.pop(gone, None)
             kwargs = self.gather_inputs(n, recompute=True)
-            check_actual_inputs(cls, kwargs, (ln.dst_socket for ln in plan.incoming.get(n, ())))
+            if links and _ranged_inputs(cls):
+                check_actual_inputs(cls, kwargs, (ln.dst_socket for ln in links))
         except Exception as exc:  # noqa: BLE001
             self._fail(n, exc, traceback.format_exc())
             return None
@@ -435,6 +437,19 @@ def check_actual_inputs(cls: type[Node], kwargs: Mapping[str, Any], linked: Any)
         if why:
             raise NodeInputError(name, f"the linked value {why}",
                                  hint="Change the value of the node that feeds this input.")
+
+
+def _ranged_inputs(cls: type[Node]) -> bool:
+    """Does the node type declare a range or choices on any input?"""
+    known = _RANGED.get(cls)
+    if known is None:
+        known = any(s.min is not None or s.max is not None or s.choices is not None
+                    for s in cls.inputs)
+        _RANGED[cls] = known
+    return known
+
+
+_RANGED: dict[type[Node], bool] = {}
 
 
 def call_node(job: Job) -> tuple[dict[str, Any], float]:

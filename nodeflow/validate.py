@@ -24,6 +24,8 @@ class GraphValidator:
     def __init__(self, registry: NodeRegistry, settings: Settings | None = None) -> None:
         self.registry = registry
         self.settings = settings or Settings()
+        self.order: list[str] | None = None
+        """After `validate`: every node in a topological order, when the links allow one."""
 
     def validate(self, graph: Graph) -> list[Problem]:
         file = graph.file_name
@@ -112,6 +114,7 @@ class GraphValidator:
                         f"is not set; {how}", node.id, spec.name)
 
         order, cyclic = kahn_order(list(graph.nodes), good_links)
+        self.order = None if cyclic or len(good_links) != len(graph.links) else order
         if cyclic:
             for cycle in _describe_cycles(cyclic, good_links):
                 add("cycle", "the graph has a cycle: " + " -> ".join(cycle + [cycle[0]])

@@ -63,3 +63,10 @@ def test_cli_run_with_no_output_node_says_what_to_ask_for(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no output node" in err and "--output" in err
     assert main(["run", str(path), "--output", "n0", "--out", str(tmp_path), "-q"]) == 0
+
+
+def test_a_stray_node_of_an_unknown_type_is_a_warning():
+    g = with_stray()
+    g.add_node("nosuchpack.Thing", "ghost")
+    result = Executor(REG).run(g, ["good"])
+    assert result.ok and "ghost" in {p.location.node for p in result.warnings}
