@@ -13,18 +13,24 @@ Using one executor for many runs (an editor, a job server, a cluster worker):
   models loaded, and its worker threads (and their torch thread teams) are reused.
   ``close()`` (or a ``with`` block) stops the threads; nothing else needs tearing down.
 - Hand it any graph, edited in place or a fresh copy or load: what it remembers between
-  runs is keyed by the graph's process-unique ``uid`` and ``revision`` and by the
-  settings, never by ``id()``, and cache keys include the state of every file the
-  graph reads, so a changed file or another graph folder never gets an old result.
+  runs is keyed by the graph's process-unique ``uid`` and ``revision``, by its content
+  (`nodeflow.graph_diff`: only nodes whose inputs changed are checked and keyed again)
+  and by the settings, never by ``id()``; cache keys include the state of every file
+  the graph reads, so a changed file or another graph folder never gets an old result.
   Change ``executor.settings`` between runs freely (a job server gives each job its
-  own output folder).
+  own output folder: only output nodes are re-keyed).
 - One run at a time per executor; run several executors for parallel jobs.
+- ``RunResult.warnings`` lists problems outside what the run needed; ``RunResult.phases``
+  the seconds spent checking, planning and running.
 
-A remote worker that schedules nodes its own way reuses planning and caching without
-the thread scheduler: ``graph_structure`` and ``refresh_structure`` (keys, with file
-fingerprints), ``plan_execution`` against its own `OutputCache` (what must run, what
-is cached), ``estimate_plan_memory`` / ``check_plan_memory``, then call each node with
-``Scheduler``'s helpers ``call_node`` and ``check_actual_inputs``, or with its own loop.
+A remote worker that places nodes its own way (one Ray task per node, say) reuses
+planning and caching without the thread scheduler: ``GraphValidator`` then
+``graph_structure`` (order and cache keys, with file fingerprints; ``refresh_structure``
+fingerprints again for a later run), ``plan_execution`` against its own `OutputCache`
+(what must run, what is served), ``estimate_plan_memory`` / ``check_plan_memory``; then,
+per node, ``nodeflow.scheduler.check_actual_inputs`` on the gathered inputs, the node's
+``run``, ``normalise_outputs`` and ``locate_error`` for failures, and ``cache.put`` under
+the plan's key. `Scheduler` is only the local, threaded way of doing that loop.
 """
 
 from __future__ import annotations
