@@ -188,7 +188,8 @@ class OffloadBlocks(Node):
 
 class Sample(Node):
     """Denoise a latent with an SD3.x or Flux model: text-to-image from an empty latent,
-    image-to-image from an encoded one (denoise below 1). Classifier-free guidance runs when a
+    image-to-image from an encoded one (denoise below 1), inpainting from a masked one (the
+    unmasked area is restored every step). Classifier-free guidance runs when a
     negative is connected and cfg is above 1; Flux dev's embedded guidance comes from
     flow.FluxGuidance on the positive (3.5 when not set)."""
 
@@ -257,9 +258,9 @@ class Sample(Node):
         if latent.is_empty and denoise < 1.0:
             raise NodeInputError("denoise", f"denoise {denoise} needs a starting image, but the latent is "
                                  "empty", hint="Use denoise 1, or encode an image with diffusion.VAEEncode.")
-        if latent.mask is not None:
-            raise NodeInputError("latent", "inpainting with SD3/Flux is not supported by flow.Sample yet",
-                                 hint="Remove the mask (diffusion.SetLatentMask).")
+        if latent.mask is not None and latent.encoded is None:
+            raise NodeInputError("latent", "an inpainting mask needs the encoded picture",
+                                 hint="Connect diffusion.VAEEncode → diffusion.SetLatentMask here.")
         modules = [*(h.controlnet.model for h in positive.hints)]
         from nodeflow.nodes.flow.offload import placed
 
@@ -397,6 +398,22 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         latents = scheduler.scale_noise(init_latents, timesteps[:1].repeat(batch), noise)
     else:
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    mask: Any = None
+    image_latents: Any = None
+    if latent.mask is not None:
+        # The inpainting pipelines also encode the masked picture, whose latents a 16-channel model
+        # does not use: draw the same numbers to stay in step with them.
+        assert latent.encoded is not None
+        randn_tensor(tuple(latent.encoded.dist.mean.shape), generator=generator, device=device, dtype=dtype)
+        condition = torch.from_numpy(latent.mask)[:, None].clone()
+        condition[condition < 0.5] = 0
+        condition[condition >= 0.5] = 1
+        mask = torch.nn.functional.interpolate(condition, size=(h, w)).to(device=device, dtype=dtype)
+        mask = mask.repeat(batch // mask.shape[0], 1, 1, 1)
+        image_latents = init_latents
+        if flux:  # kept and blended as packed tokens, as the Flux pipeline does
+            mask, image_latents = pack(mask.expand(-1, model.latent_channels, -1, -1)), pack(image_latents)
+            noise = pack(noise)
 
     guidance = None
     guidance_value = positive.guidance if positive.guidance is not None else DEFAULT_GUIDANCE
@@ -441,6 +458,11 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
                     uncond, text = noise_pred.chunk(2)
                     noise_pred = uncond + cfg * (text - uncond)
             latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            if mask is not None:  # keep the unmasked area: the picture, noised to the next sigma
+                proper = image_latents
+                if i < total - 1:
+                    proper = scheduler.scale_noise(proper, torch.tensor([timesteps[i + 1]]), noise)
+                latents = (1 - mask) * proper + mask * latents
             ctx.progress(i + 1, total)
             if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
                 ctx.preview(latent_preview(unpack(latents, h, w) if flux else latents, model.family))
