@@ -75,7 +75,10 @@ class TextEncode(Node):
     )
     outputs = (Output("conditioning", FLOW_CONDITIONING, "The encoded prompt."),)
 
-    def run(self, ctx: RunContext, clip: FlowTextEncoders, text: str, t5_length: int) -> Any:
+    def run(self, ctx: RunContext, clip: FlowTextEncoders | None, text: str, t5_length: int) -> Any:
+        if clip is None:  # e.g. the clip output of a LoadLoRA whose clip input was left unconnected
+            raise NodeInputError("clip", "no text encoders arrive here",
+                                 hint="Connect the text encoders of a loader (or give LoadLoRA its clip).")
         if clip.family == "flux" and clip.t5 is None:
             raise NodeInputError("clip", "Flux needs the T5 text encoder, and this clip has none",
                                  hint="Load t5xxl with flow.LoadTextEncoders.")
