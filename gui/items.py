@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import shiboken6
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import (
     QBrush,
@@ -24,6 +25,7 @@ from nodeflow.node import Node
 from nodeflow.types import IMAGE, MASK, SocketType, TypeParam, UnionType
 
 from . import theme
+from .labels import node_title
 
 if TYPE_CHECKING:
     from .scene import GraphScene
@@ -151,7 +153,7 @@ class NodeItem(QGraphicsItem):
         graph = self.ctl.graph
         node = graph.nodes[self.node_id]
         cls = self.cls
-        self.title = cls.title if cls else node.type
+        self.title = node_title(cls) if cls else node.type
         if self.title.lower().replace(" ", "") != self.node_id.lower():
             self.subtitle = self.node_id
         else:
@@ -495,7 +497,7 @@ class NodeItem(QGraphicsItem):
                 from .connect import type_label
                 lines.append(f"<b>{name}</b> ({type_label(spec.type)})<br>{spec.description}")
         elif cls is not None:
-            lines.append(f"<b>{cls.title}</b> — {cls.id} {cls.version}<br>{cls.description}")
+            lines.append(f"<b>{node_title(cls)}</b> — {cls.id} {cls.version}<br>{cls.description}")
         lines += [f"<span style='color:#ef5350'>⚠ {p}</span>" for p in self.problems]
         if self.error:
             lines.append(f"<span style='color:#ef5350'>✗ {self.error}</span>")
@@ -673,7 +675,8 @@ class OverviewItem(QGraphicsItem):
         self._outlined: list[tuple[QPen, list[QRectF]]] = []
 
     def invalidate(self) -> None:
-        if not self._dirty:
+        # A scene being destroyed announces its last selection change after this item is gone.
+        if not self._dirty and shiboken6.isValid(self):
             self._dirty = True
             self.update()
 

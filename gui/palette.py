@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
+from nodeflow.files import atomic_write
 from nodeflow.node import Node
 from nodeflow.registry import NodeRegistry
 from nodeflow.types import TypeParam
 
 from . import theme
 from .connect import accepts, type_label
+from .labels import node_title
 from .scene import PaletteFilter
 
 
@@ -32,12 +37,13 @@ def fits(cls: type[Node], f: PaletteFilter | None) -> bool:
 
 def score(cls: type[Node], words: list[str]) -> int | None:
     """Rank of a node type for the search words (higher first), None when it does not match."""
-    name = f"{cls.id} {cls.title}".lower()
+    title = node_title(cls)
+    name = f"{cls.id} {cls.title} {title}".lower()
     category = cls.category.lower()
     description = cls.description.lower()
     total = 0
     for w in words:
-        if cls.title.lower().startswith(w) or cls.id.lower().split(".", 1)[-1].startswith(w):
+        if title.lower().startswith(w) or cls.title.lower().startswith(w) or cls.id.lower().split(".", 1)[-1].startswith(w):
             total += 100
         elif w in name:
             total += 60
@@ -50,14 +56,53 @@ def score(cls: type[Node], words: list[str]) -> int | None:
     return total
 
 
+RECENT_FIRST = 5
+"""The last node types added lead the list, then the most used ones."""
+
+
+class PaletteUsage:
+    """Which node types were added, how often and when (kept in the editor's home folder)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.counts: dict[str, int] = {}
+        self.last: dict[str, float] = {}
+        if path is not None:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                self.counts = {k: int(v) for k, v in data.get("counts", {}).items()}
+                self.last = {k: float(v) for k, v in data.get("last", {}).items()}
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass  # a missing or damaged file only loses the order
+
+    def record(self, type_id: str) -> None:
+        self.counts[type_id] = self.counts.get(type_id, 0) + 1
+        self.last[type_id] = max([time.time(), *[t + 1e-6 for t in self.last.values()]])
+        if self.path is not None:
+            try:
+                atomic_write(self.path, json.dumps({"counts": self.counts, "last": self.last}).encode("utf-8"))
+            except OSError:
+                pass  # the order is a convenience; never fail adding a node over it
+
+    def rank(self, type_id: str) -> tuple[int, float, int]:
+        """Sort key: the recent ones (newest first), then by use count, then the rest."""
+        recent = sorted(self.last, key=self.last.__getitem__, reverse=True)[:RECENT_FIRST]
+        if type_id in recent:
+            return (0, -self.last[type_id], 0)
+        return (1, 0.0, -self.counts.get(type_id, 0))
+
+
 class NodePalette(QFrame):
-    """A pop-up list of node types built from the registry (plugin nodes included)."""
+    """A pop-up list of node types built from the registry (plugin nodes included); with no search
+    words the recently added and most used types come first."""
 
     chosen = Signal(str)
 
-    def __init__(self, registry: NodeRegistry, parent: QWidget | None = None) -> None:
+    def __init__(self, registry: NodeRegistry, parent: QWidget | None = None, *,
+                 usage_file: Path | None = None) -> None:
         super().__init__(parent, Qt.WindowType.Popup)
         self.registry = registry
+        self.usage = PaletteUsage(usage_file)
         self.filter: PaletteFilter | None = None
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setObjectName("palette")
@@ -104,12 +149,12 @@ class NodePalette(QFrame):
                 continue
             s = score(cls, words) if words else 0
             if s is not None:
-                ranked.append((-s, cls.category, cls.title, cls))
-        ranked.sort(key=lambda r: r[:3])
+                ranked.append((-s, self.usage.rank(cls.id), cls.category, node_title(cls), cls))
+        ranked.sort(key=lambda r: r[:4])
         self.list.clear()
-        for _s, _cat, _title, cls in ranked:
+        for _s, _use, _cat, _title, cls in ranked:
             summary = cls.description.splitlines()[0] if cls.description else ""
-            item = QListWidgetItem(f"{cls.title}    ·  {cls.category}")
+            item = QListWidgetItem(f"{node_title(cls)}    ·  {cls.category}")
             item.setData(Qt.ItemDataRole.UserRole, cls.id)
             item.setToolTip(f"{cls.id} {cls.version}\n{summary}")
             item.setForeground(QColor("#e6e6e6"))
@@ -127,6 +172,7 @@ class NodePalette(QFrame):
         if item is None:
             return
         type_id = item.data(Qt.ItemDataRole.UserRole)
+        self.usage.record(type_id)
         self.hide()
         self.chosen.emit(type_id)
 

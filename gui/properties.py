@@ -35,6 +35,7 @@ from nodeflow.types import BOOL, FLOAT, INT
 from . import commands as cmd
 from .connect import type_label
 from .document import Document
+from .labels import node_title, with_article
 
 INT32 = 2**31 - 1
 SLIDER_STEPS = 1000
@@ -464,7 +465,7 @@ class PropertiesPanel(QScrollArea):
         graph = self.doc.graph
         node = graph.nodes[self.node_id]
         cls = self.doc.registry.get(node.type)
-        title = QLabel(f"<b style='font-size:12pt'>{cls.title if cls else node.type}</b>"
+        title = QLabel(f"<b style='font-size:12pt'>{node_title(cls) if cls else node.type}</b>"
                        f"<br><span style='color:#9aa0a6'>{node.id} · {node.type} {cls.version if cls else ''}</span>",
                        body)
         outer.addWidget(title)
@@ -505,7 +506,7 @@ class PropertiesPanel(QScrollArea):
                 row.addWidget(shown, 1)
                 row.addWidget(unlink)
             elif not spec.accepts_literal or spec.name in as_sockets:
-                shown = QLabel(f"<span style='color:#9aa0a6'>link a {type_label(spec.type)} here</span>", field)
+                shown = QLabel(f"<span style='color:#9aa0a6'>link {with_article(type_label(spec.type))} here</span>", field)
                 row.addWidget(shown, 1)
             else:
                 editor = editor_for(spec, self.doc.settings, modes.get(spec.name, "fixed"))

@@ -17,6 +17,7 @@ from . import theme
 from .connect import TypeResolver, accepts, downstream_of, refusal, upstream_of
 from .document import Document
 from .items import FrameItem, LinkItem, NodeItem, OverviewItem, curve, socket_color
+from .labels import node_title
 from .layout import auto_positions, node_pos
 
 
@@ -514,8 +515,8 @@ class GraphScene(QGraphicsScene):
                   if spec.accepts_literal and spec.default is not REQUIRED and spec.default is not None}
         record = cmd.NodeRecord(node_id, cls.id, inputs, cls.version,
                                 {"pos": [round(at.x(), 1), round(at.y(), 1)]})
-        self.doc.undo.beginMacro(f"Add {cls.title}")
-        self.doc.push(cmd.InsertNodes(self.graph, [record], [], f"Add {cls.title}"))
+        self.doc.undo.beginMacro(f"Add {node_title(cls)}")
+        self.doc.push(cmd.InsertNodes(self.graph, [record], [], f"Add {node_title(cls)}"))
         if link_to is not None:
             pair = self._link_for_new(node_id, link_to)
             if pair is not None:

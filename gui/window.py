@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QWidget,
 )
 
@@ -42,6 +44,8 @@ from .viewer import ImageViewer
 MAX_RECENT = 10
 AUTOSAVE_DELAY_MS = 1500
 THUMB_MAX = 400
+RECOVERY_PATH_WIDTH = 460
+"""Pixels a file path may take in the recovery question before it is cut in the middle."""
 REDO_KEYS = [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]
 """Redo on every platform, as ComfyUI binds it."""
 
@@ -86,7 +90,7 @@ class MainWindow(QMainWindow):
         self.scene: GraphScene | None = None
         self.view: GraphView | None = None
 
-        self.node_palette = NodePalette(registry, self)
+        self.node_palette = NodePalette(registry, self, usage_file=home / "palette.json")
         self.node_palette.chosen.connect(self._palette_chosen)
         self._palette_at = QPointF()
         self._palette_filter: PaletteFilter | None = None
@@ -100,8 +104,11 @@ class MainWindow(QMainWindow):
         self.problems_list.itemClicked.connect(self._problem_activated)
         self.viewer = ImageViewer(self._out_dir(), self)
         self.status_label = QLabel(self)
+        # A long message is cut (whole in its tooltip) rather than squeezing the progress bar.
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status_label.setMinimumWidth(0)
         self.progress = QProgressBar(self)
-        self.progress.setMaximumWidth(260)
+        self.progress.setFixedWidth(260)
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel", self)
@@ -458,17 +465,29 @@ class MainWindow(QMainWindow):
         """After a crash: offer to reopen the graphs that were being edited."""
         for rec in self.autosaves.orphans():
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.saved))
-            name = rec.origin or "an untitled graph"
             if self.interactive:
-                answer = QMessageBox.question(
-                    self, "Recover unsaved work",
-                    f"The editor did not close normally. Recover the unsaved changes to {name} "
-                    f"(autosaved {when})?",
-                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+                answer = self.recovery_question(rec, when).exec()
                 if answer != QMessageBox.StandardButton.Yes:
                     self.autosaves.forget(rec)
                     continue
             self.recover(rec)
+
+    def recovery_question(self, rec: Recovered, when: str) -> QMessageBox:
+        """The question asked after a crash; the file's path stays on one line, cut in the middle
+        when too long (the whole path is in the details)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Recover unsaved work", "",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        if rec.origin:
+            metrics = box.fontMetrics()
+            shown = metrics.elidedText(rec.origin, Qt.TextElideMode.ElideMiddle, RECOVERY_PATH_WIDTH)
+            name = f"<p style='white-space:pre'>{html.escape(shown)}</p>"
+            box.setDetailedText(rec.origin)
+        else:
+            name = "<p>an untitled graph</p>"
+        box.setText(f"The editor did not close normally. Recover the unsaved changes to{name}"
+                    f"(autosaved {when})?")
+        return box
 
     def recover(self, rec: Recovered) -> bool:
         try:
@@ -659,6 +678,7 @@ class MainWindow(QMainWindow):
     # --- messages -----------------------------------------------------------------------------------------
     def status(self, text: str, *, error: bool = False) -> None:
         self.status_label.setText(text)
+        self.status_label.setToolTip(text)
         self.status_label.setStyleSheet("color: #ef5350;" if error else "")
 
     def show_error(self, title: str, text: str) -> None:
