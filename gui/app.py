@@ -81,6 +81,13 @@ def launch(file: str | None = None, *, screenshot: str | None = None, plugins: S
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY") \
             and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from .startup import check_xcb
+
+    hint, certain = check_xcb()
+    if hint is not None:
+        print(f"nodeflow: {'error' if certain else 'warning'}: {hint}", file=sys.stderr)
+        if certain:  # Qt would abort with only "could not load the Qt platform plugin"
+            return 1
     app = create_app()
     from nodeflow.registry import load_registry
 
