@@ -36,12 +36,12 @@ def start_picture(path: Path, size: int = 64) -> Path:
     return path
 
 
-@pytest.fixture
-def comfy_root(tmp_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def comfy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ComfyUI folder: models/ holding the demo models under the fixtures' names, input/ a picture."""
     from nodeflow.comfy.demo_models import demo_models_folder
 
-    root = tmp_path / "ComfyUI"
+    root = tmp_path_factory.mktemp("comfy") / "ComfyUI"
     demo_models_folder(sorted(FIXTURES.glob("*.json")), root / "models")
     start_picture(root / "input" / "start.png")
     return root
