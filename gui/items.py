@@ -355,9 +355,10 @@ class NodeItem(QGraphicsItem):
             painter.drawText(QRectF(0, -16, self.width, 14),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom, self.subtitle)
         if self.preview_area and self.pixmap is None:
-            painter.setPen(QPen(theme.NODE_BORDER, 1, Qt.PenStyle.DashLine))
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawRoundedRect(self.picture_area(), 4, 4)
+            # A plain darker well (a dashed outline costs several times more to paint).
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(theme.CANVAS)
+            painter.drawRect(self.picture_area())
         if self.pixmaps:
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             for target, pm in zip(self.picture_cells(), self.pixmaps, strict=True):
