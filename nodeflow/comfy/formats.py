@@ -111,7 +111,7 @@ def read_document(path: Path) -> tuple[Kind, Any, str]:
     text = read_graph_text(path)
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # also numbers too long to read: the graph reader says where
         return "nodeflow", None, text
     return detect(data) or "nodeflow", data, text
 
@@ -132,6 +132,8 @@ def _loads(text: str, file: str) -> Any:
                              location=Location(file=file, line=exc.lineno, column=exc.colno)) from None
     except RecursionError:
         raise GraphFileError("malformed JSON: nested too deeply", location=Location(file=file)) from None
+    except ValueError as exc:  # e.g. a number of thousands of digits
+        raise GraphFileError(f"malformed JSON: {exc}", location=Location(file=file)) from None
 
 
 def _read_png(path: Path) -> tuple[Kind, Any, str]:

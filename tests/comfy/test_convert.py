@@ -298,3 +298,13 @@ def test_malformed_workflows_are_reported_never_raised(how: str, registry: Any, 
 def test_import_is_deterministic(registry: Any) -> None:
     first = load_graph_any(FIXTURES / "regional_ui.json", registry).dumps()
     assert load_graph_any(FIXTURES / "regional_ui.json", registry).dumps() == first
+
+
+def test_a_number_too_long_to_read_is_a_located_error(registry: Any, tmp_path: Path) -> None:
+    from nodeflow.errors import NodeflowError
+
+    path = tmp_path / "huge.json"
+    path.write_text('{"1": {"class_type": "KSampler", "inputs": {"seed": ' + "9" * 5000 + "}}}")
+    with pytest.raises(NodeflowError) as info:
+        load_graph_any(path, registry)  # the editor's open path too: never a bare ValueError
+    assert "huge.json" in str(info.value)
