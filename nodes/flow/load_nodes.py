@@ -97,7 +97,8 @@ class LoadCheckpoint(Node):
             yield "path", problem
             return
         if _has_t5(found) and t5_tokenizer_folder(settings, str(values.get("t5_tokenizer") or "")) is None:
-            yield "t5_tokenizer", loaders.missing_t5_tokenizer("no tokenizers/t5 folder").message
+            error = loaders.missing_t5_tokenizer("no tokenizers/t5 folder")
+            yield "t5_tokenizer", f"{error.message}. {error.hint}"
 
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
@@ -230,7 +231,8 @@ class LoadTextEncoders(Node):
             elif files.file_layout(found).kind == "t5":
                 has_t5 = True
         if has_t5 and t5_tokenizer_folder(settings, str(values.get("t5_tokenizer") or "")) is None:
-            yield "t5_tokenizer", loaders.missing_t5_tokenizer("no tokenizers/t5 folder").message
+            error = loaders.missing_t5_tokenizer("no tokenizers/t5 folder")
+            yield "t5_tokenizer", f"{error.message}. {error.hint}"
 
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
