@@ -82,10 +82,16 @@ class RunView(QObject):
         problems, _elsewhere = split_problems(self.w.doc.validate_now(),
                                               ancestry(self.w.doc.graph, outputs))
         if problems:
-            self.w.status(f"Cannot run: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
-                        "(see the Problems panel)", error=True)
+            text = (f"Cannot run: {len(problems)} problem{'s' if len(problems) != 1 else ''} "
+                    "(see the Problems panel)")
+            self.w.status(text, error=True)
+            first = next((p.location.node for p in problems if p.location.node), None)
+            self.w.notices.post("cannot-run", f"{text}. First: {problems[0]}", node=first)
             self.w._problems_dock.raise_()
             return False
+        self.w.notices.resolve("cannot-run")
+        self.w.notices.resolve("failed:", prefix=True)  # a new run: old failures no longer stand
+        self.w.notices.resolve("error:The run failed")
         graph = self.w.doc.graph.copy()
         wanted = list(dict.fromkeys(outputs + image_nodes(graph, self.w.registry, outputs)))
         self.wanted = set(shown)
@@ -180,6 +186,7 @@ class RunView(QObject):
             if self.w.properties is not None:
                 self.w.properties.set_run_error(node, message)
             self.w.status(f"{node} failed: {message}", error=True)
+            self.w.notices.post(f"failed:{node}", f"{node} failed: {message}", node=node)
             item = self.w.scene.node_items.get(node) if self.w.scene else None
             if item is not None:
                 item.error = message

@@ -68,6 +68,8 @@ class GraphScene(QGraphicsScene):
         self._frame_press: tuple[list[float], dict[str, QPointF]] | None = None
         self._syncing = False
         self._building = False
+        self.last_refused_target: str | None = None
+        """The input socket of the last refused link (where its message is shown)."""
         self.next_node_pos: QPointF | None = None
         self.setBackgroundBrush(theme.CANVAS)
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
@@ -493,6 +495,7 @@ class GraphScene(QGraphicsScene):
         """Link ``source`` to ``target`` as one undoable edit; return the refusal reason if refused."""
         why = refusal(self.graph, self.registry, source, target)
         if why is not None:
+            self.last_refused_target = target
             self.linkRefused.emit(why)
             return why
         if detached is not None and detached != target:

@@ -33,6 +33,7 @@ from . import commands as cmd
 from .autosave import AutosaveStore, Recovered
 from .clipboard import MIME, fragment_text, paste_records
 from .document import Document
+from .notices import Notices
 from .palette import NodePalette
 from .properties import PropertiesPanel
 from .run_view import RunView
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
         self.problems_list.itemActivated.connect(self._problem_activated)
         self.problems_list.itemClicked.connect(self._problem_activated)
         self.viewer = ImageViewer(self._out_dir(), self)
+        self.notices = Notices(self)
         self.status_label = QLabel(self)
         # A long message is cut (whole in its tooltip) rather than squeezing the progress bar.
         self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -135,6 +137,7 @@ class MainWindow(QMainWindow):
         old = self.doc
         if self.runner is not None and self.runner.busy:
             self.runner.cancel()
+        self.notices.resolve_all()  # they were about the graph being closed
         self.doc = doc
         scene = GraphScene(doc, self)
         scene.linkRefused.connect(self._link_refused)
@@ -159,6 +162,9 @@ class MainWindow(QMainWindow):
             self._properties_dock = self._dock("Properties", self.properties, Qt.DockWidgetArea.RightDockWidgetArea)
             self._viewer_dock = self._dock("Images", self.viewer, Qt.DockWidgetArea.RightDockWidgetArea)
             self._problems_dock = self._dock("Problems", self.problems_list, Qt.DockWidgetArea.BottomDockWidgetArea)
+            self._messages_dock = self._dock("Messages", self.notices.list, Qt.DockWidgetArea.BottomDockWidgetArea)
+            self.tabifyDockWidget(self._problems_dock, self._messages_dock)
+            self._problems_dock.raise_()
             self.resizeDocks([self._properties_dock, self._viewer_dock], [380, 380], Qt.Orientation.Horizontal)
             self.resizeDocks([self._properties_dock, self._viewer_dock], [430, 330], Qt.Orientation.Vertical)
             self.resizeDocks([self._problems_dock], [110], Qt.Orientation.Vertical)
@@ -170,6 +176,7 @@ class MainWindow(QMainWindow):
         else:
             self.runner.set_settings(doc.settings)
         doc.problemsChanged.connect(self._refresh_problems)
+        doc.graphChanged.connect(self.notices.graph_changed)
         doc.pathChanged.connect(self._update_title)
         doc.undo.cleanChanged.connect(self._update_title)
         doc.undo.indexChanged.connect(self._schedule_autosave)
@@ -528,7 +535,14 @@ class MainWindow(QMainWindow):
         self.scene.select_nodes([node_id])
 
     def _link_refused(self, message: str) -> None:
-        self.status(f"Link refused: {message}", error=True)
+        text = f"Link refused: {message}"
+        self.status(text, error=True)
+        at = None
+        target = self.scene.last_refused_target if self.scene is not None else None
+        node = target.split(".", 1)[0] if target else None
+        if target and self.scene is not None and node in self.scene.node_items:
+            at = self.scene.node_items[node].socket_pos("in", target.split(".", 1)[1])
+        self.notices.post("link", text, level="hint", node=node, at=at)
 
     def _selection_changed(self) -> None:
         if self.scene is None or self.properties is None or not shiboken6.isValid(self.scene) \
@@ -642,6 +656,8 @@ class MainWindow(QMainWindow):
             self.problems_list.addItem(item)
         count = len(self.doc.problems)
         self._problems_dock.setWindowTitle(f"Problems ({count})" if count else "Problems")
+        if not count:
+            self.notices.resolve("cannot-run")
         if self.view is not None:
             self.view.minimap.schedule()
 
@@ -682,7 +698,9 @@ class MainWindow(QMainWindow):
         self.status_label.setStyleSheet("color: #ef5350;" if error else "")
 
     def show_error(self, title: str, text: str) -> None:
-        self.status(f"{title}: {text.splitlines()[0] if text else ''}", error=True)
+        line = f"{title}: {text.splitlines()[0] if text else ''}"
+        self.status(line, error=True)
+        self.notices.post(f"error:{title}", line)
         if self.interactive:
             QMessageBox.warning(self, title, text)
 

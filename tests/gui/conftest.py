@@ -10,7 +10,7 @@ import pytest
 
 from nodeflow.node import Input, Node, Output, RunContext
 from nodeflow.registry import NodeRegistry, load_registry
-from nodeflow.types import FLOAT, IMAGE, INT
+from nodeflow.types import BOOL, FLOAT, IMAGE, INT
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "graphs" / "image_effects.json"
@@ -69,10 +69,25 @@ class Batch(Node):
         return image
 
 
+class Fail(Node):
+    """Fails while running when asked to (a run-time error, not a validation problem)."""
+
+    id = "guitest.Fail"
+    category = "test"
+    inputs = (Input("fail", BOOL, "Fail when run.", default=True),)
+    outputs = (Output("value", FLOAT, "One."),)
+    output_node = True
+
+    def run(self, ctx: RunContext, fail: bool) -> Any:
+        if fail:
+            raise ValueError("asked to fail")
+        return 1.0
+
+
 @pytest.fixture(scope="session")
 def gui_registry() -> NodeRegistry:
     registry = load_registry(use_env=False)
-    registry.register_module("guitest", [Steps, Sampler, Batch], "tests/gui/conftest.py")
+    registry.register_module("guitest", [Steps, Sampler, Batch, Fail], "tests/gui/conftest.py")
     return registry
 
 
