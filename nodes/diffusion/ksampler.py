@@ -132,6 +132,12 @@ class GuidedDenoiser:
                                      f"outside the {self.width_px}×{self.height_px} picture",
                                      hint="Move the area inside the picture (ConditioningSetArea).")
             area = (height // scale, width // scale, y // scale, x // scale)
+        elif cond.area_fraction is not None:
+            fx, fy, fw, fh = cond.area_fraction
+            area = (max(1, round(fh * h)), max(1, round(fw * w)), round(fy * h), round(fx * w))
+            if area[2] >= h or area[3] >= w:
+                raise NodeInputError(socket, f"the area at ({fx}, {fy}) of the picture lies outside it",
+                                     hint="Use x and y below 1 (ConditioningSetAreaPercentage).")
         mask = None
         if cond.mask is not None:
             mask = torch.as_tensor(cond.mask, dtype=torch.float32)

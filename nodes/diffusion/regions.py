@@ -129,7 +129,35 @@ class ConditioningSetArea(Node):
     def run(self, ctx: RunContext, conditioning: Conditioning, width: int, height: int, x: int, y: int,
             strength: float) -> Any:
         return conditioning.map_entries(
-            lambda e: replace(e, area=(x, y, width, height), strength=float(strength), mask=None))
+            lambda e: replace(e, area=(x, y, width, height), area_fraction=None, strength=float(strength),
+                              mask=None))
+
+
+class ConditioningSetAreaPercentage(Node):
+    """Limit a prompt to a box given as fractions of the picture (so it fits any size)."""
+
+    id = "diffusion.ConditioningSetAreaPercentage"
+    category = "diffusion/conditioning"
+    inputs = (
+        Input("conditioning", CONDITIONING, "The prompt to place."),
+        Input("width", FLOAT, "Box width, as a fraction of the picture's.", default=1.0, min=0.0,
+              max=1.0, step=0.01),
+        Input("height", FLOAT, "Box height, as a fraction of the picture's.", default=1.0, min=0.0,
+              max=1.0, step=0.01),
+        Input("x", FLOAT, "Left edge, as a fraction of the width.", default=0.0, min=0.0, max=1.0,
+              step=0.01),
+        Input("y", FLOAT, "Top edge, as a fraction of the height.", default=0.0, min=0.0, max=1.0,
+              step=0.01),
+        Input("strength", FLOAT, "Weight of this prompt where it overlaps others.", default=1.0,
+              min=0.0, max=10.0, step=0.01),
+    )
+    outputs = (Output("conditioning", CONDITIONING, "The prompt limited to the box."),)
+
+    def run(self, ctx: RunContext, conditioning: Conditioning, width: float, height: float, x: float,
+            y: float, strength: float) -> Any:
+        return conditioning.map_entries(
+            lambda e: replace(e, area=None, area_fraction=(float(x), float(y), float(width), float(height)),
+                              strength=float(strength), mask=None))
 
 
 class ConditioningSetAreaStrength(Node):
@@ -223,5 +251,5 @@ class ConditioningZeroOut(Node):
 
 
 REGION_NODES = [ConditioningCombine, ConditioningAverage, ConditioningConcat, ConditioningSetArea,
-                ConditioningSetAreaStrength, ConditioningSetMask, ConditioningSetTimestepRange,
-                ConditioningZeroOut]
+                ConditioningSetAreaPercentage, ConditioningSetAreaStrength, ConditioningSetMask,
+                ConditioningSetTimestepRange, ConditioningZeroOut]

@@ -124,6 +124,8 @@ class Conditioning:
     hints: tuple[ControlHint, ...] = ()
     area: tuple[int, int, int, int] | None = None
     """(x, y, width, height) in pixels of the picture; None: all of it."""
+    area_fraction: tuple[float, float, float, float] | None = None
+    """(x, y, width, height) as fractions of the picture's size (used when ``area`` is None)."""
     strength: float = 1.0
     """Weight of this entry's prediction where its area (or mask) overlaps others."""
     mask: Any = None
@@ -167,7 +169,7 @@ class Conditioning:
     @property
     def is_regional(self) -> bool:
         """True when combined, or limited to an area, a mask or part of the sampling."""
-        return any(e.area is not None or e.mask is not None or e.percent_range != (0.0, 1.0)
+        return any(e.area is not None or e.area_fraction is not None or e.mask is not None or e.percent_range != (0.0, 1.0)
                    or e.others for e in (self, *self.others))
 
 

@@ -82,6 +82,26 @@ def test_an_area_prompt_runs_on_its_crop_weighted_and_feathered(model, torch_thr
     torch.testing.assert_close(got[..., 8:], pred_c[..., 8:], atol=1e-5, rtol=0)
 
 
+def test_an_area_in_fractions_is_the_same_box_in_pixels(model, torch_threads):
+    import torch
+
+    from nodeflow.nodes.diffusion.regions import (
+        ConditioningCombine,
+        ConditioningSetArea,
+        ConditioningSetAreaPercentage,
+    )
+
+    a, c = prompt(5), prompt(6)
+    x = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(2)) * SIGMA
+    px = run(ConditioningSetArea, conditioning=a, width=64, height=32, x=64, y=32, strength=1.5)
+    frac = run(ConditioningSetAreaPercentage, conditioning=a, width=0.5, height=0.5, x=0.5, y=0.5,
+               strength=1.5)
+    got_px = positive_prediction(model, run(ConditioningCombine, conditioning_1=c, conditioning_2=px), x)
+    got_frac = positive_prediction(model, run(ConditioningCombine, conditioning_1=c, conditioning_2=frac), x)
+    torch.testing.assert_close(got_frac, got_px, atol=0, rtol=0)
+    assert (got_px[..., 4:, 8:] - own_prediction(model, c, x)[..., 4:, 8:]).abs().max() > 1e-3
+
+
 def test_a_mask_prompt_weights_by_the_mask_without_feathering(model, torch_threads):
     import torch
 
