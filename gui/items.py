@@ -505,8 +505,21 @@ class NodeItem(QGraphicsItem):
         return "<br>".join(lines)
 
     def mouseDoubleClickEvent(self, event: Any) -> None:
+        row = self.value_row_at(event.pos())
+        if row is not None and self.ctl.inline.open(self.node_id, row):
+            event.accept()
+            return
         self.ctl.node_activated(self)
         super().mouseDoubleClickEvent(event)
+
+    def value_row_at(self, pos: QPointF) -> str | None:
+        """The input whose value row is at ``pos`` (item coordinates), when it holds a value."""
+        if not 12 <= pos.x() <= self.width - 4:
+            return None
+        for r in self.rows:
+            if r.kind == "in" and abs(pos.y() - r.y) <= theme.ROW_H / 2 and not self._row_is_socket(r.name):
+                return r.name
+        return None
 
 
 class LinkItem(QGraphicsPathItem):

@@ -16,6 +16,7 @@ from . import commands as cmd
 from . import theme
 from .connect import TypeResolver, accepts, downstream_of, refusal, upstream_of
 from .document import Document
+from .inline_edit import InlineEditor
 from .items import FrameItem, LinkItem, NodeItem, OverviewItem, curve, socket_color
 from .labels import node_title
 from .layout import auto_positions, node_pos
@@ -69,6 +70,8 @@ class GraphScene(QGraphicsScene):
         self._syncing = False
         self._building = False
         self.last_refused_target: str | None = None
+        self.inline = InlineEditor(self)
+        """Editing a value on its node (double-click the value)."""
         """The input socket of the last refused link (where its message is shown)."""
         self.next_node_pos: QPointF | None = None
         self.setBackgroundBrush(theme.CANVAS)
@@ -170,6 +173,8 @@ class GraphScene(QGraphicsScene):
             self.addItem(item)
         elif kind == "node_removed":
             node_id = info["node"]
+            if self.inline.node_id == node_id:
+                self.inline.cancel()
             gone = self.node_items.pop(node_id, None)
             for link in list(self.links_of.pop(node_id, set())):
                 self.link_items.pop(link.target, None)

@@ -165,6 +165,9 @@ class GraphView(QGraphicsView):
         super().mouseDoubleClickEvent(event)
 
     def keyPressEvent(self, event: Any) -> None:
+        if self.graph_scene.inline.is_open:  # keys belong to the value being edited on a node
+            super().keyPressEvent(event)
+            return
         key = event.key()
         if key == Qt.Key.Key_Tab:
             pos = self.mapFromGlobal(self.cursor().pos())
