@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from .scene import GraphScene
 
 _MISSING = object()
+
+
+def item_label_width(name: str) -> float:
+    from .items import _Fonts
+
+    return _Fonts.width("label", name)
+
 PROMPT_H = 110.0
 
 
@@ -62,12 +69,14 @@ class InlineEditor(QObject):
         widget.setStyleSheet(f"background: {theme.NODE_BODY.name()};")
         row = item._row_index[("in", name)]
         height = PROMPT_H if isinstance(widget, PromptEditor) else max(theme.ROW_H + 6, widget.sizeHint().height())
-        width = max(item.width - 8, float(widget.sizeHint().width()))
+        # Beside the input's name (kept readable), or the whole width for a prompt box.
+        left = 4.0 if height >= 40 else min(item.width - 120, item_label_width(name) + 18)
+        width = max(item.width - left - 4, 116.0)
         proxy = QGraphicsProxyWidget()
         proxy.setWidget(widget)
         proxy.setZValue(60)
         proxy.resize(width, height)
-        proxy.setPos(item.mapToScene(QPointF(4, row.y - height / 2 if height < 40 else row.y - theme.ROW_H / 2)))
+        proxy.setPos(item.mapToScene(QPointF(left, row.y - height / 2 if height < 40 else row.y - theme.ROW_H / 2)))
         self.scene.addItem(proxy)
         self.node_id, self.name, self.widget, self.proxy = node_id, name, widget, proxy
         self._value = _MISSING

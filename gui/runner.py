@@ -171,10 +171,11 @@ class RunController(QObject):
                 images = []
                 total = 0
                 for value in values.values():
-                    if is_image_array(value):
+                    if is_image_array(value):  # the first picture output (image.Load: not its mask)
                         images.extend(array_to_qimages(value, limit=BATCH_SHOWN))
                         shape = value.shape
                         total += int(shape[0]) if len(shape) == 4 or (len(shape) == 3 and shape[-1] != 3) else 1
+                        break
                 if images:
                     emit(run_id, ("images", node_id, images[:BATCH_SHOWN], total))
             emit(run_id, ("result", result))
