@@ -64,11 +64,14 @@ class Analysis:
 TRIANGLE_H3 = 0.12
 SQUARE_H4 = 0.03
 STAR_H5 = 0.05
+DOMINANCE = 2.5
 """Harmonic strengths that decide the shape kind. On world renders the pure shapes give
 h3 0.26 (triangle), h4 0.14 (square), h5 0.30 (star), about 0 for the others; passed through the
 demo VAE, the weakest 2% of stars keep h5 0.02-0.05 (they come out as round blobs), circles stay
 below 0.02. A square whose corners are rounded with a radius of 0.37 of its side (fill 0.87)
-still has h4 0.035; at 0.44 (fill 0.85) it is 0.02, and the shape reads as a circle."""
+still has h4 0.035; at 0.44 (fill 0.85) it is 0.02, and the shape reads as a circle. The model's
+lumpy circles spread 0.02-0.05 over all three harmonics, which is why a square's 4th harmonic
+must also stand ``DOMINANCE`` times above the 3rd and 5th."""
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -117,12 +120,12 @@ def outline_harmonics(weight: np.ndarray, angles: int = 90) -> tuple[float, floa
 
 
 def shape_from_harmonics(h3: float, h4: float, h5: float) -> str:
-    if h3 > TRIANGLE_H3:
+    if h3 > TRIANGLE_H3 and h3 >= max(h4, h5):
         return "triangle"
-    if h4 > SQUARE_H4 and h4 >= h5:
-        return "square"
-    if h5 > STAR_H5:
+    if h5 > STAR_H5 and h5 > h3 and h5 >= h4 / 2:  # a star drawn with a broken point keeps its 5th
         return "star"
+    if h4 > SQUARE_H4 and h4 > DOMINANCE * max(h3, h5):
+        return "square"
     return "circle"
 
 
