@@ -76,3 +76,15 @@ def flux_reference(flux_pipe: Any) -> Any:
     from tests.nodes.flow.test_txt2img import pipeline_pixels
 
     return pipeline_pixels(flux_pipe, guidance_scale=3.5)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def close_shared_executors() -> Any:
+    """The long-lived executors the tests share are closed once this package's tests are done, so
+    their worker threads do not outlive them."""
+    yield
+    from tests.nodes.flow.test_txt2img import _EXECUTORS
+
+    for executor in _EXECUTORS.values():
+        executor.close()
+    _EXECUTORS.clear()
