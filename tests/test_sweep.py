@@ -129,13 +129,14 @@ def test_cancelled_sweep_keeps_finished_jobs_and_resumes(registry, tmp_path: Pat
             cancel.cancel()  # as Ctrl-C does, between two jobs' nodes
 
     settings = Settings(out_dir=out, base_dir=REPO / "graphs")
-    result = run_local(Executor(registry, settings), graph, jobs, out, on_event=on_event,
-                       cancel=cancel)
+    with Executor(registry, settings) as executor:
+        result = run_local(executor, graph, jobs, out, on_event=on_event, cancel=cancel)
     assert result.cancelled and result.done == ["width-8", "width-16"]
     assert [r["job"] for r in manifest(out)] == ["width-8", "width-16"]
     assert pngs(out) == ["width-16_resized_00001.png", "width-8_resized_00001.png"]
 
-    result = run_local(Executor(registry, settings), graph, jobs, out)
+    with Executor(registry, settings) as executor:
+        result = run_local(executor, graph, jobs, out)
     assert result.ok and result.skipped == ["width-8", "width-16"]
     assert result.done == ["width-24", "width-32", "width-40"]
     assert len(pngs(out)) == 5
@@ -244,9 +245,9 @@ def test_sweep_shares_one_executor_and_matches_single_runs(
     assert [j.name for j in jobs] == ["seed-1_text-1", "seed-1_text-2", "seed-1_text-3",
                                       "seed-2_text-1", "seed-2_text-2", "seed-2_text-3"]
     out = tmp_path / "sweep"
-    executor = Executor(registry, Settings(out_dir=out))
     seen: list[SweepEvent] = []
-    result = run_local(executor, graph, jobs, out, on_event=seen.append)
+    with Executor(registry, Settings(out_dir=out)) as executor:
+        result = run_local(executor, graph, jobs, out, on_event=seen.append)
     assert result.ok and len(result.files) == 6
     assert executor.models.loads == 1 and result.workers["local"].loads == 1
     encoded = [(e.job) for e in seen if e.kind == "node" and e.data["event"] == "node_finished"

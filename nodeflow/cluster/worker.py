@@ -211,6 +211,12 @@ class NodeflowWorker:
     def stats(self) -> dict[str, Any]:
         return {"loads": self.models.loads, "holds": self.holds()}
 
+    def close(self) -> None:
+        """Stop the executor's threads and remove the scratch folder (the driver kills the
+        actor; a worker used in-process is closed)."""
+        self.executor.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
     # --- helpers -------------------------------------------------------------------
     def _picture(self, picture: dict[str, Any]) -> str:
         """The local path of an input picture sent with a job.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig
@@ -24,8 +26,15 @@ def job(graph_path: str, picture: dict, name: str = "j", attempt: int = 1) -> di
             "pictures": {("load", "path"): picture}, "models": [], "attempt": attempt}
 
 
-def test_a_picture_missing_on_the_worker_travels_with_the_job(tmp_path: Path) -> None:
-    worker = NodeflowWorker("w9", WorkerConfig(threads=1))
+@pytest.fixture
+def worker() -> Iterator[NodeflowWorker]:
+    made = NodeflowWorker("w9", WorkerConfig(threads=1))
+    yield made
+    made.close()  # no executor threads outlive the test
+
+
+def test_a_picture_missing_on_the_worker_travels_with_the_job(worker: NodeflowWorker,
+                                                             tmp_path: Path) -> None:
     data = PICTURE.read_bytes()
     # The driver's path does not exist here: the worker writes the bytes it was sent.
     gone = str(tmp_path / "elsewhere" / "pattern.png")
@@ -44,8 +53,7 @@ def test_a_picture_missing_on_the_worker_travels_with_the_job(tmp_path: Path) ->
     assert embedded["nodes"]["load"]["inputs"]["path"] == str(PICTURE)
 
 
-def test_a_failing_job_reports_located_problems(tmp_path: Path) -> None:
-    worker = NodeflowWorker("w9", WorkerConfig(threads=1))
+def test_a_failing_job_reports_located_problems(worker: NodeflowWorker) -> None:
     bad = job(str(PICTURE), {"path": str(PICTURE), "data": PICTURE.read_bytes()})
     graph = json.loads(bad["graph"])
     graph["nodes"]["small"] = {"type": "image.Crop", "inputs": {"width": 500, "height": 8}}
