@@ -75,7 +75,13 @@ _PREVIEW_RGB = {
 }
 
 
-def make_scheduler(config: Mapping[str, Any], sampler: str, schedule: str) -> Any:
+SPACINGS = ("auto", "leading", "linspace", "trailing")
+"""How the steps are placed among the training timesteps; auto: as the checkpoint's scheduler config
+says (diffusers' default, linspace, when it says nothing — original single files say nothing, while
+folders saved by recent diffusers say leading)."""
+
+
+def make_scheduler(config: Mapping[str, Any], sampler: str, schedule: str, spacing: str = "auto") -> Any:
     """The diffusers scheduler for a sampler name, built from a checkpoint's scheduler config."""
     import diffusers
 
@@ -83,7 +89,24 @@ def make_scheduler(config: Mapping[str, Any], sampler: str, schedule: str) -> An
     kwargs = dict(overrides)
     if schedule == "karras":
         kwargs["use_karras_sigmas"] = True
+    if spacing != "auto":
+        kwargs["timestep_spacing"] = spacing
     return getattr(diffusers, class_name).from_config(dict(config), **kwargs)
+
+
+def scheduler_settings(scheduler: Any) -> str:
+    """The settings that decide which timesteps a run visits, for the run's events: the same weights
+    can render differently from a folder and from a single file when these differ."""
+    config = scheduler.config
+    parts = [f"timestep_spacing {config.get('timestep_spacing', 'linspace')}",
+             f"prediction {config.get('prediction_type', 'epsilon')}",
+             f"steps_offset {config.get('steps_offset', 0)}",
+             f"betas {config.get('beta_schedule', 'linear')} {config.get('beta_start')}–{config.get('beta_end')}"]
+    if config.get("use_karras_sigmas"):
+        parts.append("karras sigmas")
+    if config.get("rescale_betas_zero_snr"):
+        parts.append("zero terminal SNR")
+    return f"{type(scheduler).__name__}: {', '.join(parts)}"
 
 
 def latent_preview(latents: Any, family: str) -> Any:
@@ -238,6 +261,9 @@ class Sample(Node):
         Input("denoising_end", FLOAT, "Stop this far into the schedule, leaving the rest of the noise "
               "for a second sampler (diffusers' denoising_end).", default=1.0, min=0.0, max=1.0,
               step=0.01),
+        Input("timestep_spacing", STRING, "Where the steps fall among the training timesteps: auto "
+              "(as the checkpoint's scheduler config says), leading, linspace or trailing. The run's "
+              "first progress event says what was used.", default="auto", choices=SPACINGS),
     )
     outputs = (Output("latent", LATENT, "The denoised latents."),)
 
@@ -275,7 +301,8 @@ class Sample(Node):
             negative: Conditioning, latent: Latent, seed: int, steps: int, cfg: float,
             sampler: str, scheduler: str, denoise: float, guidance_min_t: float = 0.0,
             guidance_max_t: float = 1000.0, guidance_rescale: float = 0.0,
-            denoising_start: float = 0.0, denoising_end: float = 1.0) -> Any:
+            denoising_start: float = 0.0, denoising_end: float = 1.0,
+            timestep_spacing: str = "auto") -> Any:
         if sampler not in SAMPLERS:
             raise NodeInputError("sampler", f"unknown sampler {sampler!r}",
                                  hint=f"Use one of: {', '.join(SAMPLERS)}.")
@@ -325,14 +352,15 @@ class Sample(Node):
         with ctx.models.use(*modules) as device:
             samples = _denoise(ctx, model, positive, negative, latent, seed, steps, cfg, sampler,
                                scheduler, denoise, device, (guidance_min_t, guidance_max_t),
-                               guidance_rescale, (denoising_start, denoising_end))
+                               guidance_rescale, (denoising_start, denoising_end), timestep_spacing)
         return replace(latent, samples=samples, encoded=None, mask=None)
 
 
 def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
              latent: Latent, seed: int, steps: int, cfg: float, sampler: str, schedule: str,
              denoise: float, device: Any, guidance_t: tuple[float, float] = (0.0, 1000.0),
-             guidance_rescale: float = 0.0, stage: tuple[float, float] = (0.0, 1.0)) -> Any:
+             guidance_rescale: float = 0.0, stage: tuple[float, float] = (0.0, 1.0),
+             spacing: str = "auto") -> Any:
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -370,7 +398,8 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
         timestep_cond = guidance_embedding(w, unet.config.time_cond_proj_dim, dtype).to(device)
 
     # Timesteps; denoise < 1 (or an image to start from) skips the noisiest ones.
-    scheduler = make_scheduler(model.scheduler_config, sampler, schedule)
+    scheduler = make_scheduler(model.scheduler_config, sampler, schedule, spacing)
+    ctx.progress(0, steps, scheduler_settings(scheduler))
     scheduler.set_timesteps(steps, device=device)
     timesteps = scheduler.timesteps
     if sampler == "pndm" and steps < 4:  # its warm-up needs more steps than that
