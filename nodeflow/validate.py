@@ -159,7 +159,7 @@ class GraphValidator:
                         target = target.bound
                     else:
                         target = bound
-                if target is not None and not is_compatible(src_type, target):
+                if target is not None and src_type is not target and not is_compatible(src_type, target):
                     problems.append(Problem(
                         "type_mismatch",
                         f"{link.source} gives {src_type.name} but this input takes "
