@@ -287,6 +287,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     scenes = prompts(args.n, args.seed)
     t0 = time.time()
+    images: list = []
     if args.world:
         images = [world.render(s) for s in scenes]
     elif args.world_vae:

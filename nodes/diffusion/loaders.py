@@ -96,6 +96,7 @@ def load_diffusers_folder(folder: Path, dtype: Any = None) -> Checkpoint:
     unet = UNet2DConditionModel.from_pretrained(_need(folder, "unet"), **kwargs)
     vae = AutoencoderKL.from_pretrained(_need(folder, "vae"), **kwargs)
     text_encoder_2 = tokenizer_2 = None
+    text_encoder: Any
     if family == "sdxl" and not (folder / "text_encoder").is_dir() and (folder / "text_encoder_2").is_dir():
         # The SDXL refiner has only the second (OpenCLIP-G) encoder: it is its one encoder.
         text_encoder = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", **kwargs)
