@@ -203,7 +203,9 @@ class RunController(QObject):
             if kind == "preview":
                 self.nodePreview.emit(payload[0], payload[1])
             elif kind == "images":
-                self.nodeImages.emit(payload[0], payload[1], payload[2])
+                # A remote run (gui/remote.py) sends no batch size: the pictures are the batch.
+                total = payload[2] if len(payload) > 2 else len(payload[1])
+                self.nodeImages.emit(payload[0], payload[1], total)
             elif kind == "files":
                 self.fileImages.emit(payload[0], payload[1])
             elif kind == "result":
