@@ -18,6 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/nodeflow run graphs/demo.json --out out
+	@echo "The pictures are in out/. To open one with the graph that made it: $(BIN)/nodeflow edit out/<file>.png"
 
 # Retrain every shipped demo model from scratch into nodeflow/demo/models (about 7 hours
 # on a 2-core CPU; each step's budget is its --minutes), then print the quality table.
