@@ -347,6 +347,20 @@ def _history_entry(server: Server, job: Job) -> dict[str, Any]:
 _TYPE_NAMES = {"INT": "INT", "FLOAT": "FLOAT", "STRING": "STRING", "BOOL": "BOOLEAN"}
 
 
+def _input_entry(spec: Any) -> list[Any]:
+    """One input in ComfyUI's ``[type or choices, options]`` form."""
+    type_name = str(getattr(spec.type, "name", spec.type))
+    options: dict[str, Any] = {"tooltip": spec.description}
+    if spec.has_default:
+        options["default"] = spec.default
+    for key in ("min", "max", "step"):
+        if getattr(spec, key) is not None:
+            options[key] = getattr(spec, key)
+    if spec.multiline:
+        options["multiline"] = True
+    return [list(spec.choices) if spec.choices is not None else _TYPE_NAMES.get(type_name, type_name), options]
+
+
 def _object_info(server: Server) -> dict[str, Any]:
     """Node types in ComfyUI's ``object_info`` shape: the ComfyUI types the importer maps (under
     their ComfyUI names), and every nodeflow type under its own id."""
@@ -355,18 +369,7 @@ def _object_info(server: Server) -> dict[str, Any]:
         required: dict[str, Any] = {}
         optional: dict[str, Any] = {}
         for spec in cls.inputs:
-            type_name = str(getattr(spec.type, "name", spec.type))
-            options: dict[str, Any] = {"tooltip": spec.description}
-            if spec.has_default:
-                options["default"] = spec.default
-            for key in ("min", "max", "step"):
-                if getattr(spec, key) is not None:
-                    options[key] = getattr(spec, key)
-            if spec.multiline:
-                options["multiline"] = True
-            entry: list[Any] = [list(spec.choices) if spec.choices is not None
-                                else _TYPE_NAMES.get(type_name, type_name), options]
-            (optional if spec.optional else required)[spec.name] = entry
+            (optional if spec.optional else required)[spec.name] = _input_entry(spec)
         info[cls.id] = {
             "input": {"required": required, "optional": optional},
             "input_order": {"required": list(required), "optional": list(optional)},
@@ -382,26 +385,45 @@ def _object_info(server: Server) -> dict[str, Any]:
 
 
 def _mapped_types(server: Server) -> dict[str, Any]:
+    """The ComfyUI node types the importer maps: their linked inputs and widgets, in ComfyUI's
+    order, typed and bounded as the nodeflow inputs they become."""
     try:
-        from nodeflow.comfy.mapping import BY_TYPE
+        from nodeflow.comfy.mapping import BY_TYPE, SEED_CONTROL
     except ImportError:
         return {}
     out: dict[str, Any] = {}
     for comfy_type, nmap in BY_TYPE.items():
-        if any(server.registry.get(p.type) is None for p in nmap.parts.values()):
+        found = {key: server.registry.get(p.type) for key, p in nmap.parts.items()}
+        classes = {key: cls for key, cls in found.items() if cls is not None}
+        if len(classes) != len(found):
             continue
-        widgets = [w.name for w in getattr(nmap, "widgets", ()) if hasattr(w, "name")]
-        outputs = list(getattr(nmap, "outputs", ()))
+        specs: dict[str, Any] = {}  # ComfyUI input name -> the nodeflow input it feeds
+        for key, part in nmap.parts.items():
+            inputs = classes[key].input_map
+            for comfy_name, socket in part.links.items():
+                specs.setdefault(comfy_name, inputs.get(socket))
+            for socket, widget in part.values.items():
+                specs.setdefault(widget.name, inputs.get(socket))
+        required: dict[str, Any] = {}
+        for name in (*[n for p in nmap.parts.values() for n in p.links], *nmap.widgets):
+            if name == SEED_CONTROL or name in required:
+                continue
+            spec = specs.get(name)
+            required[name] = _input_entry(spec) if spec is not None else ["*", {}]
+        outputs = list(nmap.outputs)
+        output_types = []
+        for key, socket in outputs:
+            out_spec = classes[key].output_map.get(socket)
+            output_types.append(str(getattr(out_spec.type, "name", out_spec.type)) if out_spec else "*")
         out[comfy_type] = {
-            "input": {"required": {name: ["*", {}] for name in widgets}, "optional": {}},
-            "input_order": {"required": widgets, "optional": []},
-            "output": ["*"] * len(outputs), "output_is_list": [False] * len(outputs),
-            "output_name": [f"{part or 'out'}.{socket}" for part, socket in outputs],
+            "input": {"required": required, "optional": {}},
+            "input_order": {"required": list(required), "optional": []},
+            "output": output_types, "output_is_list": [False] * len(outputs),
+            "output_name": [socket for _part, socket in outputs],
             "name": comfy_type, "display_name": comfy_type,
             "description": f"Runs as nodeflow {', '.join(p.type for p in nmap.parts.values())}.",
             "python_module": "nodeflow.comfy", "category": "comfyui",
-            "output_node": any(getattr(server.registry.get(p.type), "output_node", False)
-                               for p in nmap.parts.values()),
+            "output_node": any(getattr(cls, "output_node", False) for cls in classes.values()),
         }
     return out
 

@@ -178,7 +178,15 @@ def test_object_info_lists_mapped_and_native_types(client: httpx.Client) -> None
     info = client.get("/object_info").json()
     assert info["SaveImage"]["output_node"] is True
     assert info["math.Add"]["input"]["required"]["a"][0] == "FLOAT"
-    assert client.get("/object_info/KSampler").json()["KSampler"]["name"] == "KSampler"
+    ksampler = client.get("/object_info/KSampler").json()["KSampler"]
+    assert ksampler["name"] == "KSampler"
+    # ComfyUI's inputs in its order, typed as the nodeflow inputs they feed; no hidden seed control
+    assert ksampler["input_order"]["required"] == ["model", "positive", "negative", "latent_image", "seed",
+                                                   "steps", "cfg", "sampler_name", "scheduler", "denoise"]
+    required = ksampler["input"]["required"]
+    assert required["model"][0] == "MODEL" and required["steps"][0] == "INT"
+    assert "euler" in required["sampler_name"][0] and "karras" in required["scheduler"][0]
+    assert ksampler["output"] == ["LATENT"]
 
 
 def test_view_refuses_paths_outside_its_folders(client: httpx.Client) -> None:
