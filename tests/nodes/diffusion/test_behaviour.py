@@ -23,8 +23,10 @@ def test_progress_every_step_and_previews(registry, models_dir, sd_ckpt, torch_t
     executor = Executor(registry, Settings(models_dirs=[models_dir]))
     result = executor.run(txt2img(), ["decode"], on_event=events.append)
     assert result.ok
-    steps = [e.done for e in events if isinstance(e, NodeProgress) and e.node == "sampler"]
-    assert steps == list(range(1, 9))
+    progress = [e for e in events if isinstance(e, NodeProgress) and e.node == "sampler"]
+    # step 0 says which scheduler settings the run uses, then one report per step
+    assert [e.done for e in progress] == list(range(0, 9))
+    assert "EulerDiscreteScheduler" in (progress[0].message or "")
     previews = [e.image for e in events if isinstance(e, NodePreview) and e.node == "sampler"]
     assert len(previews) == 2
     assert previews[0].shape == (1, 16, 16, 3) and previews[0].dtype == np.float32
@@ -47,7 +49,7 @@ def test_cancel_stops_between_steps(registry, models_dir, sd_ckpt, torch_threads
 
     result = Executor(registry, Settings(models_dirs=[models_dir])).run(
         txt2img(), ["decode"], on_event=on_event, cancel=token)
-    assert result.cancelled and seen == [1, 2]
+    assert result.cancelled and seen == [0, 1, 2]
 
 
 def test_changing_the_seed_reuses_loading_and_text_encoding(registry, models_dir, sd_ckpt, torch_threads):
