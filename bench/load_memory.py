@@ -59,7 +59,7 @@ def build_controlnet(root: Path) -> Path:
     from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
-    from nodeflow.demo.export_single_file import unet_to_ldm
+    from nodeflow.demo.export_single_file import controlnet_to_ldm
     from nodeflow.nodes.diffusion.single_file import ControlNetFileInfo, _carried_controlnet_config
 
     target = root / "controlnet" / "control_sd15_canny.safetensors"
@@ -67,30 +67,9 @@ def build_controlnet(root: Path) -> Path:
         return target
     torch.manual_seed(0)
     net = ControlNetModel.from_config(_carried_controlnet_config(ControlNetFileInfo("sd1", "", 3)))
-    sd = {k: v.to(torch.float16) for k, v in net.state_dict().items()}
-    blocks = len(net.controlnet_cond_embedding.blocks)
-    out, unet_like = {}, {}
-    for key, tensor in sd.items():
-        if key.startswith("controlnet_cond_embedding."):
-            part, _, tail = key.removeprefix("controlnet_cond_embedding.").partition(".")
-            if part == "blocks":
-                index, _, tail = tail.partition(".")
-                out[f"input_hint_block.{2 * (int(index) + 1)}.{tail}"] = tensor
-            else:
-                out[f"input_hint_block.{0 if part == 'conv_in' else 2 * (blocks + 1)}.{tail}"] = tensor
-        elif key.startswith("controlnet_down_blocks."):
-            index, _, tail = key.removeprefix("controlnet_down_blocks.").partition(".")
-            out[f"zero_convs.{index}.0.{tail}"] = tensor
-        elif key.startswith("controlnet_mid_block."):
-            out["middle_block_out.0." + key.removeprefix("controlnet_mid_block.")] = tensor
-        else:
-            unet_like[key] = tensor
-    config = {**net.config, "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
-    for key, tensor in unet_to_ldm(unet_like, config).items():
-        out[key.removeprefix("model.diffusion_model.")] = tensor
+    out = {k: v.to(torch.float16) for k, v in controlnet_to_ldm(net).items()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"control_model." + k.removeprefix("control_model."): v.contiguous() for k, v in out.items()},
-              str(target))
+    save_file({"control_model." + k: v.contiguous() for k, v in out.items()}, str(target))
     return target
 
 

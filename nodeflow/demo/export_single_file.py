@@ -99,6 +99,36 @@ def unet_to_ldm(sd: dict[str, Any], config: Any) -> dict[str, Any]:
     return out
 
 
+def controlnet_to_ldm(net: Any) -> dict[str, Any]:
+    """A diffusers ControlNetModel's tensors under the original layout's names (no prefix):
+    its UNet-like half as `unet_to_ldm` names it, plus the hint encoder (``input_hint_block``),
+    the zero convolutions (``zero_convs``) and ``middle_block_out``."""
+    sd = net.state_dict()
+    blocks = len(net.controlnet_cond_embedding.blocks)
+    out: dict[str, Any] = {}
+    unet_like: dict[str, Any] = {}
+    for key, tensor in sd.items():
+        if key.startswith("controlnet_cond_embedding."):
+            part, _, tail = key.removeprefix("controlnet_cond_embedding.").partition(".")
+            if part == "blocks":
+                index, _, tail = tail.partition(".")
+                out[f"input_hint_block.{2 * (int(index) + 1)}.{tail}"] = tensor
+            else:
+                out[f"input_hint_block.{0 if part == 'conv_in' else 2 * (blocks + 1)}.{tail}"] = tensor
+        elif key.startswith("controlnet_down_blocks."):
+            index, _, tail = key.removeprefix("controlnet_down_blocks.").partition(".")
+            out[f"zero_convs.{index}.0.{tail}"] = tensor
+        elif key.startswith("controlnet_mid_block."):
+            out["middle_block_out.0." + key.removeprefix("controlnet_mid_block.")] = tensor
+        else:
+            unet_like[key] = tensor
+    # the up-block types only place upsamplers, which a ControlNet has none of
+    config = {**net.config, "up_block_types": ["UpBlock2D"] * len(net.config["block_out_channels"])}
+    for key, tensor in unet_to_ldm(unet_like, config).items():
+        out[key.removeprefix("model.diffusion_model.")] = tensor
+    return out
+
+
 def vae_to_ldm(sd: dict[str, Any], config: Any) -> dict[str, Any]:
     """A diffusers AutoencoderKL state dict under the original layout's names."""
     n = len(config["block_out_channels"])

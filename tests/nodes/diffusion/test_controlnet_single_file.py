@@ -10,35 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.nodes.diffusion import ldm, tiny
-
-UP_TYPES = ["CrossAttnUpBlock2D", "UpBlock2D"]
-
-
-def controlnet_to_ldm(net) -> dict:
-    """A diffusers ControlNet's tensors under the original layout's names."""
-    sd = net.state_dict()
-    blocks = len(net.controlnet_cond_embedding.blocks)
-    out, unet_like = {}, {}
-    for key, tensor in sd.items():
-        if key.startswith("controlnet_cond_embedding."):
-            part, _, tail = key.removeprefix("controlnet_cond_embedding.").partition(".")
-            if part == "blocks":
-                index, _, tail = tail.partition(".")
-                out[f"input_hint_block.{2 * (int(index) + 1)}.{tail}"] = tensor
-            else:
-                out[f"input_hint_block.{0 if part == 'conv_in' else 2 * (blocks + 1)}.{tail}"] = tensor
-        elif key.startswith("controlnet_down_blocks."):
-            index, _, tail = key.removeprefix("controlnet_down_blocks.").partition(".")
-            out[f"zero_convs.{index}.0.{tail}"] = tensor
-        elif key.startswith("controlnet_mid_block."):
-            out["middle_block_out.0." + key.removeprefix("controlnet_mid_block.")] = tensor
-        else:
-            unet_like[key] = tensor
-    config = {**net.config, "up_block_types": UP_TYPES}
-    for key, tensor in ldm.unet_to_ldm(unet_like, config).items():
-        out[key.removeprefix("model.diffusion_model.")] = tensor
-    return out
+from nodeflow.demo.export_single_file import controlnet_to_ldm
+from tests.nodes.diffusion import tiny
 
 
 @pytest.fixture(scope="module")
