@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,33 @@ def check_path_input(values: dict[str, Any], settings: Settings, socket: str, ki
     problem = check_weights_file(found, what)
     if problem:
         yield socket, problem
+
+
+def checked_model_path(values: Mapping[str, Any], settings: Settings, socket: str, kind: str,
+                       what: str) -> tuple[list[tuple[str | None, str]], Path | None]:
+    """Validation of a model path input given as a literal: its problems, and the file or folder
+    it names when it has none (None when there are problems or no literal), for a node's own
+    further checks of that file."""
+    problems = list(check_path_input(dict(values), settings, socket, kind, what))
+    name = values.get(socket)
+    if problems or not isinstance(name, str) or not name:
+        return problems, None
+    return problems, settings.resolve_path(kind, name)
+
+
+def lora_file(ctx: Any, path: str) -> Path:
+    """The LoRA file a node's `path` input names: a .safetensors file, or a folder holding exactly
+    one; a located error otherwise."""
+    found = resolve(ctx, "path", "loras", path)
+    if found.is_dir():
+        candidates = sorted(found.glob("*.safetensors"))
+        if len(candidates) != 1:
+            raise NodeInputError("path", f"{found} is a folder; give the LoRA's .safetensors file")
+        found = candidates[0]
+    problem = check_weights_file(found, "LoRA")
+    if problem:
+        raise NodeInputError("path", problem)
+    return found
 
 
 def load_safetensors(path: Path, socket: str) -> dict[str, Any]:

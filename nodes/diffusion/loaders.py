@@ -30,7 +30,13 @@ from nodeflow.node import (
     RunContext,
     ValueEstimate,
 )
-from nodeflow.nodes.diffusion.files import LOAD_LOCK, check_path_input, check_weights_file, resolve
+from nodeflow.nodes.diffusion.files import (
+    LOAD_LOCK,
+    check_path_input,
+    check_weights_file,
+    checked_model_path,
+    resolve,
+)
 from nodeflow.nodes.diffusion.types import (
     CLIP,
     CONTROL_NET,
@@ -268,10 +274,8 @@ class LoadCheckpoint(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        problems = list(check_path_input(dict(values), settings, "path", "checkpoints", "checkpoint"))
+        problems, found = checked_model_path(values, settings, "path", "checkpoints", "checkpoint")
         yield from problems
-        name = values.get("path")
-        found = settings.resolve_path("checkpoints", name) if isinstance(name, str) and name else None
         if found is not None and found.is_file() and not problems:
             from nodeflow.nodes.diffusion.single_file import checkpoint_info
 
@@ -452,10 +456,8 @@ class LoadControlNet(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        problems = list(check_path_input(dict(values), settings, "path", "controlnet", "ControlNet"))
+        problems, found = checked_model_path(values, settings, "path", "controlnet", "ControlNet")
         yield from problems
-        name = values.get("path")
-        found = settings.resolve_path("controlnet", name) if isinstance(name, str) and name else None
         if found is not None and found.is_file() and not problems:
             from nodeflow.nodes.diffusion.adapters import adapter_file_layout
             from nodeflow.nodes.diffusion.single_file import controlnet_file_info

@@ -23,9 +23,8 @@ from nodeflow.node import Input, Node, Output, RunContext
 from nodeflow.nodes.diffusion.files import (
     LOAD_LOCK,
     check_path_input,
-    check_weights_file,
     load_safetensors,
-    resolve,
+    lora_file,
 )
 from nodeflow.nodes.diffusion.lycoris import apply_lycoris, is_lycoris
 from nodeflow.nodes.diffusion.types import CLIP, FAMILY_NAMES, MODEL, DiffusionModel, TextEncoders
@@ -191,15 +190,7 @@ class LoadLoRA(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, clip: TextEncoders, path: str,
             strength_model: float, strength_clip: float) -> Any:
-        found = resolve(ctx, "path", "loras", path)
-        if found.is_dir():
-            candidates = sorted(found.glob("*.safetensors"))
-            if len(candidates) != 1:
-                raise NodeInputError("path", f"{found} is a folder; give the LoRA's .safetensors file")
-            found = candidates[0]
-        problem = check_weights_file(found, "LoRA")
-        if problem:
-            raise NodeInputError("path", problem)
+        found = lora_file(ctx, path)
         if clip.family != model.family:
             raise NodeInputError("clip", "the model and the clip come from different families")
         lora = ctx.models.load(found, load_lora_file, kind="lora")

@@ -16,7 +16,7 @@ from typing import Any
 
 from nodeflow.errors import ModelError, NodeInputError
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
-from nodeflow.nodes.diffusion.files import LOAD_LOCK, check_path_input
+from nodeflow.nodes.diffusion.files import LOAD_LOCK, checked_model_path
 from nodeflow.nodes.diffusion.types import VAE, Autoencoder
 from nodeflow.nodes.flow.files import read_json
 from nodeflow.nodes.flow.types import (
@@ -70,10 +70,8 @@ class LoadControlNet(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        problems = list(check_path_input(dict(values), settings, "path", "controlnet", "ControlNet"))
+        problems, found = checked_model_path(values, settings, "path", "controlnet", "ControlNet")
         yield from problems
-        name = values.get("path")
-        found = settings.resolve_path("controlnet", name) if isinstance(name, str) and name else None
         if found is not None and not problems and (not found.is_dir() or controlnet_family(found) is None):
             yield "path", (f"{found} is not an SD3 or Flux ControlNet folder (config.json naming "
                            "SD3ControlNetModel or FluxControlNetModel)")

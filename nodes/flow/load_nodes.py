@@ -15,7 +15,7 @@ from typing import Any
 from nodeflow.errors import ModelError, NodeInputError
 from nodeflow.models import file_identity
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
-from nodeflow.nodes.diffusion.files import check_path_input, check_weights_file, resolve
+from nodeflow.nodes.diffusion.files import check_weights_file, checked_model_path, resolve
 from nodeflow.nodes.diffusion.types import VAE
 from nodeflow.nodes.flow import files, loaders
 from nodeflow.nodes.flow.types import FLOW_CLIP, FLOW_MODEL
@@ -81,10 +81,8 @@ class LoadCheckpoint(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        problems = list(check_path_input(dict(values), settings, "path", "checkpoints", "checkpoint"))
+        problems, found = checked_model_path(values, settings, "path", "checkpoints", "checkpoint")
         yield from problems
-        name = values.get("path")
-        found = settings.resolve_path("checkpoints", name) if isinstance(name, str) and name else None
         if found is None or problems:
             return
         if found.is_dir():
@@ -160,11 +158,8 @@ class LoadDiffusionModel(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        problems = list(check_path_input(dict(values), settings, "path", "diffusion_models",
-                                         "diffusion model"))
+        problems, found = checked_model_path(values, settings, "path", "diffusion_models", "diffusion model")
         yield from problems
-        name = values.get("path")
-        found = settings.resolve_path("diffusion_models", name) if isinstance(name, str) and name else None
         if found is not None and not problems:
             problem = _layout_problem(found, ("sd3", "flux", "bundle"))
             if problem:
@@ -218,11 +213,8 @@ class LoadTextEncoders(Node):
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
         has_t5 = False
         for socket in ENCODER_SOCKETS:
-            problems = list(check_path_input(dict(values), settings, socket, "text_encoders",
-                                             "text encoder"))
+            problems, found = checked_model_path(values, settings, socket, "text_encoders", "text encoder")
             yield from problems
-            name = values.get(socket)
-            found = settings.resolve_path("text_encoders", name) if isinstance(name, str) and name else None
             if found is None or problems:
                 continue
             problem = _layout_problem(found, ("clip", "t5"))
@@ -293,10 +285,8 @@ class LoadVAE(Node):
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        problems = list(check_path_input(dict(values), settings, "path", "vae", "VAE"))
+        problems, found = checked_model_path(values, settings, "path", "vae", "VAE")
         yield from problems
-        name = values.get("path")
-        found = settings.resolve_path("vae", name) if isinstance(name, str) and name else None
         if found is not None and not problems:
             problem = _layout_problem(found, ("vae", "bundle"))
             if problem:

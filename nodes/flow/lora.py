@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeflow.errors import NodeInputError
 from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.nodes.diffusion.files import LOAD_LOCK, check_path_input, check_weights_file, resolve
+from nodeflow.nodes.diffusion.files import LOAD_LOCK, check_path_input, lora_file
 from nodeflow.nodes.diffusion.lora import LoraFile, load_lora_file, shared_copy
 from nodeflow.nodes.flow.types import (
     FAMILY_NAMES,
@@ -150,15 +150,7 @@ class LoadLoRA(Node):
 
     def run(self, ctx: RunContext, model: FlowModel, clip: FlowTextEncoders | None, path: str,
             strength_model: float, strength_clip: float) -> Any:
-        found = resolve(ctx, "path", "loras", path)
-        if found.is_dir():
-            candidates = sorted(found.glob("*.safetensors"))
-            if len(candidates) != 1:
-                raise NodeInputError("path", f"{found} is a folder; give the LoRA's .safetensors file")
-            found = candidates[0]
-        problem = check_weights_file(found, "LoRA")
-        if problem:
-            raise NodeInputError("path", problem)
+        found = lora_file(ctx, path)
         if clip is not None and clip.family != model.family:
             raise NodeInputError("clip", f"the text encoders are {FAMILY_NAMES[clip.family]}'s but the "
                                  f"model is {FAMILY_NAMES[model.family]}")
