@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.node import FingerprintContext, Input, Node, Output, RunContext
 from nodeflow.nodes.diffusion.types import (
     CLIP,
     CONDITIONING,
@@ -152,6 +152,21 @@ def check_embeddings(text: Any, weighting: Any, settings: Settings) -> Iterable[
                 "; put the file in the 'embeddings' folder of a models folder (--models DIR)")
 
 
+def embeddings_fingerprint(settings: Settings, texts: Iterable[Any], weighting: Any = "comfy") -> str | None:
+    """The state of the embedding files prompts name, for a text node's cache key: an edited or
+    replaced embedding file encodes the prompt again (None when the prompts name none)."""
+    from nodeflow.cache import file_fingerprint
+    from nodeflow.nodes.diffusion.embeddings import find_embedding
+
+    parts = []
+    for text in texts:
+        if isinstance(text, str) and "embedding:" in text:
+            for name in embedding_names(text, weighting if weighting in WEIGHTINGS else "comfy"):
+                found = find_embedding(settings, name)
+                parts.append(f"{name}={file_fingerprint(found) if found is not None else 'missing'}")
+    return ";".join(parts) or None
+
+
 def embedding_lookup(settings: Settings) -> EmbeddingLookup:
     """Find, read and check the embeddings a prompt names; every failure is an error on `text`."""
     from nodeflow.nodes.diffusion.embeddings import (
@@ -208,6 +223,11 @@ class TextEncode(Node):
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
         yield from check_embeddings(values.get("text"), values.get("weighting", "comfy"), settings)
+
+    @classmethod
+    def fingerprint(cls, ctx: FingerprintContext, **inputs: Any) -> str | None:
+        """The embedding files the prompt names."""
+        return embeddings_fingerprint(ctx.settings, [inputs.get("text")], inputs.get("weighting", "comfy"))
 
     def run(self, ctx: RunContext, clip: TextEncoders, text: str, clip_skip: int,
             weighting: str = "comfy") -> Any:

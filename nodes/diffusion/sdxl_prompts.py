@@ -14,8 +14,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.nodes.diffusion.conditioning import _ENCODE_LOCK, check_embeddings, embedding_lookup
+from nodeflow.node import FingerprintContext, Input, Node, Output, RunContext
+from nodeflow.nodes.diffusion.conditioning import (
+    _ENCODE_LOCK,
+    check_embeddings,
+    embedding_lookup,
+    embeddings_fingerprint,
+)
 from nodeflow.nodes.diffusion.types import CLIP, CONDITIONING, Conditioning, TextEncoders
 from nodeflow.nodes.diffusion.weighting import empty_chunk, encode_chunk, weighted_encode
 from nodeflow.settings import Settings
@@ -103,6 +108,11 @@ class CLIPTextEncodeSDXL(Node):
             for _, message in check_embeddings(values.get(name), "comfy", settings):
                 yield name, message
 
+    @classmethod
+    def fingerprint(cls, ctx: FingerprintContext, **inputs: Any) -> str | None:
+        """The embedding files the prompts name."""
+        return embeddings_fingerprint(ctx.settings, [inputs.get("text_g"), inputs.get("text_l")])
+
     def run(self, ctx: RunContext, clip: TextEncoders, width: int, height: int, crop_w: int,
             crop_h: int, target_width: int, target_height: int, text_g: str, text_l: str) -> Any:
         import torch
@@ -147,6 +157,11 @@ class CLIPTextEncodeSDXLRefiner(Node):
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
         yield from check_embeddings(values.get("text"), "comfy", settings)
+
+    @classmethod
+    def fingerprint(cls, ctx: FingerprintContext, **inputs: Any) -> str | None:
+        """The embedding files the prompt names."""
+        return embeddings_fingerprint(ctx.settings, [inputs.get("text")])
 
     def run(self, ctx: RunContext, clip: TextEncoders, ascore: float, width: int, height: int,
             text: str) -> Any:

@@ -134,3 +134,30 @@ def test_sdxl_embedding_gives_each_encoder_its_vectors(embeddings, torch_threads
         embeds, _, pooled, _ = pipe.encode_prompt("a photo of <xl>", do_classifier_free_guidance=False)
     assert torch.allclose(ours.embeds, embeds, atol=1e-5)
     assert torch.allclose(ours.pooled, pooled, atol=1e-5)
+
+
+def test_an_edited_embedding_file_encodes_the_prompt_again(registry, models_dir, sd_ckpt, tmp_path,
+                                                           torch_threads):
+    """One long-lived executor: rewriting the embedding file a prompt names gives the new vectors,
+    never the encoding cached from the old file."""
+    import torch
+    from safetensors.torch import save_file
+
+    from nodeflow.executor import Executor
+    from nodeflow.graph import Graph
+    from nodeflow.settings import Settings
+
+    path = models_dir / "embeddings" / "changing.safetensors"
+    graph = Graph()
+    graph.add_node("diffusion.LoadCheckpoint", "checkpoint", {"path": "tiny-sd"})
+    graph.add_node("diffusion.TextEncode", "positive", {"text": "a house, embedding:changing"})
+    graph.connect("checkpoint.clip", "positive.clip")
+    executor = Executor(registry, Settings(models_dirs=[models_dir]))
+    encodings = []
+    for seed in (1, 2, 2):
+        save_file({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(seed))}, str(path))
+        result = executor.run(graph.copy(), ["positive"])
+        assert result.ok, {k: str(v) for k, v in result.failed.items()}
+        encodings.append(result.outputs["positive"]["conditioning"].embeds.clone())
+    assert not torch.equal(encodings[0], encodings[1])   # the file changed: encoded again
+    assert torch.equal(encodings[1], encodings[2])       # same vectors rewritten: same encoding
