@@ -89,6 +89,9 @@ class RunController(QObject):
         self.run_id = 0
         self.running = False
         self._thread: threading.Thread | None = None
+        self._thread_done = True
+        """The last worker thread has sent its last event. Its Python thread may still be alive
+        for a moment after that, so `is_alive()` cannot say whether a "thread_done" is to come."""
         self._token: ev.CancelToken | None = None
         self._pending: tuple[Graph, list[str] | None] | None = None
         self.last_result: Any = None
@@ -99,7 +102,7 @@ class RunController(QObject):
     @property
     def busy(self) -> bool:
         """A run is in progress (or a cancelled one has not yet reached a cancellation point)."""
-        return self.running or (self._thread is not None and self._thread.is_alive())
+        return self.running or not self._thread_done
 
     def start(self, graph: Graph, outputs: list[str] | None) -> bool:
         """Run ``graph`` (the caller's copy) for ``outputs``; False if a run is already going."""
@@ -107,7 +110,7 @@ class RunController(QObject):
             return False
         self.running = True
         self.run_id += 1
-        if self._thread is not None and self._thread.is_alive():
+        if not self._thread_done:  # a cancelled run's thread has not stopped yet: start after it
             self._pending = (graph, outputs)
             return True
         self._launch(graph, outputs)
@@ -116,6 +119,7 @@ class RunController(QObject):
     def _launch(self, graph: Graph, outputs: list[str] | None) -> None:
         self._token = token = ev.CancelToken()
         run_id = self.run_id
+        self._thread_done = False
         self._thread = threading.Thread(target=self._work, args=(run_id, graph, outputs, token),
                                         name=f"nodeflow-run-{run_id}", daemon=True)
         self._thread.start()
@@ -191,6 +195,7 @@ class RunController(QObject):
     # --- GUI thread ---------------------------------------------------------------------------
     def _on_event(self, run_id: int, event: Any) -> None:
         if isinstance(event, tuple) and event[0] == "thread_done":
+            self._thread_done = True
             if self._pending is not None and self.running:
                 graph, outputs = self._pending
                 self._pending = None
