@@ -67,6 +67,15 @@ def _size_problems(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]
                          f"blocks of {MULTIPLE} pixels. Use {lower or MULTIPLE} or {lower + MULTIPLE}")
 
 
+def empty_latent_estimate(values: Mapping[str, Any]) -> MemoryEstimate | None:
+    """An empty latent's estimate: no memory of its own, its size carried to the sampler and
+    decoder (None while width, height or batch are not known)."""
+    dims = {k: values.get(k) for k in ("width", "height", "batch")}
+    if not all(isinstance(v, int) for v in dims.values()):
+        return None
+    return MemoryEstimate(outputs={"latent": ValueEstimate(info=dims)})
+
+
 class EmptyLatent(Node):
     """An empty latent of a size: the starting point of text-to-image (the sampler fills it with
     seeded noise)."""
@@ -90,10 +99,7 @@ class EmptyLatent(Node):
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
         """Needs nothing; tells the sampler and decoder the size."""
-        dims = {k: values.get(k) for k in ("width", "height", "batch")}
-        if not all(isinstance(v, int) for v in dims.values()):
-            return None
-        return MemoryEstimate(outputs={"latent": ValueEstimate(info=dims)})
+        return empty_latent_estimate(values)
 
     def run(self, ctx: RunContext, width: int, height: int, batch: int) -> Any:
         for socket, message in _size_problems({"width": width, "height": height}):

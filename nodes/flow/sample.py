@@ -21,6 +21,7 @@ from typing import Any
 
 from nodeflow.errors import NodeInputError
 from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.nodes.diffusion.latent import empty_latent_estimate
 from nodeflow.nodes.diffusion.sample import latent_preview
 from nodeflow.nodes.diffusion.types import LATENT, Latent
 from nodeflow.nodes.flow.types import (
@@ -109,10 +110,7 @@ class EmptyLatent(Node):
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
-        dims = {k: values.get(k) for k in ("width", "height", "batch")}
-        if not all(isinstance(v, int) for v in dims.values()):
-            return None
-        return MemoryEstimate(outputs={"latent": ValueEstimate(info=dims)})
+        return empty_latent_estimate(values)
 
     def run(self, ctx: RunContext, width: int, height: int, batch: int) -> Any:
         for socket, message in self.check({"width": width, "height": height}, ctx.settings):
