@@ -193,7 +193,24 @@ def read_bounded(path: Path, limit: int, what: str = "file", hint: str | None = 
     return data
 
 
-def path_refusal(path: Path, allowed: Iterable[Path] | None) -> str | None:
+def read_head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of ``path`` if it is a regular file, else b"" (also when it
+    cannot be opened). Used to sniff a file's kind: a FIFO, socket or device is never opened
+    in a way that can block, so sniffing cannot hang."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return b""
+        return fh.read(size)
+
+
+ALLOW_DIR_HINT = "If you trust it, allow the folder with --allow-dir DIR"
+
+
+def path_refusal(path: Path, allowed: Iterable[Path] | None, hint: str = "") -> str | None:
     """Why an input file (which exists) must not be read, or None.
 
     It must be a regular file or a folder, and with ``allowed`` (the folders a graph from a
@@ -208,5 +225,5 @@ def path_refusal(path: Path, allowed: Iterable[Path] | None) -> str | None:
             return (f"{path} is outside the folders this graph may read "
                     f"({', '.join(str(r) for r in roots) or 'none'}); a graph taken from a "
                     "picture reads only files beside that picture and in the models folders. "
-                    "If you trust it, allow the folder with --allow-dir DIR")
+                    f"{hint or ALLOW_DIR_HINT}")
     return None

@@ -21,8 +21,13 @@ MAX_GRAPH_TEXT = 64 * 1024 * 1024
 
 
 def png_text_chunks(graph_json: str) -> list[tuple[str, str]]:
+    """The text chunks that carry ``graph_json`` in an output PNG. The graph is remembered as
+    this user's own (`nodeflow.trust.remember_graph`), so reopening the picture later is
+    trusted like opening the graph file."""
     from nodeflow import __version__
+    from nodeflow.trust import remember_graph
 
+    remember_graph(graph_json)
     return [(GRAPH_KEY, graph_json), (VERSION_KEY, __version__)]
 
 

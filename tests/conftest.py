@@ -10,6 +10,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.pop("NODEFLOW_PLUGINS", None)
 os.environ.pop("NODEFLOW_MODELS", None)
+# nodeflow's per-user state (the record of graphs the user ran) goes to a folder of the run's own.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ["NODEFLOW_DATA_DIR"] = tempfile.mkdtemp(prefix="nodeflow-data-")
+atexit.register(shutil.rmtree, os.environ["NODEFLOW_DATA_DIR"], True)
 
 from pathlib import Path  # noqa: E402
 

@@ -117,11 +117,11 @@ def read_document(path: Path) -> tuple[Kind, Any, str]:
 
 
 def _is_png(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(8) == PNG_SIGNATURE
-    except OSError:
-        return False  # the graph reader says why the file cannot be read
+    # A file that cannot be read, or is not a regular file, is not sniffed (a FIFO would block):
+    # the graph reader then says why it cannot be read.
+    from nodeflow.files import read_head
+
+    return read_head(path, 8) == PNG_SIGNATURE
 
 
 def _loads(text: str, file: str) -> Any:

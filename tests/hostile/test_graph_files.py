@@ -81,8 +81,9 @@ def test_set_with_thousands_of_digits_is_a_usage_error(tmp_path, capsys):
     assert_clean_error(err)
 
 
-def test_fifo_as_graph_is_refused_without_hanging(tmp_path):
-    fifo = tmp_path / "graph.json"
+@pytest.mark.parametrize("name", ["graph.json", "render.png"])
+def test_fifo_as_graph_is_refused_without_hanging(tmp_path, name):
+    fifo = tmp_path / name  # a .png name is sniffed for a picture first: that must not block either
     os.mkfifo(fifo)
     for command in ("validate", "run"):
         proc = cli_process(command, str(fifo), timeout=60)
@@ -167,8 +168,9 @@ def test_plugin_name_with_a_newline_is_refused(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fifo_given_to_the_editor_is_refused_without_hanging(tmp_path):
-    fifo = tmp_path / "graph.json"
+@pytest.mark.parametrize("name", ["graph.json", "dropped.png"])
+def test_fifo_given_to_the_editor_is_refused_without_hanging(tmp_path, name):
+    fifo = tmp_path / name
     os.mkfifo(fifo)
     proc = cli_process("edit", str(fifo), "--screenshot", str(tmp_path / "shot.png"), timeout=60,
                        env={"QT_QPA_PLATFORM": "offscreen", "NODEFLOW_EDITOR_HOME": str(tmp_path / "home")})

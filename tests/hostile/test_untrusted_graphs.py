@@ -108,3 +108,50 @@ def test_restrict_for_source_leaves_json_graphs_alone(layout):
     png = graph_png(layout / "downloads" / "p.png", "beside.png")
     assert restrict_for_source(Settings(), png, [layout / "secret"]).allowed_dirs == [
         (layout / "downloads").resolve(), (layout / "secret").resolve()]
+
+
+def test_the_users_own_render_is_trusted_but_a_changed_graph_is_not(layout, capsys):
+    """A PNG written by a run here carries a graph this user ran: reopening it is like opening
+    the graph file. The same picture with its graph edited by someone else is foreign again."""
+    mine = layout / "mine" / "g.json"
+    mine.parent.mkdir()
+    mine.write_text(json.dumps({"format": "nodeflow.graph", "version": 1, "nodes": {
+        "load": {"type": "image.Load", "inputs": {"path": str(layout / "secret" / "private.png")}},
+        "save": {"type": "image.Save", "inputs": {"prefix": "render"}}},
+        "links": [{"from": "load.image", "to": "save.image"}]}))
+    out = layout / "renders"
+    code, _out, err = cli(capsys, "run", str(mine), "--out", str(out), "-q")
+    assert code == 0, err
+    render = out / "render_00001.png"
+    # Reopened from the picture (in a folder of its own, away from the secret): still runs.
+    code, _out, err = cli(capsys, "run", str(render), "--out", str(layout / "again"), "-q")
+    assert code == 0, err
+    with Image.open(layout / "again" / "render_00001.png", formats=["PNG"]) as again:
+        assert again.getpixel((0, 0)) == (255, 0, 0)
+    # The same pixels with a graph that differs by one byte: restricted to its own folder.
+    from nodeflow.provenance import graph_from_png
+
+    text = graph_from_png(render).replace('"render"', '"renderX"')
+    info = PngInfo()
+    info.add_itxt("nodeflow", text)
+    with Image.open(render, formats=["PNG"]) as picture:
+        picture.save(layout / "renders" / "edited.png", pnginfo=info)
+    code, _out, err = cli(capsys, "validate", str(layout / "renders" / "edited.png"))
+    assert code == 2 and "outside the folders this graph may read" in err
+
+
+def test_the_record_of_own_graphs_keeps_whole_records_and_stays_bounded(tmp_path, monkeypatch):
+    from nodeflow import trust
+
+    monkeypatch.setenv("NODEFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(trust, "MAX_KNOWN_BYTES", 32 * 64)
+    graphs = [json.dumps({"n": i}) for i in range(200)]
+    for g in graphs:
+        trust.remember_graph(g)
+    record = tmp_path / "data" / trust.KNOWN_GRAPHS_FILE
+    size = record.stat().st_size
+    assert size % 32 == 0 and size <= 32 * 64 + 32
+    assert (record.stat().st_mode & 0o777) == 0o600
+    assert trust.is_known_graph(graphs[-1]) and trust.is_known_graph(graphs[-20])
+    assert not trust.is_known_graph(graphs[0])  # forgotten: the oldest went when it was trimmed
+    assert not trust.is_known_graph(json.dumps({"n": 1000}))
