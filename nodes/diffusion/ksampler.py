@@ -30,8 +30,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.api import (
+    BOOL,
+    FLOAT,
+    INT,
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    ValueEstimate,
+)
 from nodeflow.nodes.diffusion.sample import (
     GUIDANCE_INPUTS,
     PREVIEW_EVERY,
@@ -57,8 +70,6 @@ from nodeflow.nodes.diffusion.types import (
     DiffusionModel,
     Latent,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import BOOL, FLOAT, INT, STRING
 
 SAMPLER_NAMES = tuple(SOLVERS)
 SCHEDULER_NAMES = tuple(SCHEDULERS)
@@ -193,18 +204,11 @@ class GuidedDenoiser:
 
         if self.model.family != "sdxl":
             return None
-        unet = self.model.unet
-        ids_width = int(unet.config.projection_class_embeddings_input_dim) - int(cond.pooled.shape[-1])
-        count = ids_width // int(unet.config.addition_time_embed_dim)
-        width, height = cond.original_size or (self.width_px, self.height_px)
-        left, top = cond.crop or (0, 0)
-        if count == 5:
-            score = cond.aesthetic_score
-            score = (2.5 if negative else 6.0) if score is None else float(score)
-            ids = [height, width, top, left, score]
-        else:
-            target_w, target_h = cond.target_size or (self.width_px, self.height_px)
-            ids = [height, width, top, left, target_h, target_w]
+        from nodeflow.nodes.diffusion.sample import time_id_count
+        from nodeflow.nodes.diffusion.sdxl_prompts import time_ids as sdxl_time_ids
+
+        refiner = time_id_count(self.model.unet, cond.pooled) == 5
+        ids = sdxl_time_ids(cond, self.width_px, self.height_px, refiner, negative)
         time_ids = torch.tensor([ids], dtype=self.dtype, device=self.device).repeat(batch, 1)
         pooled = cond.pooled.to(device=self.device, dtype=self.dtype).repeat(batch, 1)
         return {"text_embeds": pooled, "time_ids": time_ids}
@@ -561,9 +565,9 @@ class KSamplerAdvanced(Node):
         Input("steps", INT, "Steps of the whole schedule.", default=20, min=1, max=10000),
         *_COMMON_TAIL,
         Input("start_at_step", INT, "First step to run (at or past the last step: the latent passes "
-              "through unchanged).", default=0, min=0, max=10000),
+              "through unchanged).", default=0, min=0, max=10000, widget="range.start"),
         Input("end_at_step", INT, "Stop before this step (past the last: run to the end).",
-              default=10000, min=0, max=10000),
+              default=10000, min=0, max=10000, widget="range.end"),
         Input("return_with_leftover_noise", BOOL, "Stop at the range's own noise level instead of "
               "denoising fully when the range ends early.", default=False),
         *GUIDANCE_INPUTS,
