@@ -185,9 +185,11 @@ def _registry(args: argparse.Namespace, *, report: bool = True) -> Any:
     return registry
 
 
-def _print_problems(problems: list[Problem], as_json: bool, out: TextIO, err: TextIO) -> None:
+def _print_problems(problems: list[Problem], as_json: bool, out: TextIO, err: TextIO,
+                    warnings: list[Problem] | None = None) -> None:
     if as_json:
-        print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems]}, indent=2),
+        print(json.dumps({"valid": False, "problems": [p.to_json() for p in problems],
+                          "warnings": [w.to_json() for w in warnings or ()]}, indent=2),
               file=out)
         return
     for p in problems:
@@ -282,6 +284,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     registry = _registry(args, report=not args.json)
     all_problems: list[Problem] = []
+    all_warnings: list[Problem] = []
     summaries = []
     for path in args.files:
         try:
@@ -296,15 +299,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
         settings = Settings.from_env(args.models, base_dir=Path(path).resolve().parent)
         _check_input_rules(settings, path, args.allow_dir)
         add_comfy_models(settings, args.comfy_models)
-        problems = GraphValidator(registry, settings).validate(graph)
+        validator = GraphValidator(registry, settings)
+        problems = validator.validate(graph)
         all_problems += problems
+        all_warnings += validator.warnings  # deprecated or experimental node types
         if not problems:
             summaries.append(f"{path}: valid ({len(graph.nodes)} nodes, {len(graph.links)} links)")
+    if not args.json:
+        for w in all_warnings:
+            print(f"warning: {printable(str(w))}", file=sys.stderr)
     if all_problems:
-        _print_problems(all_problems, args.json, sys.stdout, sys.stderr)
+        _print_problems(all_problems, args.json, sys.stdout, sys.stderr, all_warnings)
         return EXIT_INVALID
     if args.json:
-        print(json.dumps({"valid": True, "problems": []}))
+        print(json.dumps({"valid": True, "problems": [],
+                          "warnings": [w.to_json() for w in all_warnings]}))
     else:
         print("\n".join(summaries))
     return EXIT_OK
@@ -320,6 +329,8 @@ def _check_input_rules(settings: Any, graph_file: str, allow_dirs: list[str]) ->
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    from nodeflow.node import node_flag
+
     registry = _registry(args, report=not args.json)
     types = [t for t in registry.types() if args.filter.lower() in t.id.lower()]
     if args.json:
@@ -328,6 +339,9 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     width = max((len(t.id) for t in types), default=10)
     for t in types:
         summary = t.description.splitlines()[0] if t.description else ""
+        flag = node_flag(t)
+        if flag is not None:
+            summary = f"[{flag[0]}{': ' + flag[1] if flag[1] else ''}] {summary}"
         print(f"{t.id:<{width}}  {t.version:<7}  {summary}")
     return EXIT_OK
 
@@ -412,6 +426,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if Path(args.file).suffix.lower() == ".png":
         graph.source = Path(args.file)
     apply_overrides(graph, registry, args.set)
+    from nodeflow.validate import flag_warnings
+
+    for warning in flag_warnings(graph, registry):  # deprecated or experimental node types
+        print(f"warning: {printable(str(warning))}", file=sys.stderr)
     settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
     _check_input_rules(settings, args.file, args.allow_dir)
     add_comfy_models(settings, args.comfy_models)

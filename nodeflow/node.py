@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -257,7 +258,10 @@ class Node:
     declarations), ``outputs`` (`Output` declarations), ``deterministic`` (False: never
     cached), ``output_node`` (True: writes files; run by default), ``uses_accelerator``
     (True: computes on the GPU; run one at a time per device), ``constant`` (True: a pure,
-    instant function of its inputs, computed at validation when they are constants).
+    instant function of its inputs, computed at validation when they are constants),
+    ``deprecated`` / ``experimental`` (True or a note: flagged in the palette, warned at
+    validation). The registry checks the declaration (`declaration_problems`) when it
+    registers the type.
     """
 
     id: ClassVar[str]
@@ -278,6 +282,13 @@ class Node:
     """True: an instant, pure function of its inputs that never uses its context (value
     nodes, reroutes, arithmetic). Validation computes it when its inputs are constants, so
     what flows from it is checked like a literal (ranges, choices, files, memory)."""
+    deprecated: ClassVar[bool | str] = False
+    """True, or what to use instead (``"use diffusion.Sample instead"``): the type is kept so
+    saved graphs still run, but validation warns where a graph uses it and the editor's palette
+    hides it unless searched for."""
+    experimental: ClassVar[bool | str] = False
+    """True, or what may change: its inputs or results may change without a major version;
+    validation warns where a graph uses it and the palette marks it."""
 
     # Filled in by __init_subclass__.
     input_map: ClassVar[Mapping[str, Input]]
@@ -372,6 +383,9 @@ class Node:
             "output_node": cls.output_node,
             "uses_accelerator": cls.uses_accelerator,
             "constant": cls.constant,
+            "deprecated": bool(cls.deprecated),
+            "experimental": bool(cls.experimental),
+            **({"flag_note": flag[1]} if (flag := node_flag(cls)) and flag[1] else {}),
             "inputs": [i.to_json() for i in cls.inputs],
             "outputs": [o.to_json() for o in cls.outputs],
             "literal_schema": literal_json_schema(cls),
@@ -392,10 +406,6 @@ def _check_declaration(cls: type[Node]) -> None:
         _check_socket(where, spec.name, spec.type, seen)
         if isinstance(spec.type, TypeParam):
             params_in.add(spec.type.name)
-        if spec.has_default and spec.accepts_literal:
-            problem = check_literal(spec, spec.default)
-            if problem:
-                raise UsageError(f"{where}: default of input {spec.name!r}: {problem}")
     seen = set()
     for out in cls.outputs:
         if not isinstance(out, Output):
@@ -414,6 +424,146 @@ def _check_socket(where: str, name: str, spec: Any, seen: set[str]) -> None:
     seen.add(name)
     if not isinstance(spec, SocketType | UnionType | TypeParam):
         raise UsageError(f"{where}: socket {name!r} has type {spec!r}; use a SocketType")
+
+
+def node_flag(cls: type[Node]) -> tuple[str, str] | None:
+    """``("deprecated" | "experimental", note)`` when the node type is flagged (the note is ""
+    when the flag is just True), else None."""
+    for name in ("deprecated", "experimental"):
+        value = getattr(cls, name, False)
+        if value:
+            return name, value.strip() if isinstance(value, str) else ""
+    return None
+
+
+_HOOKS = ("check", "estimate_memory", "fingerprint", "migrate")
+"""Node hooks nodeflow calls on the class, so they must be classmethods."""
+
+
+def declaration_problems(cls: type[Node]) -> list[str]:
+    """What is wrong with a node type's declaration, each as a sentence saying what to change:
+    ``run`` parameters that do not match the declared inputs, input options that do not fit the
+    input's type, contradictory flags. Empty when it is sound. The registry calls this when it
+    registers a type (cheap checks of ids, names and types run when the class is created)."""
+    problems: list[str] = []
+    for spec in cls.inputs:
+        problems += [f"input {spec.name!r}: {p}" for p in _input_problems(spec)]
+    problems += _run_problems(cls)
+    for hook in _HOOKS:
+        if not isinstance(inspect.getattr_static(cls, hook, None), classmethod):
+            problems.append(f"{hook}() must be a @classmethod (nodeflow calls it on the class)")
+    for flag in ("deprecated", "experimental"):
+        value = getattr(cls, flag)
+        if not isinstance(value, bool | str) or (isinstance(value, str) and not value.strip()):
+            example = "use pack.Other instead" if flag == "deprecated" else "its inputs may change"
+            problems.append(f"{flag} must be True, False or a note such as {example!r}, "
+                            f"not {value!r}")
+    if cls.deprecated and cls.experimental:
+        problems.append("it is declared both deprecated and experimental; keep one")
+    if cls.constant and not cls.deterministic:
+        problems.append("constant = True needs a deterministic node (validation computes it once "
+                        "and trusts the result); drop one of the two")
+    if cls.constant and (cls.output_node or cls.uses_accelerator):
+        problems.append("constant = True is for instant, pure functions; a node that writes files "
+                        "or uses the accelerator is not one")
+    return problems
+
+
+def _input_problems(spec: Input) -> list[str]:
+    t = spec.type
+    literal = t.literal if isinstance(t, SocketType) else None
+    numeric = literal in (int, float)
+    name = t.name if isinstance(t, SocketType) else type(t).__name__
+    out: list[str] = []
+    if spec.multiline and literal is not str:
+        out.append(f"multiline applies to STRING inputs, not {name}; remove it")
+    if spec.seed and literal is not int:
+        out.append(f"seed applies to INT inputs, not {name}; remove it")
+    if spec.path_kind and literal is not str:
+        out.append(f"path_kind applies to STRING inputs (a file name), not {name}; remove it")
+    if spec.hash_content and not spec.path_kind:
+        out.append("hash_content applies to file inputs; add path_kind or remove hash_content")
+    widget = getattr(spec, "widget", None)
+    if widget and not numeric:
+        out.append(f"widget {widget!r} applies to INT or FLOAT inputs, not {name}; remove it")
+    bounds = [(key, getattr(spec, key)) for key in ("min", "max", "step")]
+    for key, value in bounds:
+        if value is None:
+            continue
+        if not numeric:
+            out.append(f"{key} applies to INT or FLOAT inputs, not {name}; remove it")
+            continue
+        if isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
+            out.append(f"{key} must be a finite number, not {value!r}")
+        elif literal is int and not float(value).is_integer():
+            out.append(f"{key} {value!r} is not a whole number, but the input is an INT")
+    if numeric and not out:
+        if spec.min is not None and spec.max is not None and spec.min > spec.max:
+            out.append(f"min {_num(spec.min)} is above max {_num(spec.max)}")
+        if spec.step is not None and spec.step <= 0:
+            out.append(f"step must be above 0, not {_num(spec.step)}")
+    if spec.choices is not None:
+        if literal is None:
+            out.append(f"choices need a type that takes values (INT, FLOAT, BOOL, STRING), not "
+                       f"{name}; remove them")
+        elif not spec.choices:
+            out.append("choices is empty; list at least one value or remove it")
+        else:
+            plain = spec.model_copy(update={"choices": None, "optional": False,
+                                            "link_only": False})
+            for choice in spec.choices:
+                why = check_literal(plain, choice)
+                if why:
+                    out.append(f"choice {choice!r}: {why}")
+            if len(set(map(repr, spec.choices))) != len(spec.choices):
+                out.append("choices lists a value twice")
+            if spec.multiline:
+                out.append("multiline and choices do not go together (choices are a combo box)")
+    if spec.has_default and literal is not None and not out:
+        # A link-only input's default still reaches run() when nothing is linked.
+        why = check_literal(spec.model_copy(update={"link_only": False}), spec.default)
+        if why:
+            out.append(f"default: {why}")
+    return out
+
+
+def _run_problems(cls: type[Node]) -> list[str]:
+    """Does ``run`` take what the executor gives it: the context, then every input by name?"""
+    run = inspect.getattr_static(cls, "run", None)
+    if run is None or run is inspect.getattr_static(Node, "run"):
+        return ["it has no run() method; define run(self, ctx, <one parameter per input>)"]
+    if isinstance(run, staticmethod | classmethod) or not callable(run):
+        return ["run must be a plain method: def run(self, ctx, <one parameter per input>)"]
+    try:
+        params = list(inspect.signature(run).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):
+        return []  # a callable nodeflow cannot inspect: trust it
+    P = inspect.Parameter
+    positional = (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD, P.VAR_POSITIONAL)
+    if not params or params[0].kind not in positional:
+        return ["run() must take the run context as its first parameter after self: "
+                "def run(self, ctx, ...)"]
+    ctx, rest = params[0], params[1:]
+    by_name = {p.name: p for p in rest if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)}
+    takes_any = any(p.kind is P.VAR_KEYWORD for p in rest)
+    out: list[str] = []
+    declared = [spec.name for spec in cls.inputs]
+    for name in declared:
+        param = by_name.get(name)
+        if ctx.kind is not P.VAR_POSITIONAL and name == ctx.name:
+            out.append(f"input {name!r} clashes with run()'s context parameter {ctx.name!r}; "
+                       f"rename one of them")
+        elif param is None and not takes_any:
+            out.append(f"input {name!r} has no parameter in run(); add a parameter {name} "
+                       f"(or **inputs)")
+        elif param is not None and param.kind is P.POSITIONAL_ONLY:
+            out.append(f"run() parameter {name!r} is positional-only, but inputs are passed "
+                       f"by name; remove the '/'")
+    for param in by_name.values():
+        if param.name not in declared and param.default is P.empty:
+            out.append(f"run() parameter {param.name!r} is not a declared input, so it never "
+                       f"gets a value; declare Input({param.name!r}, ...) or give it a default")
+    return out
 
 
 def check_literal(spec: Input, value: Any) -> str | None:
@@ -548,6 +698,7 @@ def literal_json_schema(cls: type[Node]) -> dict[str, Any]:
 
 __all__ = [
     "REQUIRED", "Input", "Output", "Node", "RunContext", "check_literal", "check_value",
+    "declaration_problems", "node_flag",
     "parse_literal",
     "EstimateContext", "FingerprintContext", "MemoryEstimate", "ValueEstimate",
     "literal_json_schema", "BOOL", "FLOAT", "INT", "STRING",

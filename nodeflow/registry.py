@@ -4,7 +4,9 @@ A node pack is a module (or package) whose node classes are registered under
 their ids. Packs come from the ``nodeflow.nodes`` entry-point group (the
 built-in packs use it too) and from plugin folders the user names
 (``--plugins DIR``, ``NODEFLOW_PLUGINS``). A pack that fails is reported with
-its error; every other pack still loads.
+its error; every other pack still loads. Each node type's declaration is checked
+when it is registered (`nodeflow.node.declaration_problems`): a broken one is
+left out and reported with its pack, whose other node types still load.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from nodeflow.errors import PluginError
-from nodeflow.node import Node
+from nodeflow.node import Node, declaration_problems
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
 API_VERSION = "1.0"
@@ -71,12 +73,21 @@ class NodeRegistry:
         return self._pack_of.get(type_id)
 
     def register(self, cls: type[Node], pack: str = "local") -> None:
-        """Add a node type; raise `PluginError` if another pack already has its id."""
+        """Add a node type; raise `PluginError` if its declaration is broken
+        (`declaration_problems`) or another pack already has its id."""
         if not (isinstance(cls, type) and issubclass(cls, Node) and "id" in cls.__dict__):
             raise PluginError(f"{cls!r} is not a node class (a Node subclass with an id)")
         existing = self._types.get(cls.id)
         if existing is cls:
             return
+        problems = declaration_problems(cls)
+        if problems:
+            listed = (problems[0] if len(problems) == 1 else f"({len(problems)} problems) "
+                      + " ".join(f"{i}) {p}" for i, p in enumerate(problems, 1)))
+            raise PluginError(
+                f"node type '{cls.id}' ({cls.__module__}.{cls.__qualname__}) is not registered: "
+                f"{listed}.",
+                hint="Fix its declaration in the pack; the pack's other node types still load.")
         if existing is not None:
             raise PluginError(
                 f"node id '{cls.id}' is defined by both pack '{self._pack_of[cls.id]}' and pack "

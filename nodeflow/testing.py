@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from nodeflow.errors import PluginError
 from nodeflow.executor import Executor, RunResult
 from nodeflow.graph import Graph
 from nodeflow.node import Node, Output, RunContext
@@ -22,7 +23,9 @@ def registry_with(*nodes: type[Node], installed: bool = True) -> NodeRegistry:
     """A registry of the installed packs (unless ``installed=False``) plus ``nodes``."""
     registry = load_registry(use_env=False) if installed else NodeRegistry()
     if nodes:
-        registry.register_module("under-test", nodes, "nodeflow.testing")
+        info = registry.register_module("under-test", nodes, "nodeflow.testing")
+        if info.error:  # a broken declaration fails the test that uses it, saying why
+            raise PluginError(info.error)
     return registry
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from nodeflow.errors import Location, Problem, UsageError
 from nodeflow.graph import Graph, Link
-from nodeflow.node import Node, check_literal, check_value
+from nodeflow.node import Node, check_literal, check_value, node_flag
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
 from nodeflow.types import SocketType, TypeParam, UnionType, is_compatible, type_name
@@ -26,11 +26,14 @@ class GraphValidator:
         self.settings = settings or Settings()
         self.order: list[str] | None = None
         """After `validate`: every node in a topological order, when the links allow one."""
+        self.warnings: list[Problem] = []
+        """After `validate`: what does not stop a run but deserves a look (`flag_warnings`)."""
 
     def validate(self, graph: Graph) -> list[Problem]:
         file = graph.file_name
         problems: list[Problem] = []
         classes: dict[str, type[Node]] = {}
+        self.warnings = []
 
         def add(code: str, message: str, node: str | None = None, socket: str | None = None) -> None:
             node_type = graph.nodes[node].type if node in graph.nodes else None
@@ -45,6 +48,8 @@ class GraphValidator:
                     node.id)
                 continue
             classes[node.id] = cls
+            if cls.deprecated or cls.experimental:
+                self.warnings.append(flag_warning(cls, Location(file, node.id, cls.id)))
             if node.version is not None and _major(node.version) > _major(cls.version):
                 add("node_version", f"the node was saved with {node.type} {node.version}, newer "
                     f"than the installed {cls.version}; update the pack that provides it", node.id)
@@ -310,6 +315,31 @@ def _reads_files(cls: type[Node]) -> bool:
         known = any(spec.path_kind for spec in cls.inputs)
         _DECLARES[(cls, "path_kind")] = known
     return known
+
+
+def flag_warning(cls: type[Node], location: Location) -> Problem:
+    """The warning for a node of a deprecated or experimental type (code ``deprecated`` or
+    ``experimental``)."""
+    flag = node_flag(cls)
+    kind, note = flag if flag is not None else ("experimental", "")
+    if kind == "deprecated":
+        text = "this node type is deprecated: " + (
+            note or "it may be removed from its pack; replace the node")
+    else:
+        text = "this node type is experimental: " + (
+            note or "its inputs and results may change in a later version")
+    return Problem(kind, text, location)
+
+
+def flag_warnings(graph: Graph, registry: NodeRegistry) -> list[Problem]:
+    """A warning for each node of the graph whose type is deprecated or experimental (they
+    run as usual; `nodeflow validate` and `nodeflow run` print these)."""
+    found = []
+    for node in graph:
+        cls = registry.get(node.type)
+        if cls is not None and (cls.deprecated or cls.experimental):
+            found.append(flag_warning(cls, Location(graph.file_name, node.id, cls.id)))
+    return found
 
 
 def output_nodes(graph: Graph, registry: NodeRegistry) -> list[str]:

@@ -379,6 +379,7 @@ def _object_info(server: Server) -> dict[str, Any]:
             "name": cls.id, "display_name": cls.title or cls.id, "description": cls.description,
             "python_module": "nodeflow", "category": cls.category or "nodeflow",
             "output_node": bool(cls.output_node),
+            "deprecated": bool(cls.deprecated), "experimental": bool(cls.experimental),
         }
     info.update(_mapped_types(server))
     return info
