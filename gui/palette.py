@@ -56,6 +56,22 @@ def score(cls: type[Node], words: list[str]) -> int | None:
     return total
 
 
+def node_flag(cls: type[Node]) -> tuple[str, str] | None:
+    """("deprecated" | "experimental", its note or "") for a flagged node type, else None."""
+    for kind in ("deprecated", "experimental"):
+        value = getattr(cls, kind, False)
+        if value:
+            return kind, value.strip() if isinstance(value, str) else ""
+    return None
+
+
+def flag_tooltip(kind: str, note: str) -> str:
+    """The palette's tooltip line for a deprecated or experimental node type."""
+    if kind == "deprecated":
+        return "Deprecated: " + (note or "it may be removed; prefer another node")
+    return "Experimental: " + (note or "its inputs and results may change")
+
+
 RECENT_FIRST = 5
 """The last node types added lead the list, then the most used ones."""
 
@@ -94,7 +110,9 @@ class PaletteUsage:
 
 class NodePalette(QFrame):
     """A pop-up list of node types built from the registry (plugin nodes included); with no search
-    words the recently added and most used types come first."""
+    words the recently added and most used types come first. Experimental types carry an
+    ``[experimental]`` badge; deprecated ones are hidden until searched for, then listed last,
+    greyed, with a ``[deprecated]`` badge (the tooltip says what to use instead)."""
 
     chosen = Signal(str)
 
@@ -147,17 +165,25 @@ class NodePalette(QFrame):
         for cls in self.registry.types():
             if not fits(cls, self.filter):
                 continue
+            if cls.deprecated and not words:
+                continue  # deprecated types show only when searched for
             s = score(cls, words) if words else 0
             if s is not None:
-                ranked.append((-s, self.usage.rank(cls.id), cls.category, node_title(cls), cls))
-        ranked.sort(key=lambda r: r[:4])
+                ranked.append((bool(cls.deprecated), -s, self.usage.rank(cls.id), cls.category,
+                               node_title(cls), cls))
+        ranked.sort(key=lambda r: r[:5])
         self.list.clear()
-        for _s, _use, _cat, _title, cls in ranked:
+        for *_key, cls in ranked:
             summary = cls.description.splitlines()[0] if cls.description else ""
-            item = QListWidgetItem(f"{node_title(cls)}    ·  {cls.category}")
+            flag = node_flag(cls)
+            badge = f"  [{flag[0]}]" if flag else ""  # by the title: long lines are cut
+            item = QListWidgetItem(f"{node_title(cls)}{badge}    ·  {cls.category}")
             item.setData(Qt.ItemDataRole.UserRole, cls.id)
-            item.setToolTip(f"{cls.id} {cls.version}\n{summary}")
-            item.setForeground(QColor("#e6e6e6"))
+            tip = f"{cls.id} {cls.version}\n{summary}"
+            if flag:
+                tip += f"\n{flag_tooltip(*flag)}"
+            item.setToolTip(tip)
+            item.setForeground(QColor("#8a8f96" if cls.deprecated else "#e6e6e6"))
             swatch = theme.category_color(cls.category)
             item.setBackground(QColor(swatch.red(), swatch.green(), swatch.blue(), 40))
             self.list.addItem(item)
