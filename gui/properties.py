@@ -28,9 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from nodeflow.node import Input
-from nodeflow.settings import MODEL_KINDS, Settings
-from nodeflow.types import BOOL, FLOAT, INT
+from nodeflow.api import BOOL, FLOAT, INT, Input
+from nodeflow.settings import Settings, model_kind
 
 from . import commands as cmd
 from .connect import type_label
@@ -292,22 +291,31 @@ class PathEditor(InputEditor):
         self.combo.activated.connect(lambda _i: self.edited.emit(self.combo.currentText()))
 
     def known_files(self) -> list[str]:
-        kind = self.spec.path_kind or "file"
-        if kind not in MODEL_KINDS:
+        """The files and folders in the models folders' subfolders of the input's model kind
+        (one a pack declared), those with the kind's suffixes when it names any."""
+        declared = model_kind(self.spec.path_kind or "file")
+        if declared is None:
             return []
         names: list[str] = []
-        for folder in self.settings.search_dirs(kind):
+        for folder in self.settings.search_dirs(declared.name):
             if folder.is_dir():
                 for entry in sorted(folder.iterdir()):
-                    if not entry.name.startswith(".") and entry.name not in names:
-                        names.append(entry.name)
+                    if entry.name.startswith(".") or entry.name in names:
+                        continue
+                    if declared.suffixes and not entry.is_dir() \
+                            and entry.suffix.lower() not in declared.suffixes:
+                        continue
+                    names.append(entry.name)
         return names
 
     def browse(self) -> None:
         kind = self.spec.path_kind or "file"
         start = next((str(d) for d in self.settings.search_dirs(kind) if d.is_dir()), str(Path.cwd()))
+        declared = model_kind(kind)
+        suffixes = declared.suffixes if declared is not None and declared.suffixes else \
+            (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".json")
         filters = "Pictures (*.png *.jpg *.jpeg *.webp *.bmp);;All files (*)" if kind == "image" else \
-            "Model files (*.safetensors *.pth *.pt *.ckpt *.bin *.json);;All files (*)"
+            f"Model files ({' '.join('*' + s for s in suffixes)});;All files (*)"
         path, _ = QFileDialog.getOpenFileName(self, f"Choose {kind}", start, filters)
         if path:
             self.edited.emit(self.relative(Path(path)))

@@ -4,42 +4,56 @@ A plugin imports from this module only::
 
     from nodeflow.api import FLOAT, IMAGE, Input, Node, Output, RunContext
 
-Anything not listed in ``__all__`` is private to nodeflow and may change
-between releases. The API follows ``API_VERSION``: a plugin declares the range
-it supports as ``NODEFLOW_API = ">=1.0,<2"`` in its pack module, and a plugin
-whose range excludes the running nodeflow is skipped with a message.
+nodeflow's own packs (``nodeflow.nodes``) follow the same rule, and a test enforces it.
+Anything not listed in ``__all__`` is private to nodeflow and may change between releases.
+The API follows ``API_VERSION``: a plugin declares the range it supports as
+``NODEFLOW_API = ">=1.0,<2"`` in its pack module, and a plugin whose range excludes the
+running nodeflow is skipped with a message. Additions raise the minor version (1.1: the
+model service protocol, model kinds, and the file, picture and safetensors helpers).
 """
 
 from __future__ import annotations
 
-from nodeflow.errors import Cancelled, ModelError, NodeflowError, NodeInputError
-from nodeflow.imaging import image_size, image_to_pils, mask_to_pils, pil_to_image, pil_to_mask
-from nodeflow.models import ModelManager
+from nodeflow.cache import file_fingerprint
+from nodeflow.errors import Cancelled, ModelError, NodeflowError, NodeInputError, RefusedInput
+from nodeflow.files import save_prefix_problem, write_new_numbered
+from nodeflow.imaging import (
+    image_size,
+    image_to_pils,
+    mask_to_pils,
+    open_picture,
+    pil_to_image,
+    pil_to_mask,
+)
+from nodeflow.models import estimate_file_bytes, safetensors_header, tensor_bytes, weight_files
 from nodeflow.node import (
+    DTYPE_BYTES,
     REQUIRED,
     EstimateContext,
     FingerprintContext,
     Input,
     MemoryEstimate,
+    ModelService,
     Node,
     Output,
     RunContext,
     ValueEstimate,
 )
+from nodeflow.provenance import png_text_chunks
 from nodeflow.registry import API_VERSION
-from nodeflow.settings import Settings
+from nodeflow.settings import ModelKind, Settings
 from nodeflow.types import (
-                            BOOL,
-                            FLOAT,
-                            IMAGE,
-                            INT,
-                            MASK,
-                            STRING,
-                            SocketType,
-                            TypeParam,
-                            UnionType,
-                            is_compatible,
-                            socket_type,
+    BOOL,
+    FLOAT,
+    IMAGE,
+    INT,
+    MASK,
+    STRING,
+    SocketType,
+    TypeParam,
+    UnionType,
+    is_compatible,
+    socket_type,
 )
 
 __all__ = [
@@ -48,16 +62,21 @@ __all__ = [
     # declaring nodes
     "Node", "Input", "Output", "REQUIRED", "RunContext",
     # declaring a node's memory need (Node.estimate_memory)
-    "MemoryEstimate", "ValueEstimate", "EstimateContext",
+    "MemoryEstimate", "ValueEstimate", "EstimateContext", "DTYPE_BYTES",
     # what a node reads from outside the graph, for its cache key (Node.fingerprint)
-    "FingerprintContext",
+    "FingerprintContext", "file_fingerprint",
     # socket types
     "SocketType", "UnionType", "TypeParam", "is_compatible", "socket_type",
     "INT", "FLOAT", "BOOL", "STRING", "IMAGE", "MASK",
     # errors a node raises
-    "NodeflowError", "NodeInputError", "ModelError", "Cancelled",
-    # run-time services
-    "ModelManager", "Settings",
-    # IMAGE / MASK values and Pillow
-    "pil_to_image", "pil_to_mask", "image_to_pils", "mask_to_pils", "image_size",
+    "NodeflowError", "NodeInputError", "ModelError", "RefusedInput", "Cancelled",
+    # run-time services: models (RunContext.models), the kinds of model files a pack reads
+    # (its MODEL_KINDS), settings
+    "ModelService", "ModelKind", "Settings",
+    # model files, read without loading them (for estimates and for telling files apart)
+    "safetensors_header", "tensor_bytes", "estimate_file_bytes", "weight_files",
+    # IMAGE / MASK values and Pillow; opening pictures of the allowed formats only
+    "pil_to_image", "pil_to_mask", "image_to_pils", "mask_to_pils", "image_size", "open_picture",
+    # writing output files: whole files under new numbered names, with provenance
+    "write_new_numbered", "save_prefix_problem", "png_text_chunks",
 ]

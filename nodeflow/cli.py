@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "models folders)")
     common.add_argument("--models", metavar="DIR", action="append", default=[],
                         help="models folder with checkpoints/, loras/, controlnet/, vae/, upscale/ "
-                             "(repeatable; NODEFLOW_MODELS adds more)")
+                             "and the subfolders plugins declare (repeatable; NODEFLOW_MODELS adds "
+                             "more; `nodeflow plugins` lists the model kinds)")
     common.add_argument("--comfy-models", metavar="DIR", action="append", default=[],
                         help="a ComfyUI folder, its models/ folder or an extra_model_paths.yaml: "
                              "find models where ComfyUI does (repeatable)")
@@ -363,6 +364,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(line)
         if p.error:
             print(f"{'':<16} error: {p.error}")
+    from nodeflow.settings import model_kinds
+
+    print("model kinds (subfolders of a models folder):")
+    for kind in model_kinds():
+        print(f"  {kind.name:<18} {', '.join(f + '/' for f in kind.folders):<34} {kind.description}")
     return EXIT_OK
 
 

@@ -251,18 +251,22 @@ IMPLAUSIBLE_MODELS_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/lib
 
 def models_dir_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a plausible models folder, or None: it must be a folder, not a
-    system folder, holding at least one of the model subfolders (checkpoints/, loras/...)."""
-    from nodeflow.settings import MODEL_KINDS
+    system folder, holding at least one subfolder of a model kind the loaded packs declared
+    (checkpoints/, loras/..., a plugin's own)."""
+    from nodeflow.settings import model_kinds
 
     real = os.path.realpath(folder)
-    kinds = ", ".join(f"{kind}/" for kind in MODEL_KINDS[:5]) + "..."
+    subfolders = list(dict.fromkeys(f for kind in model_kinds() for f in kind.folders))
+    kinds = (", ".join(f"{name}/" for name in subfolders[:5]) + ("..." if len(subfolders) > 5 else "")) \
+        or "checkpoints/, loras/..."
     if real in IMPLAUSIBLE_MODELS_DIRS or real.startswith(("/proc/", "/sys/", "/dev/")):
         return f"{folder} is a system folder, not a models folder (with {kinds})"
     if not os.path.isdir(real):
         return f"the models folder {folder} does not exist" if not os.path.exists(real) \
             else f"{folder} is not a folder"
     try:
-        if not any(os.path.isdir(os.path.join(real, kind)) for kind in MODEL_KINDS):
+        # With no packs loaded no kind is known, and no folder can be judged by its subfolders.
+        if subfolders and not any(os.path.isdir(os.path.join(real, name)) for name in subfolders):
             return (f"{folder} does not look like a models folder: it has none of the "
                     f"subfolders {kinds}")
     except OSError as exc:
@@ -345,8 +349,9 @@ class ModelManager:
         self._components: dict[int, Component] = {}
         self._lock = threading.RLock()
         self._load_lock = threading.RLock()
-        # One loader at a time: diffusers and accelerate build models on the meta device by
-        # patching torch process-wide, so two loaders at once corrupt each other.
+        # One loader at a time, for every pack: diffusers and accelerate build models on the
+        # meta device by patching torch process-wide, so two loaders at once corrupt each other
+        # (see `loading`).
         self._tick = 0
         self.loads = 0
         """How many times a model file was actually read from disk."""
@@ -414,6 +419,14 @@ class ModelManager:
         return "fp32"
 
     # --- loading -------------------------------------------------------------------
+    @contextmanager
+    def loading(self) -> Iterator[None]:
+        """Hold the load lock: the one lock every model loader runs under (``load`` takes it
+        around its loader), for model-building work outside ``load`` such as peft building a
+        LoRA's adapter layers. Re-entrant: a loader may call it."""
+        with self._load_lock:
+            yield
+
     def load(self, path: Path, loader: Callable[[Path], T], *, kind: str, variant: str = "") -> T:
         """The model at ``path``, read once by ``loader`` and shared by every later request."""
         identity = file_identity(path)
@@ -431,7 +444,7 @@ class ModelManager:
                 self._drop(stale)
             # Make room in RAM before reading: the file's size is what it will take.
             self._enforce_ram_budget(incoming=identity[1])
-        with self._load_lock:
+        with self.loading():
             with self._lock:
                 entry = self._files.get(key)
                 if entry is not None:  # another thread loaded it meanwhile
@@ -446,20 +459,6 @@ class ModelManager:
             self._note(entry)
             self._enforce_ram_budget(keep=entry)
         return model
-
-    def register(self, key: tuple[Any, ...], kind: str, model: T) -> T:
-        """Own a model made in memory (e.g. a LoRA-patched variant) under ``key``."""
-        with self._lock:
-            entry = self._files.get(key)
-            if entry is not None:
-                return entry.model  # type: ignore[no-any-return]
-            self._track(key, kind, None, model)
-            return model
-
-    def get(self, key: tuple[Any, ...]) -> Any | None:
-        with self._lock:
-            entry = self._files.get(key)
-            return entry.model if entry is not None else None
 
     def _track(self, key: tuple[Any, ...], kind: str, path: Path | None, model: Any) -> LoadedModel:
         entry = LoadedModel(key, kind, path, model, 0, node=current_node.get())

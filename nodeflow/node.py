@@ -23,9 +23,10 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 _NODE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$")
 _SOCKET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
+_T = TypeVar("_T")
 
 
 class _Required:
@@ -145,6 +147,40 @@ class RunContext(Protocol):
         """Publish a preview image (an IMAGE array) of work in progress."""
 
     def record_file(self, path: Path) -> None:
+class ModelService(Protocol):
+    """What a running node may ask of the model manager (`RunContext.models`).
+
+    The manager loads each file once per process, places models on the node's device within
+    the memory budgets, and serialises loading: diffusers, transformers and peft build models
+    by patching torch process-wide, so two loads at once corrupt each other. Every loader of
+    every pack goes through this one lock.
+    """
+
+    def load(self, path: Path, loader: Callable[[Path], _T], *, kind: str, variant: str = "") -> _T:
+        """The model at ``path``, read once by ``loader`` under the load lock, then shared.
+
+        Later requests with the same ``kind`` and ``variant`` get the same object while the file
+        is unchanged; ``variant`` tells apart models built differently from one file."""
+        ...
+
+    def use(self, *models: Any) -> AbstractContextManager[str]:
+        """Place the models on the node's device for the block; yields the torch device.
+
+        ``models`` are torch modules or values holding them (found up to three levels deep);
+        the device name (``"cuda:0"``, ``"cpu"``) is what to compute on."""
+        ...
+
+    def dtype(self, kind: str = "") -> Any:
+        """The torch dtype a model of ``kind`` ("unet", "vae"...) computes in on the node's device."""
+        ...
+
+    def loading(self) -> AbstractContextManager[None]:
+        """Hold the load lock for model building outside `load` (e.g. peft's adapter layers).
+
+        ``load`` holds it around every loader; it is re-entrant, so a loader may use it too."""
+        ...
+
+
         """Tell the run about a file this node wrote."""
 
     @property
@@ -152,8 +188,8 @@ class RunContext(Protocol):
         """The running graph as a graph file, for provenance in outputs."""
 
     @property
-    def models(self) -> Any:
-        """The model manager: nodes get models from it, never load ad hoc."""
+    def models(self) -> ModelService:
+        """The model service: nodes get models from it, never load ad hoc."""
 
 
 @dataclass(frozen=True)
@@ -450,7 +486,7 @@ def declaration_problems(cls: type[Node]) -> list[str]:
         problems += [f"input {spec.name!r}: {p}" for p in _input_problems(spec)]
     problems += _run_problems(cls)
     for hook in _HOOKS:
-        if not isinstance(inspect.getattr_static(cls, hook, None), classmethod):
+        if not isinstance(_declared(cls, hook), classmethod):
             problems.append(f"{hook}() must be a @classmethod (nodeflow calls it on the class)")
     for flag in ("deprecated", "experimental"):
         value = getattr(cls, flag)
@@ -521,7 +557,8 @@ def _input_problems(spec: Input) -> list[str]:
                 out.append("multiline and choices do not go together (choices are a combo box)")
     if spec.has_default and literal is not None and not out:
         # A link-only input's default still reaches run() when nothing is linked.
-        why = check_literal(spec.model_copy(update={"link_only": False}), spec.default)
+        plain = spec.model_copy(update={"link_only": False}) if spec.link_only else spec
+        why = check_literal(plain, spec.default)
         if why:
             out.append(f"default: {why}")
     return out
@@ -529,8 +566,8 @@ def _input_problems(spec: Input) -> list[str]:
 
 def _run_problems(cls: type[Node]) -> list[str]:
     """Does ``run`` take what the executor gives it: the context, then every input by name?"""
-    run = inspect.getattr_static(cls, "run", None)
-    if run is None or run is inspect.getattr_static(Node, "run"):
+    run = _declared(cls, "run")
+    if run is None or run is Node.__dict__["run"]:
         return ["it has no run() method; define run(self, ctx, <one parameter per input>)"]
     if isinstance(run, staticmethod | classmethod) or not callable(run):
         return ["run must be a plain method: def run(self, ctx, <one parameter per input>)"]
@@ -543,6 +580,15 @@ def _run_problems(cls: type[Node]) -> list[str]:
     if not params or params[0].kind not in positional:
         return ["run() must take the run context as its first parameter after self: "
                 "def run(self, ctx, ...)"]
+def _declared(cls: type, name: str) -> Any:
+    """The attribute as the nearest class in the MRO declares it (a classmethod object stays
+    one), or None."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
+
+
     ctx, rest = params[0], params[1:]
     by_name = {p.name: p for p in rest if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)}
     takes_any = any(p.kind is P.VAR_KEYWORD for p in rest)

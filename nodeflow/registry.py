@@ -28,8 +28,9 @@ from nodeflow.errors import PluginError
 from nodeflow.node import Node, declaration_problems
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
-API_VERSION = "1.0"
-"""The plugin API version; packs declare the range they support as ``NODEFLOW_API``."""
+API_VERSION = "1.1"
+"""The plugin API version; packs declare the range they support as ``NODEFLOW_API``.
+1.1 added the model service protocol, model kinds and the file helpers (see docs/plugins.md)."""
 
 
 @dataclass
@@ -116,7 +117,7 @@ class NodeRegistry:
             info.error = _describe(exc)
             self.packs.append(info)
             return info
-        errors = []
+        errors = declare_model_kinds(module)
         for cls in classes:
             try:
                 self.register(cls, name)
@@ -206,6 +207,26 @@ def node_classes(module: ModuleType | Iterable[type[Node]]) -> Iterable[type[Nod
                 and (value.__module__ == prefix or value.__module__.startswith(prefix + "."))):
             found.append(value)
     return found
+
+
+def declare_model_kinds(module: ModuleType | Iterable[type[Node]]) -> list[str]:
+    """Declare the model kinds a pack module lists in ``MODEL_KINDS`` (`nodeflow.api.ModelKind`)
+    for the models folders and the editor's file lists; returns what is wrong with them."""
+    from nodeflow.settings import ModelKind, declare_model_kind
+
+    declared = getattr(module, "MODEL_KINDS", ()) if isinstance(module, ModuleType) else ()
+    if not isinstance(declared, list | tuple):
+        return [f"MODEL_KINDS must be a list of ModelKind, not {type(declared).__name__}"]
+    problems = []
+    for kind in declared:
+        if not isinstance(kind, ModelKind):
+            problems.append(f"MODEL_KINDS holds {kind!r}, not a ModelKind")
+            continue
+        try:
+            declare_model_kind(kind)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def api_compatible(spec: str, version: str = API_VERSION) -> bool:

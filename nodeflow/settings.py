@@ -3,21 +3,81 @@
 from __future__ import annotations
 
 import os
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODEL_KINDS = ("checkpoints", "loras", "controlnet", "vae", "upscale", "tokenizers", "priors",
-               "annotators", "diffusion_models", "text_encoders", "embeddings")
-"""Subfolders of a models folder, one per kind of model file."""
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
-KIND_FOLDERS: dict[str, tuple[str, ...]] = {
-    "diffusion_models": ("diffusion_models", "unet"),
-    "text_encoders": ("text_encoders", "clip"),
-    "upscale": ("upscale", "upscale_models"),
-    "controlnet": ("controlnet", "t2i_adapter"),
-}
-"""Kinds whose files may sit in more than one subfolder, searched in this order (ComfyUI's older
-names, ``unet/`` and ``clip/``, hold the same files)."""
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A kind of model file a node pack reads, declared in the pack module's ``MODEL_KINDS``.
+
+    Its files sit in the subfolder ``folders[0]`` (or one of the others) of every models folder
+    (``--models DIR``, ``NODEFLOW_MODELS``). An input declared with ``path_kind=name`` is looked
+    up there, and the editor lists those files for it.
+    """
+
+    name: str
+    """What inputs name in ``path_kind`` ("checkpoints", "loras"...): lower case, digits, '_'."""
+    description: str = ""
+    """What these files are, for people ("LoRA weights: .safetensors")."""
+    suffixes: tuple[str, ...] = ()
+    """File suffixes the editor offers (".safetensors", ".pth"); empty: any file. Folders (a
+    diffusers model) are always offered."""
+    folders: tuple[str, ...] = ()
+    """Subfolder names searched in order; empty: just ``name``. Later names are other tools'
+    names for the same files (ComfyUI's ``unet/`` for ``diffusion_models/``)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _KIND_NAME.match(self.name) \
+                or self.name in ("image", "file"):
+            raise ValueError(f"model kind name {self.name!r} must be lower case letters, digits and "
+                             "'_', starting with a letter (and not 'image' or 'file')")
+        folders = tuple(self.folders) or (self.name,)
+        if any(not isinstance(f, str) or not f or "/" in f or "\\" in f or f in (".", "..")
+               for f in folders):
+            raise ValueError(f"model kind {self.name!r}: folders must be plain folder names, got "
+                             f"{folders!r}")
+        suffixes = tuple(s.lower() for s in self.suffixes)
+        if any(not s.startswith(".") for s in suffixes):
+            raise ValueError(f"model kind {self.name!r}: suffixes start with '.', got {suffixes!r}")
+        object.__setattr__(self, "folders", folders)
+        object.__setattr__(self, "suffixes", suffixes)
+
+
+_kinds: dict[str, ModelKind] = {}
+_kinds_lock = threading.Lock()
+
+
+def declare_model_kind(kind: ModelKind) -> None:
+    """Make a model kind known to every `Settings` of this process (the registry does this for
+    each kind a pack declares). Packs may declare the same kind (same folders and suffixes;
+    the first description is kept); other folders or suffixes under a taken name raise
+    ValueError naming both."""
+    with _kinds_lock:
+        known = _kinds.get(kind.name)
+        if known is not None and (known.folders, known.suffixes) == (kind.folders, kind.suffixes):
+            return
+        if known is not None:
+            raise ValueError(f"model kind '{kind.name}' is already declared with folders "
+                             f"{', '.join(known.folders)} and suffixes "
+                             f"{', '.join(known.suffixes) or 'any'}; a different declaration "
+                             "under the same name is ignored")
+        _kinds[kind.name] = kind
+
+
+def model_kinds() -> list[ModelKind]:
+    """Every model kind the loaded packs declared, in declaration order."""
+    with _kinds_lock:
+        return list(_kinds.values())
+
+
+def model_kind(name: str) -> ModelKind | None:
+    """The declared model kind ``name``, or None."""
+    return _kinds.get(name)
 
 
 def packaged_models_dir() -> Path:
@@ -36,6 +96,9 @@ class Settings:
     allowed_dirs: list[Path] | None = None
     """For an untrusted graph (from a PNG or a request): the only folders, besides the models
     folders, whose files its inputs may name. None: no restriction."""
+    allow_hint: str = ""
+    """How the user widens ``allowed_dirs`` where they run the graph (default: the
+    command line's ``--allow-dir DIR``; the editor names its menu item)."""
     folders: dict[str, list[Path]] = field(default_factory=dict)
     """Extra folders per kind, searched first (a ComfyUI user's extra_model_paths.yaml); for
     pictures ("image"), searched last (ComfyUI's input/ folder)."""
@@ -62,7 +125,8 @@ class Settings:
             if self.base_dir is not None:
                 dirs.append(self.base_dir)
             return dirs + self.folders.get(kind, [])
-        folders = KIND_FOLDERS.get(kind, (kind,))
+        declared = _kinds.get(kind)
+        folders = declared.folders if declared is not None else (kind,)
         return [*self.folders.get(kind, []),
                 *(d / f for d in [*self.models_dirs, packaged_models_dir()] for f in folders)]
 
@@ -89,7 +153,7 @@ class Settings:
         allowed folders), or None."""
         from nodeflow.files import path_refusal
 
-        return path_refusal(path, self.readable_dirs())
+        return path_refusal(path, self.readable_dirs(), self.allow_hint)
 
     def describe_search(self, kind: str, name: str) -> str:
         path = Path(name).expanduser()
@@ -103,6 +167,8 @@ class Settings:
         places = ", ".join(str(d) for d in self.search_dirs(kind))
         hint = ""
         if kind not in ("image", "file"):
-            hint = (f" Put it in the '{kind}' folder of a models folder (--models DIR or NODEFLOW_MODELS),"
+            declared = _kinds.get(kind)
+            folder = declared.folders[0] if declared is not None else kind
+            hint = (f" Put it in the '{folder}' folder of a models folder (--models DIR or NODEFLOW_MODELS),"
                     " or give your ComfyUI folder with --comfy-models DIR.")
         return f"'{name}' was not found in {places}.{hint}"

@@ -12,10 +12,20 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.settings import Settings
-from nodeflow.types import BOOL, FLOAT, IMAGE, INT, STRING
+from nodeflow.api import (
+    BOOL,
+    FLOAT,
+    IMAGE,
+    INT,
+    STRING,
+    Input,
+    ModelKind,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+)
 
 RESOLUTION = Input("resolution", INT, "The size (short side, rounded to 64) the detector works at; "
                    "the result is resized back to the picture's size.", default=512, min=64,
@@ -219,19 +229,10 @@ _LOADERS = {"hed": _load_hed, "lineart": _load_lineart, "openpose": _load_openpo
             "depth": _load_depth}
 
 
-def _locked(loader: Callable[[Path], Any]) -> Callable[[Path], Any]:
-    def load(folder: Path) -> Any:
-        from nodeflow.nodes.diffusion.files import LOAD_LOCK
-
-        with LOAD_LOCK:
-            return loader(folder)
-    return load
-
-
 def _detector(ctx: RunContext, path: str, kind: str) -> Any:
     folder = _annotator_folder(ctx, path, kind)
     try:
-        return ctx.models.load(folder, _locked(_LOADERS[kind]), kind="annotator", variant=kind)
+        return ctx.models.load(folder, _LOADERS[kind], kind="annotator", variant=kind)
     except NodeInputError:
         raise
     except ImportError as exc:
@@ -331,3 +332,7 @@ class Depth(Node):
         detector = _detector(ctx, path, "depth")
         return _each_frame(image, lambda px: detector(
             px, detect_resolution=resolution, image_resolution=resolution, output_type="np"))
+
+
+MODEL_KINDS = [ModelKind("annotators", "ControlNet annotator (preprocessor) folders: hed, lineart, "
+                         "openpose and depth weights as controlnet-aux reads them.")]

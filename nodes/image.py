@@ -8,10 +8,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import NodeInputError, RefusedInput
-from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, IMAGE, INT, MASK, STRING
+from nodeflow.api import (
+    FLOAT,
+    IMAGE,
+    INT,
+    MASK,
+    STRING,
+    Input,
+    Node,
+    NodeInputError,
+    Output,
+    RefusedInput,
+    RunContext,
+    Settings,
+)
 
 RESAMPLE = ("lanczos", "bicubic", "bilinear", "nearest", "area")
 
@@ -63,7 +73,7 @@ class Load(Node):
         import numpy as np
         from PIL import ImageOps, UnidentifiedImageError
 
-        from nodeflow.imaging import open_picture, pil_to_image
+        from nodeflow.api import open_picture, pil_to_image
 
         found = ctx.settings.resolve_path("image", path)
         if found is None:
@@ -114,9 +124,7 @@ class Save(Node):
 
         from PIL.PngImagePlugin import PngInfo
 
-        from nodeflow.files import write_new_numbered
-        from nodeflow.imaging import image_to_pils
-        from nodeflow.provenance import png_text_chunks
+        from nodeflow.api import image_to_pils, png_text_chunks, write_new_numbered
 
         for _socket, message in _check_prefix(prefix):
             raise NodeInputError("prefix", message)
@@ -179,8 +187,7 @@ class PreviewImage(Node):
     def run(self, ctx: RunContext, image: Any) -> Any:
         import io
 
-        from nodeflow.files import write_new_numbered
-        from nodeflow.imaging import image_to_pils
+        from nodeflow.api import image_to_pils, write_new_numbered
 
         folder = preview_folder()
         pictures = image_to_pils(image)
@@ -197,7 +204,7 @@ class PreviewImage(Node):
 
 
 def _check_prefix(prefix: str) -> Iterable[tuple[str | None, str]]:
-    from nodeflow.files import save_prefix_problem
+    from nodeflow.api import save_prefix_problem
 
     problem = save_prefix_problem(prefix)
     if problem:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.types import FLOAT
+from nodeflow.api import FLOAT, Input, Node, Output, RunContext
 
 
 class Add(Node):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.types import FLOAT, INT, STRING
+from nodeflow.api import FLOAT, INT, STRING, Input, Node, Output, RunContext
 
 SEED_MAX = 2**64 - 1
 

@@ -16,11 +16,25 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.api import (
+    FLOAT,
+    IMAGE,
+    INT,
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    ModelError,
+    ModelKind,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    SocketType,
+    ValueEstimate,
+)
 from nodeflow.nodes.ar.tokens import Tokens, mismatch
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, IMAGE, INT, STRING, SocketType
 
 TOKENIZER = SocketType(
     "TOKENIZER", color="#4db6ac",
@@ -61,7 +75,7 @@ def _load(ctx: RunContext, kind: str, path: str, loader: Any) -> Any:
 def _estimate_file(values: Mapping[str, Any], ctx: EstimateContext, kind: str,
                    weights: Any) -> tuple[str, int] | None:
     """The name and float32 bytes of the model file a loader's `path` names, or None."""
-    from nodeflow.models import estimate_file_bytes
+    from nodeflow.api import estimate_file_bytes
 
     path = values.get("path")
     found = ctx.settings.resolve_path(kind, path) if isinstance(path, str) and path else None
@@ -317,5 +331,11 @@ class Sample(Node):
 
 
 NODES = [LoadTokenizer, Tokenize, Detokenize, LoadPrior, Sample]
+MODEL_KINDS = [
+    ModelKind("tokenizers", "Tokenizers: VQ image tokenizers (.safetensors with their config), and "
+              "text tokenizer folders (T5's, for split text-encoder files)."),
+    ModelKind("priors", "Autoregressive token priors: .safetensors with their config.",
+              suffixes=(".safetensors",)),
+]
 __all__ = ["TOKENIZER", "TOKENS", "PRIOR", "Tokens", "LoadTokenizer", "Tokenize", "Detokenize",
-           "LoadPrior", "Sample", "NODES"]
+           "LoadPrior", "Sample", "NODES", "MODEL_KINDS"]

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from nodeflow.models import safetensors_header
+from nodeflow.api import safetensors_header
 
 PRIOR_FORMAT = "nodeflow.ar_prior"
 TOKENIZER_FORMAT = "nodeflow.vq_tokenizer"
@@ -49,7 +49,7 @@ def read_config(path: Path, fmt: str, config_name: str = "config.json") -> dict[
 def stored_elements(path: Path) -> int:
     """Numbers stored in a model's weights (a .safetensors file, or a folder's weight files),
     read from the headers; a count independent of the stored precision."""
-    from nodeflow.models import weight_files
+    from nodeflow.api import weight_files
 
     files = weight_files(path) if path.is_dir() else [path]
     total = 0

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nodeflow.errors import ModelError
+from nodeflow.api import ModelError
 from nodeflow.nodes.ar.files import PRIOR_FORMAT, prior_config
 
 

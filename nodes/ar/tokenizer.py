@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
+from nodeflow.api import ModelError
 from nodeflow.nodes.ar.files import TOKENIZER_FORMAT, tokenizer_config
 
 

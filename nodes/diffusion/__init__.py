@@ -6,6 +6,7 @@ Modules: ``types`` (socket types and values), ``loaders`` (checkpoint, VAE, Cont
 Nothing here imports torch until a node runs.
 """
 
+from nodeflow.api import ModelKind
 from nodeflow.nodes.diffusion.batches import LatentComposite, LatentFromBatch, RepeatLatentBatch
 from nodeflow.nodes.diffusion.conditioning import ApplyControlNet, TextEncode
 from nodeflow.nodes.diffusion.ksampler import KSampler, KSamplerAdvanced
@@ -29,5 +30,17 @@ NODES = [LoadCheckpoint, LoadVAE, LoadControlNet, LoadLoRA, TextEncode, ApplyCon
          *REGION_NODES]
 NODES += [LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch, RepeatLatentBatch,
           ImagePadForOutpaint, VAEEncodeForInpaint, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner]
+
+SAFETENSORS = (".safetensors",)
+MODEL_KINDS = [
+    ModelKind("checkpoints", "Stable Diffusion checkpoints: diffusers folders or single .safetensors "
+              "files.", suffixes=SAFETENSORS),
+    ModelKind("vae", "VAEs: diffusers folders or .safetensors files.", suffixes=(".safetensors", ".sft")),
+    ModelKind("loras", "LoRA (and LyCORIS) weights: .safetensors files.", suffixes=SAFETENSORS),
+    ModelKind("controlnet", "ControlNets and T2I-Adapters: diffusers folders or .safetensors files.",
+              suffixes=SAFETENSORS, folders=("controlnet", "t2i_adapter")),
+    ModelKind("embeddings", "Textual-inversion embeddings a prompt names as embedding:NAME.",
+              suffixes=(".safetensors", ".pt", ".bin")),
+]
 
 __all__ = [cls.__name__ for cls in NODES]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
+from nodeflow.api import ModelError
 from nodeflow.nodes.diffusion.types import ControlHint, ControlNet
 
 ADAPTER = "t2i_adapter"
@@ -113,7 +113,7 @@ def load_adapter_folder(path: Path, dtype: Any) -> ControlNet:
 
 def adapter_file_layout(path: Path) -> str | None:
     """'diffusers' or 'original' (TencentARC's) for a single-file full T2I-Adapter, else None."""
-    from nodeflow.models import safetensors_header
+    from nodeflow.api import safetensors_header
 
     if not path.is_file() or path.suffix.lower() != ".safetensors":
         return None

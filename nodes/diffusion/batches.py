@@ -11,12 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.api import INT, Input, Node, NodeInputError, Output, RunContext, Settings
 from nodeflow.nodes.diffusion.latent import MULTIPLE, latent_scale
 from nodeflow.nodes.diffusion.types import LATENT, Latent
-from nodeflow.settings import Settings
-from nodeflow.types import INT
 
 
 def _repeat(value: Any, times: int) -> Any:

@@ -13,7 +13,7 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
+from nodeflow.api import ModelError
 
 MERGES = 49152 - 256 - 2
 BOS = "<|startoftext|>"

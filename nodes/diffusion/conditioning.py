@@ -13,8 +13,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import FingerprintContext, Input, Node, Output, RunContext
+from nodeflow.api import (
+    FLOAT,
+    IMAGE,
+    INT,
+    STRING,
+    FingerprintContext,
+    Input,
+    ModelError,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+)
 from nodeflow.nodes.diffusion.types import (
     CLIP,
     CONDITIONING,
@@ -25,8 +37,6 @@ from nodeflow.nodes.diffusion.types import (
     TextEncoders,
 )
 from nodeflow.nodes.diffusion.weighting import WEIGHTINGS, embedding_names, weighted_encode
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, IMAGE, INT, STRING
 
 _ENCODE_LOCK = threading.Lock()
 """One prompt encoding at a time: transformers collects hidden states with hooks on the module,
@@ -155,7 +165,7 @@ def check_embeddings(text: Any, weighting: Any, settings: Settings) -> Iterable[
 def embeddings_fingerprint(settings: Settings, texts: Iterable[Any], weighting: Any = "comfy") -> str | None:
     """The state of the embedding files prompts name, for a text node's cache key: an edited or
     replaced embedding file encodes the prompt again (None when the prompts name none)."""
-    from nodeflow.cache import file_fingerprint
+    from nodeflow.api import file_fingerprint
     from nodeflow.nodes.diffusion.embeddings import find_embedding
 
     parts = []

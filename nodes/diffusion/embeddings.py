@@ -17,8 +17,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from nodeflow.errors import ModelError
-from nodeflow.settings import Settings
+from nodeflow.api import ModelError, Settings
 
 KIND = "embeddings"
 EXTENSIONS = ("", ".safetensors", ".pt", ".bin")

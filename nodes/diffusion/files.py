@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.models import safetensors_header
-from nodeflow.settings import Settings
+from nodeflow.api import NodeInputError, Settings, safetensors_header
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-
-LOAD_LOCK = threading.RLock()
-"""Held while building models from files. diffusers and accelerate create modules with their
-weights on the meta device by patching torch process-wide while they load, so two loads at
-once (independent branches run concurrently) would leave each other's weights empty."""
-
 
 def resolve(ctx: Any, socket: str, kind: str, name: str) -> Path:
     """The file or folder a model input names, or a located error saying where it was looked for."""

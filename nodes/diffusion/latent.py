@@ -14,12 +14,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.api import (
+    BOOL,
+    FLOAT,
+    IMAGE,
+    INT,
+    MASK,
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    ValueEstimate,
+)
 from nodeflow.nodes.diffusion.resample import CROPS, LATENT_METHODS, keep_aspect
 from nodeflow.nodes.diffusion.types import LATENT, VAE, Autoencoder, EncodedImage, Latent
-from nodeflow.settings import Settings
-from nodeflow.types import BOOL, FLOAT, IMAGE, INT, MASK, STRING
 
 MULTIPLE = 8
 VAE_ACTIVATION_FACTOR = 12

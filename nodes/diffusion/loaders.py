@@ -18,20 +18,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.models import estimate_file_bytes, safetensors_header, tensor_bytes
-from nodeflow.node import (
+from nodeflow.api import (
     DTYPE_BYTES,
+    STRING,
     EstimateContext,
     Input,
     MemoryEstimate,
+    ModelError,
     Node,
+    NodeInputError,
     Output,
     RunContext,
+    Settings,
     ValueEstimate,
+    estimate_file_bytes,
+    safetensors_header,
+    tensor_bytes,
 )
 from nodeflow.nodes.diffusion.files import (
-    LOAD_LOCK,
     check_path_input,
     check_weights_file,
     checked_model_path,
@@ -48,8 +52,6 @@ from nodeflow.nodes.diffusion.types import (
     DiffusionModel,
     TextEncoders,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import STRING
 
 PREDICTIONS = ("auto", "epsilon", "v_prediction")
 
@@ -138,8 +140,7 @@ def read_scheduler_config(folder: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: Path, dtype: Any = None) -> Checkpoint:
     """A diffusers folder or a single-file checkpoint, by what ``path`` is."""
-    with LOAD_LOCK:
-        return _load_checkpoint(path, dtype)
+    return _load_checkpoint(path, dtype)
 
 
 def _load_checkpoint(path: Path, dtype: Any) -> Checkpoint:
@@ -336,8 +337,7 @@ def load_path_input(ctx: RunContext, path: str, kind: str, what: str,
 
 def load_vae_file(path: Path, dtype: Any = None) -> Autoencoder:
     """An AutoencoderKL from a diffusers folder or a single .safetensors file."""
-    with LOAD_LOCK:
-        return _load_vae_file(path, dtype)
+    return _load_vae_file(path, dtype)
 
 
 def _load_vae_file(path: Path, dtype: Any) -> Autoencoder:
@@ -414,8 +414,7 @@ def controlnet_family(model: Any) -> str:
 
 
 def load_controlnet_file(path: Path, dtype: Any = None) -> ControlNet:
-    with LOAD_LOCK:
-        return _load_controlnet_file(path, dtype)
+    return _load_controlnet_file(path, dtype)
 
 
 def _load_controlnet_file(path: Path, dtype: Any) -> ControlNet:

@@ -18,18 +18,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.api import FLOAT, STRING, Input, Node, NodeInputError, Output, RunContext, Settings
 from nodeflow.nodes.diffusion.files import (
-    LOAD_LOCK,
     check_path_input,
     load_safetensors,
     lora_file,
 )
 from nodeflow.nodes.diffusion.lycoris import apply_lycoris, is_lycoris
 from nodeflow.nodes.diffusion.types import CLIP, FAMILY_NAMES, MODEL, DiffusionModel, TextEncoders
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, STRING
 
 CROSS_ATTENTION_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 _ADAPTER_NUMBERS = itertools.count()
@@ -194,6 +190,6 @@ class LoadLoRA(Node):
         if clip.family != model.family:
             raise NodeInputError("clip", "the model and the clip come from different families")
         lora = ctx.models.load(found, load_lora_file, kind="lora")
-        with LOAD_LOCK:  # peft builds the adapter layers
+        with ctx.models.loading():  # peft builds the adapter layers
             new_model, new_clip = apply_lora(model, clip, lora, strength_model, strength_clip)
         return {"model": new_model, "clip": new_clip}

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
+from nodeflow.api import NodeInputError
 
 KINDS = {"hada_": "LoHa", "lokr_": "LoKr", "lora_down": "LoRA", "lora_up": "LoRA"}
 UNSUPPORTED = {"lora_mid": "LoCon with a Tucker middle factor", "dora_scale": "DoRA",

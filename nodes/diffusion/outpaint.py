@@ -18,12 +18,9 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.api import IMAGE, INT, MASK, Input, Node, NodeInputError, Output, RunContext, Settings
 from nodeflow.nodes.diffusion.latent import MULTIPLE, encode_pixels, image_to_pixels, to_model_space
 from nodeflow.nodes.diffusion.types import LATENT, VAE, Autoencoder, EncodedImage, Latent
-from nodeflow.settings import Settings
-from nodeflow.types import IMAGE, INT, MASK
 
 MAX_PAD = 8192
 

@@ -14,11 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.api import FLOAT, INT, MASK, STRING, Input, Node, NodeInputError, Output, RunContext, Settings
 from nodeflow.nodes.diffusion.types import CONDITIONING, Conditioning
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, INT, MASK, STRING
 
 MAX_RESOLUTION = 16384
 

@@ -27,8 +27,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.api import (
+    FLOAT,
+    INT,
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    ValueEstimate,
+)
 from nodeflow.nodes.diffusion.adapters import ADAPTER, adapter_residuals, prepare_adapters
 from nodeflow.nodes.diffusion.types import (
     CONDITIONING,
@@ -39,8 +51,6 @@ from nodeflow.nodes.diffusion.types import (
     DiffusionModel,
     Latent,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, INT, STRING
 
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("EulerDiscreteScheduler", {}),

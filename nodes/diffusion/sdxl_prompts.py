@@ -13,8 +13,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import FingerprintContext, Input, Node, Output, RunContext
+from nodeflow.api import (
+    FLOAT,
+    INT,
+    STRING,
+    FingerprintContext,
+    Input,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+)
 from nodeflow.nodes.diffusion.conditioning import (
     _ENCODE_LOCK,
     check_embeddings,
@@ -23,8 +33,6 @@ from nodeflow.nodes.diffusion.conditioning import (
 )
 from nodeflow.nodes.diffusion.types import CLIP, CONDITIONING, Conditioning, TextEncoders
 from nodeflow.nodes.diffusion.weighting import empty_chunk, encode_chunk, weighted_encode
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, INT, STRING
 
 SIZE = {"default": 1024, "min": 0, "max": 16384, "step": 8}
 

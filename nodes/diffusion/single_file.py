@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
-from nodeflow.models import safetensors_header
+from nodeflow.api import ModelError, safetensors_header
 from nodeflow.nodes.diffusion.types import FAMILY_NAMES, Autoencoder
 
 CONFIGS = Path(__file__).resolve().parent / "configs"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodeflow.types import SocketType
+from nodeflow.api import SocketType
 
 MODEL = SocketType("MODEL", color="#b39ddb",
                    description="A denoising UNet with its scheduler configuration and model family.")

@@ -8,6 +8,7 @@ Latents and VAEs use the diffusion pack's LATENT and VAE sockets, so its VAEEnco
 VAEDecode work here. Nothing imports torch until a node runs.
 """
 
+from nodeflow.api import ModelKind
 from nodeflow.nodes.flow.control import ApplyControlNet, LoadControlNet
 from nodeflow.nodes.flow.encode import FluxGuidance, TextEncode, ZeroOut
 from nodeflow.nodes.flow.load_nodes import LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE
@@ -17,5 +18,14 @@ from nodeflow.nodes.flow.sample import EmptyLatent, ModelSamplingFlux, ModelSamp
 NODES = [LoadCheckpoint, LoadDiffusionModel, LoadTextEncoders, LoadVAE, LoadLoRA, LoadControlNet, TextEncode,
          FluxGuidance, ZeroOut, ApplyControlNet, EmptyLatent, ModelSamplingSD3, ModelSamplingFlux, OffloadBlocks,
          Sample]
+
+MODEL_KINDS = [
+    ModelKind("diffusion_models", "SD3.x and Flux transformers: .safetensors files (original or "
+              "diffusers layout) or diffusers folders.", suffixes=(".safetensors", ".sft"),
+              folders=("diffusion_models", "unet")),
+    ModelKind("text_encoders", "Split text-encoder files (CLIP-L, CLIP-G, T5): .safetensors.",
+              suffixes=(".safetensors", ".sft"), folders=("text_encoders", "clip")),
+    ModelKind("tokenizers", "Text tokenizer folders (T5's, for split text-encoder files)."),
+]
 
 __all__ = [cls.__name__ for cls in NODES]

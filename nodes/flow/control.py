@@ -14,9 +14,22 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
-from nodeflow.nodes.diffusion.files import LOAD_LOCK, checked_model_path
+from nodeflow.api import (
+    FLOAT,
+    IMAGE,
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    ModelError,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    ValueEstimate,
+)
+from nodeflow.nodes.diffusion.files import checked_model_path
 from nodeflow.nodes.diffusion.types import VAE, Autoencoder
 from nodeflow.nodes.flow.files import read_json
 from nodeflow.nodes.flow.types import (
@@ -28,8 +41,6 @@ from nodeflow.nodes.flow.types import (
     FlowHint,
     FlowModel,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, IMAGE, STRING
 
 
 def controlnet_family(folder: Path) -> str | None:
@@ -54,8 +65,7 @@ def load_controlnet(path: Path, dtype: Any = None) -> FlowControlNet:
     if dtype is not None:
         kwargs["torch_dtype"] = dtype
     cls: Any = SD3ControlNetModel if family == "sd3" else FluxControlNetModel
-    with LOAD_LOCK:
-        model = cls.from_pretrained(path, **kwargs).eval().requires_grad_(False)
+    model = cls.from_pretrained(path, **kwargs).eval().requires_grad_(False)
     return FlowControlNet(model, family, str(path))
 
 
@@ -79,7 +89,7 @@ class LoadControlNet(Node):
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
-        from nodeflow.models import estimate_file_bytes
+        from nodeflow.api import estimate_file_bytes
 
         name = values.get("path")
         found = ctx.settings.resolve_path("controlnet", name) if isinstance(name, str) and name else None

@@ -7,10 +7,8 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
+from nodeflow.api import FLOAT, INT, STRING, Input, Node, NodeInputError, Output, RunContext
 from nodeflow.nodes.flow.types import FLOW_CLIP, FLOW_CONDITIONING, FlowConditioning, FlowTextEncoders
-from nodeflow.types import FLOAT, INT, STRING
 
 DEFAULT_T5_LENGTH = {"sd3": 256, "flux": 512}
 """T5 tokens per prompt when the node says 0: the pipelines' defaults (Flux schnell users often

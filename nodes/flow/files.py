@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
-from nodeflow.models import safetensors_header
+from nodeflow.api import ModelError, safetensors_header
 
 HEAD_DIM = 64
 """Attention head width of the released CLIP, T5 and SD3 (no qk-norm) models."""

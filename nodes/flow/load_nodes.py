@@ -12,15 +12,24 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.models import file_identity
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.api import (
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    ModelError,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    ValueEstimate,
+    file_fingerprint,
+)
 from nodeflow.nodes.diffusion.files import check_weights_file, checked_model_path, resolve
 from nodeflow.nodes.diffusion.types import VAE
 from nodeflow.nodes.flow import files, loaders
 from nodeflow.nodes.flow.types import FLOW_CLIP, FLOW_MODEL
-from nodeflow.settings import Settings
-from nodeflow.types import STRING
 
 FAMILY_CHOICES = ("sd3", "flux")
 ENCODER_SOCKETS = ("encoder1", "encoder2", "encoder3")
@@ -125,7 +134,7 @@ class LoadCheckpoint(Node):
 
             def load(p: Path) -> Any:
                 return loaders.load_bundle(p, tok, dtype)
-            variant = repr(file_identity(tok)) if tok is not None else ""
+            variant = file_fingerprint(tok) if tok is not None else ""
         ckpt = _load(ctx, "path", found, load, "checkpoint", variant)
         if vae_dtype != dtype:
             ckpt.vae.vae.to(vae_dtype)
@@ -133,7 +142,7 @@ class LoadCheckpoint(Node):
 
 
 def _has_t5(path: Path) -> bool:
-    from nodeflow.models import safetensors_header
+    from nodeflow.api import safetensors_header
 
     try:
         return any(k.startswith(files.BUNDLE_PREFIXES["t5"]) for k in safetensors_header(path))
@@ -261,8 +270,8 @@ class LoadTextEncoders(Node):
                 error = loaders.missing_t5_tokenizer(
                     "no folder named t5 in " + ", ".join(map(str, ctx.settings.search_dirs("tokenizers"))))
                 raise NodeInputError("t5_tokenizer", error.message, hint=error.hint)
-        others = [file_identity(p) for _s, p in paths[1:]]
-        variant = repr((type, others, file_identity(tok) if tok is not None else None))
+        others = [file_fingerprint(p) for _s, p in paths[1:]]
+        variant = repr((type, others, file_fingerprint(tok) if tok is not None else None))
         return _load(ctx, paths[0][0], paths[0][1],
                      lambda _p: loaders.load_text_encoders([p for _s, p in paths], type, tok, dtype),
                      "text_encoders", variant)

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
-from nodeflow.nodes.diffusion.files import LOAD_LOCK
+from nodeflow.api import ModelError
 from nodeflow.nodes.diffusion.types import Autoencoder
 from nodeflow.nodes.flow import files
 from nodeflow.nodes.flow.types import Encoder, FlowModel, FlowTextEncoders, Shift
@@ -106,8 +105,7 @@ def missing_t5_tokenizer(searched: str) -> ModelError:
 
 def load_folder(folder: Path, dtype: Any = None) -> FlowCheckpoint:
     """Every part of an SD3.x or Flux diffusers folder, offline."""
-    with LOAD_LOCK:
-        return _load_folder(folder, dtype)
+    return _load_folder(folder, dtype)
 
 
 def _load_folder(folder: Path, dtype: Any) -> FlowCheckpoint:
@@ -180,31 +178,30 @@ def model_from_state(family: str, sd: dict[str, Any], source: str, dtype: Any,
 
 def load_transformer_file(path: Path, dtype: Any = None, weight_dtype: str = "default") -> FlowModel:
     """An SD3 or Flux transformer from one .safetensors file (original or diffusers layout)."""
-    with LOAD_LOCK:
-        if path.is_dir():
-            family = folder_family(path) or folder_family(path.parent)
-            sub = path / "transformer" if (path / "transformer").is_dir() else path
-            if family is None:
-                raise ModelError(f"{path} is a folder but not an SD3 or Flux transformer")
-            from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    if path.is_dir():
+        family = folder_family(path) or folder_family(path.parent)
+        sub = path / "transformer" if (path / "transformer").is_dir() else path
+        if family is None:
+            raise ModelError(f"{path} is a folder but not an SD3 or Flux transformer")
+        from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
-            cls: Any = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
-            transformer = cls.from_pretrained(sub, **_kwargs(dtype)).eval().requires_grad_(False)
-            _cast_weights(transformer, weight_dtype, dtype)
-            scheduler = files.read_json(sub.parent / "scheduler" / "scheduler_config.json") or \
-                dict(files.SCHEDULER_DEFAULTS[family])
-            return FlowModel(transformer, family, shift_of(scheduler), scheduler, str(path))
-        layout = files.file_layout(path)
-        if layout.kind == "bundle":
-            prefix = files.BUNDLE_PREFIXES["transformer"]
-            layout = files.Layout("sd3", True)
-        elif layout.kind in ("sd3", "flux"):
-            prefix = layout.prefix
-        else:
-            raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a diffusion model",
-                             hint=_where(layout.kind))
-        family, sd = files.transformer_state(layout, files.read_tensors(path, prefix))
-        return model_from_state(family, sd, str(path), dtype, weight_dtype)
+        cls: Any = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
+        transformer = cls.from_pretrained(sub, **_kwargs(dtype)).eval().requires_grad_(False)
+        _cast_weights(transformer, weight_dtype, dtype)
+        scheduler = files.read_json(sub.parent / "scheduler" / "scheduler_config.json") or \
+            dict(files.SCHEDULER_DEFAULTS[family])
+        return FlowModel(transformer, family, shift_of(scheduler), scheduler, str(path))
+    layout = files.file_layout(path)
+    if layout.kind == "bundle":
+        prefix = files.BUNDLE_PREFIXES["transformer"]
+        layout = files.Layout("sd3", True)
+    elif layout.kind in ("sd3", "flux"):
+        prefix = layout.prefix
+    else:
+        raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a diffusion model",
+                         hint=_where(layout.kind))
+    family, sd = files.transformer_state(layout, files.read_tensors(path, prefix))
+    return model_from_state(family, sd, str(path), dtype, weight_dtype)
 
 
 def _describe(kind: str) -> str:
@@ -233,21 +230,20 @@ def load_text_encoders(paths: Iterable[Path], family: str, t5_tokenizer: Path | 
     With two CLIP files the narrower is CLIP-L. ``t5_tokenizer`` is the folder of T5's tokenizer
     (needed when a T5 file is given).
     """
-    with LOAD_LOCK:
-        clips: list[tuple[dict[str, Any], str]] = []
-        t5: tuple[dict[str, Any], str] | None = None
-        for path in paths:
-            layout = files.file_layout(path)
-            if layout.kind == "clip":
-                clips.append((files.read_tensors(path, layout.prefix), str(path)))
-            elif layout.kind == "t5":
-                if t5 is not None:
-                    raise ModelError(f"two T5 text encoders were given ({Path(t5[1]).name}, {path.name})")
-                t5 = (files.read_tensors(path, layout.prefix), str(path))
-            else:
-                raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a text encoder",
-                                 hint=_where(layout.kind))
-        return assemble_encoders(family, clips, t5, t5_tokenizer, dtype)
+    clips: list[tuple[dict[str, Any], str]] = []
+    t5: tuple[dict[str, Any], str] | None = None
+    for path in paths:
+        layout = files.file_layout(path)
+        if layout.kind == "clip":
+            clips.append((files.read_tensors(path, layout.prefix), str(path)))
+        elif layout.kind == "t5":
+            if t5 is not None:
+                raise ModelError(f"two T5 text encoders were given ({Path(t5[1]).name}, {path.name})")
+            t5 = (files.read_tensors(path, layout.prefix), str(path))
+        else:
+            raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a text encoder",
+                             hint=_where(layout.kind))
+    return assemble_encoders(family, clips, t5, t5_tokenizer, dtype)
 
 
 def assemble_encoders(family: str, clips: list[tuple[dict[str, Any], str]],
@@ -298,53 +294,51 @@ def vae_family_from_name(path: Path) -> str | None:
 
 def load_vae(path: Path, family: str, dtype: Any = None) -> Autoencoder:
     """A VAE: a 16-channel one (scaled for ``family``), or an SD one through the diffusion pack."""
-    with LOAD_LOCK:
-        if path.is_dir():
-            from diffusers import AutoencoderKL
+    if path.is_dir():
+        from diffusers import AutoencoderKL
 
-            sub = path / "vae" if (path / "vae" / "config.json").is_file() else path
-            vae = files.with_shift(AutoencoderKL.from_pretrained(sub, **_kwargs(dtype)))
-            return Autoencoder(vae.eval().requires_grad_(False), folder_family(path) or "")
-        layout = files.file_layout(path)
-        if layout.kind == "bundle":
-            layout = files.Layout("vae", True, files.BUNDLE_PREFIXES["vae"])
-            family = "sd3"
-        if layout.kind != "vae":
-            raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a VAE",
-                             hint=_where(layout.kind))
-        sd = files.read_tensors(path, layout.prefix)
-        if "decoder.conv_in.weight" in sd and int(sd["decoder.conv_in.weight"].shape[1]) == 4:
-            from nodeflow.nodes.diffusion.loaders import load_vae_file
+        sub = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        vae = files.with_shift(AutoencoderKL.from_pretrained(sub, **_kwargs(dtype)))
+        return Autoencoder(vae.eval().requires_grad_(False), folder_family(path) or "")
+    layout = files.file_layout(path)
+    if layout.kind == "bundle":
+        layout = files.Layout("vae", True, files.BUNDLE_PREFIXES["vae"])
+        family = "sd3"
+    if layout.kind != "vae":
+        raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a VAE",
+                         hint=_where(layout.kind))
+    sd = files.read_tensors(path, layout.prefix)
+    if "decoder.conv_in.weight" in sd and int(sd["decoder.conv_in.weight"].shape[1]) == 4:
+        from nodeflow.nodes.diffusion.loaders import load_vae_file
 
-            return load_vae_file(path, dtype)
-        if family not in ("sd3", "flux"):
-            raise ModelError(f"cannot tell whether {path.name} is Flux's or SD3's VAE: their weights have "
-                             "the same shapes but different latent scaling",
-                             hint="Set the VAE node's family input to flux or sd3.")
-        return Autoencoder(files.build_vae(sd, family, dtype), family)
+        return load_vae_file(path, dtype)
+    if family not in ("sd3", "flux"):
+        raise ModelError(f"cannot tell whether {path.name} is Flux's or SD3's VAE: their weights have "
+                         "the same shapes but different latent scaling",
+                         hint="Set the VAE node's family input to flux or sd3.")
+    return Autoencoder(files.build_vae(sd, family, dtype), family)
 
 
 def load_bundle(path: Path, t5_tokenizer: Path | None, dtype: Any = None) -> FlowCheckpoint:
     """An SD3.x single-file checkpoint with its transformer, text encoders and VAE."""
-    with LOAD_LOCK:
-        tensors = files.read_tensors(path)
-        parts: dict[str, dict[str, Any]] = {name: {} for name in files.BUNDLE_PREFIXES}
-        for key, tensor in tensors.items():
-            for name, prefix in files.BUNDLE_PREFIXES.items():
-                if key.startswith(prefix):
-                    parts[name][key[len(prefix):]] = tensor
-                    break
-        if not parts["transformer"]:
-            raise ModelError(f"{path.name} has no SD3 diffusion model (model.diffusion_model.*)")
-        missing = [n for n in ("vae", "clip_l", "clip_g") if not parts[n]]
-        if missing:
-            raise ModelError(f"{path.name} is an SD3 checkpoint without its {', '.join(missing)}",
-                             hint="Load the diffusion model with flow.LoadDiffusionModel and the other "
-                                  "parts from their own files.")
-        family, sd = files.transformer_state(files.Layout("sd3", True), parts["transformer"])
-        model = model_from_state(family, sd, str(path), dtype)
-        t5 = (parts["t5"], str(path)) if parts["t5"] else None
-        clip = assemble_encoders("sd3", [(parts["clip_l"], str(path)), (parts["clip_g"], str(path))], t5,
-                                 t5_tokenizer, dtype)
-        vae = Autoencoder(files.build_vae(parts["vae"], "sd3", dtype), "sd3")
-        return FlowCheckpoint(model, clip, vae)
+    tensors = files.read_tensors(path)
+    parts: dict[str, dict[str, Any]] = {name: {} for name in files.BUNDLE_PREFIXES}
+    for key, tensor in tensors.items():
+        for name, prefix in files.BUNDLE_PREFIXES.items():
+            if key.startswith(prefix):
+                parts[name][key[len(prefix):]] = tensor
+                break
+    if not parts["transformer"]:
+        raise ModelError(f"{path.name} has no SD3 diffusion model (model.diffusion_model.*)")
+    missing = [n for n in ("vae", "clip_l", "clip_g") if not parts[n]]
+    if missing:
+        raise ModelError(f"{path.name} is an SD3 checkpoint without its {', '.join(missing)}",
+                         hint="Load the diffusion model with flow.LoadDiffusionModel and the other "
+                              "parts from their own files.")
+    family, sd = files.transformer_state(files.Layout("sd3", True), parts["transformer"])
+    model = model_from_state(family, sd, str(path), dtype)
+    t5 = (parts["t5"], str(path)) if parts["t5"] else None
+    clip = assemble_encoders("sd3", [(parts["clip_l"], str(path)), (parts["clip_g"], str(path))], t5,
+                             t5_tokenizer, dtype)
+    vae = Autoencoder(files.build_vae(parts["vae"], "sd3", dtype), "sd3")
+    return FlowCheckpoint(model, clip, vae)

@@ -15,9 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import Input, Node, Output, RunContext
-from nodeflow.nodes.diffusion.files import LOAD_LOCK, check_path_input, lora_file
+from nodeflow.api import FLOAT, STRING, Input, Node, NodeInputError, Output, RunContext, Settings
+from nodeflow.nodes.diffusion.files import check_path_input, lora_file
 from nodeflow.nodes.diffusion.lora import LoraFile, load_lora_file, shared_copy
 from nodeflow.nodes.flow.types import (
     FAMILY_NAMES,
@@ -27,8 +26,6 @@ from nodeflow.nodes.flow.types import (
     FlowModel,
     FlowTextEncoders,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, STRING
 
 _NAMES = itertools.count()
 _ENCODER_PREFIXES = (("clip_l", "text_encoder"), ("clip_g", "text_encoder_2"))
@@ -155,6 +152,6 @@ class LoadLoRA(Node):
             raise NodeInputError("clip", f"the text encoders are {FAMILY_NAMES[clip.family]}'s but the "
                                  f"model is {FAMILY_NAMES[model.family]}")
         lora: LoraFile = ctx.models.load(Path(found), load_lora_file, kind="lora")
-        with LOAD_LOCK:  # peft builds the adapter layers
+        with ctx.models.loading():  # peft builds the adapter layers
             new_model, new_clip = apply_lora(model, clip, lora, strength_model, strength_clip)
         return {"model": new_model, "clip": new_clip}

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from nodeflow.node import MemoryEstimate, ValueEstimate
+from nodeflow.api import MemoryEstimate, ValueEstimate
 from nodeflow.nodes.flow.sample import ACTIVATION_FACTOR, token_count
 
 
@@ -53,7 +53,7 @@ def tensor_sizes(path: Any, dtype: str, weight_dtype: str = "default", prefix: s
     """Bytes each tensor of a safetensors file (under ``prefix``) takes once loaded."""
     import math
 
-    from nodeflow.models import safetensors_header, tensor_bytes
+    from nodeflow.api import safetensors_header, tensor_bytes
 
     try:
         header = safetensors_header(path)
@@ -104,8 +104,7 @@ def transformer_estimate(found: Any, dtype: str, weight_dtype: str = "default") 
     """What a loaded transformer weighs and the facts the sampler's estimate needs."""
     from pathlib import Path
 
-    from nodeflow.models import safetensors_header
-    from nodeflow.node import DTYPE_BYTES
+    from nodeflow.api import DTYPE_BYTES, safetensors_header
     from nodeflow.nodes.flow.files import BUNDLE_PREFIXES, read_json
 
     path = Path(found)
@@ -149,8 +148,7 @@ def offloaded(model: ValueEstimate) -> ValueEstimate:
 def vae_estimate(found: Any, dtype: str) -> ValueEstimate | None:
     from pathlib import Path
 
-    from nodeflow.models import estimate_file_bytes
-    from nodeflow.node import DTYPE_BYTES
+    from nodeflow.api import DTYPE_BYTES, estimate_file_bytes
 
     path = Path(found)
     try:
@@ -166,7 +164,7 @@ def vae_estimate(found: Any, dtype: str) -> ValueEstimate | None:
 
 
 def _bundle(path: Any) -> bool:
-    from nodeflow.models import safetensors_header
+    from nodeflow.api import safetensors_header
 
     try:
         return any(k.startswith("first_stage_model.") for k in safetensors_header(path))
@@ -178,7 +176,7 @@ def checkpoint_estimate(found: Any, dtype: str, vae_dtype: str) -> MemoryEstimat
     """The transformer, text encoders and VAE of a diffusers folder or an SD3 bundle."""
     from pathlib import Path
 
-    from nodeflow.models import estimate_file_bytes
+    from nodeflow.api import estimate_file_bytes
 
     path = Path(found)
     model = transformer_estimate(path, dtype)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from nodeflow.node import RunContext
+from nodeflow.api import RunContext
 from nodeflow.nodes.flow.types import FlowModel
 
 BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodeflow.types import SocketType
+from nodeflow.api import SocketType
 
 FLOW_MODEL = SocketType("FLOW_MODEL", color="#9575cd",
                         description="A flow-matching transformer (SD3.x or Flux) with its noise "

@@ -12,19 +12,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nodeflow.errors import ModelError, NodeInputError
-from nodeflow.node import (
+from nodeflow.api import (
     DTYPE_BYTES,
+    IMAGE,
+    INT,
+    STRING,
     EstimateContext,
     Input,
     MemoryEstimate,
+    ModelError,
+    ModelKind,
     Node,
+    NodeInputError,
     Output,
     RunContext,
+    Settings,
+    SocketType,
     ValueEstimate,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import IMAGE, INT, STRING, SocketType
 
 UPSCALE_MODEL = SocketType(
     "UPSCALE_MODEL", color="#ba68c8",
@@ -73,7 +78,7 @@ class LoadModel(Node):
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
         """The model sized from its file, in the dtype it loads in."""
-        from nodeflow.models import estimate_file_bytes
+        from nodeflow.api import estimate_file_bytes
 
         path = values.get("path")
         found = ctx.settings.resolve_path("upscale", path) if isinstance(path, str) and path else None
@@ -259,4 +264,7 @@ def _free_device_memory(device: str) -> None:
 
 
 NODES = [LoadModel, Upscale]
-__all__ = ["UPSCALE_MODEL", "LoadModel", "Upscale", "NODES"]
+MODEL_KINDS = [ModelKind("upscale", "Upscaler models (ESRGAN, SwinIR... through spandrel).",
+                         suffixes=(".safetensors", ".pth", ".pt", ".ckpt", ".bin"),
+                         folders=("upscale", "upscale_models"))]
+__all__ = ["UPSCALE_MODEL", "LoadModel", "Upscale", "NODES", "MODEL_KINDS"]

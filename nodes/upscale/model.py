@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import ModelError
-from nodeflow.models import safetensors_header
+from nodeflow.api import ModelError, safetensors_header
 
 WEIGHT_SUFFIXES = (".pth", ".safetensors", ".ckpt", ".bin", ".pt")
 
