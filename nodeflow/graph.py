@@ -17,13 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import GraphFileError, GraphInvalid, Location, Problem, RefusedInput, UsageError
+from nodeflow.graph_format import (
+    FORMAT,
+    NODE_ID_PATTERN,
+    NODE_KEYS,
+    REF_PATTERN,
+    SOCKET_PATTERN,
+    TOP_KEYS,
+    VERSION,
+    ErrorDetails,
+    GraphDocument,
+    check_document,
+    python_pattern,
+)
 
-FORMAT = "nodeflow.graph"
-VERSION = 1
-# \Z, not $: "$" also matches before a final newline, which would let "id\n" through.
-NODE_ID = re.compile(r"^[A-Za-z0-9_-]+\Z")
-SOCKET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-TOP_KEYS = ("format", "version", "nodes", "links", "editor", "meta")
+# The file format is declared once, in nodeflow.graph_format; the reader checks files against it.
+NODE_ID = python_pattern(NODE_ID_PATTERN)
+SOCKET = python_pattern(SOCKET_PATTERN)
+_REF = python_pattern(REF_PATTERN)
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 MIGRATIONS: dict[int, Migration] = {}
@@ -382,6 +393,8 @@ def json_value_error(exc: ValueError) -> str:
 
 
 def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, list[Problem]]:
+    """Check a graph document against the file format's declaration (`nodeflow.graph_format`)
+    and build its graph: the graph (minus broken parts) and every problem, each located."""
     problems: list[Problem] = []
 
     def problem(code: str, message: str, node: str | None = None, socket: str | None = None) -> None:
@@ -395,6 +408,9 @@ def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, 
                 "this is not a nodeflow graph file")
         return None, problems
     version = data.get("version")
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # JSON has one kind of number: 1.0 is the integer 1
+        data = {**data, "version": version}
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         problem("version", f"'version' must be a whole number from 1 (got {_short(version)})")
         return None, problems
@@ -408,70 +424,148 @@ def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, 
         problem("version", f"could not migrate the file from version {version}: {exc}")
         return None, problems
 
-    for key in data:
-        if key not in TOP_KEYS:
-            problem("format", f"unknown top-level key '{key}' (allowed: {', '.join(TOP_KEYS)})")
+    doc, errors = check_document(data)
+    if doc is not None:  # the usual case: the declaration's validator checked everything
+        return _graph_from_valid(doc, file), problems
+    broken = _word_errors(data, errors, problem)
+    return _graph_from(data, file, broken), problems
 
+
+def _graph_from_valid(doc: GraphDocument, file: str | None) -> Graph:
+    """The graph of a document the declaration accepted (its dicts are the validator's copies)."""
     graph = Graph(source=Path(file) if file else None)
-    nodes = data.get("nodes", {})
-    if not isinstance(nodes, dict):
-        problem("format", f"'nodes' must be an object mapping node ids to nodes, not {_kind(nodes)}")
-        nodes = {}
-    for node_id, entry in nodes.items():
-        if not NODE_ID.match(node_id):
+    graph.nodes = {node_id: GraphNode(node_id, entry["type"], entry.get("inputs", {}), entry.get("version"))
+                   for node_id, entry in doc["nodes"].items()}
+    links = []
+    for entry in doc.get("links", ()):
+        src, _, src_socket = entry["from"].partition(".")
+        dst, _, dst_socket = entry["to"].partition(".")
+        links.append(Link(src, src_socket, dst, dst_socket))
+    graph._set_links(links)
+    graph.editor = doc.get("editor", {})
+    graph.meta = doc.get("meta", {})
+    return graph
+
+
+@dataclass
+class _Broken:
+    """The parts of a document its problems leave out of the graph."""
+
+    parts: set[str] = field(default_factory=set)  # top-level keys whose value is unusable
+    nodes: set[str] = field(default_factory=set)
+    inputs: set[str] = field(default_factory=set)  # nodes whose whole 'inputs' is unusable
+    values: set[tuple[str, str]] = field(default_factory=set)  # (node, input)
+    versions: set[str] = field(default_factory=set)
+    links: set[int] = field(default_factory=set)
+
+
+def _graph_from(data: Any, file: str | None, broken: _Broken) -> Graph:
+    """The graph of a document with problems, leaving out the parts ``broken`` names."""
+    graph = Graph(source=Path(file) if file else None)
+    nodes = data.get("nodes") if "nodes" not in broken.parts else None
+    for node_id, entry in (nodes or {}).items():
+        if node_id in broken.nodes:
+            continue
+        inputs = entry.get("inputs", {}) if node_id not in broken.inputs else {}
+        if broken.values:
+            inputs = {k: v for k, v in inputs.items() if (node_id, k) not in broken.values}
+        version = entry.get("version") if node_id not in broken.versions else None
+        graph.nodes[node_id] = GraphNode(node_id, entry["type"], dict(inputs), version)
+    links = data.get("links", ()) if "links" not in broken.parts else ()
+    for i, entry in enumerate(links):
+        if i not in broken.links:
+            src, _, src_socket = entry["from"].partition(".")
+            dst, _, dst_socket = entry["to"].partition(".")
+            graph._append_link(Link(src, src_socket, dst, dst_socket))
+    for key in ("editor", "meta"):
+        setattr(graph, key, data.get(key, {}) if key not in broken.parts else {})
+    return graph
+
+
+def _word_errors(data: dict[str, Any], errors: list[ErrorDetails],
+                 problem: Callable[..., None]) -> _Broken:
+    """Report the declaration's errors as located problems a user can act on; say what they break."""
+    broken = _Broken()
+    bad_ids = {str(e["loc"][1]) for e in errors if e["loc"][0] == "nodes" and len(e["loc"]) == 3
+               and e["loc"][2] == "[key]" and e["type"] == "string_pattern_mismatch"}
+    for e in errors:
+        loc, kind = e["loc"], e["type"]
+        part = str(loc[0])  # a top-level key: links are numbered one level down
+        if part in ("format", "version"):
+            continue  # checked before migrating, against the current VERSION
+        if len(loc) == 1:
+            if kind == "extra_forbidden":
+                problem("format", f"unknown top-level key '{part}' (allowed: {', '.join(TOP_KEYS)})")
+                continue
+            broken.parts.add(part)
+            value = data.get(part)
+            if part == "nodes" and kind == "missing":
+                problem("format", "the file has no 'nodes': add \"nodes\": {}, an object mapping "
+                        "node ids to nodes")
+            elif part == "nodes":
+                problem("format", f"'nodes' must be an object mapping node ids to nodes, not {_kind(value)}")
+            elif part == "links":
+                problem("format", f"'links' must be a list of {{\"from\": ..., \"to\": ...}}, not {_kind(value)}")
+            else:
+                problem("format", f"'{part}' must be an object, not {_kind(value)}")
+        elif part == "nodes":
+            _word_node_error(data["nodes"], str(loc[1]), loc[2:], kind, bad_ids, broken, problem)
+        elif part == "links" and int(loc[1]) not in broken.links:
+            i = int(loc[1])
+            broken.links.add(i)
+            entry = data["links"][i]
+            if not isinstance(entry, dict) or set(entry) != {"from", "to"} \
+                    or not isinstance(entry["from"], str) or not isinstance(entry["to"], str):
+                problem("link", f"link #{i + 1} must be {{\"from\": \"node.output\", "
+                        f"\"to\": \"node.input\"}}, got {_short(entry)}")
+                continue
+            bad = next((ref for ref in (entry["from"], entry["to"]) if not _REF.match(ref)), entry["from"])
+            problem("link", f"link #{i + 1}: {bad!r} is not of the form node.socket")
+        elif part != "links":
+            problem("format", f"{'.'.join(str(p) for p in loc)}: {e['msg']}")
+    return broken
+
+
+def _word_node_error(nodes: dict[str, Any], node_id: str, where: tuple[Any, ...], kind: str,
+                     bad_ids: set[str], broken: _Broken, problem: Callable[..., None]) -> None:
+    """One declaration error inside node ``node_id``, worded and located on that node."""
+    if node_id in bad_ids:
+        if where == ("[key]",):
+            broken.nodes.add(node_id)
             problem("node_id", f"bad node id {node_id!r}: use only letters, digits, '_' and '-'",
                     node=node_id)
-            continue
-        if not isinstance(entry, dict):
-            problem("format", f"a node must be an object with 'type' and 'inputs', not {_kind(entry)}",
-                    node=node_id)
-            continue
+        return  # the rest of a node whose id is unusable is not worth reporting
+    entry = nodes[node_id]
+    if not where:
+        broken.nodes.add(node_id)
+        problem("format", f"a node must be an object with 'type' and 'inputs', not {_kind(entry)}",
+                node=node_id)
+    elif where[0] == "type":
+        broken.nodes.add(node_id)
         type_id = entry.get("type")
         if not isinstance(type_id, str) or not type_id:
             problem("format", "the node has no 'type' (a node type id such as \"image.Load\")",
                     node=node_id)
-            continue
-        inputs = entry.get("inputs", {})
-        if not isinstance(inputs, dict):
-            problem("format", f"'inputs' must be an object of literal values, not {_kind(inputs)}",
-                    node=node_id)
-            inputs = {}
-        node_version = entry.get("version")
-        if node_version is not None and not isinstance(node_version, str):
-            problem("format", f"'version' of a node must be a string like \"1.0.0\", "
-                    f"not {_short(node_version)}", node=node_id)
-            node_version = None
-        for key in entry:
-            if key not in ("type", "version", "inputs"):
-                problem("format", f"unknown key '{key}' in the node (allowed: type, version, inputs)",
-                        node=node_id)
-        graph.nodes[node_id] = GraphNode(node_id, type_id, dict(inputs), node_version)
-
-    links = data.get("links", [])
-    if not isinstance(links, list):
-        problem("format", f"'links' must be a list of {{\"from\": ..., \"to\": ...}}, not {_kind(links)}")
-        links = []
-    for i, entry in enumerate(links):
-        if not isinstance(entry, dict) or set(entry) != {"from", "to"} \
-                or not isinstance(entry["from"], str) or not isinstance(entry["to"], str):
-            problem("link", f"link #{i + 1} must be {{\"from\": \"node.output\", "
-                    f"\"to\": \"node.input\"}}, got {_short(entry)}")
-            continue
-        try:
-            src, src_socket = split_ref(entry["from"])
-            dst, dst_socket = split_ref(entry["to"])
-        except ValueError as exc:
-            problem("link", f"link #{i + 1}: {exc}")
-            continue
-        graph._append_link(Link(src, src_socket, dst, dst_socket))
-
-    for key in ("editor", "meta"):
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            problem("format", f"'{key}' must be an object, not {_kind(value)}")
-            value = {}
-        setattr(graph, key, value)
-    return graph, problems
+        else:
+            problem("unknown_type", f"unknown node type {_short(type_id)}: a node type id has the "
+                    "form 'pack.Name', such as \"image.Load\"", node=node_id)
+    elif where[0] == "version" and len(where) == 1:
+        broken.versions.add(node_id)
+        problem("format", f"'version' of a node must be a string like \"1.0.0\", "
+                f"not {_short(entry['version'])}", node=node_id)
+    elif where[0] == "inputs" and len(where) == 1:
+        broken.inputs.add(node_id)
+        problem("format", f"'inputs' must be an object of literal values, not {_kind(entry['inputs'])}",
+                node=node_id)
+    elif where[0] == "inputs" and (node_id, where[1]) not in broken.values:
+        name = where[1]
+        broken.values.add((node_id, name))  # one problem per input, not one per allowed kind
+        problem("format", f"the input holds {_kind(entry['inputs'][name])}; an input in the file "
+                "holds one value (text, a number, true/false or null), and values of other nodes "
+                "come through 'links'", node=node_id, socket=name)
+    elif kind == "extra_forbidden" and len(where) == 1:
+        problem("format", f"unknown key '{where[0]}' in the node (allowed: {', '.join(NODE_KEYS)})",
+                node=node_id)
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

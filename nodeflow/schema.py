@@ -1,57 +1,44 @@
-"""The published JSON Schema of graph files (``nodeflow schema``)."""
+"""The published JSON Schema of graph files (``nodeflow schema``), generated from the format's
+declaration in `nodeflow.graph_format`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nodeflow.graph import FORMAT, VERSION
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
-REF = r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$"
+from nodeflow.graph_format import SCHEMA_ID, document_adapter
+
+
+class _GraphSchema(GenerateJsonSchema):
+    """JSON Schema output with the published file's conventions."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False  # descriptions say what a field is; generated titles only repeat its name
+
+    def typed_dict_schema(self, schema: core_schema.TypedDictSchema) -> JsonSchemaValue:
+        out = super().typed_dict_schema(schema)
+        out.pop("title", None)
+        return out
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        # A key pattern becomes "patternProperties", which lets keys that do not match through;
+        # "propertyNames" refuses them, as the reader does.
+        out = super().dict_schema(schema)
+        patterns = out.pop("patternProperties", None)
+        if patterns:
+            ((pattern, values),) = patterns.items()
+            out["propertyNames"] = {"pattern": pattern}
+            out["additionalProperties"] = values
+        return out
+
+    def generate(self, schema: CoreSchema, mode: Any = "validation") -> JsonSchemaValue:
+        body = super().generate(schema, mode)
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+                "title": "nodeflow graph file", **body}
 
 
 def graph_json_schema() -> dict[str, Any]:
-    literal = {"type": ["string", "number", "integer", "boolean", "null"]}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://nodeflow.dev/schema/graph-v{VERSION}.json",
-        "title": "nodeflow graph file",
-        "type": "object",
-        "required": ["format", "version", "nodes"],
-        "additionalProperties": False,
-        "properties": {
-            "format": {"const": FORMAT},
-            "version": {"type": "integer", "minimum": 1, "maximum": VERSION,
-                        "description": "Format version; older versions are migrated on load."},
-            "nodes": {
-                "type": "object",
-                "description": "Nodes by id.",
-                "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
-                "additionalProperties": {
-                    "type": "object",
-                    "required": ["type"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "type": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$",
-                                 "description": "Node type id, 'pack.Name'."},
-                        "version": {"type": "string", "description": "Node type version when saved."},
-                        "inputs": {"type": "object", "additionalProperties": literal,
-                                   "description": "Literal input values; links are in 'links'."},
-                    },
-                },
-            },
-            "links": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["from", "to"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "from": {"type": "string", "pattern": REF, "description": "node.output"},
-                        "to": {"type": "string", "pattern": REF, "description": "node.input"},
-                    },
-                },
-            },
-            "editor": {"type": "object", "description": "Layout for the editor; the runner ignores it."},
-            "meta": {"type": "object", "description": "Free information: title, description, ..."},
-        },
-    }
+    """The JSON Schema of graph files (format version `VERSION`), generated from the declaration."""
+    return document_adapter().json_schema(schema_generator=_GraphSchema)
