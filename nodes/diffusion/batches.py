@@ -3,6 +3,11 @@
 Semantics follow ComfyUI's RepeatLatentBatch, LatentFromBatch and LatentComposite, so
 imported workflows behave the same. Positions and sizes are in pixels; latents move in
 whole cells (8 pixels for Stable Diffusion), so pixel positions are rounded down to cells.
+
+Latents taken from a batch remember where they came from (``extra["batch_index"]``, as
+ComfyUI's ``batch_index``, and ``extra["noise_batch"]``, the size of the batch those
+indices number): a sampler gives each the noise it had in the whole batch, so the third
+picture of a batch of four can be made again alone, or given a second pass alone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,19 @@ from typing import Any
 from nodeflow.api import INT, Input, Node, NodeInputError, Output, RunContext, Settings
 from nodeflow.nodes.diffusion.latent import MULTIPLE, latent_scale
 from nodeflow.nodes.diffusion.types import LATENT, Latent
+
+BATCH_INDEX = "batch_index"
+NOISE_BATCH = "noise_batch"
+
+
+def picked_rows(latent: Latent) -> tuple[list[int], int] | None:
+    """The batch indices a latent's items had in the batch they were taken from, and that
+    batch's size; None for a batch taken whole."""
+    indices = latent.extra.get(BATCH_INDEX)
+    if not indices or len(indices) != latent.batch:
+        return None
+    rows = max(int(latent.extra.get(NOISE_BATCH, 0)), max(indices) + 1)
+    return [int(i) for i in indices], rows
 
 
 def _repeat(value: Any, times: int) -> Any:
@@ -41,7 +59,16 @@ class RepeatLatentBatch(Node):
         if latent.batch * amount > 4096:
             raise NodeInputError("amount", f"{amount} copies of a batch of {latent.batch} make "
                                  f"{latent.batch * amount} latents, more than 4096")
+        indices = latent.extra.get(BATCH_INDEX)
+        extra = latent.extra
+        if indices:
+            # Copies of picked items get indices past the picked span, as ComfyUI numbers them.
+            span = max(indices) - min(indices) + 1
+            indices = [*indices, *(i + k * span for k in range(1, amount) for i in indices)]
+            extra = {**latent.extra, BATCH_INDEX: indices,
+                     NOISE_BATCH: max(int(latent.extra.get(NOISE_BATCH, 0)), max(indices) + 1)}
         out = replace(latent, batch=latent.batch * amount, samples=_repeat(latent.samples, amount),
+                      extra=extra,
                       mask=_repeat(latent.mask, amount) if latent.mask is not None and
                       latent.mask.shape[0] == latent.batch else latent.mask)
         if latent.encoded is not None and amount > 1:
@@ -54,7 +81,9 @@ class RepeatLatentBatch(Node):
 
 
 class LatentFromBatch(Node):
-    """Take `length` latents of a batch starting at `batch_index` (0 is the first)."""
+    """Take `length` latents of a batch starting at `batch_index` (0 is the first). A sampler
+    gives the taken latents the noise they had in the whole batch (also when taken from an
+    empty latent: the picture that place of the batch would get)."""
 
     id = "diffusion.LatentFromBatch"
     category = "diffusion/latent"
@@ -69,10 +98,13 @@ class LatentFromBatch(Node):
         if batch_index >= latent.batch:
             raise NodeInputError("batch_index", f"batch_index {batch_index} is past the end of this "
                                  f"batch of {latent.batch}", hint=f"Use 0 to {latent.batch - 1}.")
-        if latent.is_empty:
-            raise NodeInputError("latent", "this latent is empty: its pictures are not drawn yet, so "
-                                 "there is nothing to pick from", hint="Take from a sampler's output.")
         end = min(latent.batch, batch_index + length)
+        picked = latent.extra.get(BATCH_INDEX)
+        indices = list(picked[batch_index:end]) if picked else list(range(batch_index, end))
+        extra = {**latent.extra, BATCH_INDEX: indices,
+                 NOISE_BATCH: int(latent.extra.get(NOISE_BATCH, latent.batch))}
+        if latent.is_empty:
+            return replace(latent, batch=end - batch_index, extra=extra)
         mask = latent.mask
         if mask is not None and mask.shape[0] == latent.batch:
             mask = mask[batch_index:end]
@@ -82,7 +114,7 @@ class LatentFromBatch(Node):
 
             encoded = encode_slice(encoded, batch_index, end)
         return replace(latent, batch=end - batch_index, samples=latent.samples[batch_index:end].clone(),
-                       mask=mask, encoded=encoded)
+                       mask=mask, encoded=encoded, extra=extra)
 
 
 def _composite_problems(values: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:

@@ -372,7 +372,6 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
              guidance_rescale: float = 0.0, stage: tuple[float, float] = (0.0, 1.0),
              spacing: str = "auto") -> Any:
     import torch
-    from diffusers.utils.torch_utils import randn_tensor
 
     unet = model.unet
     dtype = unet.dtype
@@ -380,6 +379,7 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     height, width = latent.height, latent.width
     scale = model.latent_scale
     generator = torch.Generator("cpu").manual_seed(int(seed))
+    draw = _NoiseDraws(generator, latent)
     guidance_cond = unet.config.time_cond_proj_dim is not None
     do_cfg = cfg > 1.0 and not guidance_cond
 
@@ -392,7 +392,10 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     embeds = torch.cat([neg, pos]) if do_cfg else pos
     added_cond = None
     if model.family == "sdxl":
-        refiner = _time_id_count(unet, positive.pooled) == 5
+        # Size conditioning as the prompts say (CLIPTextEncodeSDXL), else the picture's size.
+        from nodeflow.nodes.diffusion.sdxl_prompts import time_ids as sdxl_time_ids
+
+        refiner = time_id_count(unet, positive.pooled) == 5
         time_ids = torch.tensor([sdxl_time_ids(positive, width, height, refiner, False)],
                                 dtype=dtype).repeat(batch, 1)
         text_embeds = positive.pooled.to(device=device, dtype=dtype).repeat(batch, 1)
@@ -459,20 +462,20 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     noise: Any = None
     if latent.mask is not None and start_fraction == 0:
         latents, noise, image_latents, mask, masked_latents = _prepare_inpaint(
-            latent, model, scheduler, generator, shape, latent_timestep, denoise == 1.0, do_cfg,
+            latent, model, scheduler, draw, shape, latent_timestep, denoise == 1.0, do_cfg,
             device, dtype)
     elif from_image:
         if latent.encoded is not None:
             with torch.no_grad():
-                init_latents = _sample_latents(latent, generator, device, dtype)
+                init_latents = _sample_latents(latent, draw, device, dtype)
         else:
             init_latents = latent.samples.to(device=device, dtype=dtype)
         if init_latents.shape[0] < batch:
             init_latents = init_latents.repeat(batch // init_latents.shape[0], 1, 1, 1)
-        noise = randn_tensor(init_latents.shape, generator=generator, device=device, dtype=dtype)
+        noise = draw(init_latents.shape, device, dtype)
         latents = scheduler.add_noise(init_latents, noise, latent_timestep)
     elif start_fraction == 0:
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        latents = draw(shape, device, dtype)
         latents = latents * scheduler.init_noise_sigma
 
     hints = [(h, _hint_tensor(h.image, width, height, batch, do_cfg, h.controlnet.model.dtype, device))
@@ -529,24 +532,10 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
     return latents
 
 
-def _time_id_count(unet: Any, pooled: Any) -> int:
+def time_id_count(unet: Any, pooled: Any) -> int:
     """How many size (and score) numbers an SDXL UNet takes: 6, or 5 for the refiner."""
     width = int(unet.config.projection_class_embeddings_input_dim) - int(pooled.shape[-1])
     return width // int(unet.config.addition_time_embed_dim)
-
-
-def sdxl_time_ids(cond: Conditioning, width: int, height: int, refiner: bool,
-                  negative: bool) -> list[float]:
-    """SDXL's size conditioning (original h, w, crop top, left, target h, w), or the refiner's
-    (original h, w, crop top, left, aesthetic score), from the conditioning; where it says
-    nothing, the picture's size, no crop, and a score of 6 (2.5 for the negative prompt)."""
-    orig_w, orig_h = cond.original_size or (width, height)
-    left, top = cond.crop or (0, 0)
-    if refiner:
-        score = cond.aesthetic_score
-        return [orig_h, orig_w, top, left, (2.5 if negative else 6.0) if score is None else float(score)]
-    target_w, target_h = cond.target_size or (width, height)
-    return [orig_h, orig_w, top, left, target_h, target_w]
 
 
 def _whole(value: Any) -> Any:
@@ -562,22 +551,49 @@ def _positive_half(value: Any) -> Any:
     return value.chunk(2)[1]
 
 
-def _sample_latents(latent: Latent, generator: Any, device: Any, dtype: Any) -> Any:
+class _NoiseDraws:
+    """The sampler's random numbers, drawn from its one generator in the pipelines' order. For
+    latents taken from a batch (LatentFromBatch), each draw is made for the whole batch they came
+    from and their rows are kept, so each gets the numbers it had there."""
+
+    def __init__(self, generator: Any, latent: Latent) -> None:
+        from nodeflow.nodes.diffusion.batches import picked_rows
+
+        self.generator = generator
+        self.picked = picked_rows(latent)
+
+    def __call__(self, shape: Any, device: Any, dtype: Any) -> Any:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = tuple(shape)
+        if self.picked is None or shape[0] != len(self.picked[0]):
+            return randn_tensor(shape, generator=self.generator, device=device, dtype=dtype)
+        indices, rows = self.picked
+        whole = randn_tensor((rows, *shape[1:]), generator=self.generator, device=device, dtype=dtype)
+        return whole[indices]
+
+    def sample(self, dist: Any) -> Any:
+        """A draw from the encoder's (diagonal Gaussian) distribution, as ``dist.sample`` draws."""
+        if self.picked is None:
+            return dist.sample(generator=self.generator)
+        return dist.mean + dist.std * self(dist.mean.shape, dist.mean.device, dist.mean.dtype)
+
+
+def _sample_latents(latent: Latent, draw: _NoiseDraws, device: Any, dtype: Any) -> Any:
     """Draw the encoded image's latents from the encoder's distribution with the sampler's generator."""
     from nodeflow.nodes.diffusion.latent import to_model_space
 
     assert latent.encoded is not None
-    sample = latent.encoded.dist.sample(generator=generator)
+    sample = draw.sample(latent.encoded.dist)
     return to_model_space(latent.encoded.vae.vae, sample).to(device=device, dtype=dtype)
 
 
-def _prepare_inpaint(latent: Latent, model: DiffusionModel, scheduler: Any, generator: Any,
+def _prepare_inpaint(latent: Latent, model: DiffusionModel, scheduler: Any, draw: _NoiseDraws,
                      shape: tuple[int, ...], latent_timestep: Any, full: bool, do_cfg: bool,
                      device: Any, dtype: Any) -> tuple[Any, Any, Any, Any, Any]:
     """Starting latents, noise, image latents, latent mask and masked-image latents, drawn in the
     inpainting pipeline's order."""
     import torch
-    from diffusers.utils.torch_utils import randn_tensor
 
     from nodeflow.nodes.diffusion.latent import encode_pixels
 
@@ -587,9 +603,9 @@ def _prepare_inpaint(latent: Latent, model: DiffusionModel, scheduler: Any, gene
     image_latents = None
     with torch.no_grad():
         if keep_image or not full:
-            image_latents = _sample_latents(latent, generator, device, dtype)
+            image_latents = _sample_latents(latent, draw, device, dtype)
             image_latents = image_latents.repeat(batch // image_latents.shape[0], 1, 1, 1)
-        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        noise = draw(shape, device, dtype)
         if full:
             latents = noise * scheduler.init_noise_sigma
         else:
@@ -606,12 +622,11 @@ def _prepare_inpaint(latent: Latent, model: DiffusionModel, scheduler: Any, gene
             dist = encode_pixels(latent.encoded.vae, masked, latent.encoded.tiled)
             from nodeflow.nodes.diffusion.latent import to_model_space
 
-            masked_latents = to_model_space(latent.encoded.vae.vae, dist.sample(generator=generator))
+            masked_latents = to_model_space(latent.encoded.vae.vae, draw.sample(dist))
             masked_latents = masked_latents.to(device=device, dtype=dtype)
         else:
             # Unused by a 4-channel UNet, but the pipeline draws these numbers: keep in step.
-            randn_tensor((masked.shape[0], shape[1], shape[2], shape[3]), generator=generator,
-                         device=device, dtype=dtype)
+            draw((masked.shape[0], shape[1], shape[2], shape[3]), device, dtype)
             masked_latents = torch.zeros(0)
         if mask.shape[0] < batch:
             mask = mask.repeat(batch // mask.shape[0], 1, 1, 1)

@@ -128,3 +128,72 @@ def test_repeated_and_sliced_inpainting_latents_keep_their_picture_and_mask(regi
     assert pictures_out.shape == (2, 32, 32, 3)
     # outside the mask both keep the original picture; inside, each copy got its own noise
     assert np.abs(pictures_out[0] - pictures_out[1]).max() > 1e-3
+
+
+def _batch_graph(start: str, pictures, pick: int | None):
+    """A graph sampling a batch of three 32×32 pictures (from an empty latent, from a first
+    sampler's output, or from an encoded picture repeated), the whole batch or only item `pick`."""
+    if start == "encoded":
+        graph = tiny.load_graph("img2img", checkpoint={"path": "tiny-sd"},
+                                image={"path": str(pictures["picture"])},
+                                resize={"width": 32, "height": 32},
+                                sampler={"steps": 4, "seed": 7, "denoise": 0.6})
+        graph.add_node("diffusion.RepeatLatentBatch", "batch", {"amount": 3})
+        graph.disconnect("sampler.latent")
+        graph.connect("encode.latent", "batch.latent")
+        source = "batch.latent"
+    else:
+        graph = tiny.load_graph("txt2img", checkpoint={"path": "tiny-sd"},
+                                latent={"width": 32, "height": 32, "batch": 3},
+                                sampler={"steps": 4, "seed": 7})
+        source = "latent.latent"
+        if start == "second_pass":
+            graph.add_node("diffusion.Sample", "first", {"steps": 3, "seed": 1})
+            for socket in ("model", "positive", "negative"):
+                graph.connect(graph.link_into("sampler", socket).source, f"first.{socket}")
+            graph.disconnect("sampler.latent")
+            graph.connect("latent.latent", "first.latent")
+            graph.set_input("sampler", "denoise", 0.6)
+            source = "first.latent"
+    if pick is not None:
+        graph.add_node("diffusion.LatentFromBatch", "pick", {"batch_index": pick, "length": 1})
+        graph.disconnect("sampler.latent")
+        graph.connect(source, "pick.latent")
+        source = "pick.latent"
+    if graph.link_into("sampler", "latent") is None:
+        graph.connect(source, "sampler.latent")
+    return graph
+
+
+@pytest.mark.parametrize("start", ["empty", "second_pass", "encoded"])
+@pytest.mark.parametrize("sampler", ["diffusion.Sample", "diffusion.KSampler"])
+def test_a_latent_taken_from_a_batch_gets_the_noise_it_had_there(registry, models_dir, sd_ckpt, pictures,
+                                                                 torch_threads, start, sampler):
+    """Sampling item k taken from a batch gives the picture item k gets when the whole batch is
+    sampled (the batch_index a latent keeps decides its noise, as in ComfyUI)."""
+    from tests.nodes.diffusion.test_ksampler_graphs import as_ksampler
+
+    def pictures_of(pick):
+        graph = _batch_graph(start, pictures, pick)
+        if sampler == "diffusion.KSampler":
+            graph = as_ksampler(graph)
+        return tiny.run_graph(registry, graph, models_dir, ["decode"]).outputs["decode"]["image"]
+
+    whole = pictures_of(None)
+    assert whole.shape[0] == 3
+    for k in (2, 1):
+        alone = pictures_of(k)
+        assert alone.shape[0] == 1
+        assert np.abs(alone[0] - whole[k]).max() <= 1e-4, k
+        assert np.abs(alone[0] - whole[0]).max() > 1e-2  # not the first picture's noise
+
+
+def test_picking_from_a_picked_or_repeated_batch_keeps_counting_in_the_first_batch(registry):
+    latent = _latent(batch=4)
+    two = _run(registry, "diffusion.LatentFromBatch", {"latent": latent}, {"batch_index": 1, "length": 2})
+    assert two.extra == {"batch_index": [1, 2], "noise_batch": 4}
+    last = _run(registry, "diffusion.LatentFromBatch", {"latent": two}, {"batch_index": 1, "length": 1})
+    assert last.extra == {"batch_index": [2], "noise_batch": 4}
+    # copies of picked items are numbered past them, as ComfyUI numbers them
+    copies = _run(registry, "diffusion.RepeatLatentBatch", {"latent": two}, {"amount": 2})
+    assert copies.extra == {"batch_index": [1, 2, 3, 4], "noise_batch": 5}
