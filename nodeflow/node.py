@@ -131,22 +131,6 @@ class Output(BaseModel):
         return {"name": self.name, "type": self.type.to_json(), "description": self.description}
 
 
-class RunContext(Protocol):
-    """What a running node may use: progress, cancellation, previews, settings, models."""
-
-    node_id: str
-    settings: Settings
-
-    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
-        """Report progress; also a cancellation point."""
-
-    def check_cancelled(self) -> None:
-        """Raise `Cancelled` if the user has cancelled the run."""
-
-    def preview(self, image: Any) -> None:
-        """Publish a preview image (an IMAGE array) of work in progress."""
-
-    def record_file(self, path: Path) -> None:
 class ModelService(Protocol):
     """What a running node may ask of the model manager (`RunContext.models`).
 
@@ -181,6 +165,22 @@ class ModelService(Protocol):
         ...
 
 
+class RunContext(Protocol):
+    """What a running node may use: progress, cancellation, previews, settings, models."""
+
+    node_id: str
+    settings: Settings
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; also a cancellation point."""
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the user has cancelled the run."""
+
+    def preview(self, image: Any) -> None:
+        """Publish a preview image (an IMAGE array) of work in progress."""
+
+    def record_file(self, path: Path) -> None:
         """Tell the run about a file this node wrote."""
 
     @property
@@ -486,7 +486,7 @@ def declaration_problems(cls: type[Node]) -> list[str]:
         problems += [f"input {spec.name!r}: {p}" for p in _input_problems(spec)]
     problems += _run_problems(cls)
     for hook in _HOOKS:
-        if not isinstance(_declared(cls, hook), classmethod):
+        if not isinstance(inspect.getattr_static(cls, hook, None), classmethod):
             problems.append(f"{hook}() must be a @classmethod (nodeflow calls it on the class)")
     for flag in ("deprecated", "experimental"):
         value = getattr(cls, flag)
@@ -557,8 +557,7 @@ def _input_problems(spec: Input) -> list[str]:
                 out.append("multiline and choices do not go together (choices are a combo box)")
     if spec.has_default and literal is not None and not out:
         # A link-only input's default still reaches run() when nothing is linked.
-        plain = spec.model_copy(update={"link_only": False}) if spec.link_only else spec
-        why = check_literal(plain, spec.default)
+        why = check_literal(spec.model_copy(update={"link_only": False}), spec.default)
         if why:
             out.append(f"default: {why}")
     return out
@@ -566,8 +565,8 @@ def _input_problems(spec: Input) -> list[str]:
 
 def _run_problems(cls: type[Node]) -> list[str]:
     """Does ``run`` take what the executor gives it: the context, then every input by name?"""
-    run = _declared(cls, "run")
-    if run is None or run is Node.__dict__["run"]:
+    run = inspect.getattr_static(cls, "run", None)
+    if run is None or run is inspect.getattr_static(Node, "run"):
         return ["it has no run() method; define run(self, ctx, <one parameter per input>)"]
     if isinstance(run, staticmethod | classmethod) or not callable(run):
         return ["run must be a plain method: def run(self, ctx, <one parameter per input>)"]
@@ -580,15 +579,6 @@ def _run_problems(cls: type[Node]) -> list[str]:
     if not params or params[0].kind not in positional:
         return ["run() must take the run context as its first parameter after self: "
                 "def run(self, ctx, ...)"]
-def _declared(cls: type, name: str) -> Any:
-    """The attribute as the nearest class in the MRO declares it (a classmethod object stays
-    one), or None."""
-    for klass in cls.__mro__:
-        if name in klass.__dict__:
-            return klass.__dict__[name]
-    return None
-
-
     ctx, rest = params[0], params[1:]
     by_name = {p.name: p for p in rest if p.kind not in (P.VAR_POSITIONAL, P.VAR_KEYWORD)}
     takes_any = any(p.kind is P.VAR_KEYWORD for p in rest)
