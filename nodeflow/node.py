@@ -486,7 +486,7 @@ def declaration_problems(cls: type[Node]) -> list[str]:
         problems += [f"input {spec.name!r}: {p}" for p in _input_problems(spec)]
     problems += _run_problems(cls)
     for hook in _HOOKS:
-        if not isinstance(inspect.getattr_static(cls, hook, None), classmethod):
+        if not isinstance(_declared(cls, hook), classmethod):
             problems.append(f"{hook}() must be a @classmethod (nodeflow calls it on the class)")
     for flag in ("deprecated", "experimental"):
         value = getattr(cls, flag)
@@ -557,16 +557,26 @@ def _input_problems(spec: Input) -> list[str]:
                 out.append("multiline and choices do not go together (choices are a combo box)")
     if spec.has_default and literal is not None and not out:
         # A link-only input's default still reaches run() when nothing is linked.
-        why = check_literal(spec.model_copy(update={"link_only": False}), spec.default)
+        plain = spec.model_copy(update={"link_only": False}) if spec.link_only else spec
+        why = check_literal(plain, spec.default)
         if why:
             out.append(f"default: {why}")
     return out
 
 
+def _declared(cls: type, name: str) -> Any:
+    """The attribute as the nearest class in the MRO declares it (a classmethod object stays
+    one), or None."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
+
+
 def _run_problems(cls: type[Node]) -> list[str]:
     """Does ``run`` take what the executor gives it: the context, then every input by name?"""
-    run = inspect.getattr_static(cls, "run", None)
-    if run is None or run is inspect.getattr_static(Node, "run"):
+    run = _declared(cls, "run")
+    if run is None or run is Node.__dict__["run"]:
         return ["it has no run() method; define run(self, ctx, <one parameter per input>)"]
     if isinstance(run, staticmethod | classmethod) or not callable(run):
         return ["run must be a plain method: def run(self, ctx, <one parameter per input>)"]
