@@ -8,10 +8,9 @@ anything within its bound, or the type it is already bound to by another link.
 
 from __future__ import annotations
 
+from nodeflow.api import Node, SocketType, TypeParam, UnionType, is_compatible
 from nodeflow.graph import Graph
-from nodeflow.node import Node
 from nodeflow.registry import NodeRegistry
-from nodeflow.types import SocketType, TypeParam, UnionType, is_compatible
 
 Concrete = SocketType | UnionType | None
 """A resolved socket type; None means "any" (an unbound generic without a bound)."""

@@ -21,8 +21,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem, QWidget
 
-from nodeflow.node import Node
-from nodeflow.types import IMAGE, MASK, SocketType, TypeParam, UnionType
+from nodeflow.api import IMAGE, MASK, Node, SocketType, TypeParam, UnionType
 
 from . import theme
 from .labels import node_title

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from nodeflow.node import Node
+from nodeflow.api import Node
 
 WHOLE_WORDS = ("ControlNet", "KSampler", "IPAdapter", "LoRA", "GLIGEN", "SDXL", "SD3", "CLIP", "VAE", "RGB")
 """Kept in one piece when a title is made from a type's name ("LoadLoRA" → "Load LoRA")."""

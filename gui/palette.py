@@ -11,10 +11,9 @@ from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent
 from PySide6.QtWidgets import QFrame, QLabel, QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
+from nodeflow.api import Node, TypeParam
 from nodeflow.files import atomic_write
-from nodeflow.node import Node
 from nodeflow.registry import NodeRegistry
-from nodeflow.types import TypeParam
 
 from . import theme
 from .connect import accepts, type_label

@@ -13,12 +13,12 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
 from nodeflow import events as ev
+from nodeflow.api import IMAGE, MASK
 from nodeflow.errors import GraphInvalid, NodeflowError
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
 from nodeflow.settings import Settings
-from nodeflow.types import IMAGE, MASK
 
 from .images import array_to_qimages, is_image_array
 

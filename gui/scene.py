@@ -9,8 +9,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QPen, QTransform
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QInputDialog
 
+from nodeflow.api import REQUIRED
 from nodeflow.graph import Link
-from nodeflow.node import REQUIRED
 
 from . import commands as cmd
 from . import theme

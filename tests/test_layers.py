@@ -1,0 +1,63 @@
+"""The layers hold: packs use only nodeflow.api, nothing but a pack imports a pack, the editor
+uses the engine's public surface (the import-linter contracts in pyproject.toml)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = {"nodeflow": "nodeflow", "nodeflow/nodes": "nodes", "nodeflow/gui": "gui"}
+"""Where each part of the installed package tree lives in the repository (see setup.py)."""
+
+
+def installed_tree(root: Path) -> Path:
+    """The package tree as installed (nodes/ and gui/ inside nodeflow/), made of links to the
+    repository's files: import-linter reads a package from one folder."""
+    for target, folder in FOLDERS.items():
+        (root / target).mkdir(parents=True, exist_ok=True)
+        for entry in (REPO / folder).iterdir():
+            if entry.name != "__pycache__" and not (root / target / entry.name).exists():
+                (root / target / entry.name).symlink_to(entry)
+    return root
+
+
+def lint_imports(root: Path) -> tuple[int, str]:
+    """Run the contracts of pyproject.toml on the tree at ``root``; (exit code, report)."""
+    program = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or "lint-imports"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([program, str(REPO / "pyproject.toml"), "--no-cache"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return installed_tree(tmp_path_factory.mktemp("installed"))
+
+
+def test_the_layer_contracts_are_kept(tree: Path) -> None:
+    code, report = lint_imports(tree)
+    assert code == 0, report
+    assert "Contracts: 3 kept, 0 broken." in report, report
+
+
+def test_each_contract_catches_its_violation(tree: Path, tmp_path: Path) -> None:
+    planted = installed_tree(tmp_path / "planted")
+    # A pack reaching past the API, the engine importing a pack, the editor reaching the model
+    # manager: each breaks exactly its contract.
+    (planted / "nodeflow/nodes/zz_pack.py").write_text("from nodeflow.models import ModelManager\n")
+    (planted / "nodeflow/zz_engine.py").write_text("import nodeflow.nodes.image\n")
+    (planted / "nodeflow/gui/zz_editor.py").write_text("from nodeflow.scheduler import Job\n")
+    code, report = lint_imports(planted)
+    assert code != 0
+    assert "Contracts: 0 kept, 3 broken." in report, report
+    assert "nodeflow.nodes.zz_pack -> nodeflow.models" in report, report
+    assert "nodeflow.zz_engine -> nodeflow.nodes.image" in report, report
+    assert "nodeflow.gui.zz_editor -> nodeflow.scheduler" in report, report
+
