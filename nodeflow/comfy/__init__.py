@@ -18,27 +18,30 @@ from nodeflow.errors import GraphInvalid
 if TYPE_CHECKING:
     from nodeflow.graph import Graph
     from nodeflow.registry import NodeRegistry
+    from nodeflow.settings import Settings
 
 __all__ = ["ImportResult", "detect", "import_workflow", "is_comfy_file", "load_graph_any"]
 
 
-def import_workflow(path: str | Path, registry: NodeRegistry) -> ImportResult | None:
+def import_workflow(path: str | Path, registry: NodeRegistry,
+                    settings: Settings | None = None) -> ImportResult | None:
     """Convert a ComfyUI workflow, API prompt or ComfyUI PNG; None if the file is a nodeflow graph.
 
     Raises `GraphFileError` when the file cannot be read as any of them. The result lists every
     problem found (unsupported node types first); the graph holds everything that converted.
+    ``settings`` says where model files are (default: the folders the environment names).
     """
     path = Path(path)
     kind, data, _text = read_document(path)
     if kind == "nodeflow":
         return None
     wf, problems = parse_workflow(kind, data, str(path))
-    result = convert_workflow(wf, registry)
+    result = convert_workflow(wf, registry, settings)
     result.problems[:0] = problems
     return result
 
 
-def load_graph_any(path: str | Path, registry: NodeRegistry) -> Graph:
+def load_graph_any(path: str | Path, registry: NodeRegistry, settings: Settings | None = None) -> Graph:
     """Read any graph file nodeflow accepts: a nodeflow graph (JSON or PNG), a ComfyUI workflow
     (UI or API format) or a PNG saved by ComfyUI. Raises `GraphInvalid` or `GraphFileError`."""
     from nodeflow.graph import parse_graph_text
@@ -54,7 +57,7 @@ def load_graph_any(path: str | Path, registry: NodeRegistry) -> Graph:
             raise GraphInvalid(problems, str(path))
         return graph
     wf, problems = parse_workflow(kind, data, str(path))
-    result = convert_workflow(wf, registry)
+    result = convert_workflow(wf, registry, settings)
     problems += result.problems
     if problems:
         raise GraphInvalid(problems, str(path))

@@ -32,6 +32,8 @@ def run_import(file: str, output: str | None, partial: bool, registry: Any, err:
         raise GraphInvalid(result.problems, file)
     for problem in result.problems:
         print(f"warning: {problem}", file=err)
+    for assumption in result.assumptions:
+        print(f"note: {file}: assumed {assumption}", file=err)
     out = Path(output) if output else default_output(path)
     if out.resolve() == path.resolve():
         raise UsageError("the output would overwrite the ComfyUI file", location=Location(file=file),

@@ -5,7 +5,9 @@ results runs like any other: a PrimitiveNode's value is written into the widgets
 feeds, Reroutes are followed to their source, muted nodes (mode 2) are left out,
 bypassed nodes (mode 4) pass the input of the matching type through, CLIPSetLastLayer
 becomes the clip_skip of the text encoders after it, notes and groups become editor
-frames, and positions are kept.
+frames, and positions are kept. Where a node's nodeflow counterpart depends on the model
+family (SD 1.x/SDXL or SD3/Flux), the family is read from the graph first (``families``), and
+ComfyUI's custom-sampler parts (noise, guider, sampler, sigmas) are folded into one sampler.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodeflow.comfy.families import FLOW, Families, read_families
 from nodeflow.comfy.formats import MODE_BYPASS, MODE_MUTED, ComfyNode, Workflow
 from nodeflow.comfy.mapping import (
     BY_TYPE,
     CLIP_OF_MODEL,
+    FAMILY,
+    FLOW_MAPS,
+    FOLDED_WIDGETS,
+    PASS_INPUT,
     ConvertContext,
     NodeMap,
     Unmappable,
@@ -28,6 +35,7 @@ from nodeflow.comfy.mapping import (
 from nodeflow.errors import Location, Problem
 from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
+from nodeflow.settings import Settings
 
 NOTE_TYPES = frozenset({"Note", "MarkdownNote"})
 GROUP_NODE_PREFIXES = ("workflow>", "workflow/")
@@ -45,6 +53,9 @@ class ImportResult:
     graph: Graph
     problems: list[Problem] = field(default_factory=list)
     unsupported: list[ComfyNode] = field(default_factory=list)
+    assumptions: list[str] = field(default_factory=list)
+    """What the conversion assumed where the workflow does not say (e.g. a model's family, when
+    its file is not in the models folders); also in the graph's ``meta.comfyui.assumptions``."""
 
 
 def node_id_for(node: ComfyNode) -> str:
@@ -55,12 +66,32 @@ def node_id_for(node: ComfyNode) -> str:
 class WorkflowConverter:
     """Converts one `Workflow` to a nodeflow `Graph` with the node mapping table."""
 
-    def __init__(self, wf: Workflow, registry: NodeRegistry) -> None:
+    def __init__(self, wf: Workflow, registry: NodeRegistry, settings: Settings | None = None) -> None:
         self.wf = wf
         self.registry = registry
+        self.settings = settings
         self.problems: list[Problem] = []
         self.named: dict[str, dict[str, Any]] = {
             n.id: widget_values(n.type, n.widgets) for n in wf.nodes.values()}
+        self.families = Families()
+        self.folded: set[str] = set()
+        self.origins: dict[tuple[str, str], tuple[ComfyNode, str]] = {}
+        """(sampler id, widget) -> the folded node and widget the value came from, for problems."""
+
+    def _find_model(self, kind: str, name: str) -> Path | None:
+        if self.settings is None:
+            base = Path(self.wf.file).resolve().parent if self.wf.file else None
+            self.settings = Settings.from_env(base_dir=base)
+        try:
+            return self.settings.resolve_path(kind, name.replace("\\", "/"))
+        except (OSError, ValueError):
+            return None
+
+    def map_for(self, node: ComfyNode) -> NodeMap | None:
+        """The mapping of a node for the model family it works on."""
+        if self.families.family(node.id) in FLOW and node.type in FLOW_MAPS:
+            return FLOW_MAPS[node.type]
+        return BY_TYPE.get(node.type)
 
     def problem(self, code: str, message: str, node: ComfyNode | None = None, socket: str | None = None) -> None:
         loc = node.location(self.wf.file, socket) if node is not None else Location(self.wf.file)
@@ -122,9 +153,20 @@ class WorkflowConverter:
         graph = Graph(source=Path(wf.file))
         frames: list[dict[str, Any]] = [dict(g) for g in wf.groups]
         self._apply_primitives()
+        self.families = read_families(wf, self.named, self.source, self._find_model)
+        for node, message in self.families.conflicts:
+            self.problem("comfy_family", message, node)
+        for node in wf.nodes.values():
+            if node.type == "VAELoader":
+                self.named[node.id][FAMILY] = self.families.vae.get(node.id, "sd")
+        for node in wf.nodes.values():
+            if node.type == "SamplerCustomAdvanced" and node.mode not in (MODE_MUTED, MODE_BYPASS):
+                self._fold_custom_sampler(node)
         unsupported: list[ComfyNode] = []
         placed: dict[str, NodeMap] = {}
         for node in wf.nodes.values():
+            if node.id in self.folded:
+                continue
             if node.type in NOTE_TYPES:
                 frames.append(self._note_frame(node))
                 continue
@@ -143,7 +185,7 @@ class WorkflowConverter:
                              "to nodes', then save the workflow again", node)
                 unsupported.append(node)
                 continue
-            nmap = BY_TYPE.get(node.type)
+            nmap = self.map_for(node)
             if nmap is None or any(self.registry.get(p.type) is None for p in nmap.parts.values()):
                 unsupported.append(node)
                 continue
@@ -162,11 +204,71 @@ class WorkflowConverter:
                            "color": UNCONVERTED_COLOR})
         if frames:
             graph.editor["@frames"] = {"frames": frames}
+        assumptions = [f"{n.label}: {text}" for n, text in self.families.assumptions]
         graph.meta = {"title": Path(wf.file).stem,
                       "comfyui": {"source": Path(wf.file).name, "format": wf.kind, "semantics": "comfy",
                                   **({"unconverted": [{"id": n.id, "type": n.type, "title": n.title}
-                                                      for n in unsupported]} if unsupported else {})}}
-        return ImportResult(graph, self.problems, unsupported)
+                                                      for n in unsupported]} if unsupported else {}),
+                                  **({"assumptions": assumptions} if assumptions else {})}}
+        return ImportResult(graph, self.problems, unsupported, assumptions)
+
+    # --- ComfyUI's custom sampler: noise, guider, sampler and sigmas as one flow.Sample ---------
+    def _fold_custom_sampler(self, node: ComfyNode) -> None:
+        """Read SamplerCustomAdvanced's RandomNoise, KSamplerSelect, BasicScheduler and
+        BasicGuider/CFGGuider into the sampler's own links and widgets (they become one node)."""
+        parts: dict[str, ComfyNode] = {}
+        wanted = {"noise": ("RandomNoise",), "guider": ("BasicGuider", "CFGGuider"),
+                  "sampler": ("KSamplerSelect",), "sigmas": ("BasicScheduler",)}
+        ok = True
+        for name, types in wanted.items():
+            link = node.links.get(name)
+            src = self.source(link) if link is not None else None
+            part = self.wf.nodes.get(src[0]) if src is not None else None
+            if part is None:
+                self.problem("comfy_link", f"input '{name}' is not connected", node, name)
+                ok = False
+            elif part.type not in types:
+                self.problem("comfy_value", f"input '{name}' comes from {part.label}; nodeflow runs this "
+                             f"sampler with {' or '.join(types)} there", node, name)
+                ok = False
+            else:
+                parts[name] = part
+        if not ok:
+            return
+        for part in parts.values():
+            for widget in FOLDED_WIDGETS[part.type]:
+                if widget in part.links:
+                    self.problem("comfy_link", f"widget '{widget}' is fed by a link; nodeflow can only take "
+                                 "a fixed value here. Set the value in ComfyUI", part, widget)
+                    ok = False
+        guider, scheduler = parts["guider"], parts["sigmas"]
+        model, schedule_model = guider.links.get("model"), scheduler.links.get("model")
+        if model is not None and schedule_model is not None and self.source(model) != self.source(schedule_model):
+            self.problem("comfy_link", f"the sigmas come from a BasicScheduler on another model than "
+                         f"{guider.label}'s; nodeflow's sampler computes its schedule from the model it "
+                         "samples with. Give both the same model", scheduler, "model")
+            ok = False
+        if not ok:
+            return
+        named = self.named
+        links = {"latent_image": node.links["latent_image"]} if "latent_image" in node.links else {}
+        for target, (part, name) in {"model": (guider, "model"),
+                                     "positive": (guider, "conditioning" if guider.type == "BasicGuider"
+                                                  else "positive"),
+                                     "negative": (guider, "negative")}.items():
+            if name in part.links:
+                links[target] = part.links[name]
+        node.links = links
+        named[node.id] = {"seed": named[parts["noise"].id].get("noise_seed"),
+                          "sampler_name": named[parts["sampler"].id].get("sampler_name"),
+                          "cfg": named[guider.id].get("cfg", 1.0),
+                          **{k: named[scheduler.id].get(k) for k in ("scheduler", "steps", "denoise")}}
+        named[node.id] = {k: v for k, v in named[node.id].items() if v is not None}
+        self.folded.update(p.id for p in parts.values())
+        for widget, (part, name) in {"seed": (parts["noise"], "noise_seed"), "cfg": (guider, "cfg"),
+                                     "sampler_name": (parts["sampler"], "sampler_name"),
+                                     **{k: (scheduler, k) for k in ("scheduler", "steps", "denoise")}}.items():
+            self.origins[(node.id, widget)] = (part, name)
 
     def _report_unsupported(self, nodes: list[ComfyNode]) -> None:
         by_type: dict[str, list[ComfyNode]] = {}
@@ -262,7 +364,8 @@ class WorkflowConverter:
         try:
             return widget.convert(raw, ConvertContext(tuple(choices) if choices else None))
         except Unmappable as exc:
-            self.problem("comfy_value", str(exc), node, widget.name)
+            origin, name = self.origins.get((node.id, widget.name), (node, widget.name))
+            self.problem("comfy_value", str(exc), origin, name)
             return None
 
     def _clip_beside_model(self, node: ComfyNode, placed: dict[str, NodeMap]) -> tuple[str, int] | None:
@@ -312,8 +415,17 @@ class WorkflowConverter:
                     continue
                 src_node = self.wf.nodes[src[0]]
                 src_map = placed.get(src[0])
-                if src_map is None:
-                    continue  # from a node not converted: reported there
+                passed = 0
+                while src_map is not None and src[1] < len(src_map.outputs) and \
+                        src_map.outputs[src[1]][0] == PASS_INPUT and passed < MAX_DEPTH:
+                    passed += 1  # an output that passes one of the node's inputs through
+                    through = src_node.links.get(src_map.outputs[src[1]][1])
+                    src = self.source(through) if through is not None else None
+                    if src is None:
+                        break
+                    src_node, src_map = self.wf.nodes[src[0]], placed.get(src[0])
+                if src is None or src_map is None:
+                    continue  # from a node not converted (reported there), or from nothing
                 if src[1] >= len(src_map.outputs):
                     self.problem("comfy_link", f"input '{comfy_input}' is linked from output {src[1]} of "
                                  f"{src_node.label}, which has only {len(src_map.outputs)} outputs", node,
@@ -329,6 +441,8 @@ def _graph_node(node_id: str, type_id: str, inputs: dict[str, Any], version: str
     return GraphNode(node_id, type_id, inputs, version)
 
 
-def convert_workflow(wf: Workflow, registry: NodeRegistry) -> ImportResult:
-    """Convert a parsed ComfyUI workflow to a nodeflow graph (see `ImportResult`)."""
-    return WorkflowConverter(wf, registry).convert()
+def convert_workflow(wf: Workflow, registry: NodeRegistry, settings: Settings | None = None) -> ImportResult:
+    """Convert a parsed ComfyUI workflow to a nodeflow graph (see `ImportResult`). ``settings``
+    says where model files are, so that a model's family can be read from its file (default: the
+    folders the environment names)."""
+    return WorkflowConverter(wf, registry, settings).convert()

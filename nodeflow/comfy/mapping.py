@@ -10,7 +10,9 @@ One `NodeMap` entry per ComfyUI type says, declaratively:
   (written only where the nodeflow type declares that input);
 - ``outputs``: for each ComfyUI output slot, the nodeflow part and socket that carry it.
 
-Adding a node type is adding one entry to `NODE_MAPS`.
+Adding a node type is adding one entry to `NODE_MAPS`. ComfyUI types that become different
+nodeflow nodes for SD3/Flux models have a second entry in `FLOW_MAPS`, used where the graph's
+model family is SD3 or Flux (see ``families``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from typing import Any
 
 CLIP_OF_MODEL = "@clip_of_model"
 """A link placeholder: the CLIP output of the loader the node's model comes from."""
+
+FAMILY = "@family"
+"""A widget name the converter fills with the model family it read from the graph (see ``families``)."""
+
+PASS_INPUT = "@input"
+"""An output part that is no nodeflow node: the output passes the ComfyUI input it names through."""
 
 SEED_CONTROL = "@control_after_generate"
 """Placeholder in a widget list for the editor-only value that follows a seed widget."""
@@ -286,9 +294,124 @@ NODE_MAPS: tuple[NodeMap, ...] = (
 
 BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in NODE_MAPS}
 
+
+# --- SD3.x and Flux: the flow pack ----------------------------------------------------------
+
+
+def flow_sampler(value: Any, ctx: ConvertContext) -> Any:
+    """ComfyUI sampler names nodeflow runs on SD3/Flux with ComfyUI's semantics."""
+    from nodeflow.nodes.flow.schedules import COMFY_SAMPLERS
+
+    if value not in COMFY_SAMPLERS:
+        raise Unmappable(f"sampler '{value}' has no nodeflow equivalent on SD3/Flux models yet (nodeflow "
+                         f"has: {', '.join(COMFY_SAMPLERS)})")
+    return value
+
+
+def vae_family(value: Any, ctx: ConvertContext) -> Any:
+    """The family read from the graph as flow.LoadVAE's ``family`` ('flow': from the file's name)."""
+    return value if value in ("sd3", "flux") else "auto"
+
+
+def weight_dtype(value: Any, ctx: ConvertContext) -> Any:
+    # "_fast" asks ComfyUI for fp8 matrix products on GPUs that have them: the same fp8 storage here
+    name = "fp8_e4m3fn" if value == "fp8_e4m3fn_fast" else value
+    return choice(None, "weight_dtype")(name, ctx)
+
+
+_FLOW_SAMPLE = {"seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"),
+                "sampler": w("sampler_name", flow_sampler), "scheduler": _SCHEDULERS, "denoise": w("denoise")}
+_COMFY_SEMANTICS = {"semantics": "comfyui"}
+_CONTROL_APPLY = ("strength", "start_percent", "end_percent")
+_CONTROL_LINKS = {"conditioning": "positive", "controlnet": "control_net", "vae": "vae", "image": "image"}
+_CONTROL_VALUES = {"strength": w("strength"), "start": w("start_percent"), "end": w("end_percent")}
+
+
+def _flow_control(comfy: str) -> NodeMap:
+    # The ControlNet goes on the positive; the flow sampler applies it to both halves of a guided batch.
+    return NodeMap(comfy, _CONTROL_APPLY, {"": Part("flow.ApplyControlNet", _CONTROL_LINKS, _CONTROL_VALUES)},
+                   (("", "conditioning"), (PASS_INPUT, "negative")))
+
+
+def _flow_encoders(comfy: str, names: tuple[str, ...], extra: tuple[str, ...] = (),
+                   semantics: Mapping[str, Any] | None = None) -> NodeMap:
+    values = {f"encoder{i + 1}": w(name, model_name) for i, name in enumerate(names)}
+    if "type" in extra:
+        values["type"] = w("type", choice(None, "text encoder type"))
+    return one(comfy, "flow.LoadTextEncoders", (*names, *extra), values=values, outputs=("clip",),
+               semantics=semantics, models={name: "text_encoders" for name in names})
+
+
+FLOW_MAPS: dict[str, NodeMap] = {m.comfy: m for m in (
+    one("CheckpointLoaderSimple", "flow.LoadCheckpoint", ("ckpt_name",),
+        values={"path": w("ckpt_name", model_name)}, outputs=("model", "clip", "vae"),
+        models={"ckpt_name": "checkpoints"}),
+    one("CheckpointLoader", "flow.LoadCheckpoint", ("config_name", "ckpt_name"),
+        values={"path": w("ckpt_name", model_name)}, outputs=("model", "clip", "vae"),
+        models={"ckpt_name": "checkpoints"}),
+    one("UNETLoader", "flow.LoadDiffusionModel", ("unet_name", "weight_dtype"),
+        values={"path": w("unet_name", model_name), "weight_dtype": w("weight_dtype", weight_dtype)},
+        outputs=("model",), models={"unet_name": "diffusion_models"}),
+    _flow_encoders("CLIPLoader", ("clip_name",), ("type", "device")),
+    _flow_encoders("DualCLIPLoader", ("clip_name1", "clip_name2"), ("type", "device")),
+    _flow_encoders("TripleCLIPLoader", ("clip_name1", "clip_name2", "clip_name3"), semantics={"type": "sd3"}),
+    one("VAELoader", "flow.LoadVAE", ("vae_name",),
+        values={"path": w("vae_name", model_name), "family": w(FAMILY, vae_family)}, outputs=("vae",),
+        models={"vae_name": "vae"}),
+    one("LoraLoader", "flow.LoadLoRA", ("lora_name", "strength_model", "strength_clip"),
+        links={"model": "model", "clip": "clip"},
+        values={"path": w("lora_name", model_name), "strength_model": w("strength_model"),
+                "strength_clip": w("strength_clip")},
+        outputs=("model", "clip"), models={"lora_name": "loras"}),
+    one("LoraLoaderModelOnly", "flow.LoadLoRA", ("lora_name", "strength_model"), links={"model": "model"},
+        values={"path": w("lora_name", model_name), "strength_model": w("strength_model")},
+        outputs=("model",), models={"lora_name": "loras"}),
+    one("CLIPTextEncode", "flow.TextEncode", ("text",), links={"clip": "clip"}, values={"text": w("text")},
+        outputs=("conditioning",)),
+    one("FluxGuidance", "flow.FluxGuidance", ("guidance",), links={"conditioning": "conditioning"},
+        values={"guidance": w("guidance")}, outputs=("conditioning",)),
+    one("ConditioningZeroOut", "flow.ZeroOut", links={"conditioning": "conditioning"}, outputs=("conditioning",)),
+    one("ModelSamplingSD3", "flow.ModelSamplingSD3", ("shift",), links={"model": "model"},
+        values={"shift": w("shift")}, outputs=("model",)),
+    one("ModelSamplingFlux", "flow.ModelSamplingFlux", ("max_shift", "base_shift", "width", "height"),
+        links={"model": "model"},
+        values={name: w(name) for name in ("max_shift", "base_shift", "width", "height")}, outputs=("model",)),
+    one("KSampler", "flow.Sample", ("seed", SEED_CONTROL, "steps", "cfg", "sampler_name", "scheduler", "denoise"),
+        links={"model": "model", "positive": "positive", "negative": "negative", "latent": "latent_image"},
+        values=_FLOW_SAMPLE, semantics=_COMFY_SEMANTICS, outputs=("latent",)),
+    # RandomNoise, KSamplerSelect, BasicScheduler and BasicGuider/CFGGuider are folded into the
+    # sampler by the converter (see ``custom_sampler``): their widgets arrive under these names.
+    NodeMap("SamplerCustomAdvanced", (), {"": Part(
+        "flow.Sample", {"model": "model", "positive": "positive", "negative": "negative",
+                        "latent": "latent_image"}, _FLOW_SAMPLE, _COMFY_SEMANTICS)},
+        (("", "latent"), ("", "latent"))),
+    one("ControlNetLoader", "flow.LoadControlNet", ("control_net_name",),
+        values={"path": w("control_net_name", model_name)}, outputs=("controlnet",),
+        models={"control_net_name": "controlnet"}),
+    _flow_control("ControlNetApplyAdvanced"),
+    _flow_control("ControlNetApplySD3"),
+)}
+"""The nodeflow nodes ComfyUI types become where the model family is SD3 or Flux."""
+
+FOLDED_WIDGETS: dict[str, tuple[str, ...]] = {
+    "RandomNoise": ("noise_seed", SEED_CONTROL),
+    "KSamplerSelect": ("sampler_name",),
+    "BasicScheduler": ("scheduler", "steps", "denoise"),
+    "BasicGuider": (),
+    "CFGGuider": ("cfg",),
+}
+"""Widget orders of the custom-sampler parts the converter folds into one sampler node."""
+
+NODE_MAPS = (*NODE_MAPS, one("EmptySD3LatentImage", "flow.EmptyLatent", ("width", "height", "batch_size"),
+                             values={"width": w("width"), "height": w("height"), "batch": w("batch_size")},
+                             outputs=("latent",)))
+BY_TYPE["EmptySD3LatentImage"] = NODE_MAPS[-1]
+
 WIDGET_ORDER: dict[str, tuple[str, ...]] = {
     # Types handled before mapping, or not mapped yet, whose widgets are still read by name.
     "CLIPSetLastLayer": ("stop_at_clip_layer",),
+    **FOLDED_WIDGETS,
+    **{m.comfy: m.widgets for m in FLOW_MAPS.values()},
     **{m.comfy: m.widgets for m in NODE_MAPS},
 }
 """Widget names in ``widgets_values`` order, per ComfyUI node type (ComfyUI's INPUT_TYPES order)."""

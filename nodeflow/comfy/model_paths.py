@@ -29,6 +29,7 @@ COMFY_FOLDERS: dict[str, str] = {
     "text_encoders": "text_encoders",
     "unet": "diffusion_models",
     "diffusion_models": "diffusion_models",
+    "tokenizers": "tokenizers",  # not ComfyUI's: where a ComfyUI user may put T5's tokenizer for nodeflow
 }
 """ComfyUI's models/ subfolder names -> nodeflow's model kinds (see nodeflow.settings)."""
 

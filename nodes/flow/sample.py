@@ -19,23 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.api import (
-    FLOAT,
-    INT,
-    STRING,
-    EstimateContext,
-    Input,
-    MemoryEstimate,
-    Node,
-    NodeInputError,
-    Output,
-    RunContext,
-    Settings,
-    ValueEstimate,
-)
+from nodeflow.errors import NodeInputError
+from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
 from nodeflow.nodes.diffusion.latent import empty_latent_estimate
 from nodeflow.nodes.diffusion.sample import latent_preview
+from nodeflow.nodes.diffusion.sigmas import SCHEDULERS as COMFY_SCHEDULERS
 from nodeflow.nodes.diffusion.types import LATENT, Latent
+from nodeflow.nodes.flow.schedules import COMFY_SAMPLERS
 from nodeflow.nodes.flow.types import (
     FAMILY_NAMES,
     FLOW_CONDITIONING,
@@ -44,6 +34,8 @@ from nodeflow.nodes.flow.types import (
     FlowModel,
     Shift,
 )
+from nodeflow.settings import Settings
+from nodeflow.types import FLOAT, INT, STRING
 
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("FlowMatchEulerDiscreteScheduler", {}),
@@ -53,6 +45,13 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 SCHEDULES = {"normal": {}, "karras": {"use_karras_sigmas": True},
              "exponential": {"use_exponential_sigmas": True}, "beta": {"use_beta_sigmas": True}}
 """Sigma spacings FlowMatchEulerDiscreteScheduler offers (heun: normal only)."""
+SEMANTICS = ("diffusers", "comfyui")
+"""How a sampler reads its settings: as the diffusers pipelines do, or as ComfyUI does (see
+``schedules``: ComfyUI's scheduler names and sigma tables, its denoise rule, the encoder's mean
+and the noise drawn first)."""
+
+SCHEDULER_NAMES = (*SCHEDULES, *(name for name in COMFY_SCHEDULERS if name not in SCHEDULES))
+"""The schedule choices: diffusers' spacings, then ComfyUI's other schedulers (semantics comfyui)."""
 
 MULTIPLE = 16
 DEFAULT_GUIDANCE = 3.5
@@ -216,18 +215,33 @@ class Sample(Node):
         Input("cfg", FLOAT, "Classifier-free guidance scale (1 or less: none; SD3 uses about 4.5 to 7, "
               "Flux dev 1 with FluxGuidance).", default=1.0, min=0.0, max=100.0, step=0.5),
         Input("sampler", STRING, "The sampling method.", default="euler", choices=tuple(SAMPLERS)),
-        Input("scheduler", STRING, "The spacing of the sigmas.", default="normal",
-              choices=tuple(SCHEDULES)),
+        Input("scheduler", STRING, "The spacing of the sigmas (semantics comfyui: ComfyUI's schedulers, "
+              "simple and sgm_uniform among them).", default="normal", choices=tuple(SCHEDULER_NAMES)),
         Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of an "
               "encoded image.", default=1.0, min=0.0, max=1.0, step=0.01),
+        Input("semantics", STRING, "diffusers: sample as the diffusers pipelines do; comfyui: as ComfyUI "
+              "does (its schedulers; denoise below 1 runs all steps at lower noise; an encoded image "
+              "starts from the encoder's mean). Imported ComfyUI workflows use comfyui.",
+              default="diffusers", choices=SEMANTICS),
     )
     outputs = (Output("latent", LATENT, "The denoised latents."),)
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
-        if values.get("sampler") == "heun" and values.get("scheduler", "normal") != "normal":
-            yield "scheduler", "the heun sampler has only the normal schedule"
         steps, denoise = values.get("steps"), values.get("denoise")
+        schedule = values.get("scheduler", "normal")
+        if values.get("semantics") == "comfyui":
+            if values.get("sampler", "euler") not in COMFY_SAMPLERS:
+                yield "sampler", (f"with ComfyUI's semantics nodeflow runs {', '.join(COMFY_SAMPLERS)} on SD3 "
+                                  f"and Flux, not '{values.get('sampler')}'")
+            if isinstance(denoise, int | float) and denoise <= 0:
+                yield "denoise", "denoise 0 leaves no step to run"
+            return
+        if schedule not in SCHEDULES:
+            yield "scheduler", (f"'{schedule}' is one of ComfyUI's schedulers: set semantics to comfyui, or "
+                                f"use one of {', '.join(SCHEDULES)}")
+        if values.get("sampler") == "heun" and schedule != "normal":
+            yield "scheduler", "the heun sampler has only the normal schedule"
         if isinstance(steps, int) and isinstance(denoise, int | float) and 0 <= denoise < 1:
             if steps - int(max(steps - steps * denoise, 0)) < 1:
                 yield "denoise", (f"denoise {denoise} with {steps} steps leaves no step to run; raise "
@@ -244,9 +258,9 @@ class Sample(Node):
 
     def run(self, ctx: RunContext, model: FlowModel, positive: FlowConditioning,
             negative: FlowConditioning | None, latent: Latent, seed: int, steps: int, cfg: float,
-            sampler: str, scheduler: str, denoise: float) -> Any:
+            sampler: str, scheduler: str, denoise: float, semantics: str = "diffusers") -> Any:
         for problem in self.check({"sampler": sampler, "scheduler": scheduler, "steps": steps,
-                                   "denoise": denoise}, ctx.settings):
+                                   "denoise": denoise, "semantics": semantics}, ctx.settings):
             raise NodeInputError(problem[0] or "sampler", problem[1])
         conds = [("positive", positive)] + ([("negative", negative)] if negative is not None else [])
         for socket, cond in conds:
@@ -274,7 +288,7 @@ class Sample(Node):
 
         with placed(ctx, model, modules) as device:
             samples = denoise_latents(ctx, model, positive, negative, latent, seed, steps, cfg, sampler,
-                                      scheduler, denoise, device)
+                                      scheduler, denoise, device, comfy=semantics == "comfyui")
         return replace(latent, samples=samples, encoded=None, mask=None)
 
 
@@ -342,9 +356,24 @@ def _timesteps(scheduler: Any, model: FlowModel, steps: int, latent_hw: tuple[in
         scheduler.set_timesteps(steps, device=device, **kwargs)
 
 
+def _comfy_timesteps(scheduler: Any, model: FlowModel, schedule: str, sampler: str, steps: int,
+                     denoise: float, latent_hw: tuple[int, int], device: Any) -> None:
+    """Give a diffusers flow-matching scheduler ComfyUI's sigmas (its step is ComfyUI's Euler step)."""
+    from nodeflow.nodes.flow.schedules import comfy_sigmas
+
+    sigmas = comfy_sigmas(model, schedule, sampler, steps, denoise)
+    if len(sigmas) < 2:
+        raise NodeInputError("denoise", f"denoise {denoise} leaves no step to run")
+    _timesteps(scheduler, model, len(sigmas) - 1, latent_hw, device)
+    scheduler.sigmas = sigmas.to(device)
+    scheduler.timesteps = (sigmas[:-1] * scheduler.config.num_train_timesteps).to(device)
+    scheduler._step_index = None
+    scheduler.set_begin_index(0)
+
+
 def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditioning,
                     negative: FlowConditioning | None, latent: Latent, seed: int, steps: int, cfg: float,
-                    sampler: str, schedule: str, denoise: float, device: Any) -> Any:
+                    sampler: str, schedule: str, denoise: float, device: Any, comfy: bool = False) -> Any:
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -373,11 +402,15 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         h, w = int(latent.samples.shape[-2]), int(latent.samples.shape[-1])
     else:
         h, w = latent.height // LATENT_SCALE, latent.width // LATENT_SCALE
-    scheduler = make_scheduler(model, sampler, schedule)
-    _timesteps(scheduler, model, steps, (h, w), device)
-    timesteps = scheduler.timesteps
+    scheduler = make_scheduler(model, sampler, schedule if schedule in SCHEDULES else "normal")
     from_image = not latent.is_empty
-    if from_image:
+    if comfy:
+        _comfy_timesteps(scheduler, model, schedule, sampler, steps, denoise, (h, w), device)
+        timesteps = scheduler.timesteps
+    else:
+        _timesteps(scheduler, model, steps, (h, w), device)
+        timesteps = scheduler.timesteps
+    if from_image and not comfy:
         init = min(steps * denoise, steps)
         t_start = int(max(steps - init, 0))
         timesteps = timesteps[t_start * scheduler.order:]
@@ -389,9 +422,24 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         scheduler.set_begin_index(0)
 
     shape = (batch, model.latent_channels, h, w)
+    comfy_noise: Any = None
+    if comfy:  # ComfyUI draws the whole batch's noise first, in float32, on the CPU
+        noise_shape = tuple(latent.samples.shape) if from_image else shape
+        if from_image and noise_shape[0] < batch:
+            noise_shape = (batch, *noise_shape[1:])
+        comfy_noise = torch.randn(noise_shape, generator=generator, dtype=torch.float32).to(device=device,
+                                                                                             dtype=dtype)
     # Flux's pipeline draws the control images' latents first, with the same generator
     hints = prepare_hints(model, positive.hints, h, w, batch, do_cfg and not flux, device, generator, seed)
-    if from_image:
+    if from_image and comfy:  # from the encoder's mean (VAEEncode's samples), noised to the first sigma
+        init_latents = latent.samples.to(device=device, dtype=dtype)
+        if init_latents.shape[0] < batch:
+            init_latents = init_latents.repeat(batch // init_latents.shape[0], 1, 1, 1)
+        noise = comfy_noise
+        latents = scheduler.scale_noise(init_latents, timesteps[:1].repeat(batch), noise)
+    elif comfy:
+        latents = comfy_noise * scheduler.sigmas[0]
+    elif from_image:
         with torch.no_grad():
             if latent.encoded is not None:
                 from nodeflow.nodes.diffusion.latent import to_model_space
@@ -412,7 +460,9 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         # The inpainting pipelines also encode the masked picture, whose latents a 16-channel model
         # does not use: draw the same numbers to stay in step with them.
         assert latent.encoded is not None
-        randn_tensor(tuple(latent.encoded.dist.mean.shape), generator=generator, device=device, dtype=dtype)
+        if not comfy:
+            randn_tensor(tuple(latent.encoded.dist.mean.shape), generator=generator, device=device,
+                         dtype=dtype)
         condition = torch.from_numpy(latent.mask)[:, None].clone()
         condition[condition < 0.5] = 0
         condition[condition >= 0.5] = 1

@@ -1,0 +1,266 @@
+"""ComfyUI workflows for SD3.x and Flux: the split-file loaders, the custom sampler (RandomNoise,
+KSamplerSelect, BasicScheduler, BasicGuider), FluxGuidance, ModelSampling*, EmptySD3LatentImage and
+ConditioningZeroOut become the flow pack's nodes, and give the picture of the same graph written
+by hand, on tiny random models kept as split files in a ComfyUI models folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nodeflow.comfy import import_workflow
+from nodeflow.graph import Graph
+from tests.comfy.conftest import FIXTURES
+from tests.nodes.flow import tiny
+
+NAMES = {
+    "flux": {"model": "tiny-flux.safetensors", "clip_l": "clip_l.safetensors", "t5": "t5xxl_tiny.safetensors",
+             "vae": "ae.safetensors"},
+    "sd3": {"model": "tiny-sd3.safetensors", "clip_l": "clip_l.safetensors", "clip_g": "clip_g.safetensors",
+            "t5": "t5xxl_tiny.safetensors", "vae": "tiny-sd3-vae.safetensors"},
+}
+PROMPT = "a red circle on a blue background"
+
+
+def comfy_models(root: Path, family: str) -> Path:
+    """ComfyUI/models with the tiny model's split files in ComfyUI's older folder names (unet/,
+    clip/), as many installs have them, and T5's tokenizer in tokenizers/t5."""
+    parts = tiny.sd3_components() if family == "sd3" else tiny.flux_components()
+    staging = root / "staging"
+    tiny.save_split(staging, parts, family, NAMES[family])
+    models = root / "ComfyUI" / "models"
+    models.mkdir(parents=True)
+    for ours, theirs in (("diffusion_models", "unet"), ("text_encoders", "clip"), ("vae", "vae"),
+                         ("tokenizers", "tokenizers")):
+        shutil.move(str(staging / ours), str(models / theirs))
+    return root / "ComfyUI"
+
+
+@pytest.fixture(scope="module")
+def flux_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return comfy_models(tmp_path_factory.mktemp("comfy-flux"), "flux")
+
+
+@pytest.fixture(scope="module")
+def sd3_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return comfy_models(tmp_path_factory.mktemp("comfy-sd3"), "sd3")
+
+
+def settings_for(install: Path) -> Any:
+    from nodeflow.comfy.model_paths import add_comfy_models
+    from nodeflow.settings import Settings
+
+    return add_comfy_models(Settings(), [str(install)])
+
+
+def pictures(registry: Any, graph: Graph, install: Path) -> Any:
+    """The 8-bit pixels the graph's VAEDecode gives, run on the ComfyUI install's models."""
+    from nodeflow.executor import Executor
+
+    decode = next(nid for nid, node in graph.nodes.items() if node.type == "diffusion.VAEDecode")
+    executor = Executor(registry, settings_for(install))
+    try:
+        result = executor.run(graph, [decode])
+    finally:
+        executor.close()
+    assert result.ok, {k: str(v) for k, v in result.failed.items()}
+    return np.round(np.asarray(result.outputs[decode]["image"]) * 255).astype(np.uint8)
+
+
+def native(nodes: dict[str, tuple[str, dict[str, Any]]], links: list[tuple[str, str]]) -> Graph:
+    from nodeflow.graph import parse_graph_text
+
+    data = {"format": "nodeflow.graph", "version": 1,
+            "nodes": {nid: {"type": t, "inputs": inputs} for nid, (t, inputs) in nodes.items()},
+            "links": [{"from": a, "to": b} for a, b in links]}
+    graph, problems = parse_graph_text(json.dumps(data), "native.json")
+    assert graph is not None and not problems, problems
+    return graph
+
+
+def flux_native(**sample: Any) -> Graph:
+    """The Flux fixture's workflow as one would write it in nodeflow, by hand."""
+    names = NAMES["flux"]
+    return native({
+        "unet": ("flow.LoadDiffusionModel", {"path": names["model"]}),
+        "clip": ("flow.LoadTextEncoders", {"encoder1": names["clip_l"], "encoder2": names["t5"], "type": "flux"}),
+        "vae": ("flow.LoadVAE", {"path": names["vae"]}),
+        "shift": ("flow.ModelSamplingFlux", {"width": 64, "height": 64}),
+        "positive": ("flow.TextEncode", {"text": PROMPT}),
+        "guidance": ("flow.FluxGuidance", {"guidance": 5.0}),
+        "latent": ("flow.EmptyLatent", {"width": 64, "height": 64}),
+        "sampler": ("flow.Sample", {"seed": 7, "steps": 4, "cfg": 1.0, **sample}),
+        "decode": ("diffusion.VAEDecode", {}),
+    }, [("unet.model", "shift.model"), ("clip.clip", "positive.clip"), ("positive.conditioning",
+        "guidance.conditioning"), ("shift.model", "sampler.model"), ("guidance.conditioning", "sampler.positive"),
+        ("latent.latent", "sampler.latent"), ("sampler.latent", "decode.latent"), ("vae.vae", "decode.vae")])
+
+
+def sd3_native(**sample: Any) -> Graph:
+    names = NAMES["sd3"]
+    return native({
+        "unet": ("flow.LoadDiffusionModel", {"path": names["model"]}),
+        "clip": ("flow.LoadTextEncoders", {"encoder1": names["t5"], "encoder2": names["clip_g"],
+                                           "encoder3": names["clip_l"], "type": "sd3"}),
+        "vae": ("flow.LoadVAE", {"path": names["vae"], "family": "sd3"}),
+        "positive": ("flow.TextEncode", {"text": PROMPT}),
+        "empty": ("flow.TextEncode", {"text": ""}),
+        "negative": ("flow.ZeroOut", {}),
+        "latent": ("flow.EmptyLatent", {"width": 64, "height": 64}),
+        "sampler": ("flow.Sample", {"seed": 7, "steps": 4, "cfg": 4.5, **sample}),
+        "decode": ("diffusion.VAEDecode", {}),
+    }, [("unet.model", "sampler.model"), ("clip.clip", "positive.clip"), ("clip.clip", "empty.clip"),
+        ("empty.conditioning", "negative.conditioning"), ("positive.conditioning", "sampler.positive"),
+        ("negative.conditioning", "sampler.negative"), ("latent.latent", "sampler.latent"),
+        ("sampler.latent", "decode.latent"), ("vae.vae", "decode.vae")])
+
+
+def imported(registry: Any, name: str, install: Path | None = None) -> Any:
+    result = import_workflow(FIXTURES / name, registry, settings_for(install) if install else None)
+    assert result is not None
+    assert not result.problems, [str(p) for p in result.problems]
+    return result
+
+
+def types_of(graph: Graph) -> dict[str, str]:
+    return {nid: node.type for nid, node in graph.nodes.items()}
+
+
+@pytest.mark.parametrize("fmt", ["ui", "api"])
+def test_flux_workflow_maps_onto_the_flow_pack(registry: Any, fmt: str) -> None:
+    result = imported(registry, f"flux_{fmt}.json")
+    graph = result.graph
+    assert types_of(graph) == {
+        "UNETLoader_12": "flow.LoadDiffusionModel", "DualCLIPLoader_11": "flow.LoadTextEncoders",
+        "VAELoader_10": "flow.LoadVAE", "CLIPTextEncode_6": "flow.TextEncode", "FluxGuidance_26": "flow.FluxGuidance",
+        "ModelSamplingFlux_30": "flow.ModelSamplingFlux", "EmptySD3LatentImage_27": "flow.EmptyLatent",
+        "SamplerCustomAdvanced_13": "flow.Sample", "VAEDecode_8": "diffusion.VAEDecode", "SaveImage_9": "image.Save"}
+    # the noise, sampler, scheduler and guider nodes are read into the one sampler
+    assert graph.nodes["SamplerCustomAdvanced_13"].inputs == {
+        "seed": 7, "steps": 4, "cfg": 1.0, "sampler": "euler", "scheduler": "simple", "denoise": 1.0,
+        "semantics": "comfyui"}
+    assert graph.nodes["DualCLIPLoader_11"].inputs["type"] == "flux"
+    assert graph.nodes["VAELoader_10"].inputs["family"] == "flux"
+    # without the files, the diffusion model's kind is an assumption, recorded and reported
+    assert any("UNETLoader" in a and "taken as an SD3.x or Flux" in a for a in result.assumptions)
+    assert graph.meta["comfyui"]["assumptions"] == result.assumptions
+
+
+def test_flux_import_reads_the_family_from_the_files_without_assuming(registry: Any, flux_install: Path) -> None:
+    result = imported(registry, "flux_api.json", flux_install)
+    assert result.assumptions == []
+    assert "assumptions" not in result.graph.meta["comfyui"]
+
+
+@pytest.mark.parametrize("fmt", ["ui", "api"])
+def test_sd3_workflow_maps_onto_the_flow_pack(registry: Any, fmt: str) -> None:
+    graph = imported(registry, f"sd3_{fmt}.json").graph
+    assert types_of(graph)["KSampler_3"] == "flow.Sample"
+    assert types_of(graph)["ConditioningZeroOut_67"] == "flow.ZeroOut"
+    assert types_of(graph)["ModelSamplingSD3_13"] == "flow.ModelSamplingSD3"
+    assert graph.nodes["TripleCLIPLoader_11"].inputs["type"] == "sd3"
+    assert graph.nodes["VAELoader_10"].inputs["family"] == "sd3"
+    assert graph.nodes["KSampler_3"].inputs["semantics"] == "comfyui"
+
+
+def test_imported_flux_workflow_gives_the_native_graphs_picture(registry: Any, flux_install: Path,
+                                                                  torch_threads: Any) -> None:
+    ours = pictures(registry, imported(registry, "flux_ui.json", flux_install).graph, flux_install)
+    same = pictures(registry, flux_native(scheduler="simple", semantics="comfyui"), flux_install)
+    assert ours.tobytes() == same.tobytes()
+    # ComfyUI's euler/simple on Flux is the pipeline's schedule: the diffusers-semantics graph agrees
+    diffusers = pictures(registry, flux_native(scheduler="normal"), flux_install)
+    assert np.abs(ours.astype(int) - diffusers.astype(int)).max() <= 1
+
+
+def test_imported_sd3_workflow_gives_the_native_graphs_picture(registry: Any, sd3_install: Path,
+                                                                 torch_threads: Any) -> None:
+    ours = pictures(registry, imported(registry, "sd3_api.json", sd3_install).graph, sd3_install)
+    same = pictures(registry, sd3_native(scheduler="sgm_uniform", semantics="comfyui"), sd3_install)
+    assert ours.tobytes() == same.tobytes()
+
+
+def _flux_api() -> dict[str, Any]:
+    return json.loads((FIXTURES / "flux_api.json").read_text())
+
+
+def problems_of(registry: Any, tmp_path: Path, doc: dict[str, Any]) -> list[Any]:
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry)
+    assert result is not None
+    return result.problems
+
+
+def test_unknown_values_are_located_problems_not_tracebacks(registry: Any, tmp_path: Path) -> None:
+    doc = _flux_api()
+    doc["16"]["inputs"]["sampler_name"] = "dpmpp_2m"
+    doc["11"]["inputs"]["type"] = "hidream"
+    problems = problems_of(registry, tmp_path, doc)
+    by_node = {(p.location.node, p.location.socket): p.message for p in problems}
+    assert "'hidream'" in by_node[("11", "type")] and "flux" in by_node[("11", "type")]
+    # found where the user sets it: on KSamplerSelect, not on the sampler it is folded into
+    assert "dpmpp_2m" in by_node[("16", "sampler_name")] and "euler" in by_node[("16", "sampler_name")]
+
+
+def test_custom_sampler_parts_nodeflow_cannot_fold_are_reported(registry: Any, tmp_path: Path) -> None:
+    doc = _flux_api()
+    doc["40"] = {"class_type": "SplitSigmas", "inputs": {"step": 2, "sigmas": ["17", 0]}}
+    doc["13"]["inputs"]["sigmas"] = ["40", 0]
+    problems = problems_of(registry, tmp_path, doc)
+    located = [p for p in problems if p.location.node == "13" and p.location.socket == "sigmas"]
+    assert located and "BasicScheduler" in located[0].message
+
+
+def test_an_sd_checkpoint_with_a_flux_only_node_is_refused_on_that_node(registry: Any, tmp_path: Path,
+                                                                          comfy_root: Path) -> None:
+    doc = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    doc["50"] = {"class_type": "ModelSamplingFlux", "inputs": {"max_shift": 1.15, "base_shift": 0.5,
+                                                              "width": 64, "height": 64, "model": ["4", 0]}}
+    doc["3"]["inputs"]["model"] = ["50", 0]
+    # without the checkpoint file, the Flux-only node says what the model is
+    assert problems_of(registry, tmp_path, doc) == []
+    # with it (an SD 1.5 checkpoint), the two disagree: a problem on the Flux-only node
+    path = tmp_path / "workflow.json"
+    result = import_workflow(path, registry, settings_for(comfy_root))
+    assert result is not None
+    located = [p for p in result.problems if p.location.node == "50"]
+    assert located and "SD 1.x" in located[0].message, [str(p) for p in result.problems]
+
+
+def test_comfyui_sigmas_follow_its_formulas() -> None:
+    """SD3: 'normal' is the pipeline's schedule and 'simple' every 1000/steps-th level; Flux dev:
+    'simple' is the pipeline's linspace, shifted by e^mu for ModelSamplingFlux's size."""
+    import math
+
+    import torch
+
+    from nodeflow.nodes.flow.schedules import comfy_sigmas
+    from nodeflow.nodes.flow.types import FlowModel, Shift
+
+    sd3 = FlowModel(None, "sd3", Shift(shift=3.0), {})
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    ref = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    ref.set_timesteps(6)
+    assert torch.allclose(comfy_sigmas(sd3, "normal", "euler", 6, 1.0), ref.sigmas, atol=1e-6)
+    simple = comfy_sigmas(sd3, "simple", "euler", 4, 1.0)
+    t = torch.tensor([1.0, 0.75, 0.5, 0.25])
+    assert torch.allclose(simple[:-1], 3 * t / (1 + 2 * t), atol=1e-6) and simple[-1] == 0
+    # denoise 0.5: the last 4 + 1 of an 8-step schedule
+    assert torch.allclose(comfy_sigmas(sd3, "simple", "euler", 4, 0.5), comfy_sigmas(sd3, "simple", "euler", 8,
+                                                                                      1.0)[-5:])
+    flux = FlowModel(None, "flux", Shift(dynamic=True, size=(512, 512)), {})
+    mu = 1024 * (1.15 - 0.5) / (4096 - 256) + 0.5 - (1.15 - 0.5) / (4096 - 256) * 256
+    got = comfy_sigmas(flux, "simple", "euler", 4, 1.0)
+    want = [math.exp(mu) / (math.exp(mu) + 1 / x - 1) for x in (1.0, 0.75, 0.5, 0.25)] + [0.0]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6)
+    # without ModelSamplingFlux: ComfyUI's default, the shift at 1024x1024 (mu = max_shift)
+    plain = FlowModel(None, "flux", Shift(dynamic=True), {})
+    assert abs(float(comfy_sigmas(plain, "simple", "euler", 4, 1.0)[1]) -
+               math.exp(1.15) / (math.exp(1.15) + 1 / 0.75 - 1)) < 1e-6
