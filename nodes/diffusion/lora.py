@@ -189,6 +189,9 @@ class LoadLoRA(Node):
         found = lora_file(ctx, path)
         if clip.family != model.family:
             raise NodeInputError("clip", "the model and the clip come from different families")
+        from nodeflow.nodes.diffusion.lora_shapes import check_lora_shapes
+
+        check_lora_shapes(found, model, clip)  # from the header, before reading or patching
         lora = ctx.models.load(found, load_lora_file, kind="lora")
         with ctx.models.loading():  # peft builds the adapter layers
             new_model, new_clip = apply_lora(model, clip, lora, strength_model, strength_clip)
