@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nodeflow.errors import UsageError
 from nodeflow.types import BOOL, FLOAT, INT, STRING, SocketType, TypeParam, TypeSpec, UnionType
 
 if TYPE_CHECKING:
@@ -335,13 +334,14 @@ class Node:
         super().__init_subclass__(**kwargs)
         if "id" not in cls.__dict__:
             return  # an abstract intermediate class
-        _check_declaration(cls)
-        cls.input_map = {i.name: i for i in cls.inputs}
-        cls.output_map = {o.name: o for o in cls.outputs}
+        # A broken declaration is reported when the type is registered (`declaration_problems`),
+        # with its pack, whose other types still load; until then the maps keep what is sound.
+        cls.input_map = _socket_map(cls.inputs, Input)
+        cls.output_map = _socket_map(cls.outputs, Output)
         if not cls.description:
             cls.description = (cls.__doc__ or "").strip()
-        if not cls.title:
-            cls.title = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", cls.id.rsplit(".", 1)[1])
+        if not cls.title and isinstance(cls.id, str):
+            cls.title = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", cls.id.rsplit(".", 1)[-1])
 
     if TYPE_CHECKING:
         # Subclasses declare their inputs as named parameters of `run`.
@@ -428,38 +428,50 @@ class Node:
         }
 
 
-def _check_declaration(cls: type[Node]) -> None:
-    where = f"node class {cls.__module__}.{cls.__qualname__}"
+def _structure_problems(cls: type[Node]) -> list[str]:
+    """Problems with the id, the version and the sockets' names and types: the declaration
+    the rest of the checks (and the input and output maps) rely on."""
+    out: list[str] = []
     if not isinstance(cls.id, str) or not _NODE_ID.match(cls.id):
-        raise UsageError(f"{where}: id {cls.id!r} must look like 'pack.Name'")
-    if not _SEMVER.match(cls.version):
-        raise UsageError(f"{where}: version {cls.version!r} must be semantic, like '1.0.0'")
-    seen: set[str] = set()
+        out.append(f"id {cls.id!r} must look like 'pack.Name'")
+    if not isinstance(cls.version, str) or not _SEMVER.match(cls.version):
+        out.append(f"version {cls.version!r} must be semantic, like '1.0.0'")
     params_in: set[str] = set()
-    for spec in cls.inputs:
-        if not isinstance(spec, Input):
-            raise UsageError(f"{where}: inputs must be Input(...) declarations")
-        _check_socket(where, spec.name, spec.type, seen)
-        if isinstance(spec.type, TypeParam):
-            params_in.add(spec.type.name)
-    seen = set()
-    for out in cls.outputs:
-        if not isinstance(out, Output):
-            raise UsageError(f"{where}: outputs must be Output(...) declarations")
-        _check_socket(where, out.name, out.type, seen)
-        if isinstance(out.type, TypeParam) and out.type.name not in params_in:
-            raise UsageError(f"{where}: output {out.name!r} uses type parameter "
-                             f"{out.type.name!r} that no input declares")
+    for kind, specs, model in (("input", cls.inputs, Input), ("output", cls.outputs, Output)):
+        if isinstance(specs, BaseModel | str) or not isinstance(specs, Iterable):
+            out.append(f"{kind}s must be a tuple of {model.__name__}(...) declarations (a single "
+                       f"one needs a comma: ({model.__name__}(...),))")
+            continue
+        seen: set[str] = set()
+        for spec in specs:
+            if not isinstance(spec, model):
+                out.append(f"{kind}s must be {model.__name__}(...) declarations, not {spec!r}")
+                continue
+            out += _socket_problems(spec.name, spec.type, seen)
+            if isinstance(spec.type, TypeParam):
+                if kind == "input":
+                    params_in.add(spec.type.name)
+                elif spec.type.name not in params_in:
+                    out.append(f"output {spec.name!r} uses type parameter {spec.type.name!r} "
+                               "that no input declares")
+    return out
 
 
-def _check_socket(where: str, name: str, spec: Any, seen: set[str]) -> None:
+def _socket_problems(name: str, spec: Any, seen: set[str]) -> list[str]:
     if not _SOCKET_NAME.match(name):
-        raise UsageError(f"{where}: socket name {name!r} must be an identifier")
+        return [f"socket name {name!r} must be an identifier"]
     if name in seen:
-        raise UsageError(f"{where}: socket {name!r} is declared twice")
+        return [f"socket {name!r} is declared twice"]
     seen.add(name)
     if not isinstance(spec, SocketType | UnionType | TypeParam):
-        raise UsageError(f"{where}: socket {name!r} has type {spec!r}; use a SocketType")
+        return [f"socket {name!r} has type {spec!r}; use a SocketType"]
+    return []
+
+
+def _socket_map(specs: Any, model: type[Input] | type[Output]) -> dict[str, Any]:
+    if isinstance(specs, BaseModel | str) or not isinstance(specs, Iterable):
+        return {}
+    return {spec.name: spec for spec in specs if isinstance(spec, model)}
 
 
 def node_flag(cls: type[Node]) -> tuple[str, str] | None:
@@ -480,8 +492,10 @@ def declaration_problems(cls: type[Node]) -> list[str]:
     """What is wrong with a node type's declaration, each as a sentence saying what to change:
     ``run`` parameters that do not match the declared inputs, input options that do not fit the
     input's type, contradictory flags. Empty when it is sound. The registry calls this when it
-    registers a type (cheap checks of ids, names and types run when the class is created)."""
-    problems: list[str] = []
+    registers the type."""
+    problems = _structure_problems(cls)
+    if problems:
+        return problems  # the other checks read the sockets
     for spec in cls.inputs:
         problems += [f"input {spec.name!r}: {p}" for p in _input_problems(spec)]
     problems += _run_problems(cls)

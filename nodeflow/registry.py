@@ -78,9 +78,8 @@ class NodeRegistry:
         (`declaration_problems`) or another pack already has its id."""
         if not (isinstance(cls, type) and issubclass(cls, Node) and "id" in cls.__dict__):
             raise PluginError(f"{cls!r} is not a node class (a Node subclass with an id)")
-        existing = self._types.get(cls.id)
-        if existing is cls:
-            return
+        if isinstance(cls.id, str) and self._types.get(cls.id) is cls:
+            return  # registered already
         problems = declaration_problems(cls)
         if problems:
             listed = (problems[0] if len(problems) == 1 else f"({len(problems)} problems) "
@@ -89,6 +88,7 @@ class NodeRegistry:
                 f"node type '{cls.id}' ({cls.__module__}.{cls.__qualname__}) is not registered: "
                 f"{listed}.",
                 hint="Fix its declaration in the pack; the pack's other node types still load.")
+        existing = self._types.get(cls.id)
         if existing is not None:
             raise PluginError(
                 f"node id '{cls.id}' is defined by both pack '{self._pack_of[cls.id]}' and pack "

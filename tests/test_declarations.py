@@ -307,3 +307,45 @@ def test_run_prints_the_warnings_and_runs_the_flagged_nodes(flagged: tuple[Path,
     source = Image.open(REPO / "graphs/assets/pattern.png").convert("RGB").getpixel((0, 0))
     pixel = Image.open(out / "flagged_00001.png").convert("RGB").getpixel((0, 0))
     assert all(abs(p - (255 - s) * 0.25) <= 1 for p, s in zip(pixel, source, strict=True))
+
+
+def test_ids_versions_and_sockets_are_checked_with_the_pack_too(tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "typos.py").write_text('''
+from nodeflow.api import IMAGE, INT, Input, Node, Output
+
+
+class Fine(Node):
+    id = "typos.Fine"
+    outputs = (Output("n", INT),)
+
+    def run(self, ctx):
+        return 1
+
+
+class NoComma(Node):
+    id = "typos.NoComma"
+    inputs = (Input("image", IMAGE))
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx, image):
+        return image
+
+
+class BadId(Node):
+    id = "typos-bad"
+    version = "1.0"
+    outputs = (Output("n", INT), Output("n", INT))
+
+    def run(self, ctx):
+        return 1
+''')
+    assert main(["plugins", "--plugins", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("typos "))
+    assert "partial" in line and "1 nodes" in line  # typos.Fine loads
+    assert ("node type 'typos.NoComma' (nodeflow_plugins.typos.NoComma) is not registered: inputs "
+            "must be a tuple of Input(...) declarations (a single one needs a comma: "
+            "(Input(...),))") in out
+    assert ("node type 'typos-bad' (nodeflow_plugins.typos.BadId) is not registered: (3 problems) "
+            "1) id 'typos-bad' must look like 'pack.Name' 2) version '1.0' must be semantic, like "
+            "'1.0.0' 3) socket 'n' is declared twice") in out
