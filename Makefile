@@ -20,20 +20,21 @@ demo: $(STAMP)
 	$(BIN)/nodeflow run graphs/demo.json --out out
 	@echo "The pictures are in out/. To open one with the graph that made it: $(BIN)/nodeflow edit out/<file>.png"
 
-# Retrain every shipped demo model from scratch into nodeflow/demo/models (about 7 hours
+# Retrain every shipped demo model from scratch into nodeflow/demo/models with the scripts in
+# training/ (run from this checkout; they are not part of the installed package; about 7 hours
 # on a 2-core CPU; each step's budget is its --minutes), then print the quality table.
 demo-models: $(STAMP)
-	$(BIN)/python -m nodeflow.demo.train_vae --minutes 10 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_vae --init nodeflow/demo/models/checkpoints/nodeflow-shapes/vae \
+	$(BIN)/python -m training.train_vae --minutes 10 --threads 2
+	$(BIN)/python -m training.train_vae --init nodeflow/demo/models/checkpoints/nodeflow-shapes/vae \
 		--decoder-only --empty 0.15 --splice 0.5 --minutes 10 --lr 3e-4 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_unet --minutes 160 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_unet --resume --minutes 100 --lr 2e-4 --threads 2
-	$(BIN)/python -m nodeflow.demo.export_single_file
-	$(BIN)/python -m nodeflow.demo.train_lora --minutes 45 --rank 16 --targets all --threads 2
-	$(BIN)/python -m nodeflow.demo.train_controlnet --minutes 25 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_upscaler --minutes 40 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_vq --minutes 20 --threads 2
-	$(BIN)/python -m nodeflow.demo.train_prior --minutes 15 --threads 2
+	$(BIN)/python -m training.train_unet --minutes 160 --threads 2
+	$(BIN)/python -m training.train_unet --resume --minutes 100 --lr 2e-4 --threads 2
+	$(BIN)/python -m training.export_single_file
+	$(BIN)/python -m training.train_lora --minutes 45 --rank 16 --targets all --threads 2
+	$(BIN)/python -m training.train_controlnet --minutes 25 --threads 2
+	$(BIN)/python -m training.train_upscaler --minutes 40 --threads 2
+	$(BIN)/python -m training.train_vq --minutes 20 --threads 2
+	$(BIN)/python -m training.train_prior --minutes 15 --threads 2
 	$(BIN)/python bench/demo_quality.py
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
@@ -45,8 +46,8 @@ test-slow: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check nodeflow nodes gui tests bench
-	$(BIN)/mypy nodeflow nodes
+	$(BIN)/ruff check nodeflow nodes gui tests bench training
+	$(BIN)/mypy nodeflow nodes training
 
 bench: $(STAMP)
 	$(BIN)/python bench/executor_overhead.py

@@ -3,11 +3,11 @@
 Every model is loaded from the files nodeflow ships (``nodeflow/demo/models``) and judged
 on scenes of the demo world drawn from seeds that training never used:
 
-- the shape checker itself (``nodeflow.demo.evaluate.analyse``): how often it names the shape
+- the shape checker itself (``training.evaluate.analyse``): how often it names the shape
   of ground-truth pictures (world renders, and the same through the demo VAE) right;
 - text-to-image (``nodeflow-shapes``): on N prompts, how often the shape colour, the
   background colour and the shape kind of the picture match the prompt
-  (``nodeflow.demo.evaluate.analyse``: outline harmonics and colour tests), and how varied
+  (``training.evaluate.analyse``: outline harmonics and colour tests), and how varied
   the pictures of one prompt are (``evaluate.diversity``: spread of shape position and size
   over 16 seeds, as a fraction of the world's);
 - ControlNet (``nodeflow-shapes-edges``): IoU of the generated shape with the shape the
@@ -44,9 +44,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodeflow.demo import evaluate, world  # noqa: E402
+from training import common as C  # noqa: E402
+from training import evaluate, world  # noqa: E402
 
-MODELS = Path(world.__file__).resolve().parent / "models"
+MODELS = C.MODELS
 CHECKPOINT = MODELS / "checkpoints" / "nodeflow-shapes"
 LORA = MODELS / "loras" / "nodeflow-shapes-outlined.safetensors"
 CONTROLNET = MODELS / "controlnet" / "nodeflow-shapes-edges"
@@ -81,13 +82,13 @@ def sd_row(n: int, guidance: float = 7.5, per_prompt: int = 16) -> dict:
 
 
 def controlnet_row(n: int) -> dict:
-    from nodeflow.demo import control_eval
+    from training import control_eval
 
     return control_eval.controlnet_eval(CHECKPOINT, CONTROLNET, n=n, seed=SEED)
 
 
 def lora_row(n: int) -> dict:
-    from nodeflow.demo import control_eval
+    from training import control_eval
 
     return control_eval.lora_sweep(CHECKPOINT, LORA, n=n, seed=SEED)
 
@@ -95,7 +96,7 @@ def lora_row(n: int) -> dict:
 def upscaler_row(n: int = 32) -> dict:
     from spandrel import ModelLoader
 
-    from nodeflow.demo import train_upscaler
+    from training import train_upscaler
 
     net = ModelLoader().load_from_file(str(UPSCALER)).model.float().eval()
     model, bicubic = train_upscaler.evaluate(net, n)
@@ -106,7 +107,7 @@ def upscaler_row(n: int = 32) -> dict:
 def vq_row(n: int = 256) -> dict:
     from diffusers import VQModel
 
-    from nodeflow.demo import train_vq
+    from training import train_vq
 
     vq = VQModel.from_pretrained(VQ).float().eval()
     r = train_vq.evaluate(vq, n)

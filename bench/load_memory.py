@@ -30,9 +30,9 @@ def build_sd15(root: Path) -> tuple[Path, Path]:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nodeflow.demo.export_single_file import save_sd1_single_file
     from nodeflow.nodes.diffusion.clip_vocab import clip_tokenizer
     from nodeflow.nodes.diffusion.single_file import CONFIGS
+    from training.export_single_file import save_sd1_single_file
 
     folder, single = root / "checkpoints" / "sd15-folder", root / "checkpoints" / "sd15.safetensors"
     if single.is_file():
@@ -59,8 +59,8 @@ def build_controlnet(root: Path) -> Path:
     from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
-    from nodeflow.demo.export_single_file import controlnet_to_ldm
     from nodeflow.nodes.diffusion.single_file import ControlNetFileInfo, _carried_controlnet_config
+    from training.export_single_file import controlnet_to_ldm
 
     target = root / "controlnet" / "control_sd15_canny.safetensors"
     if target.is_file():
@@ -79,8 +79,8 @@ def build_sdxl(root: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from nodeflow.demo.export_single_file import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
     from nodeflow.nodes.diffusion.single_file import CONFIGS
+    from training.export_single_file import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 
     target = root / "checkpoints" / "sdxl.safetensors"
     if target.is_file():

@@ -9,7 +9,7 @@ graph (text encode → sampler → decode) with:
 - ``cfg 7.5, rescale 0.7``: guidance everywhere, rescaled.
 
 Accuracy: the fraction of pictures whose shape colour, background colour and shape kind match
-the prompt (``nodeflow.demo.evaluate.analyse``). Diversity: the spread of where the shape is
+the prompt (``training.evaluate.analyse``). Diversity: the spread of where the shape is
 and how big (standard deviations of its centre x, centre y and extent, root-sum-squared) as a
 fraction of the same spread in the training world's scenes (1.0: as varied as the world).
 
@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nodeflow.demo import evaluate, world  # noqa: E402
+from training import evaluate, world  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 777  # held out: training uses seeds 0..10 and 1000+

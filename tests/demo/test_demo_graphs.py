@@ -2,7 +2,7 @@
 
 Each graph file in graphs/ is loaded as a user would run it (its relative asset paths
 resolved against graphs/), with fewer sampling steps to stay fast, and the pictures are
-judged with nodeflow.demo.evaluate / control_eval.  The models must be present: a missing
+judged with training.evaluate / control_eval.  The models must be present: a missing
 file is a failure, not a skip.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nodeflow.demo import assets, control_eval, evaluate, world
+from training import assets, control_eval, evaluate, world
 
 REPO = Path(__file__).resolve().parents[2]
 GRAPHS = REPO / "graphs"

@@ -9,14 +9,14 @@ belongs here once they exist.)
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nodeflow.demo import control_eval, evaluate, world
+from training import common as C
+from training import control_eval, evaluate, world
 
-BASE = Path(world.__file__).resolve().parent / "models" / "checkpoints" / "nodeflow-shapes"
+BASE = C.DEFAULT_OUT
 TEST_SEED = 20_250_801  # held out from every training stream
 
 
@@ -102,9 +102,9 @@ def test_lora_training_smoke_run_loads_through_load_lora(tmp_path, restore_torch
     import torch
     from safetensors import safe_open
 
-    from nodeflow.demo import train_lora
     from nodeflow.nodes.diffusion.lora import LoadLoRA
     from nodeflow.testing import run_node
+    from training import train_lora
 
     out = tmp_path / "outlined.safetensors"
     # a large learning rate so two steps move lora_B (zero at init) visibly
@@ -151,9 +151,9 @@ def test_lora_training_smoke_run_loads_through_load_lora(tmp_path, restore_torch
 def test_controlnet_training_smoke_run_loads_and_samples_through_the_nodes(tmp_path, restore_torch_flags, capsys):
     import json
 
-    from nodeflow.demo import train_controlnet
     from nodeflow.nodes.diffusion.loaders import LoadControlNet
     from nodeflow.testing import run_graph, run_node
+    from training import train_controlnet
 
     out = tmp_path / "edges"
     train_controlnet.main(["--out", str(out), "--steps", "2", "--pool", "8", "--val", "4", "--batch", "4",

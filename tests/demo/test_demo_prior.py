@@ -2,20 +2,19 @@
 
 The prior (priors/nodeflow-shapes-prior.safetensors) is loaded and sampled through the
 ar nodes and decoded with the shipped VQ tokenizer; the shape colour of every picture
-is estimated with nodeflow.demo.evaluate.  The weights must be present: a missing file
+is estimated with training.evaluate.  The weights must be present: a missing file
 is a failure, not a skip.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from nodeflow.demo import evaluate, world
+from training import common as C
+from training import evaluate, world
 
-MODELS = Path(world.__file__).resolve().parent / "models"
+MODELS = C.MODELS
 PRIOR = MODELS / "priors" / "nodeflow-shapes-prior.safetensors"
 TOKENIZER = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 PER_COLOUR = 2

@@ -1,5 +1,5 @@
 """The demo checkpoint as one original-layout .safetensors file (written by
-`python -m nodeflow.demo.export_single_file` beside the diffusers folder, with its config
+`python -m training.export_single_file` beside the diffusers folder, with its config
 sidecar `nodeflow-shapes.config/`): it loads through diffusion.LoadCheckpoint to the folder's
 weights and pixels, stays small, and without its sidecar fails with a located error."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nodeflow.demo import export_single_file
+from training import export_single_file
 
 FOLDER = export_single_file.DEFAULT_SRC
 SINGLE = export_single_file.DEFAULT_OUT
 SIDECAR = export_single_file.sidecar_path(SINGLE)
 REPO = Path(__file__).resolve().parents[2]
-STALE = "re-run `python -m nodeflow.demo.export_single_file` after retraining"
+STALE = "re-run `python -m training.export_single_file` after retraining"
 
 # The exporter stores the VAE and text encoder as fp16 only if that moves decoded pixels by at
 # most 1/255 at the 99th percentile (measured: 0.18/255). Through 4 sampling steps with guidance

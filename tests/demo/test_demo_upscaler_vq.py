@@ -6,14 +6,13 @@ run uses).  The weights must be present: a missing file is a failure, not a skip
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from nodeflow.demo import world
+from training import common as C
+from training import world
 
-MODELS = Path(world.__file__).resolve().parent / "models"
+MODELS = C.MODELS
 UPSCALER = MODELS / "upscale" / "nodeflow-shapes-4x.safetensors"
 VQ_DIR = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 TEST_SEED = 20_250_704  # held out: training streams use small seeds, evaluation 424242/515151

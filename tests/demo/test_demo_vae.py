@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nodeflow.demo import assets, world
+from training import assets, world
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def _one_thread(torch_threads):
 def _vae(path=None):
     from diffusers import AutoencoderKL
 
-    from nodeflow.demo import _train_common as C
+    from training import common as C
 
     return AutoencoderKL.from_pretrained(path or C.DEFAULT_OUT / "vae").eval()
 
@@ -30,7 +30,7 @@ def _vae(path=None):
 def _latents(vae, pixels: np.ndarray):
     import torch
 
-    from nodeflow.demo.train_vae import to_tensor
+    from training.train_vae import to_tensor
 
     with torch.no_grad():
         return vae.encode(to_tensor(pixels[None])).latent_dist.mode()
@@ -69,7 +69,7 @@ def test_a_shape_painted_out_in_latent_space_decodes_to_plain_background():
 def test_decoder_fine_tune_with_splices_keeps_the_encoder_and_saves_a_loadable_vae(tmp_path, capsys):
     import torch
 
-    from nodeflow.demo import train_vae
+    from training import train_vae
 
     torch.manual_seed(0)
     start = tmp_path / "start"
@@ -85,7 +85,7 @@ def test_decoder_fine_tune_with_splices_keeps_the_encoder_and_saves_a_loadable_v
 
 
 def test_splice_needs_decoder_only(tmp_path):
-    from nodeflow.demo import train_vae
+    from training import train_vae
 
     with pytest.raises(SystemExit, match="--splice needs --decoder-only"):
         train_vae.main(["--splice", "0.5", "--steps", "1", "--out", str(tmp_path)])

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nodeflow.demo import evaluate, world
+from training import common as C
+from training import evaluate, world
 
-CHECKPOINT = world.__file__.rsplit("/", 1)[0] + "/models/checkpoints/nodeflow-shapes"
+CHECKPOINT = str(C.DEFAULT_OUT)
 
 
 def per_shape(scenes, images) -> dict[str, float]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nodeflow.demo.export_single_file import controlnet_to_ldm
 from tests.nodes.diffusion import tiny
+from training.export_single_file import controlnet_to_ldm
 
 
 @pytest.fixture(scope="module")

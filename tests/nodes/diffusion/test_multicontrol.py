@@ -165,7 +165,7 @@ def test_controlnet_stack_graph_places_the_shape(registry, tmp_path, torch_threa
     the edge map says (IoU of the drawn shape with the edges' filled outline, measured)."""
     from scipy import ndimage
 
-    from nodeflow.demo import control_eval
+    from training import control_eval
 
     def ious(**inputs):
         graph = tiny.load_graph("controlnet_stack", sampler={"steps": 12}, **inputs)

@@ -182,7 +182,7 @@ def test_two_boxes_get_the_two_colours_their_prompts_ask_for(registry, torch_thr
     blue one in the right box; swapping the prompts swaps the colours."""
     import numpy as np
 
-    from nodeflow.demo.evaluate import nearest_colour
+    from training.evaluate import nearest_colour
 
     def halves(left: str, right: str):
         graph = tiny.load_graph("regions", left={"text": left}, right={"text": right},

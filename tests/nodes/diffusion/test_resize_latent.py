@@ -141,7 +141,7 @@ def test_impossible_sizes_fail_validation(registry):
 def test_hires_fix_graph_keeps_the_picture_at_twice_the_size(registry, tmp_path, torch_threads):
     from PIL import Image
 
-    from nodeflow.demo import evaluate
+    from training import evaluate
 
     graph = tiny.load_graph("hires_fix", first={"steps": 12}, second={"steps": 10})
     result = tiny.run_graph(registry, graph, outputs=["decode"], out_dir=tmp_path)

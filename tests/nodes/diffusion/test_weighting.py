@@ -153,7 +153,7 @@ def test_weighting_on_sdxl_weights_both_encoders(registry, models_dir, torch_thr
 
 
 def test_prompt_weighting_graph_on_the_demo_model(registry, tmp_path, torch_threads):
-    from nodeflow.demo import evaluate
+    from training import evaluate
 
     graph = tiny.load_graph("prompt_weighting", sampler={"steps": 12})
     image = tiny.run_graph(registry, graph, outputs=["decode"], out_dir=tmp_path).outputs["decode"]["image"]

@@ -1,6 +1,6 @@
 """Train the demo 4x upsampler: a small Real-ESRGAN Compact (or ESRGAN RRDBNet) that spandrel detects.
 
-    python -m nodeflow.demo.train_upscaler --out DIR --minutes 25 --seed 0 --threads 1
+    python -m training.train_upscaler --out DIR --minutes 25 --seed 0 --threads 1
 
 The default generator is Real-ESRGAN's compact network (``--arch compact``, spandrel's
 ``Compact``, SRVGGNetCompact): every conv runs at the low resolution, a pixel shuffle
@@ -26,13 +26,18 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import _train_common as C  # sets the offline environment first
+from . import common as C  # sets the offline environment first
+from .common import MODELS
+
+if TYPE_CHECKING:
+    import torch
 
 FILENAME = "nodeflow-shapes-4x.safetensors"
-DEFAULT_DIR = Path(__file__).resolve().parent / "models" / "upscale"
+DEFAULT_DIR = MODELS / "upscale"
 HELDOUT_SEED = 424242  # evaluation scenes; the training stream is seeded by --seed
 SCALE = 4
 
@@ -48,7 +53,7 @@ def make_generator(num_filters: int = 32, num_blocks: int = 2):
         for m in net.model[1].sub.modules():
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.mul_(0.1)
-                m.bias.zero_()
+                m.bias.zero_()  # type: ignore[union-attr]
         # ... and the main path carries the RGB channels through unchanged (the
         # upsampling layers are nearest-x2 then a conv), so the untrained network
         # already is a nearest-neighbour upsampler and training learns what to add
@@ -61,9 +66,9 @@ def make_generator(num_filters: int = 32, num_blocks: int = 2):
             # He initialisation (for LeakyReLU(0.2)) keeps the other channels' features at
             # the input's scale through the five layers (torch's default shrinks them).
             torch.nn.init.kaiming_normal_(conv.weight, a=0.2, nonlinearity="leaky_relu")
-            conv.bias.zero_()
+            conv.bias.zero_()  # type: ignore[union-attr]
             conv.weight[:3] = 0.0  # the RGB channels see only themselves at first
-            conv.bias[:3] = 0.0
+            conv.bias[:3] = 0.0  # type: ignore[index]
             for c in range(3):
                 conv.weight[c, c, 1, 1] = 1.0
         # The trunk's last conv starts at zero, so the RRDB trunk starts as an identity.
@@ -82,28 +87,26 @@ def make_compact(num_feat: int = 32, num_conv: int = 8):
     with torch.no_grad():
         last = [m for m in net.body if isinstance(m, torch.nn.Conv2d)][-1]
         last.weight.mul_(0.01)
-        last.bias.zero_()
+        last.bias.zero_()  # type: ignore[union-attr]
     return net
 
 
-class PatchDiscriminator:
-    """Factory for a small spectral-normalised patch discriminator (a torch Module)."""
+def patch_discriminator(ch: int = 32) -> torch.nn.Module:
+    """A small spectral-normalised patch discriminator."""
+    import torch.nn as nn
+    from torch.nn.utils.parametrizations import spectral_norm as sn
 
-    def __new__(cls, ch: int = 32):
-        import torch.nn as nn
-        from torch.nn.utils.parametrizations import spectral_norm as sn
+    def block(i: int, o: int, s: int) -> list[nn.Module]:
+        return [sn(nn.Conv2d(i, o, 4 if s == 2 else 3, s, 1)), nn.LeakyReLU(0.2, True)]
 
-        def block(i, o, s):
-            return [sn(nn.Conv2d(i, o, 4 if s == 2 else 3, s, 1)), nn.LeakyReLU(0.2, True)]
-
-        return nn.Sequential(
-            *block(3, ch, 1),
-            *block(ch, ch, 2),
-            *block(ch, 2 * ch, 2),
-            *block(2 * ch, 4 * ch, 2),
-            *block(4 * ch, 4 * ch, 1),
-            sn(nn.Conv2d(4 * ch, 1, 3, 1, 1)),
-        )
+    return nn.Sequential(
+        *block(3, ch, 1),
+        *block(ch, ch, 2),
+        *block(ch, 2 * ch, 2),
+        *block(2 * ch, 4 * ch, 2),
+        *block(4 * ch, 4 * ch, 1),
+        sn(nn.Conv2d(4 * ch, 1, 3, 1, 1)),
+    )
 
 
 def random_pair(rng: np.random.Generator, outlined_p: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
@@ -141,14 +144,14 @@ def to_uint8(t) -> np.ndarray:
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+    return float(10 * np.log10(255.0**2 / max(float(mse), 1e-10)))
 
 
 def bicubic(lows: np.ndarray, scale: int = SCALE) -> np.ndarray:
     from PIL import Image
 
     return np.stack(
-        [np.asarray(Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.BICUBIC)) for a in lows]
+        [np.asarray(Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.Resampling.BICUBIC)) for a in lows]
     )
 
 
@@ -274,7 +277,7 @@ def main(argv=None) -> None:
 
         G.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
         C.log(f"initialised from {args.init}")
-    D = PatchDiscriminator().train()
+    D = patch_discriminator().train()
     ema = copy.deepcopy(G).eval().requires_grad_(False)
     C.log(f"generator params: {C.n_params(G):,}; discriminator params: {C.n_params(D):,}")
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
@@ -284,7 +287,7 @@ def main(argv=None) -> None:
     C.log(f"pool of {args.pool} pairs ready")
     meta = {"architecture": "Compact" if args.arch == "compact" else "ESRGAN", "scale": SCALE,
             "num_filters": args.filters, "num_blocks": args.blocks,
-            "trained_on": "nodeflow.demo.world sr_pair 64->256", "seed": args.seed}
+            "trained_on": "training.world sr_pair 64->256", "seed": args.seed}
 
     clock = C.Clock(args.minutes, args.steps)
     step, last_save, ema_l1, ema_adv, gan_steps = 0, 0.0, None, None, 0

@@ -13,7 +13,7 @@ rounded squares circles and triangles with slightly concave sides stars.
 Checked on ground truth (world renders, and world renders passed through the
 demo VAE) by ``--world`` / ``--world-vae`` and the tests.
 
-    python -m nodeflow.demo.evaluate --model DIR --n 64 --seed 777
+    python -m training.evaluate --model DIR --n 64 --seed 777
 
 generates one image per prompt (captions of unseen random scenes) with the
 diffusers ``StableDiffusionPipeline`` in ``DIR`` and reports accuracies.
@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import world
+from .common import MODELS
 
 _PAL_NAMES = list(world.PALETTE)
 _PAL = np.array([world.PALETTE[c] for c in _PAL_NAMES], dtype=np.float32)
@@ -272,7 +273,7 @@ def vae_round_trip(model: str | Path, arrays: list[np.ndarray], batch: int = 50)
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(Path(__file__).parent / "models" / "checkpoints" / "nodeflow-shapes"))
+    ap.add_argument("--model", default=str(MODELS / "checkpoints" / "nodeflow-shapes"))
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--steps", type=int, default=25)

@@ -1,6 +1,6 @@
 """Train the demo VAE: a small diffusers AutoencoderKL, 64x64x3 <-> 16x16x4.
 
-    python -m nodeflow.demo.train_vae --out DIR --minutes 10 --seed 0
+    python -m training.train_vae --out DIR --minutes 10 --seed 0
 
 Writes ``DIR/vae`` (diffusers format, safetensors) every ``--save-every``
 minutes and at the end; the config's ``scaling_factor`` is set to 1/std of the
@@ -20,7 +20,7 @@ picture), and a decoder that never met such a mix blows up on it too.
 of the pictures a region of the latents comes from a partner picture on the
 same background, and the target is the two pictures composited the same way.
 
-    python -m nodeflow.demo.train_vae --init DIR/vae --decoder-only --empty 0.15 --splice 0.5 --minutes 10
+    python -m training.train_vae --init DIR/vae --decoder-only --empty 0.15 --splice 0.5 --minutes 10
 
 ``--decoder-only`` keeps the encoder, so the latent space and the UNet trained
 on it stay valid.
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _train_common as C  # sets the offline environment first
+from . import common as C  # sets the offline environment first
+from .loop import Trainer
 
 
 def make_vae():
@@ -124,14 +125,13 @@ def evaluate(vae, n: int = 256, seed: int = 12345, empty: float = 0.0):
     x = to_tensor(imgs)
     vae.eval()
     with torch.no_grad():
-        lat = []
-        rec = []
+        lats, recs = [], []
         for i in range(0, n, 64):
             d = vae.encode(x[i : i + 64]).latent_dist
-            lat.append(d.sample(generator=torch.Generator().manual_seed(i)))
-            rec.append(vae.decode(d.mode()).sample)
-        lat = torch.cat(lat)
-        rec = torch.cat(rec)
+            lats.append(d.sample(generator=torch.Generator().manual_seed(i)))
+            recs.append(vae.decode(d.mode()).sample)
+        lat = torch.cat(lats)
+        rec = torch.cat(recs)
     vae.train()
     return psnr(rec, x), lat.mean().item(), lat.std().item()
 
@@ -147,7 +147,7 @@ def save(vae, out_dir, scaling_factor: float) -> None:
     C.atomic_dir(out_dir, write)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = C.base_parser(__doc__.splitlines()[0])
     ap.add_argument("--kl", type=float, default=1e-6, help="KL weight")
     ap.add_argument("--init", default="", help="start from this VAE folder (fine-tune) instead of random weights")
@@ -197,12 +197,8 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    clock = C.Clock(args.minutes, args.steps)
-    step, last_save, ema_loss = 0, 0.0, None
-    while not clock.done(step):
-        lr = C.cosine_lr(args.lr, clock.fraction(step))
-        for g in opt.param_groups:
-            g["lr"] = lr
+
+    def loss() -> torch.Tensor:
         backgrounds: list[str] = []
         x = to_tensor(batch(rng, args.batch, empty_p=args.empty, backgrounds=backgrounds))
         if args.decoder_only:
@@ -223,32 +219,31 @@ def main(argv=None) -> None:
         rec = vae.decode(z).sample
         rec_loss = torch.nn.functional.mse_loss(rec, x) + 0.5 * torch.nn.functional.l1_loss(rec, x)
         if args.decoder_only:
-            loss = rec_loss
+            return rec_loss
+        kl = post.kl().mean() / (64 * 64 * 3)
+        return rec_loss + args.kl * kl * (64 * 64 * 3) / 1000.0
+
+    def checkpoint(final: bool) -> None:
+        nonlocal best
+        p, m, s = evaluate(vae, empty=args.empty)
+        sf = fixed_sf or 1.0 / s
+        if p > best or not args.decoder_only:
+            save(vae, vae_dir, sf)
+            best = max(best, p)
+        elif final:
+            C.log(f"not saved: PSNR {p:.2f} dB is not better than {best:.2f} dB")
+        if final:
+            C.log(f"done: {trainer.step} steps in {trainer.elapsed() / 60:.1f} min; PSNR {p:.2f} dB; "
+                  f"latent mean {m:.3f} std {s:.3f}; scaling_factor {sf:.4f}")
         else:
-            kl = post.kl().mean() / (64 * 64 * 3)
-            loss = rec_loss + args.kl * kl * (64 * 64 * 3) / 1000.0
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        step += 1
-        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-        if step % 50 == 0:
-            C.log(f"step {step} loss {ema_loss:.4f} lr {lr:.2e} {clock.elapsed() / step:.3f}s/step")
-        if clock.elapsed() - last_save > 60 * args.save_every:
-            p, m, s = evaluate(vae, empty=args.empty)
-            if p > best or not args.decoder_only:
-                save(vae, vae_dir, fixed_sf or 1.0 / s)
-                best = max(best, p)
-            last_save = clock.elapsed()
             C.log(f"checkpoint: PSNR {p:.2f} dB, latent mean {m:.3f} std {s:.3f}")
-    p, m, s = evaluate(vae, empty=args.empty)
-    sf = fixed_sf or 1.0 / s
-    if p > best or not args.decoder_only:
-        save(vae, vae_dir, sf)
-    else:
-        C.log(f"not saved: PSNR {p:.2f} dB is not better than {best:.2f} dB")
-    C.log(f"done: {step} steps in {clock.elapsed() / 60:.1f} min; PSNR {p:.2f} dB; latent mean {m:.3f} std {s:.3f}; scaling_factor {sf:.4f}")
+
+    trainer = Trainer(
+        params=trainable, optimizer=opt, loss=loss, checkpoint=checkpoint,
+        lr=lambda frac: C.cosine_lr(args.lr, frac), minutes=args.minutes, steps=args.steps,
+        save_every=args.save_every, log_every=50, loss_decay=0.98,
+    )
+    trainer.run()
 
 
 if __name__ == "__main__":

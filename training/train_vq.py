@@ -1,6 +1,6 @@
 """Train the demo VQ image tokenizer: a small diffusers VQModel, 64x64x3 <-> 16x16 tokens.
 
-    python -m nodeflow.demo.train_vq --out DIR --minutes 20 --seed 0
+    python -m training.train_vq --out DIR --minutes 20 --seed 0
 
 Trains on the procedural world (filled and, 30% of the time, outlined shapes),
 generated on the fly from ``--seed``, with a reconstruction loss (MSE + L1) plus the
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _train_common as C  # sets the offline environment first
+from . import common as C  # sets the offline environment first
+from .common import MODELS
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "models" / "tokenizers" / "nodeflow-shapes-vq"
+DEFAULT_DIR = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 HELDOUT_SEED = 515151  # evaluation scenes; the training stream is seeded by --seed
 
 
@@ -87,7 +88,7 @@ def roundtrip(vq, images: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.n
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+    return float(10 * np.log10(255.0**2 / max(float(mse), 1e-10)))
 
 
 def evaluate(vq, n: int = 256) -> dict:

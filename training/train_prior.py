@@ -6,7 +6,7 @@ exactly as ``ar.Tokenize`` does (cached in memory), and a small causal transform
 The class label is the colour of the scene's shape (``world.COLOURS``); about 10% of the
 labels are replaced by the "no label" entry so the prior also samples unconditionally.
 
-    python -m nodeflow.demo.train_prior \\
+    python -m training.train_prior \\
         --out nodeflow/demo/models/priors/nodeflow-shapes-prior.safetensors \\
         --minutes 15 --seed 0 --threads 1
 
@@ -20,11 +20,10 @@ import os
 import uuid
 from pathlib import Path
 
-from nodeflow.demo._train_common import Clock, base_parser, cosine_lr, log, n_params, setup
+from .common import MODELS, Clock, base_parser, cosine_lr, log, n_params, setup
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_PRIOR = HERE / "models" / "priors" / "nodeflow-shapes-prior.safetensors"
-DEFAULT_TOKENIZER = HERE / "models" / "tokenizers" / "nodeflow-shapes-vq"
+DEFAULT_PRIOR = MODELS / "priors" / "nodeflow-shapes-prior.safetensors"
+DEFAULT_TOKENIZER = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 
 
 def tokenize_world(tokenizer, n: int, seed: int, chunk: int = 256):
@@ -32,7 +31,7 @@ def tokenize_world(tokenizer, n: int, seed: int, chunk: int = 256):
     import numpy as np
     import torch
 
-    from nodeflow.demo import world
+    from . import world
 
     images, _captions, scenes = world.dataset(n, seed)
     ids = []
@@ -74,9 +73,10 @@ def main(argv=None) -> None:
     import torch
     import torch.nn.functional as F
 
-    from nodeflow.demo import world
     from nodeflow.nodes.ar.prior import TokenPrior
     from nodeflow.nodes.ar.tokenizer import load_tokenizer
+
+    from . import world
 
     out = Path(args.out)
     tokenizer = load_tokenizer(Path(args.tokenizer))

@@ -1,6 +1,6 @@
 """Train the demo "outlined" LoRA on top of the shipped nodeflow-shapes pipeline.
 
-    python -m nodeflow.demo.train_lora --minutes 25 --threads 1
+    python -m training.train_lora --minutes 25 --threads 1
 
 The base pipeline (``--base``, default the shipped ``nodeflow-shapes`` folder)
 is loaded and frozen; peft LoRA adapters (rank ``--rank``, alpha = rank,
@@ -25,7 +25,7 @@ The training settings are in the file's metadata (``nodeflow_training``).
 The last log line is a JSON report.
 
 The helpers here (:func:`load_base`, :func:`encode_world`, :class:`ParamEMA`)
-are shared with :mod:`nodeflow.demo.train_controlnet`.
+are shared with :mod:`training.train_controlnet`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _train_common as C  # sets the offline environment first
+from . import common as C  # sets the offline environment first
+from .common import MODELS
+from .loop import ParamEMA, Trainer, ema_weights
 
 DEFAULT_BASE = C.DEFAULT_OUT
-DEFAULT_LORA = Path(__file__).resolve().parent / "models" / "loras" / "nodeflow-shapes-outlined.safetensors"
+DEFAULT_LORA = MODELS / "loras" / "nodeflow-shapes-outlined.safetensors"
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 # ``--targets all``: also the resnet convolutions and the transformer blocks'
 # projections and feed-forward, so the adapter can change how shapes are drawn,
@@ -55,7 +57,7 @@ VAL_SEED = 4242  # fixed held-out batch for the logged validation loss
 
 def adapter_parser(doc: str, *, out: Path, dropout: float, batch: int):
     """The command-line options shared by the trainers of adapters on a frozen base
-    (this LoRA and :mod:`nodeflow.demo.train_controlnet`)."""
+    (this LoRA and :mod:`training.train_controlnet`)."""
     ap = C.base_parser(doc.splitlines()[0])
     ap.set_defaults(out=str(out), lr=1e-3, minutes=25.0, save_every=5.0, batch=batch)
     ap.add_argument("--base", default=str(DEFAULT_BASE), help="the base StableDiffusionPipeline folder (frozen)")
@@ -124,50 +126,6 @@ def encode_world(vae, n: int, seed: int, outlined: bool = False, batch: int = 64
     return torch.cat(means), torch.cat(stds), caps, edges
 
 
-class ParamEMA:
-    """Exponential moving average of a list of parameters (warm-up as in train_unet.EMA)."""
-
-    def __init__(self, params, decay: float):
-        import torch
-
-        self._torch = torch
-        self.params = list(params)
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.decay, self.step = decay, 0
-
-    def update(self) -> None:
-        self.step += 1
-        d = min(self.decay, (1 + self.step) / (10 + self.step))
-        with self._torch.no_grad():
-            self._torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
-
-    def swapped(self):
-        """Context manager: the parameters hold the EMA values inside it."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def cm():
-            backup = [p.detach().clone() for p in self.params]
-            with self._torch.no_grad():
-                for p, s in zip(self.params, self.shadow):
-                    p.copy_(s)
-            try:
-                yield
-            finally:
-                with self._torch.no_grad():
-                    for p, b in zip(self.params, backup):
-                        p.copy_(b)
-
-        return cm()
-
-
-def ema_weights(ema: ParamEMA | None):
-    """Context manager: the EMA values in the parameters inside it, or nothing to do without EMA."""
-    import contextlib
-
-    return ema.swapped() if ema is not None else contextlib.nullcontext()
-
-
 def caption_table(tokenizer, caps: list[str]):
     """(ids table (k, 77), index of each caption in it, index of the empty caption)."""
     import torch
@@ -213,11 +171,8 @@ def noisy_batch(sched, means, stds, idx, sf: float, gen, t=None, skew: float = 1
 
 def base_name(base) -> str:
     """The base pipeline as recorded in metadata: relative to the shipped models folder when inside it."""
-    from pathlib import Path
-
-    models = Path(__file__).resolve().parent / "models"
     path = Path(base).resolve()
-    return str(path.relative_to(models)) if path.is_relative_to(models) else str(base)
+    return str(path.relative_to(MODELS)) if path.is_relative_to(MODELS) else str(base)
 
 
 def command_line(module: str, argv) -> str:
@@ -251,7 +206,7 @@ def save_lora(path: Path, tensors: dict, meta: dict) -> None:
     C.atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "nodeflow_training": json.dumps(meta)}))
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = adapter_parser(__doc__, out=DEFAULT_LORA, dropout=0.1, batch=32)
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank (alpha = rank)")
     ap.add_argument("--no-text-encoder", action="store_true", help="adapt the UNet only")
@@ -301,57 +256,44 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     ema = ParamEMA(params, args.ema) if args.ema > 0 else None
     gen = torch.Generator().manual_seed(args.seed)
-    clock = C.Clock(args.minutes, args.steps)
-    step, last_save, ema_loss = 0, 0.0, None
     val0 = val_loss()
     C.log(f"held-out loss before training {val0:.4f}")
     unet.train()
     text_encoder.train(te_lora)
 
-    def meta(final: bool) -> dict:
-        return {
-            "steps": step, "minutes": round(clock.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
-            "rank": args.rank, "alpha": args.rank, "targets": args.targets, "text_encoder": te_lora, "seed": args.seed, "final": final,
-            "base": base_name(args.base), "trigger": "outlined", "command": command_line("nodeflow.demo.train_lora", argv),
-        }
-
-    def checkpoint(final: bool = False) -> None:
-        te = text_encoder if te_lora else None
-        with ema_weights(ema):
-            tensors = lora_tensors(unet, te, not args.fp32)
-        save_lora(out, tensors, meta(final))
-        C.log(f"checkpoint written at step {step}: {out}")
-
-    while not clock.done(step):
-        lr = C.cosine_lr(args.lr, clock.fraction(step), warmup=0.02, floor=0.1)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    def loss() -> torch.Tensor:
         idx = torch.randint(0, len(caps), (args.batch,), generator=gen)
         noisy, t, target = noisy_batch(sched, means, stds, idx, sf, gen)
         ci = cap_idx[idx].clone()
         ci[torch.rand(args.batch, generator=gen) < args.dropout] = empty_idx
         hidden = text_encoder(ids_table[ci]).last_hidden_state
         pred = unet(noisy, t, hidden).sample
-        loss = torch.nn.functional.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if ema is not None:
-            ema.update()
-        step += 1
-        ema_loss = loss.item() if ema_loss is None else 0.95 * ema_loss + 0.05 * loss.item()
-        if step % args.log_every == 0:
-            C.log(f"step {step} loss {ema_loss:.4f} held-out {val_loss():.4f} lr {lr:.2e} {clock.elapsed() / step:.3f}s/step")
-        if clock.elapsed() - last_save > 60 * args.save_every:
-            checkpoint()
-            last_save = clock.elapsed()
-    checkpoint(final=True)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    def checkpoint(final: bool) -> None:
+        meta = {
+            "steps": trainer.step, "minutes": round(trainer.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
+            "rank": args.rank, "alpha": args.rank, "targets": args.targets, "text_encoder": te_lora, "seed": args.seed, "final": final,
+            "base": base_name(args.base), "trigger": "outlined", "command": command_line("training.train_lora", argv),
+        }
+        with ema_weights(ema):
+            tensors = lora_tensors(unet, text_encoder if te_lora else None, not args.fp32)
+        save_lora(out, tensors, meta)
+        C.log(f"checkpoint written at step {trainer.step}: {out}")
+
+    trainer = Trainer(
+        params=params, optimizer=opt, loss=loss, checkpoint=checkpoint, ema=ema,
+        lr=lambda frac: C.cosine_lr(args.lr, frac, warmup=0.02, floor=0.1),
+        minutes=args.minutes, steps=args.steps, save_every=args.save_every,
+        log_every=args.log_every, loss_decay=0.95, log_extra=lambda: f" held-out {val_loss():.4f}",
+    )
+    trainer.run()
+    step, clock = trainer.step, trainer.clock
     with ema_weights(ema):
         val_end = val_loss()
     report = {
         "out": str(out), "steps": step, "minutes": round(clock.elapsed() / 60, 2),
-        "s_per_step": round(clock.elapsed() / max(1, step), 3), "loss": round(ema_loss or 0.0, 4),
+        "s_per_step": round(clock.elapsed() / max(1, step), 3), "loss": round(trainer.smoothed_loss or 0.0, 4),
         "heldout_loss_start": round(val0, 4), "heldout_loss_end": round(val_end, 4),
         "trainable_params": n_lora, "bytes": out.stat().st_size,
     }

@@ -1,7 +1,7 @@
 """Export a diffusers SD 1.x folder as one original-layout (ldm) .safetensors checkpoint, plus the
 config folder that single-file loading needs for an architecture nodeflow does not carry.
 
-    python -m nodeflow.demo.export_single_file [--src FOLDER] [--out FILE]
+    python -m training.export_single_file [--src FOLDER] [--out FILE]
 
 By default the shipped demo model ``models/checkpoints/nodeflow-shapes`` becomes
 ``models/checkpoints/nodeflow-shapes.safetensors`` and its sidecar
@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._train_common import atomic_dir, atomic_file
+from .common import MODELS, atomic_dir, atomic_file
 
-CHECKPOINTS = Path(__file__).resolve().parent / "models" / "checkpoints"
+CHECKPOINTS = MODELS / "checkpoints"
 DEFAULT_SRC = CHECKPOINTS / "nodeflow-shapes"
 DEFAULT_OUT = CHECKPOINTS / "nodeflow-shapes.safetensors"
 
@@ -231,7 +231,7 @@ def vae_fp16_error(folder: Path, n: int = 16, seed: int = 0) -> float:
     import torch
     from diffusers import AutoencoderKL
 
-    from nodeflow.demo import world
+    from training import world
 
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32,
                                         local_files_only=True).eval()

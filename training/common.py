@@ -16,7 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "models" / "checkpoints" / "nodeflow-shapes"
+# The shipped demo models of this checkout (training runs from the source tree, never from an install).
+MODELS = Path(__file__).resolve().parent.parent / "nodeflow" / "demo" / "models"
+DEFAULT_OUT = MODELS / "checkpoints" / "nodeflow-shapes"
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

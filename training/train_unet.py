@@ -1,8 +1,8 @@
 """Train the demo text encoder + UNet (latent diffusion on the demo VAE's latents).
 
-    python -m nodeflow.demo.train_unet --out DIR --minutes 90 --seed 0
+    python -m training.train_unet --out DIR --minutes 90 --seed 0
 
-Needs ``DIR/vae`` (from :mod:`nodeflow.demo.train_vae`); writes the tokenizer
+Needs ``DIR/vae`` (from :mod:`training.train_vae`); writes the tokenizer
 if ``DIR/tokenizer`` is missing.  A small ``CLIPTextModel`` and a small
 ``UNet2DConditionModel`` are trained jointly on the frozen VAE's latents of
 the procedural world (filled shapes), with 10% caption dropout (empty caption,
@@ -26,14 +26,17 @@ spacing, zero-terminal-SNR betas), guidance scale ~7.5.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import _train_common as C  # sets the offline environment first
+from . import common as C  # sets the offline environment first
+from .loop import ParamEMA, Trainer
 
 SCHEDULER_KW = dict(
     num_train_timesteps=1000,
@@ -118,29 +121,6 @@ def encode_pool(vae, n: int, seed: int, batch: int = 64):
     return torch.cat(means), torch.cat(stds), caps
 
 
-class EMA:
-    def __init__(self, modules, decay: float = 0.999):
-        import torch
-
-        self.decay = decay
-        self.params = [p for m in modules for p in m.parameters()]
-        self.shadow = [p.detach().clone() for p in self.params]
-        self.step = 0
-        self._torch = torch
-
-    def update(self):
-        self.step += 1
-        d = min(self.decay, (1 + self.step) / (10 + self.step))
-        with self._torch.no_grad():
-            self._torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
-
-    def copy_to(self, modules):
-        params = [p for m in modules for p in m.parameters()]
-        with self._torch.no_grad():
-            for p, s in zip(params, self.shadow):
-                p.copy_(s)
-
-
 def write_pipeline(final: Path, static: Path, unet, text_encoder, tokenizer, fp16: bool, meta: dict) -> None:
     """Write the full pipeline folder to a temp dir, then swap it into place."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
@@ -163,7 +143,7 @@ def write_pipeline(final: Path, static: Path, unet, text_encoder, tokenizer, fp1
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        pipe.save_pretrained(tmp, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers is untyped here
         # keep our own tokenizer files byte-for-byte (vocab/merges/config)
         shutil.rmtree(tmp / "tokenizer")
         shutil.copytree(static / "tokenizer", tmp / "tokenizer")
@@ -175,7 +155,7 @@ def write_pipeline(final: Path, static: Path, unet, text_encoder, tokenizer, fp1
     C.atomic_dir(final, write)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = C.base_parser(__doc__.splitlines()[0])
     ap.set_defaults(lr=6e-4, minutes=90.0, save_every=5.0)
     ap.add_argument("--work", default="/tmp/nodeflow-demo-train/unet", help="training state (for --resume) and caches")
@@ -199,7 +179,7 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     static = work / "static"
     if not (out / "vae").exists():
-        raise SystemExit(f"{out / 'vae'} not found: run nodeflow.demo.train_vae first")
+        raise SystemExit(f"{out / 'vae'} not found: run training.train_vae first")
     # snapshot of the parts this run does not train (the output folder is rewritten)
     if static.exists():
         shutil.rmtree(static)
@@ -229,24 +209,56 @@ def main(argv=None) -> None:
     C.log(f"UNet params {C.n_params(unet):,}; text encoder params {C.n_params(text_encoder):,}; VAE scaling_factor {sf:.4f}")
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
-    ema = EMA([unet, text_encoder])
-    step = 0
-    elapsed_before = 0.0
+    ema = ParamEMA(params, 0.999)
     state_path = work / "state.pt"
+    command = "python -m training.train_unet " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def checkpoint(final: bool) -> None:
+        state = {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(), **trainer.state_dict()}
+        torch.save(state, work / "state.tmp")
+        os.replace(work / "state.tmp", state_path)
+        with ema.swapped():
+            u, te = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+        meta = {
+            "steps": trainer.step,
+            "minutes": round(trainer.elapsed() / 60, 1),
+            "batch": args.batch,
+            "seed": args.seed,
+            "final": final,
+            "command": command,
+            "sampling": {"scheduler": "DDIMScheduler", "prediction_type": "v_prediction", "timestep_spacing": "trailing", "rescale_betas_zero_snr": True, "guidance_scale": 7.5},
+        }
+        write_pipeline(out, static, u, te, tokenizer, not args.fp32, meta)
+        C.log(f"checkpoint written at step {trainer.step}")
+
+    def loss() -> torch.Tensor:
+        idx = torch.randint(0, len(caps), (args.batch,), generator=gen)
+        z = (means[idx].float() + stds[idx].float() * torch.randn(means[idx].shape, generator=gen)) * sf
+        ci = cap_idx[idx].clone()
+        drop = torch.rand(args.batch, generator=gen) < args.dropout
+        ci[drop] = empty_idx
+        ids = ids_table[ci]
+        noise = torch.randn(z.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=gen)
+        noisy = sched.add_noise(z, noise, t)
+        target = sched.get_velocity(z, noise, t)
+        hidden = text_encoder(ids).last_hidden_state
+        pred = unet(noisy, t, hidden).sample
+        return torch.nn.functional.mse_loss(pred, target)
+
+    trainer = Trainer(
+        params=params, optimizer=opt, loss=loss, checkpoint=checkpoint, ema=ema, minutes=args.minutes, steps=args.steps,
+        lr=lambda frac: C.cosine_lr(args.lr, frac, warmup=0.01, floor=0.2),
+        save_every=args.save_every, log_every=50, loss_decay=0.99,
+    )
     if args.resume and state_path.exists():
         st = torch.load(state_path, weights_only=True)
         unet.load_state_dict(st["unet"])
         text_encoder.load_state_dict(st["text_encoder"])
-        opt.load_state_dict(st["opt"])
-        for s, v in zip(ema.shadow, st["ema"]):
-            s.copy_(v)
-        ema.step = step = int(st["step"])
-        elapsed_before = float(st["elapsed"])
-        C.log(f"resumed at step {step}")
+        trainer.load_state_dict(st)
+        C.log(f"resumed at step {trainer.step}")
 
     t0 = C.Clock(0, 0)
-    import hashlib
-
     vae_hash = hashlib.sha256((static / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
     pool_path = work / f"pool-{args.seed + 1000}-{args.pool}-{vae_hash}.pt"
     if pool_path.exists():
@@ -266,72 +278,11 @@ def main(argv=None) -> None:
     empty_idx = index[""]
 
     sched = make_train_scheduler()
-    gen = torch.Generator().manual_seed(args.seed + step)
-    clock = C.Clock(args.minutes, args.steps)
-    last_save, ema_loss = 0.0, None
-    start_step = step
+    gen = torch.Generator().manual_seed(args.seed + trainer.step)
     unet.train()
     text_encoder.train()
-
-    def checkpoint(final: bool = False):
-        torch.save(
-            {
-                "unet": unet.state_dict(),
-                "text_encoder": text_encoder.state_dict(),
-                "opt": opt.state_dict(),
-                "ema": ema.shadow,
-                "step": step,
-                "elapsed": elapsed_before + clock.elapsed(),
-            },
-            work / "state.tmp",
-        )
-        os.replace(work / "state.tmp", state_path)
-        u, te = copy.deepcopy(unet), copy.deepcopy(text_encoder)
-        ema.copy_to([u, te])
-        meta = {
-            "steps": step,
-            "minutes": round((elapsed_before + clock.elapsed()) / 60, 1),
-            "batch": args.batch,
-            "seed": args.seed,
-            "final": final,
-            "command": "python -m nodeflow.demo.train_unet " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-            "sampling": {"scheduler": "DDIMScheduler", "prediction_type": "v_prediction", "timestep_spacing": "trailing", "rescale_betas_zero_snr": True, "guidance_scale": 7.5},
-        }
-        write_pipeline(out, static, u, te, tokenizer, not args.fp32, meta)
-        C.log(f"checkpoint written at step {step}")
-
-    while not clock.done(step):
-        lr = C.cosine_lr(args.lr, clock.fraction(step), warmup=0.01, floor=0.2)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = torch.randint(0, len(caps), (args.batch,), generator=gen)
-        z = (means[idx].float() + stds[idx].float() * torch.randn(means[idx].shape, generator=gen)) * sf
-        ci = cap_idx[idx].clone()
-        drop = torch.rand(args.batch, generator=gen) < args.dropout
-        ci[drop] = empty_idx
-        ids = ids_table[ci]
-        noise = torch.randn(z.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (args.batch,), generator=gen)
-        noisy = sched.add_noise(z, noise, t)
-        target = sched.get_velocity(z, noise, t)
-        hidden = text_encoder(ids).last_hidden_state
-        pred = unet(noisy, t, hidden).sample
-        loss = torch.nn.functional.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        ema.update()
-        step += 1
-        ema_loss = loss.item() if ema_loss is None else 0.99 * ema_loss + 0.01 * loss.item()
-        if step % 50 == 0:
-            C.log(f"step {step} loss {ema_loss:.4f} lr {lr:.2e} {clock.elapsed() / max(1, step - start_step):.3f}s/step")
-        if clock.elapsed() - last_save > 60 * args.save_every:
-            checkpoint()
-            last_save = clock.elapsed()
-    checkpoint(final=True)
-    C.log(f"done: {step} steps, {(elapsed_before + clock.elapsed()) / 60:.1f} min")
-
+    trainer.run()
+    C.log(f"done: {trainer.step} steps, {trainer.elapsed() / 60:.1f} min")
 
 if __name__ == "__main__":
     main()

@@ -3,12 +3,12 @@
 The vocabulary holds every lowercase letter and digit (plain and with the
 ``</w>`` end-of-word suffix, so any lowercase word still tokenizes), a few
 punctuation marks, the merges needed to make each of the world's words
-(:data:`nodeflow.demo.world.WORDS`) a single token, and CLIP's
+(:data:`training.world.WORDS`) a single token, and CLIP's
 ``<|startoftext|>`` / ``<|endoftext|>`` specials.  Saved as ``vocab.json`` +
 ``merges.txt`` (+ ``tokenizer_config.json`` with ``model_max_length`` 77), it
 loads with ``transformers.CLIPTokenizer.from_pretrained(folder)``.
 
-Run ``python -m nodeflow.demo.tokenizer --out DIR`` to write it.
+Run ``python -m training.tokenizer --out DIR`` to write it.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """CLIP's BPE on one lowercase word (last symbol carries ``</w>``)."""
     parts = list(word[:-1]) + [word[-1] + EOW]
     while len(parts) > 1:
-        pairs = [(ranks.get((a, b), None), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
-        pairs = [(r, i) for r, i in pairs if r is not None]
+        pairs = [(ranks[(a, b)], i) for i, (a, b) in enumerate(zip(parts, parts[1:])) if (a, b) in ranks]
         if not pairs:
             break
         best = min(r for r, _ in pairs)

@@ -1,6 +1,6 @@
 """Train the demo edge ControlNet on top of the shipped nodeflow-shapes pipeline.
 
-    python -m nodeflow.demo.train_controlnet --minutes 25 --threads 1
+    python -m training.train_controlnet --minutes 25 --threads 1
 
 A diffusers ``ControlNetModel`` is initialised from the base pipeline's UNet
 (``ControlNetModel.from_unet``: a copy of its encoder half, zero-initialised
@@ -35,15 +35,15 @@ import json
 import math
 from pathlib import Path
 
-from . import _train_common as C  # sets the offline environment first
+from . import common as C  # sets the offline environment first
+from .common import MODELS
+from .loop import ParamEMA, Trainer, ema_weights
 from .train_lora import (
     VAL_SEED,
-    ParamEMA,
     adapter_parser,
     base_name,
     caption_table,
     command_line,
-    ema_weights,
     encode_world,
     heldout_timesteps,
     load_base,
@@ -51,7 +51,7 @@ from .train_lora import (
     train_scheduler,
 )
 
-DEFAULT_CONTROLNET = Path(__file__).resolve().parent / "models" / "controlnet" / "nodeflow-shapes-edges"
+DEFAULT_CONTROLNET = MODELS / "controlnet" / "nodeflow-shapes-edges"
 POOL_SEED_OFFSET = 3000  # training scenes: default_rng(seed + 3000); evaluation uses 777
 HIGH_T = 600  # the held-out loss is also reported for t >= HIGH_T, where the layout is decided
 
@@ -59,7 +59,7 @@ README = """# nodeflow-shapes-edges
 
 A ControlNet for nodeflow's demo model `nodeflow-shapes` (64x64 images): the
 conditioning image is the shape's edges (1-px white lines on black, as
-`nodeflow.demo.world.edge_map` draws them) and the picture's shape appears
+`training.world.edge_map` draws them) and the picture's shape appears
 where the edges are.  Trained with empty captions half of the time, so it also
 steers unprompted generations.  Initialised from the base UNet
 (`ControlNetModel.from_unet`); a diffusers `save_pretrained` folder.
@@ -68,7 +68,7 @@ steers unprompted generations.  Initialised from the base UNet
     pipe("a red circle on a blue background", image=world.edge_map(scene), height=64, width=64)
 
 `training.json` records how far training got.  Retrain with
-`python -m nodeflow.demo.train_controlnet`.
+`python -m training.train_controlnet` (from a source checkout).
 """
 
 
@@ -99,7 +99,7 @@ def write_controlnet(final: Path, controlnet, fp16: bool, meta: dict) -> None:
     C.atomic_dir(final, write)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = adapter_parser(__doc__, out=DEFAULT_CONTROLNET, dropout=0.5, batch=8)
     ap.add_argument("--cond-channels", default="", help="conditioning embedding channels, e.g. 16,32,64 (default: one stride-2 stage per VAE downsampling)")
     ap.add_argument("--t-skew", type=float, default=2.0, help="timestep skew towards high noise (1: uniform; k: t = T(1-(1-u)^k))")
@@ -165,54 +165,47 @@ def main(argv=None) -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     ema = ParamEMA(params, args.ema) if args.ema > 0 else None
     gen = torch.Generator().manual_seed(args.seed)
-    clock = C.Clock(args.minutes, args.steps)
-    step, last_save, ema_loss = 0, 0.0, None
     val_base = val_loss(0.0)  # the base model alone (also the ControlNet's loss at init)
     C.log(f"held-out loss of the base model (no control) {val_base[0]:.4f}, at t>={HIGH_T} {val_base[1]:.4f}")
 
-    def checkpoint(final: bool = False) -> None:
-        meta = {
-            "steps": step, "minutes": round(clock.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
-            "seed": args.seed, "final": final, "caption_dropout": args.dropout, "base": base_name(args.base),
-            "conditioning": "world.edge_map: 1-px white shape edges on black, RGB in [0, 1]",
-            "conditioning_embedding_out_channels": list(cond_ch),
-            "command": command_line("nodeflow.demo.train_controlnet", argv),
-            "sampling": {"scheduler": "DDIMScheduler", "guidance_scale": 7.5, "size": 64},
-        }
-        with ema_weights(ema):
-            write_controlnet(out, controlnet, not args.fp32, meta)
-        C.log(f"checkpoint written at step {step}: {out}")
-
-    while not clock.done(step):
-        lr = C.cosine_lr(args.lr, clock.fraction(step), warmup=0.02, floor=0.1)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    def loss() -> torch.Tensor:
         idx = torch.randint(0, len(caps), (args.batch,), generator=gen)
         noisy, t, target = noisy_batch(sched, means, stds, idx, sf, gen, skew=args.t_skew)
         ci = cap_idx[idx].clone()
         ci[torch.rand(args.batch, generator=gen) < args.dropout] = empty_idx
         pred = predict(noisy, t, hidden_table[ci], cond_image(edges_t[idx]))
-        loss = torch.nn.functional.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if ema is not None:
-            ema.update()
-        step += 1
-        ema_loss = loss.item() if ema_loss is None else 0.95 * ema_loss + 0.05 * loss.item()
-        if step % args.log_every == 0:
-            v = val_loss()
-            C.log(f"step {step} loss {ema_loss:.4f} held-out {v[0]:.4f} (base {val_base[0]:.4f}), t>={HIGH_T} {v[1]:.4f} (base {val_base[1]:.4f}) lr {lr:.2e} {clock.elapsed() / step:.3f}s/step")
-        if clock.elapsed() - last_save > 60 * args.save_every:
-            checkpoint()
-            last_save = clock.elapsed()
-    checkpoint(final=True)
+        return torch.nn.functional.mse_loss(pred, target)
+
+    def checkpoint(final: bool) -> None:
+        meta = {
+            "steps": trainer.step, "minutes": round(trainer.elapsed() / 60, 1), "batch": args.batch, "lr": args.lr,
+            "seed": args.seed, "final": final, "caption_dropout": args.dropout, "base": base_name(args.base),
+            "conditioning": "world.edge_map: 1-px white shape edges on black, RGB in [0, 1]",
+            "conditioning_embedding_out_channels": list(cond_ch),
+            "command": command_line("training.train_controlnet", argv),
+            "sampling": {"scheduler": "DDIMScheduler", "guidance_scale": 7.5, "size": 64},
+        }
+        with ema_weights(ema):
+            write_controlnet(out, controlnet, not args.fp32, meta)
+        C.log(f"checkpoint written at step {trainer.step}: {out}")
+
+    def held_out() -> str:
+        v = val_loss()
+        return f" held-out {v[0]:.4f} (base {val_base[0]:.4f}), t>={HIGH_T} {v[1]:.4f} (base {val_base[1]:.4f})"
+
+    trainer = Trainer(
+        params=params, optimizer=opt, loss=loss, checkpoint=checkpoint, ema=ema,
+        lr=lambda frac: C.cosine_lr(args.lr, frac, warmup=0.02, floor=0.1),
+        minutes=args.minutes, steps=args.steps, save_every=args.save_every,
+        log_every=args.log_every, loss_decay=0.95, log_extra=held_out,
+    )
+    trainer.run()
+    step, clock = trainer.step, trainer.clock
     with ema_weights(ema):
         val_end = val_loss()
     report = {
         "out": str(out), "steps": step, "minutes": round(clock.elapsed() / 60, 2),
-        "s_per_step": round(clock.elapsed() / max(1, step), 3), "loss": round(ema_loss or 0.0, 4),
+        "s_per_step": round(clock.elapsed() / max(1, step), 3), "loss": round(trainer.smoothed_loss or 0.0, 4),
         "heldout_loss_base": round(val_base[0], 4), "heldout_loss_end": round(val_end[0], 4),
         "heldout_high_t_loss_base": round(val_base[1], 4), "heldout_high_t_loss_end": round(val_end[1], 4),
         "params": C.n_params(controlnet), "conditioning_embedding_out_channels": list(cond_ch),

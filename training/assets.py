@@ -1,6 +1,6 @@
 """Write the demo graphs' input pictures (scenes of the demo world) into a folder.
 
-    python -m nodeflow.demo.assets graphs/assets
+    python -m training.assets graphs/assets
 
 - ``shape_red_circle.png``: "a red circle on a blue background" (img2img input);
 - ``shape_red_circle_hole.png``: the same picture with the circle's area (and a

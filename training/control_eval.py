@@ -17,7 +17,7 @@ scenes of an unseen seed (balanced over shapes, as :func:`evaluate.prompts`):
 * :func:`controlnet_eval` -- ``StableDiffusionControlNetPipeline`` fed the
   scenes' edge maps, with and without captions, at several conditioning scales.
 
-    python -m nodeflow.demo.control_eval --lora FILE --controlnet DIR --n 16
+    python -m training.control_eval --lora FILE --controlnet DIR --n 16
 
 prints both as one JSON table (``--world`` adds the metrics of ground-truth
 renders, the ceiling to compare with).
@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from . import evaluate, world
+from .common import MODELS
 
-DEFAULT_BASE = Path(__file__).resolve().parent / "models" / "checkpoints" / "nodeflow-shapes"
-DEFAULT_LORA = Path(__file__).resolve().parent / "models" / "loras" / "nodeflow-shapes-outlined.safetensors"
-DEFAULT_CONTROLNET = Path(__file__).resolve().parent / "models" / "controlnet" / "nodeflow-shapes-edges"
+DEFAULT_BASE = MODELS / "checkpoints" / "nodeflow-shapes"
+DEFAULT_LORA = MODELS / "loras" / "nodeflow-shapes-outlined.safetensors"
+DEFAULT_CONTROLNET = MODELS / "controlnet" / "nodeflow-shapes-edges"
 EVAL_SEED = 777  # unseen by every training stream
 INTERIOR_PX = world.OUTLINE_PX + 1.5  # interior = farther than this from the shape's edge
 MIN_INTERIOR = 4  # fewer interior pixels than this: too small to tell (NaN)
