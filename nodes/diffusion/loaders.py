@@ -131,7 +131,12 @@ def read_scheduler_config(folder: Path) -> dict[str, Any]:
     """The scheduler configuration of a checkpoint (Stable Diffusion's defaults when absent)."""
     path = folder / "scheduler_config.json"
     if path.is_file():
-        return dict(json.loads(path.read_text()))
+        from nodeflow.nodes.diffusion.declared import read_config_file
+
+        try:
+            return read_config_file(path)
+        except ValueError as exc:
+            raise ModelError(f"cannot use the scheduler config: {exc}") from None
     return {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
             "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
             "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
@@ -164,11 +169,12 @@ _OUTPUT_PARTS = {"model": ("unet",), "clip": ("text_encoder", "text_encoder_2"),
 
 
 def _config(path: Path) -> dict[str, Any]:
+    from nodeflow.nodes.diffusion.declared import read_config_file
+
     try:
-        data = json.loads(path.read_text())
+        return read_config_file(path)  # size-checked: never a huge file read whole
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _vae_info(config: Mapping[str, Any], itemsize: int) -> dict[str, Any]:

@@ -81,7 +81,12 @@ def checkpoint_info(path: Path) -> CheckpointInfo:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path} is not a readable safetensors file ({exc})") from None
     info = inspect_header(header, path.name)
-    if sidecar_folder(path) is None:
+    own = sidecar_folder(path)
+    if own is not None:  # sized before anything is built from it
+        from nodeflow.nodes.diffusion.declared import check_config_folder
+
+        check_config_folder(path, own, "checkpoint")
+    else:
         unlike = _unlike_carried(header, info)
         if unlike:
             folder = _sidecar_path(path)
@@ -309,7 +314,10 @@ def controlnet_file_info(path: Path) -> ControlNetFileInfo:
               if k.endswith("attn2.to_k.weight") and len(entry["shape"]) == 2}
     sidecar = _controlnet_sidecar(path)
     if sidecar is not None:  # the architecture is the one the config folder describes
-        config = json.loads((sidecar / "config.json").read_text())
+        from nodeflow.nodes.diffusion.declared import check_config_folder, read_config_file
+
+        check_config_folder(path, sidecar, "ControlNet")
+        config = read_config_file(sidecar / "config.json")
         family = "sdxl" if config.get("addition_embed_type") == "text_time" else \
             CROSS_ATTENTION_FAMILY.get(config.get("cross_attention_dim", 768), "sd1")
         return ControlNetFileInfo(family, prefix, int(hint[1]))
