@@ -19,8 +19,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from nodeflow.errors import NodeInputError
-from nodeflow.node import EstimateContext, Input, MemoryEstimate, Node, Output, RunContext, ValueEstimate
+from nodeflow.api import (
+    FLOAT,
+    INT,
+    STRING,
+    EstimateContext,
+    Input,
+    MemoryEstimate,
+    Node,
+    NodeInputError,
+    Output,
+    RunContext,
+    Settings,
+    ValueEstimate,
+)
 from nodeflow.nodes.diffusion.latent import empty_latent_estimate
 from nodeflow.nodes.diffusion.sample import latent_preview
 from nodeflow.nodes.diffusion.sigmas import SCHEDULERS as COMFY_SCHEDULERS
@@ -34,8 +46,6 @@ from nodeflow.nodes.flow.types import (
     FlowModel,
     Shift,
 )
-from nodeflow.settings import Settings
-from nodeflow.types import FLOAT, INT, STRING
 
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler": ("FlowMatchEulerDiscreteScheduler", {}),
