@@ -84,6 +84,21 @@ def test_input_options_must_fit_the_input_type(inputs: tuple[Input, ...], expect
     assert message.endswith("Fix its declaration in the pack; the pack's other node types still load.")
 
 
+def test_options_on_unions_and_generics_follow_their_members() -> None:
+    from nodeflow.types import TypeParam
+
+    number = INT | FLOAT
+    assert declaration_problems(_node((Input("a", number, min=0, max=10, step=1),), run_a)) == []
+    assert declaration_problems(_node((Input("a", TypeParam("T", bound=INT), seed=True),),
+                                      run_a)) == []
+    assert "input 'a': step 0.5 is not a whole number" in _problem(
+        _node((Input("a", TypeParam("N", bound=INT), step=0.5),), run_a))
+    assert "input 'a': min applies to INT or FLOAT inputs, not INT | STRING" in _problem(
+        _node((Input("a", INT | STRING, min=0),), run_a))
+    assert "input 'a': choices need a type that takes values" in _problem(
+        _node((Input("a", INT | IMAGE, choices=(1, 2)),), run_a))
+
+
 def test_run_parameters_must_match_the_declared_inputs() -> None:
     two = (Input("a", INT, default=1), Input("b", INT, default=2))
 
