@@ -64,8 +64,7 @@ class Brightness(Node):
 
 TEST = '''import numpy as np
 
-from nodeflow.registry import load_registry
-from nodeflow.testing import run_node
+from nodeflow.testing import registry_with, run_node
 from nodeflow_{name} import Brightness
 
 
@@ -78,7 +77,7 @@ def test_brightness_adds_and_clips():
 
 
 def test_the_pack_is_installed_and_loads():
-    registry = load_registry(use_env=False)
+    registry = registry_with()  # every installed pack, as nodeflow loads them
     assert registry.get("{name}.Brightness") is Brightness
     pack = next(p for p in registry.packs if p.name == "{name}")
     assert pack.status == "loaded", pack.error
