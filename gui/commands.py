@@ -129,8 +129,11 @@ class SetInput(QUndoCommand):
     ID = 1001
     MERGE_SECONDS = 2.0
 
-    def __init__(self, graph: Graph, node_id: str, socket: str, value: Any, *, clear: bool = False) -> None:
+    def __init__(self, graph: Graph, node_id: str, socket: str, value: Any, *, clear: bool = False,
+                 merge: bool = True) -> None:
         super().__init__(f"Set {node_id}.{socket}")
+        self.merge = merge
+        """False: a step of its own (a drag, a click on a field), not merged into the typing before it."""
         self.when = time.monotonic()
         self.graph, self.node_id, self.socket = graph, node_id, socket
         self.old = copy.deepcopy(graph.node(node_id).inputs.get(socket, _MISSING))
@@ -140,7 +143,8 @@ class SetInput(QUndoCommand):
         return self.ID
 
     def mergeWith(self, other: QUndoCommand) -> bool:
-        if not isinstance(other, SetInput) or (other.node_id, other.socket) != (self.node_id, self.socket):
+        if not isinstance(other, SetInput) or not (self.merge and other.merge) or \
+                (other.node_id, other.socket) != (self.node_id, self.socket):
             return False
         if other.when - self.when > self.MERGE_SECONDS:
             return False

@@ -99,11 +99,12 @@ class Document(QObject):
     def push(self, command: QUndoCommand) -> None:
         self.undo.push(command)
 
-    def set_input(self, node_id: str, socket: str, value: Any) -> None:
+    def set_input(self, node_id: str, socket: str, value: Any, *, merge: bool = True) -> None:
+        """Set a literal input as an undo step (``merge``: quick edits of the same input are one)."""
         if self.graph.node(node_id).inputs.get(socket, object()) == value and \
                 type(self.graph.node(node_id).inputs.get(socket)) is type(value):
             return
-        self.push(cmd.SetInput(self.graph, node_id, socket, value))
+        self.push(cmd.SetInput(self.graph, node_id, socket, value, merge=merge))
 
     def clear_input(self, node_id: str, socket: str) -> None:
         if socket in self.graph.node(node_id).inputs:

@@ -1,5 +1,5 @@
-"""Editing a value on the node itself: double-click a value row and its editor opens over the row
-(the same widget the properties panel uses: spin box with slider, dropdown, seed, path, prompt).
+"""Typing a value on the node itself: a click on a field (see `node_widgets`) opens a small editor
+over it (a spin box, a dropdown, a line or a prompt box that grows with its text).
 
 Enter commits (Ctrl+Enter in a prompt box, where Enter starts a new line), Esc cancels, Tab and
 Shift+Tab commit and move to the next or previous value; a commit is one undo step. The widget
@@ -14,7 +14,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt, QTimer
 from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QGraphicsProxyWidget, QWidget
 
 from . import theme
-from .properties import PromptEditor, editor_for, seed_modes
+from .properties import BigIntEditor, NumberEditor, PromptEditor, editor_for
 
 if TYPE_CHECKING:
     from .items import NodeItem
@@ -23,12 +23,8 @@ if TYPE_CHECKING:
 _MISSING = object()
 
 
-def item_label_width(name: str) -> float:
-    from .items import _Fonts
-
-    return _Fonts.width("label", name)
-
-PROMPT_H = 110.0
+PROMPT_MAX_H = 320.0
+"""A prompt box being typed in grows with its text up to this height (then it scrolls)."""
 
 
 class InlineEditor(QObject):
@@ -42,42 +38,56 @@ class InlineEditor(QObject):
         self.widget: Any = None
         self.proxy: QGraphicsProxyWidget | None = None
         self._value: Any = _MISSING
+        self._min_h = 0.0
 
     @property
     def is_open(self) -> bool:
         return self.proxy is not None
 
     def editable_rows(self, item: NodeItem) -> list[str]:
-        """The node's inputs that hold a value shown on the node (not sockets)."""
-        return [r.name for r in item.rows if r.kind == "in" and not item._row_is_socket(r.name)]
+        """The node's inputs edited by a field on the node, in the order shown (Tab's order)."""
+        return [f.name for f in item.fields if f.edits_input]
 
-    def open(self, node_id: str, name: str) -> bool:
-        """Open the editor of ``name`` on ``node_id`` over its row; False if it has no value row."""
+    def open(self, node_id: str, name: str, *, popup: bool = False) -> bool:
+        """Open the editor of ``name`` on ``node_id`` over its field; False if it has no field.
+        ``popup``: a dropdown opens its list at once (a click on it)."""
         self.commit()
         item = self.scene.node_items.get(node_id)
         cls = item.cls if item is not None else None
         if item is None or cls is None or name not in self.editable_rows(item):
             return False
         spec = cls.input_map[name]
+        f = next(f for f in item.fields if f.name == name and f.edits_input)
         doc = self.scene.doc
-        widget = editor_for(spec, doc.settings, seed_modes(doc, node_id).get(name, "fixed"))
+        widget: Any
+        if f.kind == "seed":
+            widget = BigIntEditor(spec)  # the dice and the mode are on the node
+        else:
+            widget = editor_for(spec, doc.settings)
+        if isinstance(widget, NumberEditor) and widget.slider is not None:
+            widget.slider.hide()  # the field on the node is the slider
         node = self.scene.graph.nodes[node_id]
         value = node.inputs.get(name, spec.default if spec.has_default else None)
         widget.set_value(value)
         widget.edited.connect(self._edited)
         widget.setAutoFillBackground(True)
         widget.setStyleSheet(f"background: {theme.NODE_BODY.name()};")
-        row = item._row_index[("in", name)]
-        height = PROMPT_H if isinstance(widget, PromptEditor) else max(theme.ROW_H + 6, widget.sizeHint().height())
-        # Beside the input's name (kept readable), or the whole width for a prompt box.
-        left = 4.0 if height >= 40 else min(item.width - 120, item_label_width(name) + 18)
-        width = max(item.width - left - 4, 116.0)
+        rect = f.rect
+        if isinstance(widget, PromptEditor):
+            widget.text.setMinimumHeight(0)
+            height = rect.height()
+        else:
+            height = max(rect.height() + 4, float(widget.sizeHint().height()))
         proxy = QGraphicsProxyWidget()
         proxy.setWidget(widget)
         proxy.setZValue(60)
-        proxy.resize(width, height)
-        proxy.setPos(item.mapToScene(QPointF(left, row.y - height / 2 if height < 40 else row.y - theme.ROW_H / 2)))
+        proxy.resize(max(rect.width(), 116.0), height)
+        proxy.setPos(item.mapToScene(QPointF(rect.x(), rect.center().y() - height / 2
+                                             if not isinstance(widget, PromptEditor) else rect.y())))
         self.scene.addItem(proxy)
+        if isinstance(widget, PromptEditor):
+            self._min_h = rect.height()
+            widget.text.document().documentLayout().documentSizeChanged.connect(self._grow)
         self.node_id, self.name, self.widget, self.proxy = node_id, name, widget, proxy
         self._value = _MISSING
         for child in [widget, *widget.findChildren(QWidget)]:
@@ -86,7 +96,22 @@ class InlineEditor(QObject):
                       if c.focusPolicy() != Qt.FocusPolicy.NoFocus and c.isVisibleTo(widget)), widget)
         self.scene.setFocusItem(proxy)
         focus.setFocus(Qt.FocusReason.OtherFocusReason)
+        combo = getattr(widget, "combo", None)
+        if popup and combo is not None:
+            combo.showPopup()
         return True
+
+    def _grow(self, *_args: Any) -> None:
+        """A prompt box grows with its text while it is typed in (then scrolls)."""
+        widget, proxy = self.widget, self.proxy
+        if not isinstance(widget, PromptEditor) or proxy is None:
+            return
+        doc = widget.text.document()
+        line = widget.text.fontMetrics().lineSpacing()
+        needed = doc.size().height() * line + 2 * doc.documentMargin() + 6  # a plain text's size is in lines
+        height = max(self._min_h, min(PROMPT_MAX_H, needed))
+        if abs(height - proxy.size().height()) > 1:
+            proxy.resize(proxy.size().width(), height)
 
     def _edited(self, value: Any) -> None:
         self._value = value
@@ -106,7 +131,7 @@ class InlineEditor(QObject):
         node_id, name, value = self.node_id, self.name, self._value
         self._close()
         if value is not _MISSING and node_id in self.scene.graph.nodes and name is not None:
-            self.scene.doc.set_input(node_id, name, value)
+            self.scene.doc.set_input(node_id, name, value, merge=False)
 
     def cancel(self) -> None:
         """Close without changing anything."""
@@ -153,6 +178,10 @@ class InlineEditor(QObject):
         if self.proxy is None:
             return False
         kind = event.type()
+        if kind == QEvent.Type.ShortcutOverride and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter,
+                                                                    Qt.Key.Key_Escape):
+            event.accept()  # Enter, Ctrl+Enter (not Run) and Esc belong to the field being edited
+            return True
         if kind == QEvent.Type.KeyPress:
             key, mods = event.key(), event.modifiers()
             if key == Qt.Key.Key_Escape:

@@ -23,13 +23,17 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGrap
 
 from nodeflow.api import IMAGE, MASK, Node, SocketType, TypeParam, UnionType
 
+from . import node_widgets as nw
 from . import theme
 from .labels import node_title
+from .node_widgets import seed_mode_of
 
 if TYPE_CHECKING:
     from .scene import GraphScene
 
 LOW_DETAIL = 0.4
+FIELD_DETAIL = 0.55
+"""Below this zoom fields are drawn as plain boxes (their text would be unreadable)."""
 _MOVED = QGraphicsItem.GraphicsItemChange.ItemScenePositionHasChanged
 _AA = QPainter.RenderHint.Antialiasing
 _NO_BRUSH = Qt.BrushStyle.NoBrush
@@ -67,6 +71,8 @@ class Row:
     type: Any
     color: QColor
     y: float
+    field: nw.Field | None = None
+    """The field editing the input's value on the node (None: a socket row)."""
 
 
 class _Fonts:
@@ -108,6 +114,20 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+@dataclass
+class FieldPress:
+    """A press on a field: a click if it ends where it started, else a drag that changes values."""
+
+    field: nw.Field
+    at: QPointF
+    part: str
+    start: Any
+    dragging: bool = False
+    handle: int = 0
+    """Which end of a range is dragged (0: start); for an area 0 moves the box, 1 (its corner)
+    resizes it, 2 (outside it) draws a new one."""
+
+
 class NodeItem(QGraphicsItem):
     """A node: title bar in its category colour, sockets coloured by type, values, status, image."""
 
@@ -139,6 +159,11 @@ class NodeItem(QGraphicsItem):
         self.height = theme.TITLE_H
         self._bounds: QRectF = None  # type: ignore[assignment]
         self.rows: list[Row] = []
+        self.fields: list[nw.Field] = []
+        self.pending: dict[str, Any] = {}
+        """Values being dragged on a field, shown before they are written to the graph."""
+        self.hover_field: nw.Field | None = None
+        self._press: FieldPress | None = None
         self.refresh()
 
     # --- model --------------------------------------------------------------------------
@@ -148,7 +173,7 @@ class NodeItem(QGraphicsItem):
         return self.ctl.registry.get(node.type) if node is not None else None
 
     def refresh(self) -> None:
-        """Recompute rows and size from the node's type, links and values."""
+        """Recompute rows, fields and size from the node's type, links and values."""
         graph = self.ctl.graph
         node = graph.nodes[self.node_id]
         cls = self.cls
@@ -158,36 +183,82 @@ class NodeItem(QGraphicsItem):
         else:
             self.subtitle = ""
         self.color = theme.category_color(cls.category) if cls else theme.PROBLEM.darker(160)
-        rows: list[Row] = []
-        y = theme.TITLE_H + theme.ROW_H / 2 + 2
         if cls is not None:
             outs = [(o.name, o.type) for o in cls.outputs]
             ins = [(i.name, i.type) for i in cls.inputs]
         else:  # unknown type: sockets from the links, so they still attach
             outs = sorted({(ln.src_socket, None) for ln in graph.links if ln.src == self.node_id})
             ins = sorted({(ln.dst_socket, None) for ln in graph.links if ln.dst == self.node_id})
-        for name, t in outs:
-            rows.append(Row(name, "out", t, socket_color(t), y))
-            y += theme.ROW_H
-        for name, t in ins:
-            rows.append(Row(name, "in", t, socket_color(t), y))
-            y += theme.ROW_H
-        self.rows = rows
-        self._row_index = {(r.kind, r.name): r for r in rows}
+        # Which inputs are edited on the node (a literal value, not linked, not shown as a socket).
+        kinds = {name: kind for name, kind in nw.input_kinds(cls).items()
+                 if not self._row_is_socket(name)} if cls is not None else {}
         width = max(theme.MIN_WIDTH, _Fonts.width("title", self.title) + 70)
-        for r in rows:
-            text = r.name
-            if r.kind == "in":
-                text += "  " + self.value_text(r.name)
-            width = max(width, _Fonts.width("label", text) + 40)
-        self.rows_bottom = y - theme.ROW_H / 2 + 4
-        height = self.rows_bottom + 4
+        for name, _t in outs:
+            width = max(width, _Fonts.width("label", name) + 40)
+        for name, _t in ins:
+            kind = kinds.get(name)
+            if kind is None:
+                width = max(width, _Fonts.width("label", name) + 40)
+            else:
+                width = max(width, nw.desired_width(kind, cls.input_map[name], self.input_value(name)))  # type: ignore[union-attr]
         self.preview_area = shows_pictures(cls)
-        if self.preview_area:
+        if self.preview_area or self.pixmap is not None:
             width = max(width, theme.PREVIEW_W)
+        width = math.ceil(width)
+        rows: list[Row] = []
+        fields: list[nw.Field] = []
+        y = theme.TITLE_H + 2
+        for name, t in outs:
+            rows.append(Row(name, "out", t, socket_color(t), y + theme.ROW_H / 2))
+            y += theme.ROW_H
+        ends: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+        if cls is not None:
+            order = [i.name for i in cls.inputs]
+            for group in nw.area_groups(cls):
+                if all(g.name in kinds for g in group):
+                    ends.setdefault(max((g.name for g in group), key=order.index), []).append(("area", group))
+            for pair in nw.range_groups(cls):
+                if all(g.name in kinds for g in pair):
+                    ends.setdefault(pair[1].name, []).append(("range", pair))
+        field_w = width - 2 * nw.FIELD_X
+        for name, t in ins:
+            kind = kinds.get(name)
+            if kind is None:
+                rows.append(Row(name, "in", t, socket_color(t), y + theme.ROW_H / 2))
+                y += theme.ROW_H
+            else:
+                spec = cls.input_map[name]  # type: ignore[union-attr]
+                value = self.input_value(name)
+                h = nw.prompt_height(str(value or ""), field_w) if kind == "prompt" else nw.FIELD_H
+                f = nw.Field(kind, name, QRectF(nw.FIELD_X, y + 2, field_w, h), spec, (name,), (spec,))
+                fields.append(f)
+                rows.append(Row(name, "in", t, socket_color(t), y + 2 + nw.FIELD_H / 2, f))
+                y += h + 4
+                if kind == "seed":
+                    fields.append(nw.Field("seed_mode", name, QRectF(nw.FIELD_X, y + 2, field_w, nw.FIELD_H),
+                                           spec, (name,), (spec,)))
+                    y += nw.FIELD_PITCH
+            for what, group in ends.get(name, []):
+                names = tuple(g.name for g in group)
+                if what == "area":
+                    ref = self._area_reference(group)
+                    h = nw.area_height(width, ref)
+                    f = nw.Field("area", names[0], QRectF(nw.FIELD_X, y + 2, field_w, h), None, names, group, ref)
+                    y += h + 6
+                else:
+                    f = nw.Field("range", names[0], QRectF(nw.FIELD_X, y + 1, field_w, nw.RANGE_H), None,
+                                 names, group)
+                    y += nw.RANGE_H + 2
+                fields.append(f)
+        self.rows = rows
+        self.fields = fields
+        self._row_index = {(r.kind, r.name): r for r in rows}
+        # Each field's texts are made when it is first painted (a node far out of view costs nothing).
+        self.rows_bottom = y + 2
+        height = self.rows_bottom + 4
+        if self.preview_area:
             height += theme.PREVIEW_H + 8
         elif self.pixmap is not None:  # a picture from a node that rarely makes one: grow to fit it
-            width = max(width, theme.PREVIEW_W)
             height += self._pixmap_size(width)[1] + 8
         grew = self._bounds is not None and height > self.height
         if width != self.width or height != self.height or self._bounds is None:
@@ -199,6 +270,81 @@ class NodeItem(QGraphicsItem):
             if grew:
                 self.ctl.node_grew(self)
         self.update()
+
+    # --- fields ------------------------------------------------------------------------------
+    def input_value(self, name: str) -> Any:
+        """The value an input holds: the one being dragged, the node's, or the declared default."""
+        if name in self.pending:
+            return self.pending[name]
+        node = self.ctl.graph.nodes[self.node_id]
+        if name in node.inputs:
+            return node.inputs[name]
+        cls = self.cls
+        spec = cls.input_map.get(name) if cls else None
+        return spec.default if spec is not None and spec.has_default else None
+
+    def field_value(self, f: nw.Field) -> Any:
+        if f.kind == "seed_mode":
+            return seed_mode_of(self.ctl.graph, self.node_id, f.name)
+        if f.kind in ("area", "range"):
+            return tuple(self._number(n) for n in f.names)
+        return self.input_value(f.name)
+
+    def _number(self, name: str) -> float:
+        value = self.input_value(name)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    def _area_reference(self, group: tuple[Any, ...]) -> tuple[float, float]:
+        if all(not nw.is_int(g) and g.max is not None and g.max <= 1.0 for g in group):
+            ref = nw.reference_size(self.ctl.graph, self.ctl.registry, self.node_id) or (1.0, 1.0)
+            return 1.0, ref[1] / ref[0]  # fractions of the picture, drawn in its shape
+        return nw.reference_size(self.ctl.graph, self.ctl.registry, self.node_id) or (512.0, 512.0)
+
+    def _layout_field(self, f: nw.Field) -> None:
+        """Make the texts a field shows for its current value (again only when the value changed)."""
+        value = self.field_value(f)
+        f.value_key = (value, type(value))
+        spec = f.spec
+        if f.kind == "prompt":
+            nw.layout_prompt(f, str(value or ""))
+        elif f.kind == "area":
+            rw, rh = f.reference
+            unit = "" if rw == 1.0 else f"{int(rw)}×{int(rh)}"
+            f.value = nw.static_text(unit) if unit else None
+        elif f.kind == "range":
+            start, end = f.specs
+            hi = float(end.max if end.max is not None else 1.0)
+            lo = float(start.min if start.min is not None else 0.0)
+            steps = self.input_value("steps")
+            if nw.is_int(start) and isinstance(steps, int) and not isinstance(steps, bool) and lo < steps < hi:
+                hi = float(steps)  # a step range is shown over the sampler's own steps
+            f.extra["lo"], f.extra["hi"] = lo, hi
+        elif f.kind == "seed_mode":
+            nw.layout_line_field(f, "after run", str(value))
+        elif spec is not None:
+            if f.kind in ("number", "slider", "seed"):
+                text = nw.number_text(spec, value)
+            elif f.kind == "toggle":
+                text = "on" if value else "off"
+            elif f.kind == "path":
+                text = str(value or "") or "choose…"
+            else:
+                text = "" if value is None else str(value).replace("\n", " ⏎ ")
+            nw.layout_line_field(f, f.name, text)
+
+    def fresh(self, f: nw.Field) -> Any:
+        """A field's value, its texts and parts laid out for it (again only when it changed)."""
+        value = self.field_value(f)
+        if f.value_key != (value, type(value)):
+            self._layout_field(f)
+        return value
+
+    def field_at(self, pos: QPointF) -> nw.Field | None:
+        for f in self.fields:
+            if f.rect.contains(pos):
+                self.fresh(f)
+                return f
+        return None
 
     def value_text(self, name: str) -> str:
         graph = self.ctl.graph
@@ -348,6 +494,15 @@ class NodeItem(QGraphicsItem):
         fm = _Fonts.metrics("label")
         for r in self.rows:
             self._paint_row(painter, r, fm)
+        detailed = lod >= FIELD_DETAIL
+        painter.setFont(_Fonts.label)
+        for f in self.fields:
+            value = self.fresh(f)
+            nw.paint_field(painter, f, value, f is self.hover_field, detailed)
+            if f.name in self.problem_sockets and f.edits_input:
+                painter.setPen(QPen(theme.PROBLEM, 1.5))
+                painter.setBrush(_NO_BRUSH)
+                painter.drawRoundedRect(f.rect, 4, 4)
         if self.subtitle and lod > 0.6:
             painter.setPen(theme.NODE_DIM_TEXT)
             painter.setFont(_Fonts.badge)
@@ -436,17 +591,13 @@ class NodeItem(QGraphicsItem):
         bad = r.name in self.problem_sockets and r.kind == "in"
         dim = mark is False
         painter.setPen(theme.PROBLEM if bad else (theme.NODE_DIM_TEXT if dim else theme.NODE_TEXT))
+        if r.field is not None:  # the field shows the name and the value
+            return
         label_rect = QRectF(12, r.y - theme.ROW_H / 2, self.width - 24, theme.ROW_H)
         if r.kind == "out":
             painter.drawText(label_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight, r.name)
             return
         painter.drawText(label_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, r.name)
-        value = self.value_text(r.name)
-        if value:
-            painter.setPen(theme.PROBLEM if bad else theme.NODE_DIM_TEXT)
-            room = self.width - 36 - _Fonts.width("label", r.name)
-            painter.drawText(label_rect, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
-                             fm.elidedText(value, Qt.TextElideMode.ElideRight, room))
 
     # --- interaction ------------------------------------------------------------------------
     def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: Any) -> Any:
@@ -460,11 +611,32 @@ class NodeItem(QGraphicsItem):
             self.ctl.begin_link_drag(self, socket[0], socket[1], event.scenePos())
             event.accept()
             return
+        f = self.field_at(event.pos()) if event.button() == Qt.MouseButton.LeftButton else None
+        if f is not None:
+            self._press = FieldPress(f, event.pos(), nw.part_at(f, event.pos()), self.field_value(f))
+            if f.kind == "range":
+                track, x0, x1 = nw.range_geometry(f, self._press.start)
+                x = event.pos().x()
+                self._press.handle = 0 if abs(x - x0) < abs(x - x1) or (x0 == x1 and x < x0) else 1
+            elif f.kind == "area":
+                _picture, box = nw.area_geometry(f, self._press.start)
+                near = QRectF(box.right() - 8, box.bottom() - 8, 16, 16)
+                self._press.handle = 1 if near.contains(event.pos()) else 0 if box.contains(event.pos()) else 2
+            event.accept()
+            return
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: Any) -> None:
         if self.ctl.drag is not None:
             self.ctl.drag_move(event.scenePos())
+            return
+        press = self._press
+        if press is not None:
+            dx = event.pos().x() - press.at.x()
+            if not press.dragging and (abs(dx) >= nw.DRAG_START or abs(event.pos().y() - press.at.y()) >= nw.DRAG_START):
+                press.dragging = press.field.kind in ("number", "seed", "slider", "area", "range")
+            if press.dragging:
+                self._drag_field(press, event.pos())
             return
         super().mouseMoveEvent(event)
 
@@ -472,19 +644,166 @@ class NodeItem(QGraphicsItem):
         if self.ctl.drag is not None:
             self.ctl.end_link_drag(event.scenePos())
             return
+        press, self._press = self._press, None
+        if press is not None:
+            if press.dragging:
+                self.commit_pending(press.field)
+            else:
+                self.click_field(press.field, press.part, event.pos())
+            return
         super().mouseReleaseEvent(event)
+
+    def _drag_field(self, press: FieldPress, pos: QPointF) -> None:
+        """Show the value a drag on a field would set (written to the graph on release)."""
+        f = press.field
+        if f.kind in ("number", "seed") and f.spec is not None:
+            steps = round((pos.x() - press.at.x()) / nw.DRAG_PX_PER_STEP)
+            self.pending = {f.name: nw.snap(f.spec, float(press.start) + steps * nw.step_of(f.spec))}
+        elif f.kind == "slider" and f.spec is not None:
+            lo, hi = float(f.spec.min), float(f.spec.max)  # type: ignore[arg-type]
+            t = (pos.x() - f.rect.left()) / max(1.0, f.rect.width())
+            self.pending = {f.name: nw.snap(f.spec, lo + max(0.0, min(1.0, t)) * (hi - lo))}
+        elif f.kind == "range":
+            self.pending = self._range_values(f, press.start, press.handle, pos.x())
+        elif f.kind == "area":
+            self.pending = self._area_values(f, press, pos)
+        self.update()
+
+    def _range_values(self, f: nw.Field, start: tuple[float, float], handle: int, x: float) -> dict[str, Any]:
+        track, _x0, _x1 = nw.range_geometry(f, start)
+        lo, hi = f.extra["lo"], f.extra["hi"]
+        t = max(0.0, min(1.0, (x - track.left()) / max(1.0, track.width())))
+        value = lo + t * (hi - lo)
+        if handle == 0:
+            value = min(value, start[1])
+        else:
+            value = max(value, start[0])
+        spec = f.specs[handle]
+        return {f.names[handle]: nw.snap(spec, value)}
+
+    def _area_values(self, f: nw.Field, press: FieldPress, pos: QPointF) -> dict[str, Any]:
+        picture, _box = nw.area_geometry(f, press.start)
+        scale = picture.width() / f.reference[0]
+        dx, dy = (pos.x() - press.at.x()) / scale, (pos.y() - press.at.y()) / scale
+        x, y, w, h = press.start
+        rw, rh = f.reference
+        sx, sy, sw, sh = f.specs
+        if press.handle == 2:  # outside the box: draw a new one from the press to the pointer
+            ax = (press.at.x() - picture.x()) / scale
+            ay = (press.at.y() - picture.y()) / scale
+            bx, by = ax + dx, ay + dy
+            x, y = max(0.0, min(ax, bx)), max(0.0, min(ay, by))
+            w = min(max(abs(bx - ax), float(sw.min or 0)), rw - x)
+            h = min(max(abs(by - ay), float(sh.min or 0)), rh - y)
+        elif press.handle == 1:  # the corner: resize, the box stays inside the picture
+            w = min(max(w + dx, float(sw.min or 0)), rw - x)
+            h = min(max(h + dy, float(sh.min or 0)), rh - y)
+        else:
+            x = min(max(0.0, x + dx), max(0.0, rw - w))
+            y = min(max(0.0, y + dy), max(0.0, rh - h))
+        x, y, w, h = nw.snap(sx, x), nw.snap(sy, y), nw.snap(sw, w), nw.snap(sh, h)
+        # Rounding to the steps must not push the box out of the picture.
+        while x + w > rw + 1e-9 and w - nw.step_of(sw) >= float(sw.min or 0):
+            w = nw.snap(sw, w - nw.step_of(sw))
+        while y + h > rh + 1e-9 and h - nw.step_of(sh) >= float(sh.min or 0):
+            h = nw.snap(sh, h - nw.step_of(sh))
+        values = dict(zip(f.names, (x, y, w, h), strict=True))
+        return {n: v for n, v in values.items() if v != self.input_value(n) or n in self.pending}
+
+    def commit_pending(self, f: nw.Field) -> None:
+        """Write the dragged values: one undo step, however many inputs changed."""
+        pending, self.pending = self.pending, {}
+        node = self.ctl.graph.nodes.get(self.node_id)
+        if node is None:
+            return
+        changed = {n: v for n, v in pending.items() if self.input_value(n) != v or n not in node.inputs}
+        self.set_values(changed, f"Change {self.node_id}.{f.name}")
+        self.update()
+
+    def set_values(self, values: dict[str, Any], text: str) -> None:
+        """Set inputs of this node as one undo step (never merged with the previous one)."""
+        doc = self.ctl.doc
+        if len(values) == 1:
+            (name, value), = values.items()
+            doc.set_input(self.node_id, name, value, merge=False)
+        elif values:
+            doc.undo.beginMacro(text)
+            for name, value in values.items():
+                doc.set_input(self.node_id, name, value, merge=False)
+            doc.undo.endMacro()
+
+    def click_field(self, f: nw.Field, part: str, pos: QPointF) -> None:
+        """A click (press and release without a drag) on a field."""
+        spec = f.spec
+        value = self.field_value(f)
+        if f.kind in ("number", "seed") and part in ("dec", "inc") and spec is not None:
+            base = float(value) if isinstance(value, int | float) else 0.0
+            self.set_values({f.name: nw.snap(spec, base + (1 if part == "inc" else -1) * nw.step_of(spec))},
+                            f"Step {f.name}")
+        elif f.kind == "seed" and part == "dice" and spec is not None:
+            from .properties import random_seed
+
+            self.set_values({f.name: random_seed(spec)}, f"New seed {self.node_id}")
+        elif f.kind == "toggle":
+            self.set_values({f.name: not bool(value)}, f"Toggle {f.name}")
+        elif f.kind == "seed_mode":
+            self._seed_mode_menu(f)
+        elif f.kind == "range":
+            _track, x0, x1 = nw.range_geometry(f, value)
+            handle = 0 if abs(pos.x() - x0) < abs(pos.x() - x1) else 1
+            self.set_values(self._range_values(f, value, handle, pos.x()), f"Change {f.name}")
+        elif f.edits_input:
+            self.ctl.inline.open(self.node_id, f.name, popup=f.kind in ("choice", "path"))
+
+    def _seed_mode_menu(self, f: nw.Field) -> None:
+        from PySide6.QtWidgets import QMenu
+
+        views = self.ctl.views()
+        menu = QMenu(views[0] if views else None)
+        current = self.field_value(f)
+        for mode in nw.SEED_MODES:
+            action = menu.addAction(mode)
+            action.setCheckable(True)
+            action.setChecked(mode == current)
+            action.triggered.connect(lambda _on=False, m=mode: self.set_seed_mode(f.name, m))
+        self.seed_menu = menu
+        if views:
+            view = views[0]
+            at = view.viewport().mapToGlobal(view.mapFromScene(self.mapToScene(f.rect.bottomLeft())))
+            menu.popup(at)
+
+    def set_seed_mode(self, name: str, mode: str) -> None:
+        """What happens to a seed after each run (an editor setting of the node, one undo step)."""
+        from . import commands as cmd
+
+        graph = self.ctl.graph
+        entry = graph.editor.get(self.node_id)
+        modes = dict(entry.get("seed_modes") or {}) if isinstance(entry, dict) else {}
+        if modes.get(name, "fixed") == mode:
+            return
+        modes[name] = mode
+        self.ctl.doc.push(cmd.SetLayout(graph, self.node_id, "seed_modes", modes, f"Seed {mode}"))
 
     def hoverMoveEvent(self, event: Any) -> None:
         socket = self.socket_at(event.pos())
-        if socket != self.hover_socket:
+        f = self.field_at(event.pos()) if socket is None else None
+        if socket != self.hover_socket or f is not self.hover_field:
             self.hover_socket = socket
-            self.setCursor(Qt.CursorShape.CrossCursor if socket else Qt.CursorShape.ArrowCursor)
+            self.hover_field = f
+            cursor = Qt.CursorShape.CrossCursor if socket else Qt.CursorShape.ArrowCursor
+            if f is not None:
+                part = nw.part_at(f, event.pos())
+                cursor = Qt.CursorShape.SizeHorCursor if f.kind in ("number", "slider", "range") and \
+                    part == "body" else Qt.CursorShape.SizeAllCursor if f.kind == "area" else \
+                    Qt.CursorShape.IBeamCursor if f.kind in ("text", "prompt") else Qt.CursorShape.PointingHandCursor
+            self.setCursor(cursor)
             self.update()
-            self.setToolTip(self._tooltip(socket))
+            self.setToolTip(self._tooltip(socket if socket else ("in", f.name) if f is not None and f.spec else None))
 
     def hoverLeaveEvent(self, event: Any) -> None:
-        if self.hover_socket is not None:
+        if self.hover_socket is not None or self.hover_field is not None:
             self.hover_socket = None
+            self.hover_field = None
             self.update()
 
     def _tooltip(self, socket: tuple[str, str] | None) -> str:
@@ -512,13 +831,9 @@ class NodeItem(QGraphicsItem):
         super().mouseDoubleClickEvent(event)
 
     def value_row_at(self, pos: QPointF) -> str | None:
-        """The input whose value row is at ``pos`` (item coordinates), when it holds a value."""
-        if not 12 <= pos.x() <= self.width - 4:
-            return None
-        for r in self.rows:
-            if r.kind == "in" and abs(pos.y() - r.y) <= theme.ROW_H / 2 and not self._row_is_socket(r.name):
-                return r.name
-        return None
+        """The input whose field is at ``pos`` (item coordinates), when it edits one value."""
+        f = self.field_at(pos)
+        return f.name if f is not None and f.edits_input else None
 
 
 class LinkItem(QGraphicsPathItem):

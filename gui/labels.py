@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from nodeflow.api import Node
@@ -12,6 +13,7 @@ WHOLE_WORDS = ("ControlNet", "KSampler", "IPAdapter", "LoRA", "GLIGEN", "SDXL", 
 _SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
+@functools.lru_cache(maxsize=4096)
 def split_name(name: str) -> str:
     """A CamelCase type name as words: "LoadLoRA" → "Load LoRA", "VAEDecode" → "VAE Decode"."""
     pieces: list[str] = []

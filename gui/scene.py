@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QPen, QTransform
+from PySide6.QtGui import QPen, QPixmapCache, QTransform
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsScene, QInputDialog
 
 from nodeflow.api import REQUIRED
@@ -75,6 +75,8 @@ class GraphScene(QGraphicsScene):
         """The input socket of the last refused link (where its message is shown)."""
         self.next_node_pos: QPointF | None = None
         self.setBackgroundBrush(theme.CANVAS)
+        # Node pictures are cached (see set_item_cache): room for a few hundred of them.
+        QPixmapCache.setCacheLimit(max(QPixmapCache.cacheLimit(), 256 * 1024))
         self.setItemIndexMethod(QGraphicsScene.ItemIndexMethod.BspTreeIndex)
         self.addItem(self._drag_path)
         self.overview = OverviewItem(self)
@@ -112,6 +114,7 @@ class GraphScene(QGraphicsScene):
             if pos is not None:
                 item.setPos(*pos)
         self._syncing = False
+        self._separate(sorted(self.node_items.values(), key=lambda it: (it.pos().y(), it.pos().x())))
         resolver = TypeResolver(graph, self.registry)
         for ln in graph.links:
             self._add_link(ln, resolver)
@@ -169,7 +172,7 @@ class GraphScene(QGraphicsScene):
             self._syncing = False
             item.setFlag(NodeItem.GraphicsItemFlag.ItemHasNoContents, self.overview_mode)
             if not self._item_cache:
-                item.setCacheMode(NodeItem.CacheMode.NoCache)
+                item.setCacheMode(NodeItem.CacheMode.ItemCoordinateCache)
             self.addItem(item)
         elif kind == "node_removed":
             node_id = info["node"]
@@ -188,6 +191,10 @@ class GraphScene(QGraphicsScene):
             changed = self.node_items.get(info["node"])
             if changed is not None:
                 changed.refresh()
+            if info.get("socket") in ("width", "height"):  # maybe a picture size an area is drawn on
+                for item in self.node_items.values():
+                    if item is not changed and any(f.kind == "area" for f in item.fields):
+                        item.refresh()
         elif kind == "linked":
             ln: Link = info["link"]
             self.linked_inputs.add((ln.dst, ln.dst_socket))
@@ -232,12 +239,13 @@ class GraphScene(QGraphicsScene):
         self.overview.invalidate()
 
     def set_item_cache(self, on: bool) -> None:
-        """Cached node pictures make panning cheap but must be redrawn at every zoom step, so
-        they are switched off while the zoom changes and back on when it settles."""
+        """Nodes are cached as pictures at the screen's resolution (sharp, cheap to pan), which
+        must be redrawn at every zoom step; so while the zoom changes (``on`` False) they are
+        cached at their own scale instead and only scaled, then sharp again when it settles."""
         if on == self._item_cache:
             return
         self._item_cache = on
-        mode = NodeItem.CacheMode.DeviceCoordinateCache if on else NodeItem.CacheMode.NoCache
+        mode = NodeItem.CacheMode.DeviceCoordinateCache if on else NodeItem.CacheMode.ItemCoordinateCache
         for item in self.node_items.values():
             item.setCacheMode(mode)
 
@@ -298,22 +306,45 @@ class GraphScene(QGraphicsScene):
         save keeps what is shown; they are not an undo step (the user did not move anything)."""
         if self._building:
             return
-        queue = [item]
+        self._separate([item], gap)
+
+    def _separate(self, grown_items: list[NodeItem], gap: float = 30.0) -> None:
+        """Move down every node that one of ``grown_items`` covers (and what those then cover).
+
+        Rectangles are looked up in a grid of cells (the scene's index would be rebuilt after
+        every move), so checking a thousand nodes on opening takes milliseconds."""
+        cell = 400.0
+        rects = {it: it.body_rect() for it in self.node_items.values()}
+        grid: dict[tuple[int, int], set[NodeItem]] = {}
+
+        def cells(r: QRectF) -> list[tuple[int, int]]:
+            x0, x1 = int(r.left() // cell), int(r.right() // cell)
+            y0, y1 = int(r.top() // cell), int(r.bottom() // cell)
+            return [(cx, cy) for cx in range(x0, x1 + 1) for cy in range(y0, y1 + 1)]
+
+        for it, r in rects.items():
+            for c in cells(r):
+                grid.setdefault(c, set()).add(it)
+        queue = list(grown_items)
         moved = 0
         while queue and moved < 10 * len(self.node_items):
             grown = queue.pop(0)
-            rect = grown.body_rect()
-            for other in self.items(rect):
-                if not isinstance(other, NodeItem) or other is grown:
+            rect = rects[grown]
+            near = set().union(*(grid.get(c, set()) for c in cells(rect)))
+            for other in sorted(near, key=lambda it: (rects[it].top(), rects[it].left())):
+                other_rect = rects[other]
+                if other is grown or not other_rect.intersects(rect) or other_rect.top() < rect.top():
                     continue
-                other_rect = other.body_rect()
-                if not other_rect.intersects(rect) or other_rect.top() < rect.top():
-                    continue
+                for c in cells(other_rect):
+                    grid[c].discard(other)
                 y = rect.bottom() + gap
                 self._syncing = True
                 other.setPos(other.pos().x(), y)
                 self._syncing = False
                 self.graph.editor.setdefault(other.node_id, {})["pos"] = [other.pos().x(), y]
+                rects[other] = other.body_rect()
+                for c in cells(rects[other]):
+                    grid.setdefault(c, set()).add(other)
                 queue.append(other)
                 moved += 1
 

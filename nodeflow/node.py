@@ -28,19 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nodeflow.types import (
-    BOOL,
-    FLOAT,
-    INT,
-    STRING,
-    SocketType,
-    TypeParam,
-    TypeSpec,
-    UnionType,
-    type_name,
-)
+from nodeflow.types import BOOL, FLOAT, INT, STRING, SocketType, TypeParam, TypeSpec, UnionType
 
 if TYPE_CHECKING:
     from nodeflow.settings import Settings
@@ -58,6 +48,9 @@ class _Required:
 
 REQUIRED: Any = _Required()
 """Default of an input that must be given a value or a link."""
+
+WIDGET_HINTS = ("area.x", "area.y", "area.width", "area.height", "range.start", "range.end")
+"""Values of `Input.widget`: inputs the editor edits together (a box, a range)."""
 
 
 class Input(BaseModel):
@@ -84,6 +77,17 @@ class Input(BaseModel):
         "timestamp, e.g. a picture another program keeps saving).")
     seed: bool = Field(False, description="The editor shows randomize/fixed/increment controls.")
     link_only: bool = Field(False, description="Only a link may feed it, never a literal.")
+    widget: str | None = Field(
+        None, description="An editor widget shared with other inputs of the node: 'area.x', 'area.y', "
+        "'area.width', 'area.height' (a box on a picture preview) or 'range.start', 'range.end' (a "
+        "two-handle range slider; each start pairs with the next end declared after it).")
+
+    @field_validator("widget")
+    @classmethod
+    def _known_widget(cls, value: str | None) -> str | None:
+        if value is not None and value not in WIDGET_HINTS:
+            raise ValueError(f"unknown widget hint {value!r}; use one of {', '.join(WIDGET_HINTS)}")
+        return value
 
     def __init__(self, name: str, type: TypeSpec, description: str = "", **kwargs: Any) -> None:
         super().__init__(name=name, type=type, description=description, **kwargs)
@@ -120,6 +124,8 @@ class Input(BaseModel):
             out["path_kind"] = self.path_kind
         if self.hash_content:
             out["hash_content"] = True
+        if self.widget:
+            out["widget"] = self.widget
         out["literal"] = self.accepts_literal
         return out
 
@@ -529,29 +535,17 @@ def declaration_problems(cls: type[Node]) -> list[str]:
     return problems
 
 
-def _literals(t: Any) -> set[type | None]:
-    """The Python types of values a socket type carries as literals (None: a type without)."""
-    if isinstance(t, TypeParam):
-        return _literals(t.bound) if t.bound is not None else {None}
-    if isinstance(t, UnionType):
-        return {m.literal for m in t.types}
-    return {t.literal} if isinstance(t, SocketType) else {None}
-
-
 def _input_problems(spec: Input) -> list[str]:
     t = spec.type
     literal = t.literal if isinstance(t, SocketType) else None
-    literals = _literals(t)
-    numeric = literals <= {int, float}  # INT, FLOAT, their unions and bounded generics
-    whole = literals == {int}
-    text = literals == {str}
-    name = type_name(t) if isinstance(t, SocketType | UnionType | TypeParam) else repr(t)
+    numeric = literal in (int, float)
+    name = t.name if isinstance(t, SocketType) else type(t).__name__
     out: list[str] = []
-    if spec.multiline and not text:
+    if spec.multiline and literal is not str:
         out.append(f"multiline applies to STRING inputs, not {name}; remove it")
-    if spec.seed and not whole:
+    if spec.seed and literal is not int:
         out.append(f"seed applies to INT inputs, not {name}; remove it")
-    if spec.path_kind and not text:
+    if spec.path_kind and literal is not str:
         out.append(f"path_kind applies to STRING inputs (a file name), not {name}; remove it")
     if spec.hash_content and not spec.path_kind:
         out.append("hash_content applies to file inputs; add path_kind or remove hash_content")
@@ -567,7 +561,7 @@ def _input_problems(spec: Input) -> list[str]:
             continue
         if isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
             out.append(f"{key} must be a finite number, not {value!r}")
-        elif whole and not float(value).is_integer():
+        elif literal is int and not float(value).is_integer():
             out.append(f"{key} {value!r} is not a whole number, but the input is an INT")
     if numeric and not out:
         if spec.min is not None and spec.max is not None and spec.min > spec.max:
@@ -575,19 +569,18 @@ def _input_problems(spec: Input) -> list[str]:
         if spec.step is not None and spec.step <= 0:
             out.append(f"step must be above 0, not {_num(spec.step)}")
     if spec.choices is not None:
-        if None in literals:
+        if literal is None:
             out.append(f"choices need a type that takes values (INT, FLOAT, BOOL, STRING), not "
                        f"{name}; remove them")
         elif not spec.choices:
             out.append("choices is empty; list at least one value or remove it")
         else:
-            if literal is not None:  # a union's or a generic's choices are not typed here
-                plain = spec.model_copy(update={"choices": None, "optional": False,
-                                                "link_only": False})
-                for choice in spec.choices:
-                    why = check_literal(plain, choice)
-                    if why:
-                        out.append(f"choice {choice!r}: {why}")
+            plain = spec.model_copy(update={"choices": None, "optional": False,
+                                            "link_only": False})
+            for choice in spec.choices:
+                why = check_literal(plain, choice)
+                if why:
+                    out.append(f"choice {choice!r}: {why}")
             if len(set(map(repr, spec.choices))) != len(spec.choices):
                 out.append("choices lists a value twice")
             if spec.multiline:

@@ -212,10 +212,10 @@ def sampler_estimate(values: Mapping[str, Any], upstream: Mapping[str, ValueEsti
 GUIDANCE_INPUTS = (
     Input("guidance_min_t", FLOAT, "Apply guidance only at timesteps t ≥ this (0 = clean, 999 = "
           "pure noise); below it the positive prediction alone.", default=0.0, min=0.0, max=1000.0,
-          step=10.0),
+          step=10.0, widget="range.start"),
     Input("guidance_max_t", FLOAT, "Apply guidance only at timesteps t ≤ this. E.g. 500 keeps the "
           "composition of unguided sampling (more variety) and guides the details.", default=1000.0,
-          min=0.0, max=1000.0, step=10.0),
+          min=0.0, max=1000.0, step=10.0, widget="range.end"),
     Input("guidance_rescale", FLOAT, "Rescale the guided prediction towards the positive one's "
           "spread (0: off; 0.7 suits zero-terminal-SNR models at high cfg).", default=0.0, min=0.0,
           max=1.0, step=0.05),
