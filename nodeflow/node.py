@@ -30,7 +30,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nodeflow.types import BOOL, FLOAT, INT, STRING, SocketType, TypeParam, TypeSpec, UnionType
+from nodeflow.types import (
+    BOOL,
+    FLOAT,
+    INT,
+    STRING,
+    SocketType,
+    TypeParam,
+    TypeSpec,
+    UnionType,
+    type_name,
+)
 
 if TYPE_CHECKING:
     from nodeflow.settings import Settings
@@ -535,17 +545,29 @@ def declaration_problems(cls: type[Node]) -> list[str]:
     return problems
 
 
+def _literals(t: Any) -> set[type | None]:
+    """The Python types of values a socket type carries as literals (None: a type without)."""
+    if isinstance(t, TypeParam):
+        return _literals(t.bound) if t.bound is not None else {None}
+    if isinstance(t, UnionType):
+        return {m.literal for m in t.types}
+    return {t.literal} if isinstance(t, SocketType) else {None}
+
+
 def _input_problems(spec: Input) -> list[str]:
     t = spec.type
     literal = t.literal if isinstance(t, SocketType) else None
-    numeric = literal in (int, float)
-    name = t.name if isinstance(t, SocketType) else type(t).__name__
+    literals = _literals(t)
+    numeric = literals <= {int, float}  # INT, FLOAT, their unions and bounded generics
+    whole = literals == {int}
+    text = literals == {str}
+    name = type_name(t) if isinstance(t, SocketType | UnionType | TypeParam) else repr(t)
     out: list[str] = []
-    if spec.multiline and literal is not str:
+    if spec.multiline and not text:
         out.append(f"multiline applies to STRING inputs, not {name}; remove it")
-    if spec.seed and literal is not int:
+    if spec.seed and not whole:
         out.append(f"seed applies to INT inputs, not {name}; remove it")
-    if spec.path_kind and literal is not str:
+    if spec.path_kind and not text:
         out.append(f"path_kind applies to STRING inputs (a file name), not {name}; remove it")
     if spec.hash_content and not spec.path_kind:
         out.append("hash_content applies to file inputs; add path_kind or remove hash_content")
@@ -561,7 +583,7 @@ def _input_problems(spec: Input) -> list[str]:
             continue
         if isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
             out.append(f"{key} must be a finite number, not {value!r}")
-        elif literal is int and not float(value).is_integer():
+        elif whole and not float(value).is_integer():
             out.append(f"{key} {value!r} is not a whole number, but the input is an INT")
     if numeric and not out:
         if spec.min is not None and spec.max is not None and spec.min > spec.max:
@@ -569,18 +591,19 @@ def _input_problems(spec: Input) -> list[str]:
         if spec.step is not None and spec.step <= 0:
             out.append(f"step must be above 0, not {_num(spec.step)}")
     if spec.choices is not None:
-        if literal is None:
+        if None in literals:
             out.append(f"choices need a type that takes values (INT, FLOAT, BOOL, STRING), not "
                        f"{name}; remove them")
         elif not spec.choices:
             out.append("choices is empty; list at least one value or remove it")
         else:
-            plain = spec.model_copy(update={"choices": None, "optional": False,
-                                            "link_only": False})
-            for choice in spec.choices:
-                why = check_literal(plain, choice)
-                if why:
-                    out.append(f"choice {choice!r}: {why}")
+            if literal is not None:  # a union's or a generic's choices are not typed here
+                plain = spec.model_copy(update={"choices": None, "optional": False,
+                                                "link_only": False})
+                for choice in spec.choices:
+                    why = check_literal(plain, choice)
+                    if why:
+                        out.append(f"choice {choice!r}: {why}")
             if len(set(map(repr, spec.choices))) != len(spec.choices):
                 out.append("choices lists a value twice")
             if spec.multiline:
