@@ -270,9 +270,9 @@ class ApplyControlNet(Node):
         Input("strength", FLOAT, "How strongly the ControlNet steers.", default=1.0, min=0.0,
               max=10.0, step=0.05),
         Input("start", FLOAT, "Fraction of the steps at which it starts acting.", default=0.0,
-              min=0.0, max=1.0, step=0.01),
+              min=0.0, max=1.0, step=0.01, widget="range.start"),
         Input("end", FLOAT, "Fraction of the steps at which it stops acting.", default=1.0,
-              min=0.0, max=1.0, step=0.01),
+              min=0.0, max=1.0, step=0.01, widget="range.end"),
     )
     outputs = (Output("conditioning", CONDITIONING, "The conditioning with the ControlNet attached."),)
 

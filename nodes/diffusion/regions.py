@@ -114,10 +114,14 @@ class ConditioningSetArea(Node):
     category = "diffusion/conditioning"
     inputs = (
         Input("conditioning", CONDITIONING, "The prompt to place."),
-        Input("width", INT, "Box width in pixels.", default=64, min=8, max=MAX_RESOLUTION, step=8),
-        Input("height", INT, "Box height in pixels.", default=64, min=8, max=MAX_RESOLUTION, step=8),
-        Input("x", INT, "Left edge of the box in pixels.", default=0, min=0, max=MAX_RESOLUTION, step=8),
-        Input("y", INT, "Top edge of the box in pixels.", default=0, min=0, max=MAX_RESOLUTION, step=8),
+        Input("width", INT, "Box width in pixels.", default=64, min=8, max=MAX_RESOLUTION, step=8,
+              widget="area.width"),
+        Input("height", INT, "Box height in pixels.", default=64, min=8, max=MAX_RESOLUTION, step=8,
+              widget="area.height"),
+        Input("x", INT, "Left edge of the box in pixels.", default=0, min=0, max=MAX_RESOLUTION, step=8,
+              widget="area.x"),
+        Input("y", INT, "Top edge of the box in pixels.", default=0, min=0, max=MAX_RESOLUTION, step=8,
+              widget="area.y"),
         Input("strength", FLOAT, "Weight of this prompt where it overlaps others.", default=1.0,
               min=0.0, max=10.0, step=0.01),
     )
@@ -138,13 +142,13 @@ class ConditioningSetAreaPercentage(Node):
     inputs = (
         Input("conditioning", CONDITIONING, "The prompt to place."),
         Input("width", FLOAT, "Box width, as a fraction of the picture's.", default=1.0, min=0.0,
-              max=1.0, step=0.01),
+              max=1.0, step=0.01, widget="area.width"),
         Input("height", FLOAT, "Box height, as a fraction of the picture's.", default=1.0, min=0.0,
-              max=1.0, step=0.01),
+              max=1.0, step=0.01, widget="area.height"),
         Input("x", FLOAT, "Left edge, as a fraction of the width.", default=0.0, min=0.0, max=1.0,
-              step=0.01),
+              step=0.01, widget="area.x"),
         Input("y", FLOAT, "Top edge, as a fraction of the height.", default=0.0, min=0.0, max=1.0,
-              step=0.01),
+              step=0.01, widget="area.y"),
         Input("strength", FLOAT, "Weight of this prompt where it overlaps others.", default=1.0,
               min=0.0, max=10.0, step=0.01),
     )
@@ -214,8 +218,9 @@ class ConditioningSetTimestepRange(Node):
     inputs = (
         Input("conditioning", CONDITIONING, "The prompt."),
         Input("start", FLOAT, "Fraction of the sampling at which it starts acting.", default=0.0,
-              min=0.0, max=1.0, step=0.001),
-        Input("end", FLOAT, "Fraction at which it stops.", default=1.0, min=0.0, max=1.0, step=0.001),
+              min=0.0, max=1.0, step=0.001, widget="range.start"),
+        Input("end", FLOAT, "Fraction at which it stops.", default=1.0, min=0.0, max=1.0, step=0.001,
+              widget="range.end"),
     )
     outputs = (Output("conditioning", CONDITIONING, "The prompt with its range."),)
 
