@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from nodeflow.errors import GraphFileError, GraphInvalid, NodeflowError
 from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
+from nodeflow.trust import is_foreign_picture_graph, restrict_for_source
 
 from . import commands as cmd
 from .autosave import AutosaveStore, Recovered
@@ -60,6 +61,9 @@ def demo_graph_path() -> Path | None:
     """
     path = Path(__file__).resolve().parent.parent / "graphs" / "demo.json"
     return path if path.is_file() else None
+
+
+ALLOW_FOLDER_HINT = "If you trust it, allow the folder with Run ▸ Allow a Folder…"
 
 
 def load_graph(path: Path, registry: NodeRegistry) -> Graph:
@@ -175,6 +179,7 @@ class MainWindow(QMainWindow):
             self.run_view = RunView(self, self.runner)
         else:
             self.runner.set_settings(doc.settings)
+        self.allow_folder_action.setEnabled(doc.settings.allowed_dirs is not None)
         doc.problemsChanged.connect(self._refresh_problems)
         doc.graphChanged.connect(self.notices.graph_changed)
         doc.pathChanged.connect(self._update_title)
@@ -293,6 +298,12 @@ class MainWindow(QMainWindow):
         run.addAction(self._action("Run on Se&rver…", self.run_on_server,
                                    tip="Run on a nodeflow server (nodeflow serve): enter its URL and token"))
         run.addAction(self._action("Run &Locally", self.run_locally, tip="Run on this computer again"))
+        run.addSeparator()
+        self.allow_folder_action = self._action(
+            "&Allow a Folder…", self.allow_folder_dialog,
+            tip="Let a graph taken from a picture read files in one more folder")
+        self.allow_folder_action.setEnabled(False)
+        run.addAction(self.allow_folder_action)
 
         tools = self.addToolBar("Main")
         tools.setObjectName("main-toolbar")
@@ -378,11 +389,41 @@ class MainWindow(QMainWindow):
             doc = self._new_document(graph, None, base_dir=path.resolve().parent)
         else:
             doc = self._new_document(graph, path.resolve())
+        from_picture = is_foreign_picture_graph(path)
+        if from_picture:
+            # A graph from a picture someone else made reads only files beside it and in the
+            # models folders, as `nodeflow run` does; Run ▸ Allow a Folder… widens that.
+            restrict_for_source(doc.settings, path)
+            doc.settings.allow_hint = ALLOW_FOLDER_HINT
+            doc.validate_now(full=True)
         self.set_document(doc)
+        if from_picture:
+            self.notices.post("picture-graph", f"This graph came from the picture {path.name}: it "
+                              "may read files only beside that picture and in the models folders. "
+                              "Use Run ▸ Allow a Folder… to let it read another folder.",
+                              level="hint")
         if not as_untitled:
             self.add_recent(path.resolve())
         self.status(f"Opened {path.name}: {len(graph.nodes)} nodes, {len(graph.links)} links")
         return True
+
+    def allow_folder_dialog(self) -> None:
+        if not self.interactive:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Allow the graph to read files in", str(self._start_dir()))
+        if folder:
+            self.allow_folder(Path(folder))
+
+    def allow_folder(self, folder: Path) -> None:
+        """Let the open graph, taken from a picture, read files inside ``folder`` too."""
+        doc = self.doc
+        if doc is None or doc.settings.allowed_dirs is None:
+            return
+        doc.settings.allowed_dirs = [*doc.settings.allowed_dirs, folder.expanduser().resolve()]
+        doc.validate_now(full=True)
+        if self.runner is not None:
+            self.runner.set_settings(doc.settings)
+        self.status(f"The graph may now read files in {folder}")
 
     def open_dropped(self, paths: list[str]) -> None:
         for p in paths:

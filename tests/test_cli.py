@@ -155,21 +155,26 @@ def test_output_option_runs_only_what_is_needed(picture_graph, tmp_path, capsys)
     assert main(["run", str(picture_graph), "--output", "nope"]) == 2
 
 
-def test_png_written_by_save_runs_its_embedded_graph(picture_graph, tmp_path, capsys):
+def test_png_written_by_save_runs_its_embedded_graph(picture_graph, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert main(["run", str(picture_graph), "--out", str(out), "-q"]) == 0
     png = out / "out_00001.png"
     embedded = Graph.load(png)
     assert set(embedded.nodes) == {"load", "small", "save"}
-    # The picture's graph runs from anywhere: its input path was made absolute. A graph from
-    # a picture reads files outside the picture's folder only where --allow-dir allows.
+    # The picture's graph runs from anywhere: its input path was made absolute, and this user
+    # ran that graph here, so its picture reads the same files its graph file did.
     other = tmp_path / "elsewhere"
     other.mkdir()
     os.chdir(other)
+    assert main(["run", str(png), "--out", str(other), "-q"]) == 0
+    assert (other / "out_00001.png").read_bytes() == png.read_bytes()
+    # Another user's copy of the same picture (no record of its graph) reads files outside the
+    # picture's folder only where --allow-dir allows.
+    monkeypatch.setenv("NODEFLOW_DATA_DIR", str(tmp_path / "another-user"))
     assert main(["run", str(png), "--out", str(other), "-q"]) == 2
     assert "--allow-dir" in capsys.readouterr().err
     assert main(["run", str(png), "--out", str(other), "-q", "--allow-dir", str(tmp_path)]) == 0
-    assert (other / "out_00001.png").read_bytes() == png.read_bytes()
+    assert (other / "out_00002.png").read_bytes() == png.read_bytes()
 
 
 def test_nodes_lists_and_exports_schemas(capsys):
