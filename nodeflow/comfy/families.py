@@ -6,7 +6,7 @@ nodeflow's are not (``diffusion.*`` against ``flow.*``). The family is read from
 1. nodes that tell it (*seeds*): a UNETLoader (nodeflow loads SD3/Flux diffusion models
    alone), a DualCLIPLoader/CLIPLoader by its ``type``, a TripleCLIPLoader (SD3), a checkpoint
    by its file's tensors when the file is in the models folders (else by an "sd3"/"flux" in its
-   name), and nodes nodeflow has only for flow models (ModelSamplingSD3/Flux, FluxGuidance, the
+   name), a ControlNet by its file when present, and nodes nodeflow has only for flow models (ModelSamplingSD3/Flux, FluxGuidance, the
    custom-sampler nodes, ControlNetApplySD3);
 2. nodes joined by a model, text encoder, conditioning, guider, sigmas or ControlNet link share
    a family (one connected group); a group with no seed is SD;
@@ -91,6 +91,23 @@ def _file_family(found: Path | None) -> str | None:
     return {"bundle": "sd3", "sd3": "sd3", "flux": "flux"}.get(kind, "sd")
 
 
+def _controlnet_family(found: Path | None) -> str | None:
+    """'sd3'/'flux' for an SD3/Flux ControlNet file or folder, 'sd' for an SD one, None if unknown."""
+    if found is None:
+        return None
+    from nodeflow.errors import ModelError
+    from nodeflow.nodes.flow.control import controlnet_family
+    from nodeflow.nodes.flow.control_files import controlnet_file_family
+
+    try:
+        family = controlnet_file_family(found) if found.is_file() else controlnet_family(found)
+    except ModelError as exc:
+        return "sd" if "diffusion.LoadControlNet" in (exc.hint or "") else None
+    except (OSError, ValueError):
+        return None
+    return family or ("sd" if (found / "config.json").is_file() else None)
+
+
 class FamilyReader:
     """Reads the families of one workflow (see the module's description)."""
 
@@ -126,6 +143,10 @@ class FamilyReader:
                                                 "without its checkpoint)"))
                 return _name_family(name) or "flow"
             return "flow"  # a file of another kind: the loader's check says which
+        if node.type == "ControlNetLoader":
+            name = values.get("control_net_name")
+            found = self.find("controlnet", str(name)) if isinstance(name, str) and name else None
+            return _controlnet_family(found)
         if node.type in ("DualCLIPLoader", "CLIPLoader"):
             kind = str(values.get("type"))
             return ENCODER_TYPES.get(kind, "sd" if kind in SD_ENCODER_TYPES else None)

@@ -53,9 +53,14 @@ def controlnet_family(folder: Path) -> str | None:
 
 
 def load_controlnet(path: Path, dtype: Any = None) -> FlowControlNet:
-    """An SD3ControlNetModel or FluxControlNetModel from a diffusers folder."""
+    """An SD3ControlNetModel or FluxControlNetModel from a diffusers folder or a single file."""
     from diffusers import FluxControlNetModel, SD3ControlNetModel
 
+    if path.is_file():
+        from nodeflow.nodes.flow.control_files import load_controlnet_file
+
+        net, kind = load_controlnet_file(path, dtype)
+        return FlowControlNet(net, kind, str(path))
     family = controlnet_family(path) if path.is_dir() else None
     if family is None:
         raise ModelError(f"{path} is not an SD3 or Flux ControlNet in diffusers' layout (a folder with "
@@ -70,19 +75,29 @@ def load_controlnet(path: Path, dtype: Any = None) -> FlowControlNet:
 
 
 class LoadControlNet(Node):
-    """Load an SD3 or Flux ControlNet (a diffusers folder)."""
+    """Load an SD3 or Flux ControlNet: a diffusers folder, or a single .safetensors file in
+    diffusers' layout (its configuration read from its tensors)."""
 
     id = "flow.LoadControlNet"
     category = "flow/loaders"
-    inputs = (Input("path", STRING, "The ControlNet: a folder in the models folder's controlnet/ or an "
-                    "absolute path.", path_kind="controlnet"),)
+    inputs = (Input("path", STRING, "The ControlNet: a folder or .safetensors file in the models folder's "
+                    "controlnet/, or an absolute path.", path_kind="controlnet"),)
     outputs = (Output("controlnet", FLOW_CONTROL_NET, "The ControlNet."),)
 
     @classmethod
     def check(cls, values: Mapping[str, Any], settings: Settings) -> Iterable[tuple[str | None, str]]:
         problems, found = checked_model_path(values, settings, "path", "controlnet", "ControlNet")
         yield from problems
-        if found is not None and not problems and (not found.is_dir() or controlnet_family(found) is None):
+        if found is None or problems:
+            return
+        if found.is_file():
+            from nodeflow.nodes.flow.control_files import controlnet_file_family
+
+            try:
+                controlnet_file_family(found)
+            except ModelError as exc:
+                yield "path", exc.message + (f" {exc.hint}" if exc.hint else "")
+        elif controlnet_family(found) is None:
             yield "path", (f"{found} is not an SD3 or Flux ControlNet folder (config.json naming "
                            "SD3ControlNetModel or FluxControlNetModel)")
 
@@ -93,7 +108,7 @@ class LoadControlNet(Node):
 
         name = values.get("path")
         found = ctx.settings.resolve_path("controlnet", name) if isinstance(name, str) and name else None
-        if found is None or not found.is_dir():
+        if found is None:
             return None
         try:
             size = estimate_file_bytes(found, ctx.dtype("controlnet"))

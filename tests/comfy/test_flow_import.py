@@ -264,3 +264,32 @@ def test_comfyui_sigmas_follow_its_formulas() -> None:
     plain = FlowModel(None, "flux", Shift(dynamic=True), {})
     assert abs(float(comfy_sigmas(plain, "simple", "euler", 4, 1.0)[1]) -
                math.exp(1.15) / (math.exp(1.15) + 1 / 0.75 - 1)) < 1e-6
+
+
+@pytest.mark.parametrize("apply", ["ControlNetApplySD3", "ControlNetApplyAdvanced"])
+def test_controlnet_nodes_map_onto_the_flow_controlnet(registry: Any, tmp_path: Path, apply: str) -> None:
+    doc = json.loads((FIXTURES / "sd3_api.json").read_text())
+    doc["20"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "sd3\\canny.safetensors"}}
+    doc["21"] = {"class_type": "LoadImage", "inputs": {"image": "edges.png", "upload": "image"}}
+    doc["22"] = {"class_type": apply, "inputs": {
+        "strength": 0.8, "start_percent": 0.1, "end_percent": 0.9, "positive": ["6", 0], "negative": ["67", 0],
+        "control_net": ["20", 0], "vae": ["10", 0], "image": ["21", 0]}}
+    doc["3"]["inputs"]["positive"] = ["22", 0]
+    doc["3"]["inputs"]["negative"] = ["22", 1]
+    path = tmp_path / "controlnet.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry)
+    assert result is not None and not result.problems, [str(p) for p in result.problems]
+    graph = result.graph
+    assert graph.nodes["ControlNetLoader_20"].type == "flow.LoadControlNet"
+    assert graph.nodes["ControlNetLoader_20"].inputs == {"path": "sd3/canny.safetensors"}
+    node = graph.nodes[f"{apply}_22"]
+    assert (node.type, node.inputs) == ("flow.ApplyControlNet", {"strength": 0.8, "start": 0.1, "end": 0.9})
+    links = {(f"{link.src}.{link.src_socket}", f"{link.dst}.{link.dst_socket}") for link in graph.links}
+    for src, dst in (("CLIPTextEncode_6.conditioning", f"{apply}_22.conditioning"),
+                     ("VAELoader_10.vae", f"{apply}_22.vae"), ("LoadImage_21.image", f"{apply}_22.image"),
+                     ("ControlNetLoader_20.controlnet", f"{apply}_22.controlnet"),
+                     (f"{apply}_22.conditioning", "KSampler_3.positive"),
+                     # the negative passes through: the sampler applies the positive's ControlNet to both
+                     ("ConditioningZeroOut_67.conditioning", "KSampler_3.negative")):
+        assert (src, dst) in links, (src, dst, sorted(links))
