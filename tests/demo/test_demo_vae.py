@@ -64,28 +64,3 @@ def test_a_shape_painted_out_in_latent_space_decodes_to_plain_background():
     # and a picture that is plain background all over decodes to it too
     flat = np.abs(_decode(vae, _latents(vae, plain)) - plain.astype(np.int16)).mean()
     assert flat < 4, flat
-
-
-def test_decoder_fine_tune_with_splices_keeps_the_encoder_and_saves_a_loadable_vae(tmp_path, capsys):
-    import torch
-
-    from training import train_vae
-
-    torch.manual_seed(0)
-    start = tmp_path / "start"
-    train_vae.make_vae().save_pretrained(start, safe_serialization=True)
-    train_vae.main(["--init", str(start), "--decoder-only", "--empty", "0.2", "--splice", "0.5",
-                    "--steps", "3", "--batch", "4", "--out", str(tmp_path / "out"), "--threads", "1"])
-    before, after = _vae(start), _vae(tmp_path / "out" / "vae")
-    enc_b, enc_a = before.encoder.state_dict(), after.encoder.state_dict()
-    assert all(torch.equal(enc_b[k], enc_a[k]) for k in enc_b)
-    dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
-    assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)
-    assert "done: 3 steps" in capsys.readouterr().out
-
-
-def test_splice_needs_decoder_only(tmp_path):
-    from training import train_vae
-
-    with pytest.raises(SystemExit, match="--splice needs --decoder-only"):
-        train_vae.main(["--splice", "0.5", "--steps", "1", "--out", str(tmp_path)])
