@@ -25,6 +25,7 @@ from nodeflow.comfy.mapping import (
     FAMILY,
     FLOW_MAPS,
     FOLDED_WIDGETS,
+    PART_OUTPUT,
     PASS_INPUT,
     ConvertContext,
     NodeMap,
@@ -160,7 +161,8 @@ class WorkflowConverter:
             if node.type == "VAELoader":
                 self.named[node.id][FAMILY] = self.families.vae.get(node.id, "sd")
         for node in wf.nodes.values():
-            if node.type == "SamplerCustomAdvanced" and node.mode not in (MODE_MUTED, MODE_BYPASS):
+            if node.type in ("SamplerCustomAdvanced", "SamplerCustom") and node.mode not in (MODE_MUTED,
+                                                                                             MODE_BYPASS):
                 self._fold_custom_sampler(node)
         unsupported: list[ComfyNode] = []
         placed: dict[str, NodeMap] = {}
@@ -215,11 +217,18 @@ class WorkflowConverter:
     # --- ComfyUI's custom sampler: noise, guider, sampler and sigmas as one flow.Sample ---------
     def _fold_custom_sampler(self, node: ComfyNode) -> None:
         """Read SamplerCustomAdvanced's RandomNoise, KSamplerSelect, BasicScheduler and
-        BasicGuider/CFGGuider into the sampler's own links and widgets (they become one node)."""
+        BasicGuider/CFGGuider (SamplerCustom's KSamplerSelect and BasicScheduler) into the sampler's
+        own links and widgets: they become one node."""
         parts: dict[str, ComfyNode] = {}
-        wanted = {"noise": ("RandomNoise",), "guider": ("BasicGuider", "CFGGuider"),
-                  "sampler": ("KSamplerSelect",), "sigmas": ("BasicScheduler",)}
+        advanced = node.type == "SamplerCustomAdvanced"
+        wanted: dict[str, tuple[str, ...]] = {"sampler": ("KSamplerSelect",), "sigmas": ("BasicScheduler",)}
+        if advanced:
+            wanted = {"noise": ("RandomNoise",), "guider": ("BasicGuider", "CFGGuider"), **wanted}
         ok = True
+        if not advanced and self.named[node.id].get("add_noise") is False:
+            self.problem("comfy_value", "add_noise is off: nodeflow's sampler always starts from the seed's "
+                         "noise", node, "add_noise")
+            ok = False
         for name, types in wanted.items():
             link = node.links.get(name)
             src = self.source(link) if link is not None else None
@@ -241,7 +250,12 @@ class WorkflowConverter:
                     self.problem("comfy_link", f"widget '{widget}' is fed by a link; nodeflow can only take "
                                  "a fixed value here. Set the value in ComfyUI", part, widget)
                     ok = False
-        guider, scheduler = parts["guider"], parts["sigmas"]
+        for widget in ("noise_seed", "cfg") if not advanced else ():
+            if widget in node.links:
+                self.problem("comfy_link", f"widget '{widget}' is fed by a link; nodeflow can only take a "
+                             "fixed value here. Set the value in ComfyUI", node, widget)
+                ok = False
+        guider, scheduler = parts.get("guider", node), parts["sigmas"]
         model, schedule_model = guider.links.get("model"), scheduler.links.get("model")
         if model is not None and schedule_model is not None and self.source(model) != self.source(schedule_model):
             self.problem("comfy_link", f"the sigmas come from a BasicScheduler on another model than "
@@ -259,13 +273,14 @@ class WorkflowConverter:
             if name in part.links:
                 links[target] = part.links[name]
         node.links = links
-        named[node.id] = {"seed": named[parts["noise"].id].get("noise_seed"),
+        seed_from = parts.get("noise", node)
+        named[node.id] = {"seed": named[seed_from.id].get("noise_seed"),
                           "sampler_name": named[parts["sampler"].id].get("sampler_name"),
                           "cfg": named[guider.id].get("cfg", 1.0),
                           **{k: named[scheduler.id].get(k) for k in ("scheduler", "steps", "denoise")}}
         named[node.id] = {k: v for k, v in named[node.id].items() if v is not None}
         self.folded.update(p.id for p in parts.values())
-        for widget, (part, name) in {"seed": (parts["noise"], "noise_seed"), "cfg": (guider, "cfg"),
+        for widget, (part, name) in {"seed": (seed_from, "noise_seed"), "cfg": (guider, "cfg"),
                                      "sampler_name": (parts["sampler"], "sampler_name"),
                                      **{k: (scheduler, k) for k in ("scheduler", "steps", "denoise")}}.items():
             self.origins[(node.id, widget)] = (part, name)
@@ -326,6 +341,11 @@ class WorkflowConverter:
 
     def _add_node(self, graph: Graph, node: ComfyNode, nmap: NodeMap) -> None:
         named = self.named[node.id]
+        if node.type == "CLIPTextEncodeFlux" and named.get("clip_l") != named.get("t5xxl") \
+                and "clip_l" not in node.links and "t5xxl" not in node.links:
+            self.problem("comfy_value", "nodeflow's Flux text encoder reads one prompt for CLIP-L and T5, "
+                         "and this node gives two different ones. Put the same text in clip_l and t5xxl "
+                         "(or use CLIPTextEncode)", node, "clip_l")
         if node.type == "CLIPTextEncode":
             skip = self.clip_skip(node)
             if skip:
@@ -398,6 +418,10 @@ class WorkflowConverter:
                                      "only take a fixed value here. Set the value in ComfyUI", node, widget.name)
             for target, comfy_input in wanted.items():
                 link: tuple[str, int] | None
+                if comfy_input.startswith(PART_OUTPUT):  # from another part of the same ComfyUI node
+                    other, socket = comfy_input[len(PART_OUTPUT):].split(".", 1)
+                    graph.connect(f"{self._part_id(node, other)}.{socket}", f"{dst}.{target}")
+                    continue
                 if comfy_input == CLIP_OF_MODEL:
                     src = self._clip_beside_model(node, placed)
                     if src is None:

@@ -35,8 +35,8 @@ FAMILY_INPUTS = frozenset({"model", "clip", "positive", "negative", "conditionin
 
 FLOW_ONLY: dict[str, str] = {
     "UNETLoader": "flow", "TripleCLIPLoader": "sd3", "ModelSamplingSD3": "flow", "ModelSamplingFlux": "flux",
-    "FluxGuidance": "flow", "BasicGuider": "flow", "CFGGuider": "flow", "BasicScheduler": "flow",
-    "SamplerCustomAdvanced": "flow", "ControlNetApplySD3": "flow",
+    "FluxGuidance": "flow", "CLIPTextEncodeFlux": "flux", "BasicGuider": "flow", "CFGGuider": "flow", "BasicScheduler": "flow",
+    "SamplerCustomAdvanced": "flow", "SamplerCustom": "flow", "ControlNetApplySD3": "flow",
 }
 """ComfyUI node types nodeflow runs only on SD3/Flux models, and the family they say."""
 

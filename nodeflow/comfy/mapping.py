@@ -27,6 +27,9 @@ CLIP_OF_MODEL = "@clip_of_model"
 FAMILY = "@family"
 """A widget name the converter fills with the model family it read from the graph (see ``families``)."""
 
+PART_OUTPUT = "@part:"
+"""A link source that is another part of the same ComfyUI node: ``@part:NAME.SOCKET``."""
+
 PASS_INPUT = "@input"
 """An output part that is no nodeflow node: the output passes the ComfyUI input it names through."""
 
@@ -368,6 +371,11 @@ FLOW_MAPS: dict[str, NodeMap] = {m.comfy: m for m in (
         outputs=("model",), models={"lora_name": "loras"}),
     one("CLIPTextEncode", "flow.TextEncode", ("text",), links={"clip": "clip"}, values={"text": w("text")},
         outputs=("conditioning",)),
+    # One prompt for CLIP-L and T5 (the converter checks the two texts agree), then its guidance.
+    NodeMap("CLIPTextEncodeFlux", ("clip_l", "t5xxl", "guidance"), {
+        "": Part("flow.TextEncode", {"clip": "clip"}, {"text": w("t5xxl")}),
+        "guidance": Part("flow.FluxGuidance", {"conditioning": f"{PART_OUTPUT}.conditioning"},
+                         {"guidance": w("guidance")})}, (("guidance", "conditioning"),)),
     one("FluxGuidance", "flow.FluxGuidance", ("guidance",), links={"conditioning": "conditioning"},
         values={"guidance": w("guidance")}, outputs=("conditioning",)),
     one("ConditioningZeroOut", "flow.ZeroOut", links={"conditioning": "conditioning"}, outputs=("conditioning",)),
@@ -382,6 +390,10 @@ FLOW_MAPS: dict[str, NodeMap] = {m.comfy: m for m in (
     # RandomNoise, KSamplerSelect, BasicScheduler and BasicGuider/CFGGuider are folded into the
     # sampler by the converter (see ``custom_sampler``): their widgets arrive under these names.
     NodeMap("SamplerCustomAdvanced", (), {"": Part(
+        "flow.Sample", {"model": "model", "positive": "positive", "negative": "negative",
+                        "latent": "latent_image"}, _FLOW_SAMPLE, _COMFY_SEMANTICS)},
+        (("", "latent"), ("", "latent"))),
+    NodeMap("SamplerCustom", ("add_noise", "noise_seed", SEED_CONTROL, "cfg"), {"": Part(
         "flow.Sample", {"model": "model", "positive": "positive", "negative": "negative",
                         "latent": "latent_image"}, _FLOW_SAMPLE, _COMFY_SEMANTICS)},
         (("", "latent"), ("", "latent"))),

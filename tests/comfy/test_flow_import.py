@@ -293,3 +293,81 @@ def test_controlnet_nodes_map_onto_the_flow_controlnet(registry: Any, tmp_path: 
                      # the negative passes through: the sampler applies the positive's ControlNet to both
                      ("ConditioningZeroOut_67.conditioning", "KSampler_3.negative")):
         assert (src, dst) in links, (src, dst, sorted(links))
+
+
+def test_sampler_custom_and_clip_text_encode_flux(registry: Any, tmp_path: Path) -> None:
+    doc = _flux_api()
+    doc["6"] = {"class_type": "CLIPTextEncodeFlux", "inputs": {"clip_l": PROMPT, "t5xxl": PROMPT, "guidance": 4.0,
+                                                               "clip": ["11", 0]}}
+    doc["26"]["inputs"]["conditioning"] = ["6", 0]
+    doc["13"] = {"class_type": "SamplerCustom", "inputs": {
+        "add_noise": True, "noise_seed": 11, "cfg": 1.0, "model": ["30", 0], "positive": ["26", 0],
+        "negative": ["26", 0], "sampler": ["16", 0], "sigmas": ["17", 0], "latent_image": ["27", 0]}}
+    del doc["25"], doc["22"]
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry)
+    assert result is not None and not result.problems, [str(p) for p in result.problems]
+    graph = result.graph
+    assert graph.nodes["SamplerCustom_13"].inputs == {"seed": 11, "steps": 4, "cfg": 1.0, "sampler": "euler",
+                                                       "scheduler": "simple", "denoise": 1.0,
+                                                       "semantics": "comfyui"}
+    assert types_of(graph)["CLIPTextEncodeFlux_6"] == "flow.TextEncode"
+    assert graph.nodes["CLIPTextEncodeFlux_6_guidance"].inputs == {"guidance": 4.0}
+    links = {(f"{link.src}.{link.src_socket}", f"{link.dst}.{link.dst_socket}") for link in graph.links}
+    assert ("CLIPTextEncodeFlux_6.conditioning", "CLIPTextEncodeFlux_6_guidance.conditioning") in links
+    assert ("CLIPTextEncodeFlux_6_guidance.conditioning", "FluxGuidance_26.conditioning") in links
+    # two different prompts cannot be one: a problem where the user types them
+    doc["6"]["inputs"]["clip_l"] = "something else"
+    doc["13"]["inputs"]["add_noise"] = False
+    problems = {(p.location.node, p.location.socket) for p in problems_of(registry, tmp_path, doc)}
+    assert {("6", "clip_l"), ("13", "add_noise")} <= problems
+
+
+def test_lora_and_fp8_fast_on_flux(registry: Any, tmp_path: Path) -> None:
+    doc = _flux_api()
+    doc["12"]["inputs"]["weight_dtype"] = "fp8_e4m3fn_fast"
+    doc["40"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"lora_name": "flux\\style.safetensors",
+                                                                 "strength_model": 0.7, "model": ["12", 0]}}
+    doc["30"]["inputs"]["model"] = ["40", 0]
+    path = tmp_path / "lora.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry)
+    assert result is not None and not result.problems, [str(p) for p in result.problems]
+    graph = result.graph
+    assert (graph.nodes["LoraLoaderModelOnly_40"].type, graph.nodes["LoraLoaderModelOnly_40"].inputs) == \
+        ("flow.LoadLoRA", {"path": "flux/style.safetensors", "strength_model": 0.7})
+    assert graph.nodes["UNETLoader_12"].inputs["weight_dtype"] == "fp8_e4m3fn"
+
+
+def test_an_sd35_single_file_checkpoint_is_read_from_its_tensors(registry: Any, tmp_path: Path) -> None:
+    """A checkpoint whose name says nothing becomes flow.LoadCheckpoint because its file is an SD3.5
+    bundle; the same workflow without the file stays SD's."""
+    from nodeflow.settings import Settings
+
+    doc = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    doc["4"]["inputs"]["ckpt_name"] = "mystery.safetensors"
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(doc))
+    assert import_workflow(path, registry).graph.nodes["CheckpointLoaderSimple_4"].type == "diffusion.LoadCheckpoint"
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    tiny.save_sd3_bundle(tmp_path / "models" / "checkpoints" / "mystery.safetensors", tiny.sd3_components())
+    result = import_workflow(path, registry, Settings(models_dirs=[tmp_path / "models"]))
+    assert result is not None
+    graph = result.graph
+    assert graph.nodes["CheckpointLoaderSimple_4"].type == "flow.LoadCheckpoint"
+    assert graph.nodes["KSampler_3"].type == "flow.Sample"
+    assert graph.nodes["CLIPTextEncode_6"].type == "flow.TextEncode"
+    assert result.assumptions == []
+
+
+def test_nodeflow_import_prints_what_it_assumed(registry: Any, tmp_path: Path) -> None:
+    import io
+
+    from nodeflow.comfy.command import run_import
+
+    err = io.StringIO()
+    assert run_import(str(FIXTURES / "flux_api.json"), str(tmp_path / "flux.json"), False, registry, err) == 0
+    assert "note:" in err.getvalue() and "UNETLoader" in err.getvalue()
+    saved = json.loads((tmp_path / "flux.json").read_text())
+    assert saved["meta"]["comfyui"]["assumptions"]
