@@ -7,6 +7,7 @@ and saving round-trips a file byte for byte (stable order, 2-space indent).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import os
@@ -361,7 +362,9 @@ def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph |
     except ValueError as exc:
         # Python refuses to convert integers of more than 4300 digits (a denial-of-service guard).
         return None, [Problem("json", f"malformed JSON: {json_value_error(exc)}", Location(file=fname))]
-    graph, problems = parse_graph_data(data, fname)
+    graph, problems, paths = _read_document(data, fname)
+    if problems and isinstance(data, dict) and data.get("version") == VERSION:  # not migrated
+        problems = _with_lines(text, problems, paths)
     return graph, duplicates + problems
 
 
@@ -395,40 +398,54 @@ def json_value_error(exc: ValueError) -> str:
 def parse_graph_data(data: Any, file: str | None = None) -> tuple[Graph | None, list[Problem]]:
     """Check a graph document against the file format's declaration (`nodeflow.graph_format`)
     and build its graph: the graph (minus broken parts) and every problem, each located."""
-    problems: list[Problem] = []
+    graph, problems, _paths = _read_document(data, file)
+    return graph, problems
 
-    def problem(code: str, message: str, node: str | None = None, socket: str | None = None) -> None:
+
+Path_ = tuple[str | int, ...]
+"""Where a problem is inside the document: keys and list indexes from the top."""
+
+
+def _read_document(data: Any, file: str | None) -> tuple[Graph | None, list[Problem], list[Path_]]:
+    """`parse_graph_data`, and the place in the document of each problem."""
+    problems: list[Problem] = []
+    paths: list[Path_] = []
+
+    def problem(code: str, message: str, node: str | None = None, socket: str | None = None,
+                at: Path_ = ()) -> None:
         problems.append(Problem(code, message, Location(file=file, node=node, socket=socket)))
+        paths.append(at)
 
     if not isinstance(data, dict):
         problem("format", f"a graph file holds a JSON object, not {_kind(data)}")
-        return None, problems
+        return None, problems, paths
     if data.get("format") != FORMAT:
         problem("format", f"'format' must be \"{FORMAT}\" (got {_short(data.get('format'))}); "
-                "this is not a nodeflow graph file")
-        return None, problems
+                "this is not a nodeflow graph file", at=("format",) if "format" in data else ())
+        return None, problems, paths
     version = data.get("version")
     if isinstance(version, float) and version.is_integer():
         version = int(version)  # JSON has one kind of number: 1.0 is the integer 1
         data = {**data, "version": version}
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        problem("version", f"'version' must be a whole number from 1 (got {_short(version)})")
-        return None, problems
+        problem("version", f"'version' must be a whole number from 1 (got {_short(version)})",
+                at=("version",) if "version" in data else ())
+        return None, problems, paths
     if version > VERSION:
         problem("version", f"the file has format version {version}, newer than this nodeflow "
-                f"reads ({VERSION}); update nodeflow to open it")
-        return None, problems
+                f"reads ({VERSION}); update nodeflow to open it", at=("version",))
+        return None, problems, paths
     try:
         data = migrate(data)
     except Exception as exc:  # noqa: BLE001 - a migration bug must still be a located problem
         problem("version", f"could not migrate the file from version {version}: {exc}")
-        return None, problems
+        return None, problems, paths
 
     doc, errors = check_document(data)
     if doc is not None:  # the usual case: the declaration's validator checked everything
-        return _graph_from_valid(doc, file), problems
+        return _graph_from_valid(doc, file), problems, paths
     broken = _word_errors(data, errors, problem)
-    return _graph_from(data, file, broken), problems
+    return _graph_from(data, file, broken), problems, paths
 
 
 def _graph_from_valid(doc: GraphDocument, file: str | None) -> Graph:
@@ -495,19 +512,23 @@ def _word_errors(data: dict[str, Any], errors: list[ErrorDetails],
             continue  # checked before migrating, against the current VERSION
         if len(loc) == 1:
             if kind == "extra_forbidden":
-                problem("format", f"unknown top-level key '{part}' (allowed: {', '.join(TOP_KEYS)})")
+                problem("format", f"unknown top-level key '{part}' (allowed: {', '.join(TOP_KEYS)})",
+                        at=(part,))
                 continue
             broken.parts.add(part)
             value = data.get(part)
+            at: Path_ = (part,) if part in data else ()
             if part == "nodes" and kind == "missing":
                 problem("format", "the file has no 'nodes': add \"nodes\": {}, an object mapping "
                         "node ids to nodes")
             elif part == "nodes":
-                problem("format", f"'nodes' must be an object mapping node ids to nodes, not {_kind(value)}")
+                problem("format", f"'nodes' must be an object mapping node ids to nodes, not {_kind(value)}",
+                        at=at)
             elif part == "links":
-                problem("format", f"'links' must be a list of {{\"from\": ..., \"to\": ...}}, not {_kind(value)}")
+                problem("format", f"'links' must be a list of {{\"from\": ..., \"to\": ...}}, not {_kind(value)}",
+                        at=at)
             else:
-                problem("format", f"'{part}' must be an object, not {_kind(value)}")
+                problem("format", f"'{part}' must be an object, not {_kind(value)}", at=at)
         elif part == "nodes":
             _word_node_error(data["nodes"], str(loc[1]), loc[2:], kind, bad_ids, broken, problem)
         elif part == "links" and int(loc[1]) not in broken.links:
@@ -517,55 +538,116 @@ def _word_errors(data: dict[str, Any], errors: list[ErrorDetails],
             if not isinstance(entry, dict) or set(entry) != {"from", "to"} \
                     or not isinstance(entry["from"], str) or not isinstance(entry["to"], str):
                 problem("link", f"link #{i + 1} must be {{\"from\": \"node.output\", "
-                        f"\"to\": \"node.input\"}}, got {_short(entry)}")
+                        f"\"to\": \"node.input\"}}, got {_short(entry)}", at=("links", i))
                 continue
             bad = next((ref for ref in (entry["from"], entry["to"]) if not _REF.match(ref)), entry["from"])
-            problem("link", f"link #{i + 1}: {bad!r} is not of the form node.socket")
+            problem("link", f"link #{i + 1}: {bad!r} is not of the form node.socket", at=("links", i))
         elif part != "links":
-            problem("format", f"{'.'.join(str(p) for p in loc)}: {e['msg']}")
+            problem("format", f"{'.'.join(str(p) for p in loc)}: {e['msg']}", at=tuple(loc))
     return broken
 
 
 def _word_node_error(nodes: dict[str, Any], node_id: str, where: tuple[Any, ...], kind: str,
                      bad_ids: set[str], broken: _Broken, problem: Callable[..., None]) -> None:
     """One declaration error inside node ``node_id``, worded and located on that node."""
+    at: Path_ = ("nodes", node_id)
     if node_id in bad_ids:
         if where == ("[key]",):
             broken.nodes.add(node_id)
             problem("node_id", f"bad node id {node_id!r}: use only letters, digits, '_' and '-'",
-                    node=node_id)
+                    node=node_id, at=at)
         return  # the rest of a node whose id is unusable is not worth reporting
     entry = nodes[node_id]
     if not where:
         broken.nodes.add(node_id)
         problem("format", f"a node must be an object with 'type' and 'inputs', not {_kind(entry)}",
-                node=node_id)
+                node=node_id, at=at)
     elif where[0] == "type":
         broken.nodes.add(node_id)
         type_id = entry.get("type")
         if not isinstance(type_id, str) or not type_id:
             problem("format", "the node has no 'type' (a node type id such as \"image.Load\")",
-                    node=node_id)
+                    node=node_id, at=(*at, "type") if "type" in entry else at)
         else:
             problem("unknown_type", f"unknown node type {_short(type_id)}: a node type id has the "
-                    "form 'pack.Name', such as \"image.Load\"", node=node_id)
+                    "form 'pack.Name', such as \"image.Load\"", node=node_id, at=(*at, "type"))
     elif where[0] == "version" and len(where) == 1:
         broken.versions.add(node_id)
         problem("format", f"'version' of a node must be a string like \"1.0.0\", "
-                f"not {_short(entry['version'])}", node=node_id)
+                f"not {_short(entry['version'])}", node=node_id, at=(*at, "version"))
     elif where[0] == "inputs" and len(where) == 1:
         broken.inputs.add(node_id)
         problem("format", f"'inputs' must be an object of literal values, not {_kind(entry['inputs'])}",
-                node=node_id)
+                node=node_id, at=(*at, "inputs"))
     elif where[0] == "inputs" and (node_id, where[1]) not in broken.values:
         name = where[1]
         broken.values.add((node_id, name))  # one problem per input, not one per allowed kind
         problem("format", f"the input holds {_kind(entry['inputs'][name])}; an input in the file "
                 "holds one value (text, a number, true/false or null), and values of other nodes "
-                "come through 'links'", node=node_id, socket=name)
+                "come through 'links'", node=node_id, socket=name, at=(*at, "inputs", name))
     elif kind == "extra_forbidden" and len(where) == 1:
         problem("format", f"unknown key '{where[0]}' in the node (allowed: {', '.join(NODE_KEYS)})",
-                node=node_id)
+                node=node_id, at=(*at, where[0]))
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _after_space(text: str, pos: int) -> int:
+    match = _SPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+def _with_lines(text: str, problems: list[Problem], paths: list[Path_]) -> list[Problem]:
+    """``problems`` with the line and column in ``text`` where each one's place starts."""
+    try:
+        found = _places_in_text(text, {at for at in paths if at})
+    except Exception:  # noqa: BLE001 - a problem without a line is still a located problem
+        return problems
+    out = []
+    for p, at in zip(problems, paths, strict=True):
+        where = found.get(at)
+        if where is not None:
+            p = dataclasses.replace(p, location=dataclasses.replace(p.location, line=where[0],
+                                                                   column=where[1]))
+        out.append(p)
+    return out
+
+
+def _places_in_text(text: str, wanted: set[Path_]) -> dict[Path_, tuple[int, int]]:
+    """Line and column (from 1) where each wanted member's key, or list item, starts in the
+    JSON ``text``. One pass that walks only down the wanted paths (the first of duplicate
+    keys counts) and lets the JSON decoder step over everything else."""
+    prefixes = {at[:i] for at in wanted for i in range(1, len(at))}
+    decoder = json.JSONDecoder()
+    found: dict[Path_, int] = {}
+
+    def value_at(pos: int, prefix: Path_) -> int:
+        """Walk the value starting at ``pos``; return where it ends."""
+        opening = text[pos]
+        if (prefix and prefix not in prefixes) or opening not in "{[":
+            return decoder.raw_decode(text, pos)[1]
+        closing = "}" if opening == "{" else "]"
+        pos = _after_space(text, pos + 1)
+        i = 0
+        while text[pos] != closing:
+            start = pos
+            if opening == "{":
+                key, pos = decoder.raw_decode(text, pos)
+                pos = _after_space(text, _after_space(text, pos) + 1)  # past the ':'
+                at: Path_ = (*prefix, key)
+            else:
+                at = (*prefix, i)
+            if at in wanted:
+                found.setdefault(at, start)
+            pos = _after_space(text, value_at(pos, at))
+            if text[pos] == ",":
+                pos = _after_space(text, pos + 1)
+            i += 1
+        return pos + 1
+
+    value_at(_after_space(text, 0), ())
+    return {at: (text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)) for at, pos in found.items()}
 
 
 def migrate(data: dict[str, Any]) -> dict[str, Any]:

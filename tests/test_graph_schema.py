@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from nodeflow.cli import main
 from nodeflow.errors import GraphInvalid
-from nodeflow.graph import Graph, parse_graph_text
+from nodeflow.graph import Graph, parse_graph_data, parse_graph_text
 from nodeflow.schema import graph_json_schema
 
 from .conftest import REPO
@@ -159,7 +159,7 @@ def mutated_documents(draw: Any) -> Any:
 # --- the two judges ------------------------------------------------------------------------
 def judge(doc: Any) -> None:
     """The reader accepts ``doc`` exactly when the schema does, and says why it refuses it."""
-    text = json.dumps(doc)
+    text = json.dumps(doc, indent=1)
     graph, problems = parse_graph_text(text, "fuzz.json")
     schema_errors = list(VALIDATOR.iter_errors(doc))
     reader_accepts = graph is not None and not problems
@@ -174,8 +174,11 @@ def judge(doc: Any) -> None:
         return
     with pytest.raises(GraphInvalid):  # a nodeflow error, printed without a traceback
         Graph.loads(text, "fuzz.json")
+    lines = text.split("\n")
     for p in problems:
         assert p.message and p.location.file == "fuzz.json" and str(p).startswith("fuzz.json")
+        if p.location.line is not None and p.code != "link":  # links are list items: any value
+            assert lines[p.location.line - 1][p.location.column - 1] == '"', str(p)  # at the key
     # A problem inside one node is reported on that node.
     inside = {tuple(e.absolute_path)[:2] for e in schema_errors}
     if all(len(path) == 2 and path[0] == "nodes" for path in inside):
@@ -197,7 +200,7 @@ def test_mutated_documents_are_judged_alike(doc):
 
 # --- what a user reads ---------------------------------------------------------------------
 def problems_of(doc: Any) -> list[str]:
-    graph, problems = parse_graph_text(json.dumps(doc), "g.json")
+    graph, problems = parse_graph_data(doc, "g.json")  # a document without text: no lines
     return [str(p) for p in problems]
 
 
@@ -226,6 +229,24 @@ def test_refusals_name_what_is_wrong_and_where():
         "g.json: link #2 must be {\"from\": \"node.output\", \"to\": \"node.input\"}, "
         "got {\"from\": \"a.image\"}",
         "g.json: unknown top-level key 'extras' (allowed: format, version, nodes, links, editor, meta)",
+    ]
+
+
+def test_problems_in_a_file_name_its_line_and_column():
+    text = """{
+  "format": "nodeflow.graph", "version": 1,
+  "nodes": {
+    "crop": {"type": "image.Crop",
+             "inputs": {"x": 0, "width": [64, 64]}},
+    "c d": {"type": "image.Load"}
+  },
+  "links": [{"from": "crop.image", "to": "c d.image"}]
+}
+"""
+    assert [str(p).split(": ")[0] for p in parse_graph_text(text, "g.json")[1]] == [
+        "g.json:5:33, node 'crop', socket 'width'",
+        "g.json:6:5, node 'c d'",
+        "g.json:8:13",
     ]
 
 
@@ -258,8 +279,9 @@ def test_literal_types_survive_the_check():
 
 def test_validate_command_reports_a_list_input_without_a_traceback(tmp_path, capsys):
     path = tmp_path / "g.json"
-    path.write_text(json.dumps({**HEAD, "nodes": {"v": {"type": "value.Int", "inputs": {"value": [1]}}}}))
+    path.write_text(json.dumps({**HEAD, "nodes": {"v": {"type": "value.Int", "inputs": {"value": [1]}}}},
+                               indent=2))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"{path}, node 'v', socket 'value': the input holds a list" in err
+    assert f"{path}:8:9, node 'v', socket 'value': the input holds a list" in err
     assert "Traceback" not in err
