@@ -51,3 +51,9 @@ def test_wheel_ships_the_demo_models(wheel_names):
     assert files
     for path in files:
         assert "nodeflow/demo/models/" + path.relative_to(models).as_posix() in wheel_names, path
+
+
+def test_wheel_carries_no_training_code(wheel_names):
+    # the demo models are trained from a checkout (training/); only their weights and cards ship
+    assert not [n for n in wheel_names if n.split("/")[0] == "training" or (n.startswith("nodeflow/demo/") and n.endswith(".py"))]
+    assert "nodeflow/demo/models/checkpoints/nodeflow-shapes/README.md" in wheel_names
