@@ -371,3 +371,44 @@ def test_nodeflow_import_prints_what_it_assumed(registry: Any, tmp_path: Path) -
     assert "note:" in err.getvalue() and "UNETLoader" in err.getvalue()
     saved = json.loads((tmp_path / "flux.json").read_text())
     assert saved["meta"]["comfyui"]["assumptions"]
+
+
+def test_imported_sd3_controlnet_workflow_gives_the_native_graphs_picture(registry: Any, sd3_install: Path,
+                                                                          torch_threads: Any) -> None:
+    """ControlNetLoader (a single file in models/controlnet) and ControlNetApplySD3 with its VAE, run."""
+    from tests.nodes.diffusion import tiny as sd_tiny
+    from tests.nodes.flow.test_controlnet_files import as_single_file, sd3_controlnet
+
+    folder = sd3_install / "staging-controlnet"
+    sd3_controlnet(folder, 5)
+    (sd3_install / "models" / "controlnet").mkdir(exist_ok=True)
+    as_single_file(folder, sd3_install / "models" / "controlnet" / "sd3_canny.safetensors")
+    (sd3_install / "input").mkdir(exist_ok=True)
+    sd_tiny.picture(64, 64, seed=11).save(sd3_install / "input" / "edges.png")
+
+    doc = json.loads((FIXTURES / "sd3_api.json").read_text())
+    doc["20"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "sd3_canny.safetensors"}}
+    doc["21"] = {"class_type": "LoadImage", "inputs": {"image": "edges.png", "upload": "image"}}
+    doc["22"] = {"class_type": "ControlNetApplySD3", "inputs": {
+        "strength": 0.8, "start_percent": 0.0, "end_percent": 1.0, "positive": ["6", 0], "negative": ["67", 0],
+        "control_net": ["20", 0], "vae": ["10", 0], "image": ["21", 0]}}
+    doc["3"]["inputs"].update(positive=["22", 0], negative=["22", 1])
+    path = sd3_install / "controlnet_api.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry, settings_for(sd3_install))
+    assert result is not None and not result.problems and not result.assumptions, result.problems
+    ours = pictures(registry, result.graph, sd3_install)
+
+    graph = sd3_native(scheduler="sgm_uniform", semantics="comfyui")
+    graph.add_node("flow.LoadControlNet", "controlnet", {"path": "sd3_canny.safetensors"})
+    graph.add_node("image.Load", "picture", {"path": str(sd3_install / "input" / "edges.png")})
+    graph.add_node("flow.ApplyControlNet", "apply", {"strength": 0.8})
+    graph.disconnect("sampler.positive")
+    for source, target in (("positive.conditioning", "apply.conditioning"), ("controlnet.controlnet",
+                           "apply.controlnet"), ("vae.vae", "apply.vae"), ("picture.image", "apply.image"),
+                           ("apply.conditioning", "sampler.positive")):
+        graph.connect(source, target)
+    assert ours.tobytes() == pictures(registry, graph, sd3_install).tobytes()
+    # and the ControlNet steers the picture
+    plain = pictures(registry, sd3_native(scheduler="sgm_uniform", semantics="comfyui"), sd3_install)
+    assert np.abs(ours.astype(int) - plain.astype(int)).max() > 3
