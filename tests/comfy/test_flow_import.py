@@ -412,3 +412,29 @@ def test_imported_sd3_controlnet_workflow_gives_the_native_graphs_picture(regist
     # and the ControlNet steers the picture
     plain = pictures(registry, sd3_native(scheduler="sgm_uniform", semantics="comfyui"), sd3_install)
     assert np.abs(ours.astype(int) - plain.astype(int)).max() > 3
+
+
+def test_imported_flux_img2img_follows_comfyuis_start(registry: Any, flux_install: Path, torch_threads: Any) -> None:
+    """ComfyUI draws the noise first, on the encoded picture's shape, and starts at σ·noise + (1 − σ)·mean:
+    at denoise 1 (σ = 1) an image-to-image workflow gives its text-to-image picture exactly."""
+    from tests.nodes.diffusion import tiny as sd_tiny
+
+    (flux_install / "input").mkdir(exist_ok=True)
+    sd_tiny.picture(64, 64, seed=3).save(flux_install / "input" / "start.png")
+    doc = _flux_api()
+    doc["40"] = {"class_type": "LoadImage", "inputs": {"image": "start.png", "upload": "image"}}
+    doc["41"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["40", 0], "vae": ["10", 0]}}
+    doc["13"]["inputs"]["latent_image"] = ["41", 0]
+    path = flux_install / "img2img_api.json"
+
+    def run_with(denoise: float) -> Any:
+        doc["17"]["inputs"]["denoise"] = denoise
+        path.write_text(json.dumps(doc))
+        result = import_workflow(path, registry, settings_for(flux_install))
+        assert result is not None and not result.problems, [str(p) for p in result.problems]
+        return pictures(registry, result.graph, flux_install)
+
+    txt2img = pictures(registry, imported(registry, "flux_api.json", flux_install).graph, flux_install)
+    assert run_with(1.0).tobytes() == txt2img.tobytes()
+    half = run_with(0.5)
+    assert np.abs(half.astype(int) - txt2img.astype(int)).max() > 3
