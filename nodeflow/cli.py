@@ -397,7 +397,7 @@ def print_memory_report(models: Any, result: Any, out: TextIO) -> None:
     """Per node: the device, the peak bytes accounted beside the plan-time estimate, the models."""
     from nodeflow.models import memory_report
 
-    print(memory_report(models, result.ran), file=out, end="")
+    print(memory_report(models, result.ran, result.notes), file=out, end="")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -423,7 +423,7 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from nodeflow.events import CancelToken
     from nodeflow.executor import Executor, graph_loading
-    from nodeflow.progress import ConsoleReporter, JsonReporter
+    from nodeflow.progress import JsonReporter, console_reporter
     from nodeflow.settings import Settings
 
     registry = _registry(args, report=not args.json)
@@ -469,14 +469,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         from nodeflow.validate import nothing_requested
 
         nothing_requested(graph, registry)
-    reporter: Any = JsonReporter(sys.stdout) if args.json else ConsoleReporter(
+    # Live lines on a terminal, a line per event when piped or logged (see nodeflow.progress).
+    reporter: Any = JsonReporter(sys.stdout) if args.json else console_reporter(
         sys.stderr, quiet=args.quiet)
     cancel = CancelToken()
     from nodeflow.shutdown import cancel_on_signals
 
     # Ctrl-C, SIGTERM and SIGHUP cancel the run; a second one stops at once.
-    with cancel_on_signals(cancel.cancel, reporter.message) as stopped:
-        result = executor.run(graph, args.output, on_event=reporter, cancel=cancel)
+    try:
+        with cancel_on_signals(cancel.cancel, reporter.message) as stopped:
+            # -q shows nothing while running: no events to make or pass.
+            result = executor.run(graph, args.output, on_event=None if args.quiet and not args.json
+                                  else reporter, cancel=cancel)
+    finally:
+        reporter.close()  # a live display never outlives the run, even on an error
     reporter.finish(result)
     if args.memory_report:
         print_memory_report(models, result, sys.stdout if not args.json else sys.stderr)

@@ -1,29 +1,61 @@
-"""Showing a run on a console: progress bars on a terminal, plain lines otherwise, or JSON lines."""
+"""Showing a run on a console: live per-node progress on a terminal, plain lines otherwise,
+or JSON lines.
+
+`console_reporter` picks the console form from where the output goes: a terminal gets
+`nodeflow.live_progress.LiveReporter` (one line per running node, redrawn), anything else (a pipe, a CI log, a
+file, ``TERM=dumb``) gets `ConsoleReporter`, a line per event that scripts can read.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from nodeflow import events as ev
 
+if TYPE_CHECKING:
+    from nodeflow.live_progress import LiveReporter
+
+
+def console_reporter(stream: TextIO, *, quiet: bool = False) -> ConsoleReporter | LiveReporter:
+    """The reporter for a console: live lines on a terminal that can redraw, plain lines else."""
+    if not quiet and can_redraw(stream):
+        from nodeflow.live_progress import LiveReporter  # rich costs its import only here
+
+        return LiveReporter(stream)
+    return ConsoleReporter(stream, quiet=quiet)
+
+
+def can_redraw(stream: TextIO) -> bool:
+    """Is ``stream`` a terminal that understands cursor movement (not ``TERM=dumb``)?"""
+    if os.environ.get("TERM", "").lower() in ("dumb", "unknown"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a real file
+        return False
+
+
+def no_color() -> bool:
+    """The user asked for no colour (https://no-color.org: ``NO_COLOR`` set and not empty)."""
+    return bool(os.environ.get("NO_COLOR"))
+
 
 class ConsoleReporter:
-    """Per-node and per-step progress: a redrawn bar on a terminal, plain lines when piped."""
+    """A line per node started, finished, failed or skipped, and a node's progress at most once
+    a second: for pipes, logs and CI, where nothing is redrawn."""
 
     def __init__(self, stream: TextIO, *, quiet: bool = False) -> None:
         self.stream = stream
         self.quiet = quiet
-        self.tty = stream.isatty()
         self.total = 0
         self.index = 0
         self._last_plain = 0.0
         self._last_node_line = 0.0
-        self._bar_open = False
 
     def message(self, text: str) -> None:
-        self._end_bar()
         print(text, file=self.stream, flush=True)
 
     def __call__(self, event: ev.Event) -> None:
@@ -39,32 +71,29 @@ class ConsoleReporter:
             self.index += 1
             if self._throttled():
                 return
-            self._line(f"{self._prefix(event.node, event.type)} running", bar=True)
+            self.message(f"{self._prefix(event.node, event.type)} running")
         elif isinstance(event, ev.NodeProgress):
-            if event.total:
-                frac = max(0.0, min(1.0, event.done / event.total))
-                text = f"{self._prefix(event.node)} {_bar(frac)} {event.done:g}/{event.total:g}"
-            else:
-                text = f"{self._prefix(event.node)} {event.done:g}"
-            if event.message:
-                text += f" {event.message}"
-            if self.tty:
-                self._line(text, bar=True)
-            elif time.monotonic() - self._last_plain > 1.0:
+            if time.monotonic() - self._last_plain > 1.0:
                 self._last_plain = time.monotonic()
-                self._line(text)
+                if event.total:
+                    frac = max(0.0, min(1.0, event.done / event.total))
+                    text = f"{self._prefix(event.node)} {_bar(frac)} {event.done:g}/{event.total:g}"
+                else:
+                    text = f"{self._prefix(event.node)} {event.done:g}"
+                if event.message:
+                    text += f" {event.message}"
+                self.message(text)
         elif isinstance(event, ev.NodeFinished):
             if self._throttled():
                 return
-            self._line(f"{self._prefix(event.node, event.type)} done in {event.seconds:.2f}s")
+            self.message(f"{self._prefix(event.node, event.type)} done in {event.seconds:.2f}s")
         elif isinstance(event, ev.NodeFailed):
-            self._line(f"{self._prefix(event.node, event.type)} FAILED")
+            self.message(f"{self._prefix(event.node, event.type)} FAILED")
             self.message(f"error: {event.error}")
         elif isinstance(event, ev.NodeSkipped):
-            self._line(f"{event.node} ({event.type}) skipped: {event.reason}")
+            self.message(f"{event.node} ({event.type}) skipped: {event.reason}")
 
     def finish(self, result: Any) -> None:
-        self._end_bar()
         for path in result.files:
             print(path, flush=True)
         if self.quiet:
@@ -76,6 +105,9 @@ class ConsoleReporter:
         elif result.failed:
             n = len(result.failed)
             self.message(f"{n} node{'s' if n != 1 else ''} failed")
+
+    def close(self) -> None:
+        """Nothing to tidy up (a live display would stop here)."""
 
     MANY = 1000
     """Runs of more nodes than this show at most a few node lines a second (a line per node
@@ -93,19 +125,6 @@ class ConsoleReporter:
     def _prefix(self, node: str, type_id: str | None = None) -> str:
         base = f"[{self.index}/{self.total}] {node}"
         return f"{base} ({type_id})" if type_id else base
-
-    def _line(self, text: str, bar: bool = False) -> None:
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text + ("" if bar else "\n"))
-            self.stream.flush()
-            self._bar_open = bar
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def _end_bar(self) -> None:
-        if self._bar_open:
-            self.stream.write("\n")
-            self._bar_open = False
 
 
 def _bar(frac: float, width: int = 24) -> str:
@@ -143,6 +162,9 @@ class JsonReporter:
 
     def finish(self, result: Any) -> None:
         self._emit({"event": "result", **result.to_json()})
+
+    def close(self) -> None:
+        """Nothing to tidy up."""
 
     def _emit(self, data: dict[str, Any]) -> None:
         self.stream.write(json.dumps(data, default=str) + "\n")
