@@ -54,9 +54,15 @@ def shows_pictures(cls: type[Node] | None) -> bool:
     return any(i.seed for i in cls.inputs)
 
 
+_COLORS: dict[str, QColor] = {}
+
+
 def socket_color(t: Any) -> QColor:
     if isinstance(t, SocketType):
-        return QColor(t.color)
+        color = _COLORS.get(t.color)
+        if color is None:
+            color = _COLORS[t.color] = QColor(t.color)
+        return QColor(color)
     if isinstance(t, UnionType) and t.types:
         return QColor(t.types[0].color)
     if isinstance(t, TypeParam) and t.bound is not None:
@@ -159,6 +165,7 @@ class NodeItem(QGraphicsItem):
         self.height = theme.TITLE_H
         self._bounds: QRectF = None  # type: ignore[assignment]
         self.rows: list[Row] = []
+        self._cls: type[Node] | None = None
         self.fields: list[nw.Field] = []
         self.pending: dict[str, Any] = {}
         """Values being dragged on a field, shown before they are written to the graph."""
@@ -172,11 +179,16 @@ class NodeItem(QGraphicsItem):
         node = self.ctl.graph.nodes.get(self.node_id)
         return self.ctl.registry.get(node.type) if node is not None else None
 
+    def _spec(self, name: str) -> Any:
+        """The declaration of an input (from the type found at the last refresh)."""
+        cls = self._cls
+        return cls.input_map.get(name) if cls is not None else None
+
     def refresh(self) -> None:
         """Recompute rows, fields and size from the node's type, links and values."""
         graph = self.ctl.graph
         node = graph.nodes[self.node_id]
-        cls = self.cls
+        cls = self._cls = self.cls
         self.title = node_title(cls) if cls else node.type
         if self.title.lower().replace(" ", "") != self.node_id.lower():
             self.subtitle = self.node_id
@@ -279,8 +291,7 @@ class NodeItem(QGraphicsItem):
         node = self.ctl.graph.nodes[self.node_id]
         if name in node.inputs:
             return node.inputs[name]
-        cls = self.cls
-        spec = cls.input_map.get(name) if cls else None
+        spec = self._spec(name)
         return spec.default if spec is not None and spec.has_default else None
 
     def field_value(self, f: nw.Field) -> Any:
@@ -378,8 +389,7 @@ class NodeItem(QGraphicsItem):
         return None
 
     def _row_is_socket(self, name: str) -> bool:
-        cls = self.cls
-        spec = cls.input_map.get(name) if cls else None
+        spec = self._spec(name)
         if spec is None or not spec.accepts_literal or (self.node_id, name) in self.ctl.linked_inputs:
             return True
         entry = self.ctl.graph.editor.get(self.node_id)

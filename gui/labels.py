@@ -41,8 +41,18 @@ def split_name(name: str) -> str:
     return " ".join(w for w in words if w.strip())
 
 
+_TITLES: dict[type[Node], str] = {}
+
+
 def node_title(cls: type[Node]) -> str:
     """The title shown for a node type: its own, or one made from its name keeping acronyms."""
+    title = _TITLES.get(cls)
+    if title is None:
+        title = _TITLES[cls] = _make_title(cls)
+    return title
+
+
+def _make_title(cls: type[Node]) -> str:
     tail = cls.id.rsplit(".", 1)[-1]
     generated = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", tail)  # how nodeflow.node makes a missing title
     return split_name(tail) if cls.title == generated else cls.title

@@ -20,6 +20,7 @@ Kinds of field, chosen from the input's declaration:
 from __future__ import annotations
 
 import functools
+import html
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,19 @@ def metrics() -> QFontMetricsF:
     return QFontMetricsF(font())
 
 
+_WIDTHS: dict[str, float] = {}
+
+
+def text_width(text: str) -> float:
+    """The width of ``text`` in the fields' font (remembered)."""
+    w = _WIDTHS.get(text)
+    if w is None:
+        if len(_WIDTHS) > 20000:
+            _WIDTHS.clear()
+        w = _WIDTHS[text] = metrics().horizontalAdvance(text)
+    return w
+
+
 def static_text(text: str, width: float | None = None) -> QStaticText:
     st = QStaticText(text)
     st.setTextFormat(Qt.TextFormat.PlainText)
@@ -173,17 +187,17 @@ def static_text(text: str, width: float | None = None) -> QStaticText:
 # --- layout ------------------------------------------------------------------------------------
 def desired_width(kind: str, spec: Input, value: Any) -> float:
     """How wide a node must be to show this field readably."""
-    label = metrics().horizontalAdvance(spec.name)
+    label = text_width(spec.name)
     if kind == "prompt":
-        return 280.0
+        return 250.0
     if kind == "path":
-        return min(320.0, label + metrics().horizontalAdvance(str(value or "")) + 56 + BUTTON_W)
+        return min(320.0, label + text_width(str(value or "")) + 56 + BUTTON_W)
     if kind in ("number", "slider", "seed"):
         text = number_text(spec, value)
         extra = 2 * ARROW_W + (BUTTON_W + 4 if kind == "seed" else 0)
-        return label + metrics().horizontalAdvance(text) + extra + 44
+        return label + text_width(text) + extra + 44
     text = "on" if kind == "toggle" else str(value if value is not None else "")
-    return min(300.0, label + metrics().horizontalAdvance(text) + 50)
+    return min(300.0, label + text_width(text) + 50)
 
 
 def prompt_height(text: str, width: float) -> float:
@@ -476,7 +490,13 @@ def layout_line_field(f: Field, label: str, value_text: str) -> None:
 
 def layout_prompt(f: Field, text: str) -> None:
     inner = f.rect.width() - 2 * PROMPT_PAD
-    f.value = static_text(text, inner) if text else static_text(f.name, inner)
+    if not text:
+        f.value = static_text(f.name, inner)
+    else:  # as rich text, so its line breaks and runs of spaces show as typed
+        f.value = QStaticText(f'<p style="white-space:pre-wrap">{html.escape(text)}</p>')
+        f.value.setTextFormat(Qt.TextFormat.RichText)
+        f.value.setTextWidth(inner)
+        f.value.prepare(font=font())
     f.extra["overflow"] = f.value.size().height() > f.rect.height() - 2 * PROMPT_PAD + 1
 
 

@@ -178,6 +178,14 @@ class GraphView(QGraphicsView):
         if key == Qt.Key.Key_Escape and self.graph_scene.drag is not None:
             self.graph_scene.cancel_link_drag()
             return
+        selected = self.graph_scene.selected_node_ids()
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_F2) and len(selected) == 1 \
+                and not event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            # Enter on a selected node types into its first field (then Tab goes on to the next).
+            item = self.graph_scene.node_items[selected[0]]
+            names = self.graph_scene.inline.editable_rows(item)
+            if names and self.graph_scene.inline.open(item.node_id, names[0]):
+                return
         if key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal, Qt.Key.Key_Minus):
             self.set_zoom(self.zoom * (1.25 if key != Qt.Key.Key_Minus else 0.8))
             return

@@ -316,3 +316,19 @@ def test_a_step_range_is_shown_over_the_samplers_own_steps(make_window):
     y = track.center().y()
     drag(w, node, QPointF(x1, y), QPointF(track.left() + 0.5 * track.width(), y))
     assert value(w, node, "end_at_step") == 10
+
+
+def test_enter_on_a_selected_node_types_into_its_first_field(qtbot, make_window):
+    w = make_window(DEMO)
+    w.scene.select_nodes(["crop"])
+    w.activateWindow()
+    w.view.setFocus()
+    qtbot.waitUntil(w.view.hasFocus)
+    QTest.keyClick(w.view, Qt.Key.Key_Return)
+    inline = w.scene.inline
+    assert inline.is_open and (inline.node_id, inline.name) == ("crop", "x")
+    QTest.keyClick(inline.widget.spin, Qt.Key.Key_Tab)
+    assert inline.name == "y"
+    QTest.keyClick(inline.widget.spin, Qt.Key.Key_Escape)
+    assert not inline.is_open
+

@@ -39,5 +39,10 @@ def test_scripted_session_with_real_input_events(display, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     seen = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
     assert seen == {"inline": "factor", "edited": "0.8", "ran": "True", "undo": "0.5", "redo_ctrl_y": "0.8",
-                    "redo_ctrl_shift_z": "0.8", "saved": "True"}, done.stdout
+                    "redo_ctrl_shift_z": "0.8", "saved": "True",
+                    "prompt_box": "PromptEditor",
+                    "prompt": repr("a small red square in the corner\non a plain green background, seen from "
+                                   "above, in soft morning light, with a thin white border around the picture"),
+                    "prompt_steps": "1", "prompt_grew": "True",
+                    "prompt_undo": repr("a yellow circle on a blue background")}, done.stdout
     assert (tmp_path / "run.png").stat().st_size > 10000

@@ -1,8 +1,9 @@
 """A scripted editor session on a real X display, driven by real input events (xdotool).
 
 Run by tests/gui/test_x11.py in its own process (Qt's platform is chosen once per process):
-open a graph, edit a value on its node, run, undo and redo by keyboard, save. Prints one line
-per check as ``name=value`` and writes screenshots next to ``sys.argv[2]``."""
+open a graph, edit a value on its node, run, undo and redo by keyboard, save; then open the demo
+and type a new prompt into the prompt box on its node. Prints one line per check as
+``name=value`` and writes screenshots into ``sys.argv[2]``."""
 
 from __future__ import annotations
 
@@ -76,6 +77,35 @@ def main(graphs: Path, work: Path) -> None:
     xdo("key", "ctrl+s")
     print(f"saved={not w.doc.dirty and '0.8' in graph.read_text(encoding='utf-8')}")
     w.grab().save(str(work / "run.png"))
+
+    # The demo's prompt, typed on its node: a click opens the box over the field, Enter is a new
+    # line, Ctrl+Enter writes it (one undo step), and the node grows with the text.
+    assert w.open_file(work / "graphs" / "demo.json")
+    pump(1)
+    item = w.scene.node_items["positive"]
+    w.view.set_zoom(1.0)
+    w.view.centerOn(item)
+    pump(0.5)
+    box = next(f for f in item.fields if f.name == "text")
+    height = item.height
+    at = w.view.viewport().mapToGlobal(w.view.mapFromScene(item.mapToScene(box.rect.center())))
+    xdo("mousemove", str(at.x()), str(at.y()))
+    xdo("click", "1")
+    print(f"prompt_box={type(w.scene.inline.widget).__name__}")
+    steps = w.doc.undo.count()
+    xdo("key", "ctrl+a")
+    xdo("type", "a small red square in the corner")
+    xdo("key", "Return")
+    xdo("type", "on a plain green background, seen from above, in soft morning light, with a thin white border around the picture")
+    w.grab().save(str(work / "prompt.png"))
+    xdo("key", "ctrl+Return")
+    text = w.doc.graph.nodes["positive"].inputs["text"]
+    print(f"prompt={text!r}")
+    print(f"prompt_steps={w.doc.undo.count() - steps}")
+    print(f"prompt_grew={item.height > height}")
+    w.view.grab().save(str(work / "prompt_done.png"))
+    xdo("key", "ctrl+z")
+    print(f"prompt_undo={w.doc.graph.nodes['positive'].inputs['text']!r}")
     w.close()
 
 
