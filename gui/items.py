@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import shiboken6
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -762,6 +762,11 @@ class NodeItem(QGraphicsItem):
             _track, x0, x1 = nw.range_geometry(f, value)
             handle = 0 if abs(pos.x() - x0) < abs(pos.x() - x1) else 1
             self.set_values(self._range_values(f, value, handle, pos.x()), f"Change {f.name}")
+        elif f.kind == "path" and part == "button":  # "…": choose a file in a dialog
+            if self.ctl.inline.open(self.node_id, f.name):
+                browse = getattr(self.ctl.inline.widget, "browse", None)
+                if callable(browse):
+                    QTimer.singleShot(0, browse)
         elif f.edits_input:
             self.ctl.inline.open(self.node_id, f.name, popup=f.kind in ("choice", "path"))
 

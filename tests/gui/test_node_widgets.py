@@ -332,3 +332,15 @@ def test_enter_on_a_selected_node_types_into_its_first_field(qtbot, make_window)
     QTest.keyClick(inline.widget.spin, Qt.Key.Key_Escape)
     assert not inline.is_open
 
+
+
+def test_declared_ranges_of_the_samplers_are_range_sliders(make_window):
+    w = make_window()
+    node = w.scene.add_node("diffusion.Sample", QPointF(0, 0))
+    ranges = [f.names for f in w.scene.node_items[node].fields if f.kind == "range"]
+    assert ranges == [("guidance_min_t", "guidance_max_t"), ("denoising_start", "denoising_end")]
+    # A linked end leaves no range to drag (the link supplies the value).
+    number = w.scene.add_node("value.Float", QPointF(-300, 0))
+    w.scene.connect_sockets(f"{number}.value", f"{node}.denoising_end")
+    ranges = [f.names for f in w.scene.node_items[node].fields if f.kind == "range"]
+    assert ranges == [("guidance_min_t", "guidance_max_t")]
