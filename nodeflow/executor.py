@@ -89,6 +89,8 @@ class RunResult:
     """Problems in parts of the graph the requested outputs do not need (nothing there ran)."""
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds spent checking the graph, planning (keys, cache, memory) and running the nodes."""
+    notes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """What the nodes that ran resolved (e.g. a sampler's scheduler settings), by node id."""
 
     @property
     def ok(self) -> bool:
@@ -129,6 +131,8 @@ class Executor:
         """Nodes run at once at most; 1 runs every node in the calling thread, in order."""
         self.settings = settings or Settings()
         self.cache = cache if cache is not None else OutputCache()
+        self.notes: dict[str, dict[str, str]] = {}
+        """What nodes resolved when they ran (see `RunContext.note`), by cache key."""
         self._models = models
         self._checked: tuple[tuple[Any, ...], list[Problem]] | None = None
         self._last: _LastGraph | None = None

@@ -659,10 +659,13 @@ class ModelManager:
                 memory.models.append(name)
 
 
-def memory_report(models: ModelManager, nodes: Iterable[str]) -> str:
+def memory_report(models: ModelManager, nodes: Iterable[str],
+                  notes: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """What ``--memory-report`` prints for the nodes that ran: per node the device, the peak of
     model weights resident while it ran (measured) beside its plan-time estimate of models and
-    activations, and the models resident; then the peaks per device and the model traffic."""
+    activations, and the models resident, then what the estimate assumed and what the node
+    resolved (``notes``: a sampler's scheduler settings); then the peaks per device and the model
+    traffic."""
     lines = ["memory report (peak: model weights the model manager accounted while the node ran; "
              "est.: estimated before the run)",
              f"  {'node':<20} {'device':<8} {'peak':>10} {'est. models':>12} {'est. activ.':>12}  models"]
@@ -675,6 +678,11 @@ def memory_report(models: ModelManager, nodes: Iterable[str]) -> str:
         est_act = format_size(estimate.activations) if estimate and estimate.activations else "-"
         lines.append(f"  {node:<20} {memory.device:<8} {format_size(memory.peak):>10} {est_models:>12} "
                      f"{est_act:>12}  {', '.join(memory.models) or '-'}")
+        if estimate is not None and estimate.note:
+            lines.append(f"  {'':<20} estimated for: {estimate.note}")
+        facts = (notes or {}).get(node)
+        if facts:
+            lines.append(f"  {'':<20} ran with: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
     for device, peak in sorted(models.peak.items()):
         lines.append(f"  peak on {device}: {format_size(peak)}")
     lines.append(f"  loads from disk: {models.loads}, moved to devices: {models.onloads}, "

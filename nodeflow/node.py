@@ -208,6 +208,14 @@ class RunContext(Protocol):
     def record_file(self, path: Path) -> None:
         """Tell the run about a file this node wrote."""
 
+    def note(self, facts: Mapping[str, str]) -> None:
+        """Record what this node resolved (e.g. the scheduler settings a sampler used): saved
+        pictures carry the notes of the nodes that made them, and reports show them."""
+
+    @property
+    def notes(self) -> dict[str, dict[str, str]]:
+        """The notes of this node's ancestors in the run (or from the cache), by node id."""
+
     @property
     def graph_json(self) -> str:
         """The running graph as a graph file, for provenance in outputs."""

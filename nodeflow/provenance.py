@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,20 +16,30 @@ from nodeflow.errors import GraphFileError, Location
 
 GRAPH_KEY = "nodeflow"
 VERSION_KEY = "nodeflow-version"
+SETTINGS_KEY = "nodeflow-settings"
+"""What the nodes that made the picture resolved at run time (JSON: node id → {setting: value}),
+e.g. the scheduler settings a sampler used, which the graph alone does not say."""
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_GRAPH_TEXT = 64 * 1024 * 1024
 """Bytes of embedded graph text read at most (a compressed chunk cannot inflate past it)."""
 
 
-def png_text_chunks(graph_json: str) -> list[tuple[str, str]]:
-    """The text chunks that carry ``graph_json`` in an output PNG. The graph is remembered as
+def png_text_chunks(graph_json: str, notes: Mapping[str, Mapping[str, str]] | None = None
+                    ) -> list[tuple[str, str]]:
+    """The text chunks that carry ``graph_json`` in an output PNG, with nodeflow's version and,
+    when given, the notes of the nodes that made it (`SETTINGS_KEY`). The graph is remembered as
     this user's own (`nodeflow.trust.remember_graph`), so reopening the picture later is
     trusted like opening the graph file."""
+    import json
+
     from nodeflow import __version__
     from nodeflow.trust import remember_graph
 
     remember_graph(graph_json)
-    return [(GRAPH_KEY, graph_json), (VERSION_KEY, __version__)]
+    chunks = [(GRAPH_KEY, graph_json), (VERSION_KEY, __version__)]
+    if notes:
+        chunks.append((SETTINGS_KEY, json.dumps(notes, indent=1, sort_keys=True)))
+    return chunks
 
 
 def graph_from_png(path: Path) -> str:

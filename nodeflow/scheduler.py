@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from nodeflow.executor import Executor, RunResult
 
 EventSink = Callable[[Event], None]
+NOTES_KEPT = 4096
+"""Nodes' notes an executor keeps for cached outputs (oldest dropped first)."""
 
 
 class RunState:
@@ -52,6 +54,37 @@ class RunState:
         self._graph_json: str | None = None
         self._emit_lock = threading.Lock()
         self._dropped: list[str] = []
+        self.notes: dict[str, dict[str, str]] = {}
+        """What nodes of this run resolved (e.g. a sampler's settings), by node id."""
+        self.plan: Plan | None = None
+
+    def note(self, node: str, facts: Mapping[str, str]) -> None:
+        """Record what a node resolved; kept by its cache key too, so that a run serving the
+        node from the cache still knows it."""
+        with self._emit_lock:
+            self.notes[node] = dict(facts)
+            if self.plan is not None and node in self.plan.keys:
+                kept = self.executor.notes
+                kept[self.plan.keys[node]] = dict(facts)
+                while len(kept) > NOTES_KEPT:
+                    kept.pop(next(iter(kept)))
+
+    def notes_above(self, node: str) -> dict[str, dict[str, str]]:
+        """The notes of a node's ancestors (and its own), from this run or the cache."""
+        plan = self.plan
+        if plan is None:
+            return dict(self.notes)
+        seen, stack, found = set(), [node], {}
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            facts = self.notes.get(n) or self.executor.notes.get(plan.keys.get(n, ""))
+            if facts:
+                found[n] = facts
+            stack.extend(ln.src for ln in plan.incoming.get(n, ()))
+        return dict(sorted(found.items()))
 
     def model_dropped(self, entry: Any) -> None:
         """The model manager let a model go: so must the outputs holding it."""
@@ -123,6 +156,13 @@ class NodeContext:
     def record_file(self, path: Path) -> None:
         self.files.append(Path(path))
 
+    def note(self, facts: Mapping[str, str]) -> None:
+        self._run.note(self.node_id, facts)
+
+    @property
+    def notes(self) -> dict[str, dict[str, str]]:
+        return self._run.notes_above(self.node_id)
+
     @property
     def graph_json(self) -> str:
         return self._run.graph_json()
@@ -163,6 +203,8 @@ class Scheduler:
         self.graph = graph
         self.plan = plan
         self.run_state = run
+        run.plan = plan
+        result.notes = run.notes
         self.result = result
         in_run = set(plan.to_run)
         order = depth_first(plan) if executor.model_aware else plan.to_run

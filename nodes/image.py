@@ -131,7 +131,7 @@ class Save(Node):
         sub, _, stem = prefix.rpartition("/")
         folder = ctx.settings.out_dir / sub if sub else ctx.settings.out_dir
         info = PngInfo()
-        for key, text in png_text_chunks(ctx.graph_json):
+        for key, text in png_text_chunks(ctx.graph_json, getattr(ctx, "notes", None)):
             info.add_itxt(key, text)
         pictures = image_to_pils(image)
         for i, picture in enumerate(pictures):

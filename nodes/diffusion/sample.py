@@ -119,6 +119,35 @@ def scheduler_settings(scheduler: Any) -> str:
     return f"{type(scheduler).__name__}: {', '.join(parts)}"
 
 
+def settings_note(scheduler: Any, sampler: str, schedule: str, steps: int, timesteps: Any, cfg: float,
+                  guided: bool, guidance_t: tuple[float, float], guidance_rescale: float,
+                  denoise: float, stage: tuple[float, float]) -> dict[str, str]:
+    """What a sampler resolved, for the run's notes (saved pictures and the memory report carry
+    them): the scheduler and its settings as used, and the steps and guidance that ran."""
+    config = scheduler.config
+    note = {"sampler": sampler, "schedule": schedule, "scheduler": type(scheduler).__name__,
+            "timestep_spacing": str(config.get("timestep_spacing", "linspace")),
+            "prediction_type": str(config.get("prediction_type", "epsilon")),
+            "steps_offset": str(config.get("steps_offset", 0)),
+            "betas": f"{config.get('beta_schedule', 'linear')} {config.get('beta_start')}–{config.get('beta_end')}",
+            "steps": str(steps), "steps_run": str(len(timesteps)),
+            "timesteps": f"{float(timesteps[0]):g} → {float(timesteps[-1]):g}" if len(timesteps) else "-",
+            "cfg": f"{cfg:g}" if guided else f"{cfg:g} (no guidance)"}
+    if config.get("use_karras_sigmas"):
+        note["karras_sigmas"] = "yes"
+    if config.get("rescale_betas_zero_snr"):
+        note["zero_terminal_snr"] = "yes"
+    if guided and tuple(guidance_t) != (0.0, 1000.0):
+        note["guidance_t"] = f"{guidance_t[0]:g}–{guidance_t[1]:g}"
+    if guided and guidance_rescale > 0:
+        note["guidance_rescale"] = f"{guidance_rescale:g}"
+    if denoise < 1:
+        note["denoise"] = f"{denoise:g}"
+    if tuple(stage) != (0.0, 1.0):
+        note["denoising"] = f"{stage[0]:g}–{stage[1]:g}"
+    return note
+
+
 def latent_preview(latents: Any, family: str) -> Any:
     """A rough RGB picture of latents (batch item 0) by a fixed linear projection."""
     import torch
@@ -267,11 +296,10 @@ class Sample(Node):
         *GUIDANCE_INPUTS,
         Input("denoising_start", FLOAT, "Start this far into the schedule, from the latent as it is "
               "(no noise added): the second stage of a hand-over such as SDXL base → refiner "
-              "(diffusers' denoising_start).", default=0.0, min=0.0, max=1.0, step=0.01,
-              widget="range.start"),
+              "(diffusers' denoising_start).", default=0.0, min=0.0, max=1.0, step=0.01),
         Input("denoising_end", FLOAT, "Stop this far into the schedule, leaving the rest of the noise "
               "for a second sampler (diffusers' denoising_end).", default=1.0, min=0.0, max=1.0,
-              step=0.01, widget="range.end"),
+              step=0.01),
         Input("timestep_spacing", STRING, "Where the steps fall among the training timesteps: auto "
               "(as the checkpoint's scheduler config says), leading, linspace or trailing. The run's "
               "first progress event says what was used.", default="auto", choices=SPACINGS),
@@ -453,6 +481,10 @@ def _denoise(ctx: RunContext, model: DiffusionModel, positive: Conditioning, neg
         if steps - t_start < 1:
             raise NodeInputError("denoise", f"denoise {denoise} with {steps} steps leaves no step "
                                  "to run", hint="Raise denoise or steps.")
+    note = getattr(ctx, "note", None)
+    if note is not None:
+        note(settings_note(scheduler, sampler, schedule, steps, timesteps, cfg, do_cfg, guidance_t,
+                           guidance_rescale, denoise if from_image else 1.0, stage))
     latent_timestep = timesteps[:1].repeat(batch)
     shape = (batch, unet.config.in_channels if not model.is_inpaint else (unet.config.in_channels - 1) // 2,
              height // scale, width // scale)
