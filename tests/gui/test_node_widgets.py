@@ -183,6 +183,14 @@ def test_prompt_box_grows_with_its_text_and_is_typed_in_on_the_node(qtbot, make_
     QTest.keyClick(box, Qt.Key.Key_Return)  # Enter is a new line in a prompt
     QTest.keyClicks(box, "in the snow")
     assert inline.is_open
+    # While typed in, the box grows with its text (the node follows when it is written).
+    first = inline.proxy.size().height()
+    for _ in range(6):
+        QTest.keyClick(box, Qt.Key.Key_Return)
+    QApplication.processEvents()
+    assert inline.proxy.size().height() > first
+    for _ in range(6):
+        QTest.keyClick(box, Qt.Key.Key_Backspace)
     QTest.keyClick(box, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert not inline.is_open
     assert value(w, node, "value") == "a red fox\nin the snow"
