@@ -335,6 +335,10 @@ def model_size(model: Any) -> int:
     return sum(module_size(m) for _n, m in find_modules(model))
 
 
+LOAD_LOCK = threading.RLock()
+"""The process's one model-loading lock, held by every `ModelManager` (see `ModelManager.loading`)."""
+
+
 class ModelManager:
     """Loads each model file once per process and places models on devices within budgets."""
 
@@ -348,10 +352,10 @@ class ModelManager:
         self._files: dict[tuple[Any, ...], LoadedModel] = {}
         self._components: dict[int, Component] = {}
         self._lock = threading.RLock()
-        self._load_lock = threading.RLock()
-        # One loader at a time, for every pack: diffusers and accelerate build models on the
-        # meta device by patching torch process-wide, so two loaders at once corrupt each other
-        # (see `loading`).
+        self._load_lock = LOAD_LOCK
+        # One loader at a time, for every pack and every manager in the process: diffusers and
+        # accelerate build models on the meta device by patching torch process-wide, so two
+        # loaders at once corrupt each other, even under two managers (a server's devices).
         self._tick = 0
         self.loads = 0
         """How many times a model file was actually read from disk."""

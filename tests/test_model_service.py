@@ -106,3 +106,23 @@ def test_the_manager_is_the_service_nodes_get(tmp_path: Path) -> None:
     with models.loading(), models.loading():  # re-entrant: a loader may build inside loading()
         pass
     assert not hasattr(ModelManager, "register") and not hasattr(ModelManager, "get")
+
+
+def test_two_managers_in_one_process_share_the_load_lock() -> None:
+    """The patching the lock guards is process-wide, so a server's per-device managers must
+    not load at the same time either."""
+    import threading
+
+    a, b = ModelManager(["cpu"]), ModelManager(["cpu"])
+    entered = threading.Event()
+
+    def load_under_b() -> None:
+        with b.loading():
+            entered.set()
+
+    with a.loading():
+        thread = threading.Thread(target=load_under_b, daemon=True)
+        thread.start()
+        assert not entered.wait(0.3)  # b waits while a holds the lock
+    thread.join(5)
+    assert entered.is_set() and not thread.is_alive()
