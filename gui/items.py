@@ -167,6 +167,7 @@ class NodeItem(QGraphicsItem):
         self.rows: list[Row] = []
         self._cls: type[Node] | None = None
         self.fields: list[nw.Field] = []
+        self.has_area = False
         self.pending: dict[str, Any] = {}
         """Values being dragged on a field, shown before they are written to the graph."""
         self.hover_field: nw.Field | None = None
@@ -264,6 +265,7 @@ class NodeItem(QGraphicsItem):
                 fields.append(f)
         self.rows = rows
         self.fields = fields
+        self.has_area = any(f.kind == "area" for f in fields)
         self._row_index = {(r.kind, r.name): r for r in rows}
         # Each field's texts are made when it is first painted (a node far out of view costs nothing).
         self.rows_bottom = y + 2

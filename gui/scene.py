@@ -191,9 +191,10 @@ class GraphScene(QGraphicsScene):
             changed = self.node_items.get(info["node"])
             if changed is not None:
                 changed.refresh()
-            if info.get("socket") in ("width", "height"):  # maybe a picture size an area is drawn on
-                for item in self.node_items.values():
-                    if item is not changed and any(f.kind == "area" for f in item.fields):
+            if changed is not None and info.get("socket") in ("width", "height") and changed._cls is not None \
+                    and any(getattr(o.type, "name", "") == "LATENT" for o in changed._cls.outputs):
+                for item in self.node_items.values():  # the picture size areas are drawn on changed
+                    if item.has_area:
                         item.refresh()
         elif kind == "linked":
             ln: Link = info["link"]
