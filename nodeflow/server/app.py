@@ -32,6 +32,13 @@ from nodeflow.graph import Graph, parse_graph_data
 from nodeflow.registry import NodeRegistry
 from nodeflow.server.guard import BodyLimit, TokenGuard
 from nodeflow.server.hub import EventHub
+from nodeflow.server.retention import (
+    DEFAULT_INTERVAL,
+    DEFAULT_POLICY,
+    RetentionPolicy,
+    RetentionSweeper,
+    parse_retention,
+)
 from nodeflow.server.safety import (
     ApiError,
     Limits,
@@ -70,7 +77,15 @@ class ServerConfig:
     """Seconds a running job may take to finish on shutdown before it is re-queued."""
     workers: list[Worker] | None = None
     """Job runners; default: one `LocalWorker` per compute device."""
+    keep: RetentionPolicy = field(default_factory=lambda: parse_retention(DEFAULT_POLICY))
+    """Which finished jobs (history, events and files) are kept."""
+    keep_interval: float = DEFAULT_INTERVAL
+    """Seconds between two applications of ``keep`` while the server runs."""
     devices: list[str] | None = None
+    vram_budget: int | None = None
+    """Bytes of models each device may hold (default: its free memory less a reserve)."""
+    ram_budget: int | None = None
+    """Bytes of models each local worker may keep in RAM (default: no limit)."""
 
     @property
     def input_dir(self) -> Path:
@@ -94,6 +109,8 @@ class Server:
         self.hub = EventHub(self.store)
         workers = config.workers if config.workers is not None else default_workers(config)
         self.dispatcher = Dispatcher(self.store, self.hub, workers, config.output_dir)
+        self.retention = RetentionSweeper(self.store, config.output_dir, config.keep,
+                                          config.keep_interval)
         self.started = time.time()
 
     # --- submitting ----------------------------------------------------------------------
@@ -135,6 +152,7 @@ class Server:
         elif not any((c := self.registry.get(n.type)) is not None and c.output_node for n in graph):
             raise invalid([Problem("usage", "the graph has no output node (such as image.Save); name "
                                    "the nodes whose values you want in 'outputs'", Location(name))], name)
+        self.check_memory(graph, outputs)
         text = graph.dumps()
         created: list[bool] = []
 
@@ -150,6 +168,23 @@ class Server:
         self.hub.commit(change)
         self.dispatcher.notify()
         return holder[0], created[0]
+
+    def check_memory(self, graph: Graph, outputs: list[str] | None) -> None:
+        """Refuse (400, located) a job that no worker's device can hold: a node it needs is
+        larger than every budget. It would fail when it started; better to say so now. Workers
+        that cannot tell (remote ones) accept it; the check at start still stands."""
+        checks = [check for w in self.dispatcher.workers
+                  if (check := getattr(w, "check_memory", None)) is not None]
+        refused: NodeflowError | None = None
+        for check in checks:
+            try:
+                check(graph, outputs)
+                return
+            except NodeflowError as exc:
+                refused = refused or exc
+        if refused is not None:
+            body = error_json(refused)
+            raise ApiError(400, body["message"], type_=body["type"], problems=body["problems"])
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.get(job_id)
@@ -247,7 +282,9 @@ def default_workers(config: ServerConfig) -> list[Worker]:
 
     names = config.devices or [d.name for d in ModelManager().devices]
     return [LocalWorker(config.registry, config.models_dirs, config.input_dir, device=name,
-                        models=ModelManager([name]), folders=config.model_folders) for name in names]
+                        models=ModelManager([name], vram_budget=config.vram_budget,
+                                            ram_budget=config.ram_budget),
+                        folders=config.model_folders) for name in names]
 
 
 def apply_request_overrides(graph: Graph, registry: NodeRegistry, overrides: Any) -> None:
@@ -326,10 +363,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         server.hub.attach(asyncio.get_running_loop())
         for job_id in server.store.recover():
             log.warning("job %s was running when the server stopped; it runs again", job_id)
+        await asyncio.to_thread(server.retention.sweep)
+        server.retention.start()
         server.dispatcher.start()
         try:
             yield
         finally:
+            server.retention.stop()
             await asyncio.to_thread(server.dispatcher.stop, config.drain_timeout)
             server.store.close()
 

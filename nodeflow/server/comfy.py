@@ -150,16 +150,20 @@ def _routes(app: FastAPI, server: Server, prefix: str) -> None:
         extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
         if client_id is None and isinstance(extra, dict):
             client_id = extra.get("client_id")
+        graph: Graph | None = None
         try:
             graph = await asyncio.to_thread(import_comfy, server, prompt, "prompt", None)
             job, _created = await asyncio.to_thread(functools.partial(
                 server.submit, graph, kind="comfy", outputs=None, request=prompt,
                 client_id=client_id if isinstance(client_id, str) else None, idempotency_key=None))
         except ApiError as exc:
+            # Refused by the importer or the validator (which name the ComfyUI nodes), or at
+            # submission (the memory plan), where the converted graph names them.
+            ids = exc.body.pop("comfy_ids", None) or (graph.meta.get("comfy_ids", {})
+                                                      if graph is not None else {})
             return JSONResponse({"error": {"type": exc.body["type"], "message": exc.body["message"],
                                            "details": exc.body["message"], "extra_info": {}},
-                                 "node_errors": _node_errors(exc.body["problems"],
-                                                             exc.body.pop("comfy_ids", {}), prompt)},
+                                 "node_errors": _node_errors(exc.body["problems"], ids, prompt)},
                                 status_code=400)
         return {"prompt_id": job.id, "number": job.number, "node_errors": {}}
 

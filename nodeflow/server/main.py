@@ -38,6 +38,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", metavar="LIST", default=None,
                         help="compute devices, one worker each, e.g. cuda:0,cuda:1 (default: the GPUs "
                              "found, else cpu)")
+    parser.add_argument("--vram-budget", metavar="SIZE", default=None,
+                        help="bytes of models each device may hold, e.g. 6GB (default: its free memory "
+                             "less 1 GB; needed for simulated sim:N devices)")
+    parser.add_argument("--ram-budget", metavar="SIZE", default=None,
+                        help="bytes of models each worker may keep in RAM before it lets the least "
+                             "recently used go (default: no limit)")
+    parser.add_argument("--keep-outputs", metavar="POLICY", default=None,
+                        help="which finished jobs (history, events, files) to keep: an age (30d, 12h), "
+                             "a number of jobs (5000), a size of files (20GB), several joined by "
+                             "commas, or 'all' (default: 90d,10000)")
+    parser.add_argument("--keep-check", type=float, default=None, metavar="SECONDS",
+                        help="how often the server forgets what --keep-outputs does not keep, besides "
+                             "at start (default: 600)")
     parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="on Ctrl-C, how long the running job may take to finish before it is "
                              "put back in the queue (default: 30)")
@@ -123,10 +136,19 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
     limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024),
                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     folders = add_comfy_models(Settings(), getattr(args, "comfy_models", [])).folders
-    config = ServerConfig(data_dir=data_dir, registry=registry, models_dirs=models,
+    from nodeflow.devices import parse_size
+    from nodeflow.server.retention import DEFAULT_INTERVAL, DEFAULT_POLICY, parse_retention
+
+    keep = parse_retention(args.keep_outputs or DEFAULT_POLICY)
+    keep_interval = args.keep_check if args.keep_check is not None else DEFAULT_INTERVAL
+    if keep_interval <= 0:
+        raise UsageError(f"--keep-check {args.keep_check:g}: give a number of seconds above 0")
+    config = ServerConfig(keep=keep, keep_interval=keep_interval, data_dir=data_dir, registry=registry, models_dirs=models,
                           model_folders=folders, token=token,
                           cors=list(args.cors), limits=limits, drain_timeout=args.drain_timeout,
-                          devices=args.devices.split(",") if args.devices else None)
+                          devices=args.devices.split(",") if args.devices else None,
+                          vram_budget=parse_size(args.vram_budget) if args.vram_budget else None,
+                          ram_budget=parse_size(args.ram_budget) if args.ram_budget else None)
     if args.ray:  # the jobs run in Ray actors instead of local threads
         from nodeflow.cluster.serve import ray_server_workers
 
@@ -135,8 +157,8 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"nodeflow server: http://{shown}:{args.port}  (API docs: /docs; ComfyUI clients: "
           f"ws://{shown}:{args.port}/ws)", flush=True)
-    print(f"data: {data_dir}  (queue and history in jobs.sqlite3, pictures in input/ and output/)",
-          flush=True)
+    print(f"data: {data_dir}  (queue and history in jobs.sqlite3, pictures in input/ and output/; "
+          f"{keep.describe()})", flush=True)
     if token is not None:
         source = "generated; pass --token to choose it" if generated else "as given"
         print(f"token: {token}  ({source}; send it as 'Authorization: Bearer TOKEN' or ?token=)",

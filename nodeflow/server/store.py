@@ -236,6 +236,45 @@ class JobStore:
                              (job_id, *FINAL_STATES))
             return cur.rowcount > 0
 
+    def expired(self, *, finished_before: float | None = None,
+                keep_newest: int | None = None) -> list[str]:
+        """Finished jobs that finished before a time, or are not among the newest ones."""
+        ids: list[str] = []
+        with self._lock:
+            if finished_before is not None:
+                ids += [r[0] for r in self._db.execute(
+                    "SELECT id FROM jobs WHERE state IN (?, ?, ?) AND finished < ?",
+                    (*FINAL_STATES, finished_before))]
+            if keep_newest is not None:
+                ids += [r[0] for r in self._db.execute(
+                    "SELECT id FROM jobs WHERE state IN (?, ?, ?) ORDER BY number DESC "
+                    "LIMIT -1 OFFSET ?", (*FINAL_STATES, keep_newest))]
+        return ids
+
+    def finished_ids(self, *, newest_first: bool = False) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                f"SELECT id FROM jobs WHERE state IN (?, ?, ?) ORDER BY number "
+                f"{'DESC' if newest_first else 'ASC'}", FINAL_STATES)]
+
+    def job_ids(self) -> set[str]:
+        """Every job the store has, in any state."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM jobs")}
+
+    def forget(self, job_ids: list[str]) -> list[str]:
+        """Delete finished jobs and their events (queued or running ones are left alone);
+        returns the ids deleted."""
+        gone: list[str] = []
+        with self._tx() as db:
+            for job_id in job_ids:
+                cur = db.execute("DELETE FROM jobs WHERE id = ? AND state IN (?, ?, ?)",
+                                 (job_id, *FINAL_STATES))
+                if cur.rowcount:
+                    db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                    gone.append(job_id)
+        return gone
+
     def by_key(self, idempotency_key: str) -> Job | None:
         """The job submitted with this idempotency key, if any."""
         with self._lock:

@@ -115,6 +115,23 @@ class LocalWorker:
     def close(self) -> None:
         self.executor.close()
 
+    def check_memory(self, graph: Graph, outputs: list[str] | None) -> None:
+        """Raise `ModelError` (located, with what to try) when a node the job needs can never
+        fit this worker's device: the check a run makes before anything runs, made when the
+        job is submitted. Everything the job needs is planned, as if nothing were cached."""
+        from nodeflow.cache import OutputCache
+        from nodeflow.memory_plan import check_plan_memory, estimate_plan_memory
+        from nodeflow.plan import plan_execution
+
+        settings = self._settings(self.input_dir)
+        plan = plan_execution(graph, self.registry, OutputCache(), outputs, settings=settings)
+        if not any(plan.classes[n].uses_accelerator for n in plan.to_run):
+            return
+        models = self.executor.models
+        devices = list(models.devices)
+        estimates = estimate_plan_memory(graph, plan, settings, models.dtype_name, devices[0].name)
+        check_plan_memory(graph, plan, estimates, devices, models.dtype_override)
+
     def run(self, job: JobSpec, emit: EventCallback, cancel: CancelToken) -> JobOutcome:
         graph = Graph.loads(job.graph)
         settings = self._settings(job.out_dir)
