@@ -97,7 +97,7 @@ class InlineEditor(QObject):
         self.scene.setFocusItem(proxy)
         focus.setFocus(Qt.FocusReason.OtherFocusReason)
         combo = getattr(widget, "combo", None)
-        if popup and combo is not None:
+        if popup and combo is not None and combo.count() > 0:  # nothing to list: type a name instead
             combo.showPopup()
         return True
 

@@ -352,3 +352,22 @@ def test_declared_ranges_of_the_samplers_are_range_sliders(make_window):
     w.scene.connect_sockets(f"{number}.value", f"{node}.denoising_end")
     ranges = [f.names for f in w.scene.node_items[node].fields if f.kind == "range"]
     assert ranges == [("guidance_min_t", "guidance_max_t")]
+
+
+def test_a_model_file_is_picked_from_the_files_of_its_kind_on_the_node(make_window):
+    w = make_window()
+    node = w.scene.add_node("diffusion.LoadCheckpoint", QPointF(0, 0))
+    w.view.set_zoom(1.0)
+    w.view.centerOn(w.scene.node_items[node])
+    steps = w.doc.undo.count()
+    click(w, node, field(w, node, "path").rect.center())
+    inline = w.scene.inline
+    combo = inline.widget.combo
+    names = [combo.itemText(i) for i in range(combo.count())]
+    assert inline.name == "path" and "nodeflow-shapes" in names  # the shipped demo checkpoint
+    assert combo.view().isVisible()  # the list opens at once
+    combo.setCurrentIndex(names.index("nodeflow-shapes"))
+    combo.activated.emit(names.index("nodeflow-shapes"))
+    QTest.keyClick(combo, Qt.Key.Key_Return)
+    assert value(w, node, "path") == "nodeflow-shapes"
+    assert w.doc.undo.count() == steps + 1
