@@ -46,9 +46,16 @@ def file_fingerprint(path: Path, *, content: bool = False) -> str:
                 dirs.sort()
                 for name in sorted(files):
                     full = os.path.join(root, name)
-                    st = os.stat(full)
-                    parts.append(f"{os.path.relpath(full, resolved)}:{st.st_size}:{st.st_mtime_ns}")
-                    if content:
+                    rel = os.path.relpath(full, resolved)
+                    try:
+                        st = os.stat(full)
+                    except OSError as exc:
+                        # A dangling link (skipped by the loaders, with a warning) is one entry,
+                        # not the whole folder's fingerprint: the other files still count.
+                        parts.append(f"{rel}:unreadable:{exc.errno}")
+                        continue
+                    parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
+                    if content and stat.S_ISREG(st.st_mode):  # never read a FIFO or a device
                         parts.append(_file_digest(full))
             return hashlib.blake2b("\n".join(parts).encode(), digest_size=16).hexdigest()
         st = resolved.stat()

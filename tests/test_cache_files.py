@@ -138,3 +138,21 @@ def test_the_plugin_guides_fingerprint_example_runs_again_when_the_document_chan
     (folder / "note.txt").write_text("the second, longer version")
     result = ex.run(g, ["fetch"])
     assert result.ran == ["fetch"] and result.outputs["fetch"]["text"] == "the second, longer version"
+
+
+def test_a_folder_with_a_dangling_link_or_a_fifo_still_tells_its_files_apart(tmp_path):
+    """A model folder holding a broken link (which the loaders skip with a warning) or a FIFO
+    still changes its fingerprint when one of its real files changes, and never blocks."""
+    from nodeflow.cache import file_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"aaaa")
+    (folder / "gone.bin").symlink_to(tmp_path / "nowhere.bin")
+    os.mkfifo(folder / "pipe")
+    before = (file_fingerprint(folder), file_fingerprint(folder, content=True))
+    assert "unreadable" not in before[0]
+    (folder / "weights.bin").write_bytes(b"bbbbbb")
+    after = (file_fingerprint(folder), file_fingerprint(folder, content=True))
+    assert after[0] != before[0] and after[1] != before[1]
+    assert file_fingerprint(folder) == after[0]  # and stable while nothing changes
