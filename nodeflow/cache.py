@@ -15,7 +15,6 @@ import json
 import os
 import stat
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,18 @@ from typing import Any
 def node_key(type_id: str, version: str, literals: Mapping[str, Any],
              upstream: list[tuple[str, str, str]], extra: str = "") -> str:
     """Hash of a node's identity; ``upstream`` is (input, parent key, parent output) per link."""
-    literal_text = _encode_literals(literals) if literals else ""
-    parts = [type_id, version, literal_text, extra]
-    for name, key, socket in sorted(upstream):
-        parts.append(f"{name}<{key}.{socket}")
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    # Computed for every node of every run: one string, built in as few steps as can be
+    # (the same text as joining the parts with \x1f, sorted links last).
+    text = f"{type_id}\x1f{version}\x1f{_encode_literals(literals) if literals else ''}\x1f{extra}"
+    if len(upstream) == 1:
+        name, key, socket = upstream[0]
+        text += f"\x1f{name}<{key}.{socket}"
+    elif upstream:
+        text += "".join(f"\x1f{name}<{key}.{socket}" for name, key, socket in sorted(upstream))
+    return _blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+_blake2b = hashlib.blake2b
 
 
 def file_fingerprint(path: Path, *, content: bool = False) -> str:
@@ -75,16 +81,17 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _encode_literals(literals: Mapping[str, Any]) -> str:
     # repr of sorted scalar items is stable and tells 1, 1.0 and True apart; it is
     # several times cheaper than JSON, which remains the fallback for nested values.
     items = sorted(literals.items())
-    if all(type(v) in _SCALARS for _k, v in items):
-        return repr(items)
-    return json.dumps(literals, sort_keys=True, separators=(",", ":"), default=repr)
+    for _k, v in items:
+        if type(v) not in _SCALARS:
+            return json.dumps(literals, sort_keys=True, separators=(",", ":"), default=repr)
+    return repr(items)
 
 
 class OutputCache:
@@ -98,7 +105,8 @@ class OutputCache:
     def __init__(self, per_node: int = 2) -> None:
         self.per_node = per_node
         self._data: dict[str, dict[str, Any]] = {}
-        self._by_node: dict[str, OrderedDict[str, None]] = {}
+        self._by_node: dict[str, dict[str, None]] = {}
+        """Per node id, its keys, oldest first (a plain dict keeps insertion order)."""
         self._refs: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -114,14 +122,22 @@ class OutputCache:
     def put(self, key: str, node_id: str, outputs: dict[str, Any]) -> None:
         with self._lock:
             self._data[key] = outputs
-            keys = self._by_node.setdefault(node_id, OrderedDict())
+            keys = self._by_node.get(node_id)
+            if keys is None and self.per_node > 0:  # a node's first result (all of a cold run)
+                self._by_node[node_id] = {key: None}
+                self._refs[key] = self._refs.get(key, 0) + 1
+                return
+            if keys is None:
+                keys = self._by_node[node_id] = {}
             if key in keys:
-                keys.move_to_end(key)
+                del keys[key]  # now the newest
+                keys[key] = None
                 return
             keys[key] = None
             self._refs[key] = self._refs.get(key, 0) + 1
             while len(keys) > self.per_node:
-                old, _ = keys.popitem(last=False)
+                old = next(iter(keys))
+                del keys[old]
                 self._refs[old] -= 1
                 if self._refs[old] == 0:
                     del self._refs[old]

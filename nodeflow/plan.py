@@ -111,52 +111,60 @@ def graph_structure(graph: Graph, registry: NodeRegistry, requested: Iterable[st
     """Order and cache keys of every node the requested outputs depend on. ``order``, a
     topological order of the whole graph (the validator's), spares sorting it again."""
     full_order = order
-    classes = {}
-    for node in graph:
-        cls = registry.get(node.type)
-        if cls is not None:  # an unknown type matters only if a requested output needs it
-            classes[node.id] = cls
+    nodes = graph.nodes
+    get_class = registry.get
     if requested is None:
-        wanted = [n for n, c in classes.items() if c.output_node]
+        wanted = [n for n, node in nodes.items()
+                  if getattr(get_class(node.type), "output_node", False)]
     else:
         wanted = list(dict.fromkeys(requested))
         for n in wanted:
-            if n not in graph.nodes:
+            if n not in nodes:
                 raise UsageError(f"--output names node '{n}', which is not in the graph",
                                  location=Location(graph.file_name))
     incoming: dict[str, list[Link]] = {}
     links = graph.links
     for link in links:
-        incoming.setdefault(link.dst, []).append(link)
+        dst = link.dst
+        if dst in incoming:
+            incoming[dst].append(link)
+        else:
+            incoming[dst] = [link]
 
-    # Everything the requested nodes depend on (iterative walk, never recursion).
-    needed: set[str] = set()
+    # Everything the requested nodes depend on (iterative walk, never recursion); an
+    # unknown type matters only if a requested output needs it.
+    classes: dict[str, type[Node]] = {}
     stack = list(wanted)
     while stack:
         n = stack.pop()
-        if n in needed:
+        if n in classes:
             continue
-        needed.add(n)
-        if n not in classes:
-            node = graph.nodes[n]
+        node = nodes[n]
+        cls = get_class(node.type)
+        if cls is None:
             raise UsageError(f"unknown node type '{node.type}'",
                              location=Location(graph.file_name, node.id, node.type))
-        stack.extend(link.src for link in incoming.get(n, ()))
+        classes[n] = cls
+        feeds = incoming.get(n)
+        if feeds:
+            stack.extend(link.src for link in feeds)
     if full_order is not None:
-        order = [n for n in full_order if n in needed]
+        order = list(full_order) if len(classes) == len(nodes) else [
+            n for n in full_order if n in classes]
     else:
-        order = topological_order((n for n in graph.nodes if n in needed),
-                                  (ln for ln in links if ln.dst in needed))
+        order = topological_order((n for n in nodes if n in classes),
+                                  (ln for ln in links if ln.dst in classes))
     needed_classes = {n: classes[n] for n in order}
     structure = GraphStructure(order, {}, wanted, needed_classes, incoming,
-                               all(c.deterministic for c in needed_classes.values()),
+                               all(c.deterministic for c in set(needed_classes.values())),
                                out_dir=str(settings.out_dir.resolve()))
+    keys, external = structure.keys, structure.external
     for n in order:
-        cls = classes[n]
+        cls = needed_classes[n]
         if reads_outside(cls):
-            structure.external[n] = external_fingerprint(
+            external[n] = external_fingerprint(
                 graph, n, cls, settings, (ln.dst_socket for ln in incoming.get(n, ())))
-        structure.keys[n] = _key(graph, structure, n)
+        keys[n] = _key(graph, structure, n)
     return structure
 
 
@@ -165,8 +173,9 @@ def _key(graph: Graph, structure: GraphStructure, n: str) -> str:
     if not cls.deterministic:
         return uuid.uuid4().hex
     keys = structure.keys
-    upstream = [(ln.dst_socket, keys[ln.src], ln.src_socket) for ln in structure.incoming.get(n, ())]
-    extra = structure.external.get(n, "")
+    feeds = structure.incoming.get(n)
+    upstream = [(ln.dst_socket, keys[ln.src], ln.src_socket) for ln in feeds] if feeds else []
+    extra = structure.external.get(n, "") if structure.external else ""
     if cls.output_node:
         extra = f"{structure.out_dir}\x1e{extra}"
     return node_key(cls.id, cls.version, graph.nodes[n].inputs, upstream, extra)

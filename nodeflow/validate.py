@@ -59,8 +59,11 @@ class GraphValidator:
         good_links: list[Link] = []
         for link in graph.links:
             ok = True
-            for end, node_id, socket in (("from", link.src, link.src_socket),
-                                         ("to", link.dst, link.dst_socket)):
+            src_cls, dst_cls = classes.get(link.src), classes.get(link.dst)
+            known = (src_cls is not None and dst_cls is not None  # nearly every link: no more to see
+                     and link.src_socket in src_cls.output_map and link.dst_socket in dst_cls.input_map)
+            for end, node_id, socket in () if known else (("from", link.src, link.src_socket),
+                                                          ("to", link.dst, link.dst_socket)):
                 if node_id not in graph.nodes:
                     # Located at the end that exists, so the problem shows on that node.
                     other = (link.dst, link.dst_socket) if end == "from" else (link.src, link.src_socket)
@@ -145,13 +148,15 @@ class GraphValidator:
         for link in links:
             incoming.setdefault(link.dst, []).append(link)
         out_types: dict[tuple[str, str], ResolvedType] = {}
-        ordered = set(order)
-        for node_id in order + [n for n in graph.nodes if n not in ordered]:
+        if len(order) != len(graph.nodes):
+            ordered = set(order)
+            order = order + [n for n in graph.nodes if n not in ordered]
+        for node_id in order:
             cls = classes.get(node_id)
             if cls is None:
                 continue
             bindings: dict[str, ResolvedType] = {}
-            for link in incoming.get(node_id, []):
+            for link in incoming.get(node_id, ()):
                 spec = cls.input_map[link.dst_socket]
                 src_type = out_types.get((link.src, link.src_socket))
                 if src_type is None:
@@ -270,11 +275,17 @@ def constant_inputs(graph: Graph, classes: Mapping[str, type[Node]], links: Iter
 def checked_input(cls: type[Node], socket: str) -> bool:
     """Is what arrives at this input checked before the run (a declared range, choices or
     file, or the node's own `check` or `estimate_memory`)?"""
-    spec = cls.input_map.get(socket)
-    if spec is None:
-        return False
-    return (spec.min is not None or spec.max is not None or spec.choices is not None
+    known = _CHECKED.get((cls, socket))
+    if known is None:  # asked once per link of every run: worked out once per type and input
+        spec = cls.input_map.get(socket)
+        known = spec is not None and (
+            spec.min is not None or spec.max is not None or spec.choices is not None
             or bool(spec.path_kind) or _declares(cls, "check") or _declares(cls, "estimate_memory"))
+        _CHECKED[(cls, socket)] = known
+    return known
+
+
+_CHECKED: dict[tuple[type[Node], str], bool] = {}
 
 
 def _compute_constant(graph: Graph, n: str, cls: type[Node], feeds: Iterable[Link],
