@@ -129,6 +129,8 @@ class FieldPress:
     part: str
     start: Any
     dragging: bool = False
+    cancelled: bool = False
+    """Esc was pressed during the drag: its release changes nothing."""
     handle: int = 0
     """Which end of a range is dragged (0: start); for an area 0 moves the box, 1 (its corner)
     resizes it, 2 (outside it) draws a new one."""
@@ -644,6 +646,8 @@ class NodeItem(QGraphicsItem):
             return
         press = self._press
         if press is not None:
+            if press.cancelled:
+                return
             dx = event.pos().x() - press.at.x()
             if not press.dragging and (abs(dx) >= nw.DRAG_START or abs(event.pos().y() - press.at.y()) >= nw.DRAG_START):
                 press.dragging = press.field.kind in ("number", "seed", "slider", "area", "range")
@@ -658,12 +662,25 @@ class NodeItem(QGraphicsItem):
             return
         press, self._press = self._press, None
         if press is not None:
+            if press.cancelled:
+                return
             if press.dragging:
                 self.commit_pending(press.field)
             else:
                 self.click_field(press.field, press.part, event.pos())
             return
         super().mouseReleaseEvent(event)
+
+    def cancel_field_drag(self) -> bool:
+        """Esc during a drag on a field: the values go back, nothing is written."""
+        press = self._press
+        if press is None or press.cancelled:
+            return False
+        press.cancelled = True
+        press.dragging = False
+        self.pending = {}
+        self.update()
+        return True
 
     def _drag_field(self, press: FieldPress, pos: QPointF) -> None:
         """Show the value a drag on a field would set (written to the graph on release)."""

@@ -10,7 +10,7 @@ from PySide6.QtGui import QBrush, QColor, QPainter, QPen, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsView, QWidget
 
 from . import theme
-from .items import LOW_DETAIL
+from .items import LOW_DETAIL, NodeItem
 from .scene import GraphScene
 
 MIN_ZOOM, MAX_ZOOM = 0.01, 4.0  # 0.01: a few thousand nodes still fit in one view
@@ -177,6 +177,9 @@ class GraphView(QGraphicsView):
             return
         if key == Qt.Key.Key_Escape and self.graph_scene.drag is not None:
             self.graph_scene.cancel_link_drag()
+            return
+        grabber = self.graph_scene.mouseGrabberItem()
+        if key == Qt.Key.Key_Escape and isinstance(grabber, NodeItem) and grabber.cancel_field_drag():
             return
         selected = self.graph_scene.selected_node_ids()
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_F2) and len(selected) == 1 \

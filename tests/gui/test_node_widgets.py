@@ -371,3 +371,40 @@ def test_a_model_file_is_picked_from_the_files_of_its_kind_on_the_node(make_wind
     QTest.keyClick(combo, Qt.Key.Key_Return)
     assert value(w, node, "path") == "nodeflow-shapes"
     assert w.doc.undo.count() == steps + 1
+
+
+def test_escape_during_a_drag_puts_the_value_back(qtbot, make_window):
+    w = make_window(DEMO)
+    w.view.set_zoom(1.0)
+    w.view.centerOn(w.scene.node_items["crop"])
+    w.activateWindow()
+    w.view.setFocus()
+    qtbot.waitUntil(w.view.hasFocus)
+    f = field(w, "crop", "x")
+    vp = w.view.viewport()
+    start = at(w, "crop", f.rect.center())
+    QTest.mousePress(vp, LEFT, NO_MOD, start)
+    p = QPointF(at(w, "crop", f.rect.center() + QPointF(20 * nw.DRAG_PX_PER_STEP, 0)))
+    QApplication.sendEvent(vp, QMouseEvent(QEvent.Type.MouseMove, p, QPointF(vp.mapToGlobal(p)),
+                                           Qt.MouseButton.NoButton, LEFT, NO_MOD))
+    assert value(w, "crop", "x") == 52  # shown while dragging
+    steps = w.doc.undo.count()
+    QTest.keyClick(w.view, Qt.Key.Key_Escape)
+    QTest.mouseRelease(vp, LEFT, NO_MOD, p.toPoint())
+    assert value(w, "crop", "x") == 32 and w.doc.graph.nodes["crop"].inputs["x"] == 32
+    assert w.doc.undo.count() == steps
+
+
+def test_a_click_on_a_dropdown_opens_its_list_and_a_choice_is_one_undo_step(make_window):
+    w = make_window(DEMO)
+    w.view.set_zoom(1.0)
+    w.view.centerOn(w.scene.node_items["blend"])
+    steps = w.doc.undo.count()
+    click(w, "blend", field(w, "blend", "mode").rect.center())
+    combo = w.scene.inline.widget.combo
+    assert combo.view().isVisible()
+    combo.hidePopup()
+    combo.setCurrentIndex(combo.findText("multiply"))
+    QTest.keyClick(combo, Qt.Key.Key_Return)
+    assert value(w, "blend", "mode") == "multiply"
+    assert w.doc.undo.count() == steps + 1
