@@ -296,10 +296,11 @@ class Sample(Node):
         *GUIDANCE_INPUTS,
         Input("denoising_start", FLOAT, "Start this far into the schedule, from the latent as it is "
               "(no noise added): the second stage of a hand-over such as SDXL base → refiner "
-              "(diffusers' denoising_start).", default=0.0, min=0.0, max=1.0, step=0.01),
+              "(diffusers' denoising_start).", default=0.0, min=0.0, max=1.0, step=0.01,
+              widget="range.start"),
         Input("denoising_end", FLOAT, "Stop this far into the schedule, leaving the rest of the noise "
               "for a second sampler (diffusers' denoising_end).", default=1.0, min=0.0, max=1.0,
-              step=0.01),
+              step=0.01, widget="range.end"),
         Input("timestep_spacing", STRING, "Where the steps fall among the training timesteps: auto "
               "(as the checkpoint's scheduler config says), leading, linspace or trailing. The run's "
               "first progress event says what was used.", default="auto", choices=SPACINGS),
