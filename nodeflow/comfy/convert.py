@@ -88,6 +88,17 @@ class WorkflowConverter:
         except (OSError, ValueError):
             return None
 
+    def _file_family(self, comfy_type: str, found: Path | None) -> str | None:
+        """The family of a model file as the flow loader this ComfyUI loader becomes reads it
+        (the node type's ``model_family`` hook; None when no such node type is registered)."""
+        nmap = FLOW_MAPS.get(comfy_type)
+        if found is None or nmap is None:
+            return None
+        cls = self.registry.get(next(iter(nmap.parts.values())).type)
+        hook = getattr(cls, "model_family", None)
+        family = hook(found) if callable(hook) else None
+        return family if isinstance(family, str) else None
+
     def map_for(self, node: ComfyNode) -> NodeMap | None:
         """The mapping of a node for the model family it works on."""
         if self.families.family(node.id) in FLOW and node.type in FLOW_MAPS:
@@ -154,7 +165,7 @@ class WorkflowConverter:
         graph = Graph(source=Path(wf.file))
         frames: list[dict[str, Any]] = [dict(g) for g in wf.groups]
         self._apply_primitives()
-        self.families = read_families(wf, self.named, self.source, self._find_model)
+        self.families = read_families(wf, self.named, self.source, self._find_model, self._file_family)
         for node, message in self.families.conflicts:
             self.problem("comfy_family", message, node)
         for node in wf.nodes.values():

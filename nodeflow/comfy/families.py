@@ -6,7 +6,8 @@ nodeflow's are not (``diffusion.*`` against ``flow.*``). The family is read from
 1. nodes that tell it (*seeds*): a UNETLoader (nodeflow loads SD3/Flux diffusion models
    alone), a DualCLIPLoader/CLIPLoader by its ``type``, a TripleCLIPLoader (SD3), a checkpoint
    by its file's tensors when the file is in the models folders (else by an "sd3"/"flux" in its
-   name), a ControlNet by its file when present, and nodes nodeflow has only for flow models (ModelSamplingSD3/Flux, FluxGuidance, the
+   name), a ControlNet by its file when present (files are read by the loader node types the
+   registry holds, through their ``model_family`` hook: the importer imports no pack), and nodes nodeflow has only for flow models (ModelSamplingSD3/Flux, FluxGuidance, the
    custom-sampler nodes, ControlNetApplySD3);
 2. nodes joined by a model, text encoder, conditioning, guider, sigmas or ControlNet link share
    a family (one connected group); a group with no seed is SD;
@@ -48,6 +49,11 @@ SD_ENCODER_TYPES = frozenset({"sdxl", "stable_diffusion"})
 say nothing of the family, and the loader's mapping reports them."""
 
 
+FileFamily = Callable[[str, Path | None], str | None]
+"""(ComfyUI loader type, the file it names if present) -> 'sd3', 'flux', 'sd' (a model of another
+family) or None (no file, or one that cannot be read)."""
+
+
 @dataclass
 class Families:
     """The family of each node (by ComfyUI id), the VAE families, and what was assumed."""
@@ -71,50 +77,14 @@ def _name_family(name: Any) -> str | None:
     return None
 
 
-def _file_family(found: Path | None) -> str | None:
-    """'sd3'/'flux' for an SD3/Flux diffusers folder or weights file, 'sd' for other models, None if
-    the file cannot be read."""
-    if found is None:
-        return None
-    from nodeflow.errors import ModelError
-    from nodeflow.nodes.flow import files, loaders
-
-    if found.is_dir():
-        try:
-            return loaders.folder_family(found) or "sd"
-        except (OSError, ValueError, ModelError):
-            return None
-    try:
-        kind = files.file_layout(found).kind
-    except ModelError as exc:
-        return "sd" if "1.x/2.x/SDXL" in exc.message else None
-    return {"bundle": "sd3", "sd3": "sd3", "flux": "flux"}.get(kind, "sd")
-
-
-def _controlnet_family(found: Path | None) -> str | None:
-    """'sd3'/'flux' for an SD3/Flux ControlNet file or folder, 'sd' for an SD one, None if unknown."""
-    if found is None:
-        return None
-    from nodeflow.errors import ModelError
-    from nodeflow.nodes.flow.control import controlnet_family
-    from nodeflow.nodes.flow.control_files import controlnet_file_family
-
-    try:
-        family = controlnet_file_family(found) if found.is_file() else controlnet_family(found)
-    except ModelError as exc:
-        return "sd" if "diffusion.LoadControlNet" in (exc.hint or "") else None
-    except (OSError, ValueError):
-        return None
-    return family or ("sd" if (found / "config.json").is_file() else None)
-
-
 class FamilyReader:
     """Reads the families of one workflow (see the module's description)."""
 
     def __init__(self, wf: Workflow, named: Mapping[str, Mapping[str, Any]],
                  source: Callable[[tuple[str, int]], tuple[str, int] | None],
-                 find: Callable[[str, str], Path | None]) -> None:
+                 find: Callable[[str, str], Path | None], file_family: FileFamily) -> None:
         self.wf, self.named, self.source, self.find = wf, named, source, find
+        self.file_family = file_family
         self.result = Families()
 
     def seed(self, node: ComfyNode) -> str | None:
@@ -122,7 +92,7 @@ class FamilyReader:
         if node.type in CHECKPOINTS:
             name = values.get("ckpt_name")
             found = self.find("checkpoints", str(name)) if isinstance(name, str) and name else None
-            family = _file_family(found)
+            family = self.file_family(node.type, found)
             if family is not None:
                 return family
             guess = _name_family(name)
@@ -134,7 +104,7 @@ class FamilyReader:
         if node.type == "UNETLoader":
             name = values.get("unet_name")
             found = self.find("diffusion_models", str(name)) if isinstance(name, str) and name else None
-            family = _file_family(found)
+            family = self.file_family(node.type, found)
             if family in FLOW:
                 return family
             if found is None:
@@ -146,7 +116,7 @@ class FamilyReader:
         if node.type == "ControlNetLoader":
             name = values.get("control_net_name")
             found = self.find("controlnet", str(name)) if isinstance(name, str) and name else None
-            return _controlnet_family(found)
+            return self.file_family(node.type, found)
         if node.type in ("DualCLIPLoader", "CLIPLoader"):
             kind = str(values.get("type"))
             return ENCODER_TYPES.get(kind, "sd" if kind in SD_ENCODER_TYPES else None)
@@ -252,6 +222,7 @@ class FamilyReader:
 
 def read_families(wf: Workflow, named: Mapping[str, Mapping[str, Any]],
                   source: Callable[[tuple[str, int]], tuple[str, int] | None],
-                  find: Callable[[str, str], Path | None]) -> Families:
-    """The model family of every node of ``wf`` (``find(kind, name)``: a model file, if present)."""
-    return FamilyReader(wf, named, source, find).read()
+                  find: Callable[[str, str], Path | None], file_family: FileFamily) -> Families:
+    """The model family of every node of ``wf`` (``find(kind, name)``: a model file, if present;
+    ``file_family``: what that file is)."""
+    return FamilyReader(wf, named, source, find, file_family).read()

@@ -301,16 +301,6 @@ BY_TYPE: dict[str, NodeMap] = {m.comfy: m for m in NODE_MAPS}
 # --- SD3.x and Flux: the flow pack ----------------------------------------------------------
 
 
-def flow_sampler(value: Any, ctx: ConvertContext) -> Any:
-    """ComfyUI sampler names nodeflow runs on SD3/Flux with ComfyUI's semantics."""
-    from nodeflow.nodes.flow.schedules import COMFY_SAMPLERS
-
-    if value not in COMFY_SAMPLERS:
-        raise Unmappable(f"sampler '{value}' has no nodeflow equivalent on SD3/Flux models yet (nodeflow "
-                         f"has: {', '.join(COMFY_SAMPLERS)})")
-    return value
-
-
 def vae_family(value: Any, ctx: ConvertContext) -> Any:
     """The family read from the graph as flow.LoadVAE's ``family`` ('flow': from the file's name)."""
     return value if value in ("sd3", "flux") else "auto"
@@ -323,8 +313,9 @@ def weight_dtype(value: Any, ctx: ConvertContext) -> Any:
 
 
 _FLOW_SAMPLE = {"seed": w("seed"), "steps": w("steps"), "cfg": w("cfg"),
-                "sampler": w("sampler_name", flow_sampler), "scheduler": _SCHEDULERS, "denoise": w("denoise")}
+                "sampler": w("sampler_name", choice(None, "sampler")), "scheduler": _SCHEDULERS, "denoise": w("denoise")}
 _COMFY_SEMANTICS = {"semantics": "comfyui"}
+"""flow.Sample with ComfyUI's semantics runs every sampler its ``sampler`` input declares."""
 _CONTROL_APPLY = ("strength", "start_percent", "end_percent")
 _CONTROL_LINKS = {"conditioning": "positive", "controlnet": "control_net", "vae": "vae", "image": "image"}
 _CONTROL_VALUES = {"strength": w("strength"), "start": w("start_percent"), "end": w("end_percent")}

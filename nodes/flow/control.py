@@ -102,6 +102,20 @@ class LoadControlNet(Node):
                            "SD3ControlNetModel or FluxControlNetModel)")
 
     @classmethod
+    def model_family(cls, path: Path) -> str | None:
+        """'sd3'/'flux' for a ControlNet this node loads, 'sd' for an SD 1.x/SDXL one, None when
+        the file or folder cannot be read. Importers ask it to map loaders by family."""
+        from nodeflow.nodes.flow.control_files import controlnet_file_family
+
+        try:
+            family = controlnet_file_family(path) if path.is_file() else controlnet_family(path)
+        except ModelError as exc:
+            return "sd" if "diffusion.LoadControlNet" in (exc.hint or "") else None
+        except (OSError, ValueError):
+            return None
+        return family or ("sd" if (path / "config.json").is_file() else None)
+
+    @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
         from nodeflow.api import estimate_file_bytes

@@ -103,6 +103,16 @@ def detect(keys: Iterable[str], name: str) -> Layout:
                           "16-channel VAE (ae.safetensors) or an SD3.5 checkpoint that bundles them.")
 
 
+def bundle_family(path: Path) -> str:
+    """'flux' for a checkpoint bundling a Flux transformer, else 'sd3'."""
+    try:
+        keys = safetensors_header(path)
+    except (OSError, ValueError):
+        return "sd3"
+    return "flux" if any(k.startswith(BUNDLE_PREFIXES["transformer"] + "double_blocks.") for k in keys) \
+        else "sd3"
+
+
 def file_layout(path: Path) -> Layout:
     """The layout of a .safetensors file, from its header alone."""
     try:

@@ -108,6 +108,12 @@ class LoadCheckpoint(Node):
             yield "t5_tokenizer", f"{error.message}. {error.hint}"
 
     @classmethod
+    def model_family(cls, path: Path) -> str | None:
+        """The family of the model at ``path``: 'sd3', 'flux', 'sd' (another family, which this
+        node does not load) or None (unreadable). Importers ask it to map loaders by family."""
+        return weights_family(path)
+
+    @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
                         ctx: EstimateContext) -> MemoryEstimate | None:
         from nodeflow.nodes.flow.memory import checkpoint_estimate
@@ -139,6 +145,23 @@ class LoadCheckpoint(Node):
         if vae_dtype != dtype:
             ckpt.vae.vae.to(vae_dtype)
         return {"model": ckpt.model, "clip": ckpt.clip, "vae": ckpt.vae}
+
+
+def weights_family(found: Path) -> str | None:
+    """'sd3'/'flux' for an SD3.x/Flux folder or weights file (a bundle, a transformer), 'sd' for
+    another model, None when the file cannot be read."""
+    if found.is_dir():
+        try:
+            return loaders.folder_family(found) or "sd"
+        except (OSError, ValueError, ModelError):
+            return None
+    try:
+        layout = files.file_layout(found)
+    except ModelError as exc:
+        return "sd" if "1.x/2.x/SDXL" in exc.message else None
+    if layout.kind == "bundle":
+        return files.bundle_family(found)
+    return layout.kind if layout.kind in FAMILY_CHOICES else "sd"
 
 
 def _has_t5(path: Path) -> bool:
@@ -173,6 +196,12 @@ class LoadDiffusionModel(Node):
             problem = _layout_problem(found, ("sd3", "flux", "bundle"))
             if problem:
                 yield "path", problem
+
+    @classmethod
+    def model_family(cls, path: Path) -> str | None:
+        """The family of the model at ``path``: 'sd3', 'flux', 'sd' (another family, which this
+        node does not load) or None (unreadable). Importers ask it to map loaders by family."""
+        return weights_family(path)
 
     @classmethod
     def estimate_memory(cls, values: Mapping[str, Any], upstream: Mapping[str, ValueEstimate],
