@@ -687,7 +687,12 @@ class NodeItem(QGraphicsItem):
         f = press.field
         if f.kind in ("number", "seed") and f.spec is not None:
             steps = round((pos.x() - press.at.x()) / nw.DRAG_PX_PER_STEP)
-            self.pending = {f.name: nw.snap(f.spec, float(press.start) + steps * nw.step_of(f.spec))}
+            start = press.start if isinstance(press.start, int | float) else 0
+            if nw.is_int(f.spec):
+                moved: int | float = int(start) + steps * int(nw.step_of(f.spec))
+            else:
+                moved = float(start) + steps * nw.step_of(f.spec)
+            self.pending = {f.name: nw.snap(f.spec, moved)}
         elif f.kind == "slider" and f.spec is not None:
             lo, hi = float(f.spec.min), float(f.spec.max)  # type: ignore[arg-type]
             t = (pos.x() - f.rect.left()) / max(1.0, f.rect.width())
@@ -766,9 +771,13 @@ class NodeItem(QGraphicsItem):
         spec = f.spec
         value = self.field_value(f)
         if f.kind in ("number", "seed") and part in ("dec", "inc") and spec is not None:
-            base = float(value) if isinstance(value, int | float) else 0.0
-            self.set_values({f.name: nw.snap(spec, base + (1 if part == "inc" else -1) * nw.step_of(spec))},
-                            f"Step {f.name}")
+            sign = 1 if part == "inc" else -1
+            if nw.is_int(spec):
+                stepped: int | float = (int(value) if isinstance(value, int | float) else 0) + \
+                    sign * int(nw.step_of(spec))
+            else:
+                stepped = (float(value) if isinstance(value, int | float) else 0.0) + sign * nw.step_of(spec)
+            self.set_values({f.name: nw.snap(spec, stepped)}, f"Step {f.name}")
         elif f.kind == "seed" and part == "dice" and spec is not None:
             from .properties import random_seed
 

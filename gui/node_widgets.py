@@ -108,6 +108,16 @@ def decimals_of(spec: Input) -> int:
 
 def snap(spec: Input, value: float) -> int | float:
     """``value`` on the input's step grid (counted from its minimum), within its bounds."""
+    if is_int(spec):  # whole numbers stay exact (seeds go up to 2**64 - 1)
+        whole = value if isinstance(value, int) else int(round(value))
+        istep = max(1, int(step_of(spec)))
+        ibase = int(spec.min) if spec.min is not None else 0
+        whole = ibase + (whole - ibase + istep // 2) // istep * istep
+        if spec.min is not None:
+            whole = max(int(spec.min), whole)
+        if spec.max is not None:
+            whole = min(int(spec.max), whole)
+        return whole
     step = step_of(spec)
     base = float(spec.min) if spec.min is not None else 0.0
     value = base + round((value - base) / step) * step

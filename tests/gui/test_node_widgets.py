@@ -143,6 +143,16 @@ def test_dice_picks_a_new_seed_as_one_undo_step_and_the_mode_is_chosen_on_the_no
     assert w.doc.undo.count() == steps + 1
     w.doc.undo.undo()
     assert value(w, node, "seed") == before
+    # Seeds are whole numbers up to 2**64 - 1, stepped exactly (no rounding through floats).
+    w.doc.set_input(node, "seed", 2**64 - 2)
+    seed = field(w, node, "seed", "seed")  # the node widened for the long number
+    inc = QPointF(seed.extra["value_rect"].right() - nw.ARROW_W / 2, seed.rect.center().y())
+    QTest.qWait(QApplication.doubleClickInterval() + 50)
+    click(w, node, inc)
+    assert value(w, node, "seed") == 2**64 - 1
+    QTest.qWait(QApplication.doubleClickInterval() + 50)
+    click(w, node, inc)
+    assert value(w, node, "seed") == 2**64 - 1  # the declared maximum
     # "after run" is a dropdown on the node; the choice is kept with the graph, one undo step.
     mode = field(w, node, "seed", "seed_mode")
     QTest.qWait(QApplication.doubleClickInterval() + 50)
