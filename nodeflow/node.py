@@ -533,6 +533,7 @@ def declaration_problems(cls: type[Node]) -> list[str]:
     for spec in cls.inputs:
         problems += [f"input {spec.name!r}: {p}" for p in _input_problems(spec)]
     problems += _run_problems(cls)
+    problems += _widget_problems(cls)
     for hook in _HOOKS:
         if not isinstance(_declared(cls, hook), classmethod):
             problems.append(f"{hook}() must be a @classmethod (nodeflow calls it on the class)")
@@ -551,6 +552,33 @@ def declaration_problems(cls: type[Node]) -> list[str]:
         problems.append("constant = True is for instant, pure functions; a node that writes files "
                         "or uses the accelerator is not one")
     return problems
+
+
+def _widget_problems(cls: type[Node]) -> list[str]:
+    """Inputs the editor edits together (`Input.widget`): numbers, a whole area, ranges in pairs."""
+    out: list[str] = []
+    hinted = [spec for spec in cls.inputs if spec.widget]
+    for spec in hinted:
+        if not _literals(spec.type) <= {int, float}:
+            out.append(f"input {spec.name!r}: widget={spec.widget!r} applies to INT or FLOAT inputs; "
+                       "remove it")
+    roles = sorted(spec.widget for spec in hinted if spec.widget and spec.widget.startswith("area."))
+    if roles and roles != sorted(("area.x", "area.y", "area.width", "area.height")):
+        out.append("an area needs one input each declared widget='area.x', 'area.y', 'area.width' "
+                   f"and 'area.height', not {', '.join(roles)}")
+    start: str | None = None
+    for spec in hinted:
+        if spec.widget == "range.start":
+            if start is not None:
+                out.append(f"input {start!r}: its range.start has no range.end after it")
+            start = spec.name
+        elif spec.widget == "range.end":
+            if start is None:
+                out.append(f"input {spec.name!r}: its range.end has no range.start before it")
+            start = None
+    if start is not None:
+        out.append(f"input {start!r}: its range.start has no range.end after it")
+    return out
 
 
 def _literals(t: Any) -> set[type | None]:

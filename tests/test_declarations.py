@@ -76,6 +76,14 @@ def run_a(self: Node, ctx: RunContext, a: Any) -> Any:
      "input 'a': hash_content applies to file inputs; add path_kind"),
     ((Input("a", STRING, default="x", multiline=True, choices=("x", "y")),),
      "input 'a': multiline and choices do not go together"),
+    ((Input("a", STRING, default="x", widget="range.start"), Input("b", FLOAT, default=1.0, widget="range.end")),
+     "input 'a': widget='range.start' applies to INT or FLOAT inputs"),
+    ((Input("a", FLOAT, default=0.0, widget="range.start"),),
+     "input 'a': its range.start has no range.end after it"),
+    ((Input("a", FLOAT, default=1.0, widget="range.end"), Input("b", FLOAT, default=0.0, widget="range.start")),
+     "input 'a': its range.end has no range.start before it"),
+    ((Input("a", INT, default=0, widget="area.x"), Input("b", INT, default=0, widget="area.y")),
+     "an area needs one input each declared widget='area.x', 'area.y', 'area.width' and 'area.height'"),
 ])
 def test_input_options_must_fit_the_input_type(inputs: tuple[Input, ...], expected: str) -> None:
     message = _problem(_node(inputs, run_a))
