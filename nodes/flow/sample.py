@@ -38,6 +38,7 @@ from nodeflow.nodes.diffusion.sample import latent_preview
 from nodeflow.nodes.diffusion.sigmas import SCHEDULERS as COMFY_SCHEDULERS
 from nodeflow.nodes.diffusion.types import LATENT, Latent
 from nodeflow.nodes.flow.schedules import COMFY_SAMPLERS
+from nodeflow.nodes.flow.solvers import ANCESTRAL_SEED_OFFSET, SOLVERS
 from nodeflow.nodes.flow.types import (
     FAMILY_NAMES,
     FLOW_CONDITIONING,
@@ -59,6 +60,10 @@ SEMANTICS = ("diffusers", "comfyui")
 """How a sampler reads its settings: as the diffusers pipelines do, or as ComfyUI does (see
 ``schedules``: ComfyUI's scheduler names and sigma tables, its denoise rule, the encoder's mean
 and the noise drawn first)."""
+
+SAMPLER_NAMES = (*SAMPLERS, *(name for name in COMFY_SAMPLERS if name not in SAMPLERS))
+"""The sampler choices: diffusers' flow-matching schedulers, then ComfyUI's other samplers
+(semantics comfyui runs every one of them, see ``solvers``)."""
 
 SCHEDULER_NAMES = (*SCHEDULES, *(name for name in COMFY_SCHEDULERS if name not in SCHEDULES))
 """The schedule choices: diffusers' spacings, then ComfyUI's other schedulers (semantics comfyui)."""
@@ -224,7 +229,8 @@ class Sample(Node):
         Input("steps", INT, "Denoising steps.", default=28, min=1, max=1000),
         Input("cfg", FLOAT, "Classifier-free guidance scale (1 or less: none; SD3 uses about 4.5 to 7, "
               "Flux dev 1 with FluxGuidance).", default=1.0, min=0.0, max=100.0, step=0.5),
-        Input("sampler", STRING, "The sampling method.", default="euler", choices=tuple(SAMPLERS)),
+        Input("sampler", STRING, "The sampling method (semantics comfyui: also dpmpp_2m and "
+              "euler_ancestral).", default="euler", choices=SAMPLER_NAMES),
         Input("scheduler", STRING, "The spacing of the sigmas (semantics comfyui: ComfyUI's schedulers, "
               "simple and sgm_uniform among them).", default="normal", choices=tuple(SCHEDULER_NAMES)),
         Input("denoise", FLOAT, "How much to change: 1 repaints everything; lower keeps more of an "
@@ -247,6 +253,9 @@ class Sample(Node):
             if isinstance(denoise, int | float) and denoise <= 0:
                 yield "denoise", "denoise 0 leaves no step to run"
             return
+        if values.get("sampler", "euler") not in SAMPLERS:
+            yield "sampler", (f"'{values.get('sampler')}' runs with ComfyUI's semantics only: set semantics "
+                              f"to comfyui, or use one of {', '.join(SAMPLERS)}")
         if schedule not in SCHEDULES:
             yield "scheduler", (f"'{schedule}' is one of ComfyUI's schedulers: set semantics to comfyui, or "
                                 f"use one of {', '.join(SCHEDULES)}")
@@ -412,7 +421,10 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         h, w = int(latent.samples.shape[-2]), int(latent.samples.shape[-1])
     else:
         h, w = latent.height // LATENT_SCALE, latent.width // LATENT_SCALE
-    scheduler = make_scheduler(model, sampler, schedule if schedule in SCHEDULES else "normal")
+    solver = SOLVERS.get(sampler) if comfy else None
+    # ComfyUI's samplers step on their own; the Euler scheduler then keeps the sigmas and noising
+    scheduler = make_scheduler(model, "euler" if solver else sampler, schedule if schedule in SCHEDULES
+                               else "normal")
     from_image = not latent.is_empty
     if comfy:
         _comfy_timesteps(scheduler, model, schedule, sampler, steps, denoise, (h, w), device)
@@ -497,43 +509,66 @@ def denoise_latents(ctx: RunContext, model: FlowModel, positive: FlowConditionin
         joint = torch.cat([neg_embeds, embeds]) if do_cfg else embeds
         joint_pooled = torch.cat([neg_pooled, pooled]) if do_cfg else pooled
 
+    def velocity(latents: Any, t: Any, i: int) -> Any:
+        """The (guided) velocity the model predicts at timestep ``t`` (σ·1000) of step ``i``."""
+        if flux:
+            timestep = t.expand(latents.shape[0]).to(latents.dtype)
+            residuals = control_residuals(model, hints, i, total, latents, timestep, embeds, pooled,
+                                          guidance_value, txt_ids, img_ids)
+            noise_pred = transformer(hidden_states=latents, timestep=timestep / 1000, guidance=guidance,
+                                     pooled_projections=pooled, encoder_hidden_states=embeds,
+                                     txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
+                                     **residuals)[0]
+            if do_cfg:
+                neg_pred = transformer(hidden_states=latents, timestep=timestep / 1000,
+                                       guidance=guidance, pooled_projections=neg_pooled,
+                                       encoder_hidden_states=neg_embeds, txt_ids=neg_txt_ids,
+                                       img_ids=img_ids, return_dict=False, **residuals)[0]
+                noise_pred = neg_pred + cfg * (noise_pred - neg_pred)
+            return noise_pred
+        model_input = torch.cat([latents] * 2) if do_cfg else latents
+        timestep = t.expand(model_input.shape[0])
+        residuals = control_residuals(model, hints, i, total, model_input, timestep, joint,
+                                      joint_pooled, None, None, None)
+        noise_pred = transformer(hidden_states=model_input, timestep=timestep,
+                                 encoder_hidden_states=joint, pooled_projections=joint_pooled,
+                                 return_dict=False, **residuals)[0]
+        if do_cfg:
+            uncond, text = noise_pred.chunk(2)
+            noise_pred = uncond + cfg * (text - uncond)
+        return noise_pred
+
+    def after_step(i: int, latents: Any) -> Any:
+        if mask is not None:  # keep the unmasked area: the picture, noised to the next sigma
+            proper = image_latents
+            if i < total - 1:
+                proper = scheduler.scale_noise(proper, torch.tensor([timesteps[i + 1]]), noise)
+            latents = (1 - mask) * proper + mask * latents
+        ctx.progress(i + 1, total)
+        if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
+            ctx.preview(latent_preview(unpack(latents, h, w) if flux else latents, model.family))
+        return latents
+
     total = len(timesteps)
     with torch.no_grad():
-        for i, t in enumerate(timesteps):
-            if flux:
-                timestep = t.expand(latents.shape[0]).to(latents.dtype)
-                residuals = control_residuals(model, hints, i, total, latents, timestep, embeds, pooled,
-                                              guidance_value, txt_ids, img_ids)
-                noise_pred = transformer(hidden_states=latents, timestep=timestep / 1000, guidance=guidance,
-                                         pooled_projections=pooled, encoder_hidden_states=embeds,
-                                         txt_ids=txt_ids, img_ids=img_ids, return_dict=False,
-                                         **residuals)[0]
-                if do_cfg:
-                    neg_pred = transformer(hidden_states=latents, timestep=timestep / 1000,
-                                           guidance=guidance, pooled_projections=neg_pooled,
-                                           encoder_hidden_states=neg_embeds, txt_ids=neg_txt_ids,
-                                           img_ids=img_ids, return_dict=False, **residuals)[0]
-                    noise_pred = neg_pred + cfg * (noise_pred - neg_pred)
-            else:
-                model_input = torch.cat([latents] * 2) if do_cfg else latents
-                timestep = t.expand(model_input.shape[0])
-                residuals = control_residuals(model, hints, i, total, model_input, timestep, joint,
-                                              joint_pooled, None, None, None)
-                noise_pred = transformer(hidden_states=model_input, timestep=timestep,
-                                         encoder_hidden_states=joint, pooled_projections=joint_pooled,
-                                         return_dict=False, **residuals)[0]
-                if do_cfg:
-                    uncond, text = noise_pred.chunk(2)
-                    noise_pred = uncond + cfg * (text - uncond)
-            latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-            if mask is not None:  # keep the unmasked area: the picture, noised to the next sigma
-                proper = image_latents
-                if i < total - 1:
-                    proper = scheduler.scale_noise(proper, torch.tensor([timesteps[i + 1]]), noise)
-                latents = (1 - mask) * proper + mask * latents
-            ctx.progress(i + 1, total)
-            if (i + 1) % PREVIEW_EVERY == 0 or i + 1 == total:
-                ctx.preview(latent_preview(unpack(latents, h, w) if flux else latents, model.family))
+        if solver is not None:
+            scale = scheduler.config.num_train_timesteps
+            ancestral = torch.Generator("cpu").manual_seed(int(seed) + ANCESTRAL_SEED_OFFSET)
+
+            def denoised(x: Any, sigma: Any, i: int) -> Any:
+                return x - sigma.to(x.dtype) * velocity(x, sigma * scale, i)
+
+            def fresh_noise() -> Any:
+                drawn = torch.randn(shape, generator=ancestral, dtype=torch.float32).to(device=device,
+                                                                                     dtype=dtype)
+                return pack(drawn) if flux else drawn
+
+            latents = solver(denoised, latents, scheduler.sigmas.to(device), after_step, fresh_noise)
+        else:
+            for i, t in enumerate(timesteps):
+                noise_pred = velocity(latents, t, i)
+                latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                latents = after_step(i, latents)
     return unpack(latents, h, w) if flux else latents
 
 

@@ -20,8 +20,9 @@ from typing import Any
 from nodeflow.nodes.diffusion.sigmas import ModelSampling, sampling_sigmas
 from nodeflow.nodes.flow.types import FlowModel
 
-COMFY_SAMPLERS = ("euler",)
-"""ComfyUI sampler names nodeflow runs on flow models (its step is the flow-matching Euler step)."""
+COMFY_SAMPLERS = ("euler", "heun", "dpmpp_2m", "euler_ancestral")
+"""ComfyUI sampler names nodeflow runs on flow models: euler with the flow-matching Euler step,
+the others with ``solvers``."""
 
 
 @dataclass(frozen=True, eq=False)

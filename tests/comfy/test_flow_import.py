@@ -199,13 +199,29 @@ def problems_of(registry: Any, tmp_path: Path, doc: dict[str, Any]) -> list[Any]
 
 def test_unknown_values_are_located_problems_not_tracebacks(registry: Any, tmp_path: Path) -> None:
     doc = _flux_api()
-    doc["16"]["inputs"]["sampler_name"] = "dpmpp_2m"
+    doc["16"]["inputs"]["sampler_name"] = "uni_pc"
     doc["11"]["inputs"]["type"] = "hidream"
     problems = problems_of(registry, tmp_path, doc)
     by_node = {(p.location.node, p.location.socket): p.message for p in problems}
     assert "'hidream'" in by_node[("11", "type")] and "flux" in by_node[("11", "type")]
     # found where the user sets it: on KSamplerSelect, not on the sampler it is folded into
-    assert "dpmpp_2m" in by_node[("16", "sampler_name")] and "euler" in by_node[("16", "sampler_name")]
+    assert "uni_pc" in by_node[("16", "sampler_name")] and "dpmpp_2m" in by_node[("16", "sampler_name")]
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpmpp_2m", "euler_ancestral"])
+def test_imported_flux_workflow_runs_comfyuis_other_samplers(registry: Any, flux_install: Path, torch_threads: Any,
+                                                             sampler: str) -> None:
+    doc = _flux_api()
+    doc["16"]["inputs"]["sampler_name"] = sampler
+    path = flux_install / f"{sampler}_api.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry, settings_for(flux_install))
+    assert result is not None and not result.problems, [str(p) for p in result.problems]
+    ours = pictures(registry, result.graph, flux_install)
+    same = pictures(registry, flux_native(scheduler="simple", semantics="comfyui", sampler=sampler), flux_install)
+    assert ours.tobytes() == same.tobytes()
+    euler = pictures(registry, flux_native(scheduler="simple", semantics="comfyui"), flux_install)
+    assert np.abs(ours.astype(int) - euler.astype(int)).max() > 0
 
 
 def test_custom_sampler_parts_nodeflow_cannot_fold_are_reported(registry: Any, tmp_path: Path) -> None:
