@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,11 +92,17 @@ class GraphScene(QGraphicsScene):
 
     # --- building -----------------------------------------------------------------------------
     def build(self) -> None:
+        # Thousands of small objects are made here: the cycle collector would scan the whole heap
+        # again and again while they are, so it waits until the graph is built.
+        collecting = gc.isenabled()
+        gc.disable()
         self._building = True
         try:
             self._build()
         finally:
             self._building = False
+            if collecting:
+                gc.enable()
 
     def _build(self) -> None:
         graph = self.graph
