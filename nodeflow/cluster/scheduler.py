@@ -12,12 +12,13 @@ Ties go to the job with the most models in common with the worker, then to the e
 job. Several free workers are served least-loaded first. ``round-robin`` ignores models
 (the baseline the benchmark compares with): jobs go out in order to the free workers.
 Jobs are grouped by model set, so choosing costs the number of groups, not of jobs.
+The job server's dispatcher ranks its queued jobs by the same rule (`choose_job`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -38,6 +39,22 @@ class WorkerSlot:
     busy: bool = False
     assigned: int = 0
     """Jobs given to it so far."""
+
+
+def affinity(models: frozenset[str], holds: Set[str], others: Iterable[Set[str]]) -> tuple[int, int, int]:
+    """How well a job needing ``models`` suits a worker holding ``holds``, while the other
+    workers hold or are loading ``others``: (1 if it holds them all, 1 if no other worker
+    holds or loads them all, how many it holds). Higher is better; ties go to the oldest job."""
+    elsewhere = bool(models) and any(models <= other for other in others)
+    return int(models <= holds), int(not elsewhere), len(models & holds)
+
+
+def choose_job(waiting: Sequence[frozenset[str]], holds: Set[str],
+               others: Iterable[Set[str]]) -> int:
+    """The index of the job a free worker takes among ``waiting`` (oldest first), by
+    `affinity`."""
+    others = list(others)
+    return max(range(len(waiting)), key=lambda i: (*affinity(waiting[i], holds, others), -i))
 
 
 class JobScheduler(Generic[J]):
@@ -86,13 +103,11 @@ class JobScheduler(Generic[J]):
     def _best(self, free: list[WorkerSlot], slots: list[WorkerSlot]) -> tuple[WorkerSlot, frozenset[str]]:
         best: tuple[tuple[int, int, int, int, int], WorkerSlot, frozenset[str]] | None = None
         for rank, worker in enumerate(free):
-            others = [w for w in slots if w is not worker]
+            others = [w.holds | w.loading for w in slots if w is not worker]
             for key, queue in self._groups.items():
                 if not queue:
                     continue
-                held = key <= worker.holds
-                elsewhere = bool(key) and any(key <= (w.holds | w.loading) for w in others)
-                score = (int(held), int(not elsewhere), len(key & worker.holds), -queue[0][0], -rank)
+                score = (*affinity(key, worker.holds, others), -queue[0][0], -rank)
                 if best is None or score > best[0]:
                     best = (score, worker, key)
         assert best is not None

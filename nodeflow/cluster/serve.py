@@ -86,6 +86,7 @@ class RayServerWorker:
         self.input_dir = input_dir
         self.options = options
         self.loads = 0
+        self._holds: set[str] = set()
         self.node = ""
         self.actor: Any = None
         self._ready: Any = None
@@ -115,6 +116,10 @@ class RayServerWorker:
             raise ClusterError(f"Ray worker {self.name} could not start: {_ray_cause(exc)}") from None
         self.node = f"{identity['host']} ({identity['device']})"
 
+    def holds(self) -> set[str]:
+        """The models (``kind:name``) the actor held after its last job."""
+        return set(self._holds)
+
     def close(self) -> None:
         import ray
 
@@ -139,6 +144,7 @@ class RayServerWorker:
             except ray.exceptions.RayActorError as exc:
                 from nodeflow.cluster.driver import _ray_cause
 
+                self._holds = set()  # a new actor holds nothing
                 emit("worker_lost", {"worker": self.name, "attempt": attempt,
                                      "reason": _ray_cause(exc)})
                 self.close()
@@ -157,7 +163,7 @@ class RayServerWorker:
 
         graph = Graph.loads(job.graph)
         spec = {"name": job.id, "graph": job.graph, "file": None, "outputs": job.outputs,
-                "pictures": self._pictures(graph, job.out_dir), "models": [],
+                "pictures": self._pictures(graph, job.out_dir), "models": list(job.models),
                 "attempt": attempt}
         ref = self.actor.run_job.remote(spec)
         cancelled = False
@@ -176,6 +182,7 @@ class RayServerWorker:
         answer = ray.get(ref)
         self._forward(answer["events"], emit)
         self.loads += answer["loads"]
+        self._holds = set(answer["holds"])
         files = []
         for rel, data in answer["files"]:
             target = (job.out_dir / rel).resolve()

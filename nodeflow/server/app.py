@@ -156,9 +156,12 @@ class Server:
         text = graph.dumps()
         created: list[bool] = []
 
+        models = job_models(graph, self.registry)
+
         def change() -> StoredEvent | None:
             job, event = self.store.submit(kind=kind, graph=text, request=request, outputs=outputs,
-                                           client_id=client_id, idempotency_key=idempotency_key)
+                                           client_id=client_id, idempotency_key=idempotency_key,
+                                           models=models)
             created.append(event is not None)
             self.hub.remember_client(job.id, client_id)
             holder.append(job)
@@ -273,6 +276,14 @@ def _lock_data_dir(data_dir: Path) -> Any:
         raise UsageError(f"another nodeflow server is using {data_dir}",
                          hint="Stop it, or give this one its own --data folder.") from None
     return handle
+
+
+def job_models(graph: Graph, registry: NodeRegistry) -> list[str]:
+    """The model files a job's graph names (``kind:name``), which the dispatcher matches with
+    what each worker holds."""
+    from nodeflow.cluster.worker import model_key, model_refs
+
+    return sorted({model_key(kind, value) for _, _, _, kind, value in model_refs(graph, registry)})
 
 
 def default_workers(config: ServerConfig) -> list[Worker]:

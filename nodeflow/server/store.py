@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,11 @@ from typing import Any
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINAL_STATES = (DONE, FAILED, CANCELLED)
+CHOICE_WINDOW = 64
+"""How many of the oldest queued jobs a worker chooses among (model affinity)."""
+
+Choose = Callable[[list[tuple[str, list[str]]]], str]
+"""Picks one job id among queued (id, models) pairs, oldest first."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -38,7 +43,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     result TEXT,
-    error TEXT
+    error TEXT,
+    models TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, number);
 CREATE TABLE IF NOT EXISTS events (
@@ -73,6 +79,8 @@ class Job:
     attempts: int = 0
     result: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    models: list[str] = field(default_factory=list)
+    """The model files the graph names (``kind:name``), for model affinity."""
 
     def to_json(self) -> dict[str, Any]:
         """The job as the native API shows it."""
@@ -94,6 +102,8 @@ class Job:
             "nodes": {k: self.result[k] for k in ("ran", "cached", "skipped", "node_seconds")
                       if k in self.result},
             "error": self.error,
+            "worker": self.result.get("worker"),
+            "model_loads": self.result.get("loads"),
         }
 
 
@@ -127,6 +137,9 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        if "models" not in columns:  # a data folder from before jobs named their models
+            self._db.execute("ALTER TABLE jobs ADD COLUMN models TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -152,8 +165,8 @@ class JobStore:
 
     # --- jobs ----------------------------------------------------------------------------
     def submit(self, *, kind: str, graph: str, request: Any = None, outputs: list[str] | None = None,
-               client_id: str | None = None, idempotency_key: str | None = None
-               ) -> tuple[Job, StoredEvent | None]:
+               client_id: str | None = None, idempotency_key: str | None = None,
+               models: list[str] | None = None) -> tuple[Job, StoredEvent | None]:
         """Queue a job; with an idempotency key already used, the existing job (and no event)."""
         with self._tx() as db:
             if idempotency_key is not None:
@@ -165,19 +178,31 @@ class JobStore:
             now = time.time()
             cur = db.execute(
                 "INSERT INTO jobs (id, state, kind, graph, request, outputs, client_id, "
-                "idempotency_key, submitted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "idempotency_key, submitted, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, QUEUED, kind, graph, None if request is None else json.dumps(request),
-                 None if outputs is None else json.dumps(outputs), client_id, idempotency_key, now))
+                 None if outputs is None else json.dumps(outputs), client_id, idempotency_key, now,
+                 json.dumps(models) if models else None))
             event = self._event(db, job_id, "queued", {"number": cur.lastrowid,
                                                        "client_id": client_id})
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), event
 
-    def claim(self, worker: str) -> tuple[Job, StoredEvent] | None:
-        """Take the oldest queued job and mark it running, or None when the queue is empty."""
+    def claim(self, worker: str, choose: Choose | None = None) -> tuple[Job, StoredEvent] | None:
+        """Take a queued job and mark it running, or None when the queue is empty: the oldest,
+        or the one ``choose`` picks among the oldest `CHOICE_WINDOW` (given as (id, models)
+        pairs, oldest first)."""
         with self._tx() as db:
-            row = db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY number LIMIT 1",
-                             (QUEUED,)).fetchone()
+            if choose is None:
+                row = db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY number LIMIT 1",
+                                 (QUEUED,)).fetchone()
+            else:
+                waiting = [(r["id"], json.loads(r["models"]) if r["models"] else [])
+                           for r in db.execute("SELECT id, models FROM jobs WHERE state = ? "
+                                               "ORDER BY number LIMIT ?", (QUEUED, CHOICE_WINDOW))]
+                row = None
+                if waiting:
+                    row = db.execute("SELECT * FROM jobs WHERE id = ?",
+                                     (choose(waiting),)).fetchone()
             if row is None:
                 return None
             now = time.time()
@@ -340,4 +365,5 @@ def _job(row: sqlite3.Row) -> Job:
         client_id=row["client_id"], idempotency_key=row["idempotency_key"],
         submitted=row["submitted"], started=row["started"], finished=row["finished"],
         attempts=row["attempts"], result=json.loads(row["result"]) if row["result"] else {},
-        error=json.loads(row["error"]) if row["error"] else None)
+        error=json.loads(row["error"]) if row["error"] else None,
+        models=json.loads(row["models"]) if row["models"] else [])

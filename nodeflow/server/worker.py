@@ -28,7 +28,7 @@ from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
 from nodeflow.server.hub import EventHub
 from nodeflow.server.safety import ServerSettings
-from nodeflow.server.store import CANCELLED, DONE, FAILED, Job, JobStore, StoredEvent
+from nodeflow.server.store import CANCELLED, DONE, FAILED, Choose, Job, JobStore, StoredEvent
 
 log = logging.getLogger("nodeflow.server")
 
@@ -51,6 +51,8 @@ class JobSpec:
     outputs: list[str] | None
     out_dir: Path
     """Where the job's files go (named by the job: one folder per job)."""
+    models: list[str] = field(default_factory=list)
+    """The model files the graph names, as ``kind:name`` (see `model_key`)."""
 
 
 @dataclass
@@ -64,7 +66,10 @@ class JobOutcome:
 
 
 class Worker(Protocol):
-    """Runs jobs, one at a time. A pool of remote workers implements this too."""
+    """Runs jobs, one at a time. A pool of remote workers implements this too.
+
+    A worker may also have ``holds() -> set[str]``, the models (``kind:name``) it holds now:
+    the dispatcher then gives it the queued jobs that need them (model affinity)."""
 
     name: str
 
@@ -107,6 +112,8 @@ class LocalWorker:
         self.input_dir = input_dir
         self.folders = dict(folders or {})
         self.executor = Executor(registry, self._settings(input_dir), models=models, workers=workers)
+        self._resolved: dict[str, str] = {}
+        """Model key -> the file it resolved to, for every model a job of this worker named."""
 
     def _settings(self, out_dir: Path) -> ServerSettings:
         return ServerSettings(models_dirs=self.models_dirs, out_dir=out_dir, input_dir=self.input_dir,
@@ -132,12 +139,23 @@ class LocalWorker:
         estimates = estimate_plan_memory(graph, plan, settings, models.dtype_name, devices[0].name)
         check_plan_memory(graph, plan, estimates, devices, models.dtype_override)
 
+    def holds(self) -> set[str]:
+        """The models (``kind:name``) this worker's model manager holds now."""
+        loaded = {str(m.path.resolve()) for m in self.executor.models.loaded() if m.path is not None}
+        return {key for key, path in self._resolved.items() if path in loaded}
+
     def run(self, job: JobSpec, emit: EventCallback, cancel: CancelToken) -> JobOutcome:
         graph = Graph.loads(job.graph)
         settings = self._settings(job.out_dir)
         # One executor serves every job; each job writes into its own folder.
         self.executor.settings = settings
         previews: dict[str, float] = {}
+        loads = self.executor.models.loads
+        for key in job.models:
+            kind, _, name = key.partition(":")
+            found = settings.resolve_path(kind, name)
+            if found is not None:
+                self._resolved[key] = str(found.resolve())
 
         def on_event(event: ev.Event) -> None:
             try:
@@ -153,7 +171,8 @@ class LocalWorker:
         values = _values(result.outputs, job.out_dir, job.outputs) if job.outputs else {}
         summary: dict[str, Any] = {"files": files, "values": values, "ran": result.ran, "cached": result.cached,
                    "skipped": result.skipped,
-                   "node_seconds": {k: round(v, 6) for k, v in result.timings.items()}}
+                   "node_seconds": {k: round(v, 6) for k, v in result.timings.items()},
+                   "worker": self.name, "loads": self.executor.models.loads - loads}
         for name in values.get("_files", []):
             summary["files"].append(name)
         values.pop("_files", None)
@@ -167,6 +186,15 @@ class LocalWorker:
                 "message": f"{count} node{'s' if count != 1 else ''} failed: "
                            + "; ".join(str(e) for e in result.failed.values())})
         return JobOutcome(DONE, summary)
+
+
+def _holds(worker: Worker) -> set[str]:
+    holds = getattr(worker, "holds", None)
+    try:
+        return set(holds()) if holds is not None else set()
+    except Exception:  # noqa: BLE001 - a worker that cannot tell holds nothing we know of
+        log.exception("worker %s could not say which models it holds", worker.name)
+        return set()
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -269,6 +297,10 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._running: dict[str, tuple[CancelToken, list[bool]]] = {}
         """Running job id -> its cancel token and a flag: re-queue instead of cancel."""
+        self._loading: dict[str, frozenset[str]] = {}
+        """Worker name -> the models of the job it runs (it will hold them)."""
+        self._passed = ("", 0)
+        """The oldest queued job and how often a worker took another job before it."""
         self._lock = threading.Lock()
         self.idle = threading.Event()
 
@@ -338,7 +370,7 @@ class Dispatcher:
                 log.exception("job %s could not be recorded", claimed[0].id)
 
     def _claim(self, worker: Worker, claimed: list[Job]) -> StoredEvent | None:
-        got = self.store.claim(worker.name)
+        got = self.store.claim(worker.name, self._chooser(worker))
         if got is None:
             return None
         job, event = got
@@ -346,7 +378,35 @@ class Dispatcher:
         self.hub.remember_client(job.id, job.client_id)
         with self._lock:
             self._running[job.id] = (CancelToken(), [False])
+            self._loading[worker.name] = frozenset(job.models)
         return event
+
+    def _chooser(self, worker: Worker) -> Choose | None:
+        """Model affinity: the free worker takes a queued job whose models it holds, else one
+        whose models no other worker holds or is loading, else the oldest (`choose_job`). So
+        that no job waits for ever, once the oldest job has been passed over twice per worker
+        it goes next. None (the oldest job) when no worker can say what it holds."""
+        from nodeflow.cluster.scheduler import choose_job
+
+        if not any(hasattr(w, "holds") for w in self.workers):
+            return None
+        with self._lock:
+            others = [_holds(w) | self._loading.get(w.name, frozenset())
+                      for w in self.workers if w is not worker]
+        holds = _holds(worker)
+        limit = 2 * len(self.workers)
+
+        def choose(waiting: list[tuple[str, list[str]]]) -> str:
+            head = waiting[0][0]
+            job_id = waiting[choose_job([frozenset(m) for _, m in waiting], holds, others)][0]
+            if job_id != head:
+                passes = self._passed[1] + 1 if self._passed[0] == head else 1
+                if passes > limit:
+                    job_id, passes = head, 0
+                self._passed = (head, passes)
+            return job_id
+
+        return choose
 
     def _run(self, worker: Worker, job: Job) -> None:
         out_dir = self.output_dir / job.id
@@ -360,7 +420,8 @@ class Dispatcher:
             self.hub.publish(job.id, type_, data, persist=type_ != "preview")
 
         try:
-            outcome = worker.run(JobSpec(job.id, job.graph, job.outputs, out_dir), emit, token)
+            outcome = worker.run(JobSpec(job.id, job.graph, job.outputs, out_dir, job.models),
+                                 emit, token)
         except Exception as exc:  # noqa: BLE001 - a bug in a node or a worker fails one job
             log.exception("job %s failed unexpectedly", job.id)
             outcome = JobOutcome(FAILED, error={
@@ -370,6 +431,7 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._running.pop(job.id, None)
+                self._loading.pop(worker.name, None)
         if requeue[0]:
             self.hub.commit(lambda: self.store.requeue(job.id, "the server is shutting down"))
             return
