@@ -216,54 +216,6 @@ def load_graph_file(path: str, registry: Any) -> Any:
                              location=Location(file=path)) from None
 
 
-def apply_overrides(graph: Any, registry: Any, overrides: list[str]) -> None:
-    """Apply ``--set NODE.INPUT=VALUE`` overrides, parsing each by the input's declared type."""
-    from nodeflow.graph import split_ref
-    from nodeflow.node import check_literal, parse_literal
-
-    problems = []
-    file = graph.file_name
-    for item in overrides:
-        ref, eq, text = item.partition("=")
-        try:
-            if not eq:
-                raise ValueError("use --set NODE.INPUT=VALUE")
-            node_id, socket = split_ref(ref)
-        except ValueError as exc:
-            problems.append(Problem("usage", f"--set {item!r}: {exc}", Location(file)))
-            continue
-        if node_id not in graph.nodes:
-            problems.append(Problem("usage", f"--set: the graph has no node '{node_id}'",
-                                    Location(file, node_id)))
-            continue
-        node = graph.nodes[node_id]
-        cls = registry.get(node.type)
-        loc = Location(file, node_id, node.type, socket)
-        spec = cls.input_map.get(socket) if cls else None
-        if cls is None or spec is None:
-            known = ", ".join(cls.input_map) if cls else ""
-            problems.append(Problem("usage", f"--set: no input '{socket}'"
-                                    + (f" (inputs: {known})" if known else ""), loc))
-            continue
-        feeder = graph.link_into(node_id, socket)
-        if feeder is not None:
-            problems.append(Problem("usage", f"--set: this input is fed by a link from "
-                                    f"{feeder.source}; set that node's input instead", loc))
-            continue
-        try:
-            value = parse_literal(spec, text)
-        except ValueError as exc:
-            problems.append(Problem("bad_value", f"--set: {exc}", loc))
-            continue
-        why = check_literal(spec, value)
-        if why:
-            problems.append(Problem("bad_value", f"--set: {why}", loc))
-            continue
-        graph.set_input(node_id, socket, value)
-    if problems:
-        raise GraphInvalid(problems, file)
-
-
 # --- commands ----------------------------------------------------------------------
 
 def add_comfy_models(settings: Any, places: list[str]) -> None:
@@ -431,6 +383,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         graph = load_graph_file(args.file, registry)
     if Path(args.file).suffix.lower() == ".png":
         graph.source = Path(args.file)
+    from nodeflow.overrides import apply_overrides
+
     apply_overrides(graph, registry, args.set)
     from nodeflow.validate import flag_warnings
 

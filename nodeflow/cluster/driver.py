@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from nodeflow.cluster.scheduler import JobScheduler, WorkerSlot
-from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig, model_key, model_refs
+from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig, input_files, model_key, model_refs
 from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError
 from nodeflow.events import CancelToken
 from nodeflow.graph import Graph
@@ -46,32 +46,20 @@ class ClusterError(NodeflowError):
     """The Ray cluster cannot run the sweep (not reachable, no resources, every worker lost)."""
 
 
-@dataclass
-class ClusterOptions:
-    """Where and how to run: the Ray address, the workers and what each one loads."""
+@dataclass(frozen=True)
+class ClusterOptions(WorkerConfig):
+    """Where and how to run: the Ray address, how many workers and how to choose their jobs,
+    and (the `WorkerConfig` fields) what each worker loads."""
 
     address: str = "auto"
     workers: int | None = None
-    plugins: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
-    devices: str | None = None
-    vram_budget: str | None = None
-    ram_budget: str | None = None
-    dtype: str | None = None
-    node_workers: int | None = None
-    folders: dict[str, list[str]] = field(default_factory=dict)
-    """Extra model folders per kind (``--comfy-models``)."""
-    allowed_dirs: list[str] | None = None
-    """For an untrusted graph (from a PNG): the only folders besides the models its inputs
-    may name; None: no restriction."""
-    threads: int | None = None
-    """torch threads per computation on the workers (default: what a local run here uses,
-    ``--threads``, ``NODEFLOW_THREADS``, ``OMP_NUM_THREADS`` or this machine's cores, so
-    the bytes match a local run)."""
     policy: str = "affinity"
     """``affinity`` (default) or ``round-robin`` (for comparison)."""
 
     def worker_config(self) -> WorkerConfig:
+        """What each worker is built from. ``threads`` defaults to what a local run here uses
+        (``--threads``, ``NODEFLOW_THREADS``, ``OMP_NUM_THREADS`` or this machine's cores), so
+        the bytes match a local run."""
         from nodeflow.threads import default_threads, requested_threads
 
         try:
@@ -79,11 +67,8 @@ class ClusterOptions:
         except ValueError as exc:
             raise UsageError(str(exc), hint="Give --threads or NODEFLOW_THREADS a whole number "
                              "from 1.") from None
-        return WorkerConfig(plugins=self.plugins, models=self.models, devices=self.devices,
-                            vram_budget=self.vram_budget, ram_budget=self.ram_budget,
-                            dtype=self.dtype, node_workers=self.node_workers,
-                            folders=self.folders, allowed_dirs=self.allowed_dirs,
-                            threads=threads)
+        own = {f.name: getattr(self, f.name) for f in fields(WorkerConfig)}
+        return WorkerConfig(**{**own, "threads": threads})
 
 
 def connect(address: str) -> bool:
@@ -108,6 +93,26 @@ def connect(address: str) -> bool:
                                     "address and port (ray status shows them).") from None
         ray.init(**options)  # no cluster running: one on this machine
     return True
+
+
+def plan_workers(requested: int | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """How many workers the cluster can have now (``requested``, else one per GPU, else one
+    per machine), the Ray options of each (one GPU, or a share of its machine's cores), and
+    each machine's address by node id."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
+    count = requested or (gpus if gpus else max(1, len(nodes)))
+    options: dict[str, Any] = {"max_concurrency": 2}  # a job, and progress polls beside it
+    if gpus:
+        options.update(num_gpus=1, num_cpus=1)
+    else:
+        per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
+        options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
+    return count, options, addresses
 
 
 @dataclass
@@ -139,22 +144,10 @@ class RaySweep:
 
     # --- workers -------------------------------------------------------------------
     def _wanted_workers(self) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """How many workers the cluster should have now, each one's resources, node addresses."""
-        import ray
-
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
-        count = self.options.workers or (gpus if gpus else max(1, len(nodes)))
+        """How many workers the cluster should have now, each one's resources, node addresses
+        (the resources are chosen once: every worker of a sweep gets the same)."""
+        count, options, addresses = plan_workers(self.options.workers)
         if self._actor_options is None:
-            options: dict[str, Any] = {"max_concurrency": 2}  # a job, and progress polls beside it
-            if gpus:
-                options["num_gpus"] = 1
-                options["num_cpus"] = 1
-            else:
-                per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
-                options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
             self._actor_options = options
         return count, self._actor_options, addresses
 
@@ -425,20 +418,11 @@ class RaySweep:
     def _pictures(self, graph: Graph) -> dict[tuple[str, str], dict[str, Any]]:
         """The input pictures a job's graph reads, as bytes to send with it."""
         out = {}
-        for node in graph:
-            cls = self.registry.get(node.type)
-            if cls is None:
-                continue
-            for spec in cls.inputs:
-                value = node.inputs.get(spec.name)
-                if spec.path_kind in ("image", "file") and isinstance(value, str) and value:
-                    found = self.settings.resolve_path(spec.path_kind, value)
-                    if found is not None:
-                        path = str(found.resolve())
-                        if path not in self._picture_bytes:  # read once for every job
-                            self._picture_bytes[path] = found.read_bytes()
-                        out[(node.id, spec.name)] = {"path": path,
-                                                     "data": self._picture_bytes[path]}
+        for key, found in input_files(graph, self.registry, self.settings).items():
+            path = str(found)
+            if path not in self._picture_bytes:  # read once for every job
+                self._picture_bytes[path] = found.read_bytes()
+            out[key] = {"path": path, "data": self._picture_bytes[path]}
         return out
 
 

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig
+from nodeflow.cluster.worker import NodeflowWorker, WorkerConfig, input_files
 
 ATTEMPTS = 3
 """Times a job is started on a fresh actor after losing the previous one."""
@@ -32,26 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ray_server_workers(args: argparse.Namespace, config: Any) -> list[RayServerWorker]:
     """Connect to Ray and start the server's workers there (each checked to be up)."""
-    import math
-
-    import ray
-
-    from nodeflow.cluster.driver import START_TIMEOUT, ClusterError, connect
+    from nodeflow.cluster.driver import START_TIMEOUT, ClusterError, connect, plan_workers
     from nodeflow.errors import UsageError
 
     if args.ray_workers is not None and args.ray_workers < 1:
         raise UsageError("--ray-workers must be at least 1")
     connect(args.ray)
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    count = args.ray_workers or (gpus if gpus else max(1, len(nodes)))
-    options: dict[str, Any] = {"max_concurrency": 2}
-    if gpus:
-        options.update(num_gpus=1, num_cpus=1)
-    else:
-        per_node = min((int(n["Resources"].get("CPU", 1)) for n in nodes), default=1)
-        options["num_cpus"] = max(1, per_node // math.ceil(count / max(1, len(nodes))))
+    count, options, _ = plan_workers(args.ray_workers)
     folders = {kind: [str(Path(d).resolve()) for d in dirs]
                for kind, dirs in getattr(config, "model_folders", {}).items()}
     # Jobs come from requests: the actors read pictures only from the server's input folder
@@ -214,18 +201,5 @@ class RayServerWorker:
         from nodeflow.server.safety import ServerSettings
 
         settings = ServerSettings(models_dirs=[], out_dir=out_dir, input_dir=self.input_dir)
-        registry = self.registry
-        out: dict[tuple[str, str], dict[str, Any]] = {}
-        for node in graph:
-            cls = registry.get(node.type)
-            if cls is None:
-                continue
-            for spec in cls.inputs:
-                value = node.inputs.get(spec.name)
-                if spec.path_kind in ("image", "file") and isinstance(value, str) and value:
-                    found = settings.resolve_path(spec.path_kind, value)
-                    if found is not None:
-                        out[(node.id, spec.name)] = {"path": str(found.resolve()),
-                                                     "data": found.read_bytes()}
-        return out
-
+        return {key: {"path": str(found), "data": found.read_bytes()}
+                for key, found in input_files(graph, self.registry, settings).items()}

@@ -15,6 +15,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,19 +45,35 @@ class WorkerConfig:
     results, so the driver gives its own local count: a job's bytes match a local run."""
 
 
-def model_refs(graph: Any, registry: Any) -> list[tuple[str, str, str, str, str]]:
-    """Every model file a graph names: (node, node type, input, models subfolder, value)."""
-    refs = []
+def path_inputs(graph: Any, registry: Any) -> Iterator[tuple[Any, Any, str]]:
+    """Every input of a graph that names a file: (node, its declared input, the name given)."""
     for node in graph:
         cls = registry.get(node.type)
         if cls is None:
             continue
         for spec in cls.inputs:
-            kind = spec.path_kind
             value = node.inputs.get(spec.name, spec.default if spec.has_default else None)
-            if kind and kind not in MODEL_KINDS_EXCLUDED and isinstance(value, str) and value:
-                refs.append((node.id, node.type, spec.name, kind, value))
-    return refs
+            if spec.path_kind and isinstance(value, str) and value:
+                yield node, spec, value
+
+
+def model_refs(graph: Any, registry: Any) -> list[tuple[str, str, str, str, str]]:
+    """Every model file a graph names: (node, node type, input, models subfolder, value)."""
+    return [(node.id, node.type, spec.name, spec.path_kind, value)
+            for node, spec, value in path_inputs(graph, registry)
+            if spec.path_kind not in MODEL_KINDS_EXCLUDED]
+
+
+def input_files(graph: Any, registry: Any, settings: Any) -> dict[tuple[str, str], Path]:
+    """The pictures (and other files that are not models) a graph reads, found by the rules
+    of ``settings``: (node, input) -> the file. They travel with a job; models never do."""
+    out = {}
+    for node, spec, value in path_inputs(graph, registry):
+        if spec.path_kind in MODEL_KINDS_EXCLUDED:
+            found = settings.resolve_path(spec.path_kind, value)
+            if found is not None:
+                out[(node.id, spec.name)] = found.resolve()
+    return out
 
 
 def model_key(kind: str, value: str) -> str:

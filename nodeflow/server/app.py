@@ -301,8 +301,7 @@ def default_workers(config: ServerConfig) -> list[Worker]:
 def apply_request_overrides(graph: Graph, registry: NodeRegistry, overrides: Any) -> None:
     """``set``: a list of ``NODE.INPUT=VALUE`` texts (as ``--set``), or a map of ``NODE.INPUT``
     to JSON values."""
-    from nodeflow.cli import apply_overrides
-    from nodeflow.node import check_literal
+    from nodeflow.overrides import apply_overrides
 
     if not overrides:
         return
@@ -312,29 +311,10 @@ def apply_request_overrides(graph: Graph, registry: NodeRegistry, overrides: Any
     if not isinstance(overrides, dict):
         raise ApiError(400, "'set' must be a list of \"NODE.INPUT=VALUE\" or an object of "
                        "\"NODE.INPUT\": value")
-    texts = []
-    problems = []
-    for ref, value in overrides.items():
-        if isinstance(value, str):
-            texts.append(f"{ref}={value}")
-            continue
-        node_id, _, socket = str(ref).partition(".")
-        node = graph.nodes.get(node_id)
-        cls = registry.get(node.type) if node is not None else None
-        spec = cls.input_map.get(socket) if cls is not None else None
-        loc = Location(graph.file_name, node_id, node.type if node else None, socket or None)
-        if spec is None:
-            problems.append(Problem("usage", f"set: the graph has no input '{ref}'", loc))
-            continue
-        why = check_literal(spec, value)
-        if why:
-            problems.append(Problem("bad_value", f"set: {why}", loc))
-            continue
-        graph.set_input(node_id, socket, value)
-    if problems:
-        raise invalid(problems, graph.file_name or "graph")
-    if texts:
-        apply_overrides(graph, registry, texts)
+    try:
+        apply_overrides(graph, registry, {str(ref): value for ref, value in overrides.items()}, "set")
+    except GraphInvalid as exc:
+        raise invalid(exc.problems, graph.file_name or "graph") from None
 
 
 # --- request bodies (also documented in OpenAPI) ----------------------------------------------

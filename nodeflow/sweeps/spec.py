@@ -27,6 +27,7 @@ from typing import Any
 from nodeflow.errors import GraphInvalid, Location, Problem
 from nodeflow.graph import Graph, split_ref
 from nodeflow.node import Input, check_literal, parse_literal
+from nodeflow.overrides import override_target
 
 MAX_JOBS = 1_000_000
 """A sweep larger than this is almost certainly a typo in a range."""
@@ -132,25 +133,9 @@ def _parse_axis(graph: Graph, registry: Any, spec: str, cwd: Path) -> tuple[Swee
         node_id, socket = split_ref(ref.strip())
     except ValueError as exc:
         return None, [Problem("usage", f"--sweep {spec!r}: {exc}", Location(file))]
-    if node_id not in graph.nodes:
-        known = ", ".join(graph.nodes)
-        return None, [Problem("usage", f"--sweep: the graph has no node '{node_id}' (nodes: {known})",
-                              Location(file, node_id))]
-    node = graph.nodes[node_id]
-    cls = registry.get(node.type)
-    loc = Location(file, node_id, node.type, socket)
-    input_spec: Input | None = cls.input_map.get(socket) if cls else None
-    if cls is None or input_spec is None:
-        known = ", ".join(s.name for s in cls.inputs if s.accepts_literal) if cls else ""
-        return None, [Problem("usage", f"--sweep: no input '{socket}'"
-                              + (f" (inputs that take values: {known})" if known else ""), loc)]
-    if not input_spec.accepts_literal:
-        return None, [Problem("usage", "--sweep: this input takes a link from another node, "
-                              "not a value", loc)]
-    feeder = graph.link_into(node_id, socket)
-    if feeder is not None:
-        return None, [Problem("usage", f"--sweep: this input is fed by a link from {feeder.source}; "
-                              "sweep that node's input instead", loc)]
+    input_spec, loc, problem = override_target(graph, registry, node_id, socket, "--sweep", "sweep")
+    if problem is not None or input_spec is None:
+        return None, [problem] if problem is not None else []
     try:
         values, labels = _values(input_spec, text.strip(), cwd)
     except ValueError as exc:
