@@ -199,15 +199,15 @@ def _print_problems(problems: list[Problem], as_json: bool, out: TextIO, err: Te
     print(f"{count} problem{'s' if count != 1 else ''} found", file=err)
 
 
-def load_graph_file(path: str, registry: Any) -> Any:
-    """Load a graph (JSON or PNG, nodeflow's or a ComfyUI workflow, converted) and bring old node
-    versions up to date; raise on problems."""
+def load_graph_file(path: str, registry: Any, settings: Any = None) -> Any:
+    """Load a graph (JSON or PNG, nodeflow's or a ComfyUI workflow, converted, its model files
+    looked up in ``settings``' folders) and bring old node versions up to date; raise on problems."""
     from nodeflow.comfy import load_graph_any
     from nodeflow.graph import check_graph_path
 
     check_graph_path(path)  # a FIFO or a device is refused before anything opens it
     try:
-        return load_graph_any(path, registry)
+        return load_graph_any(path, registry, settings)
     except ValueError as exc:  # content no reader classified, e.g. a 5000-digit number
         from nodeflow.errors import GraphFileError
         from nodeflow.graph import json_value_error
@@ -224,6 +224,13 @@ def add_comfy_models(settings: Any, places: list[str]) -> None:
     add(settings, places)
 
 
+def print_assumptions(graph: Any, path: str, err: Any = None) -> None:
+    """What the ComfyUI import assumed for a workflow (as ``nodeflow import`` prints it)."""
+    comfy = graph.meta.get("comfyui") if isinstance(graph.meta, dict) else None
+    for assumption in (comfy or {}).get("assumptions", []) if isinstance(comfy, dict) else []:
+        print(f"note: {printable(path)}: assumed {printable(str(assumption))}", file=err or sys.stderr)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from nodeflow.comfy.command import run_import
 
@@ -232,6 +239,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from nodeflow.errors import GraphFileError
+    from nodeflow.graph import check_graph_path
     from nodeflow.settings import Settings
     from nodeflow.validate import GraphValidator
 
@@ -241,7 +249,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     summaries = []
     for path in args.files:
         try:
-            graph = load_graph_file(path, registry)
+            check_graph_path(path)
+            # ComfyUI workflows find their model files in these folders while they are converted
+            settings = Settings.from_env(args.models, base_dir=Path(path).resolve().parent)
+            _check_input_rules(settings, path, args.allow_dir)
+            add_comfy_models(settings, args.comfy_models)
+            graph = load_graph_file(path, registry, settings)
         except GraphInvalid as exc:
             all_problems += exc.problems
             continue
@@ -249,9 +262,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             all_problems.append(Problem("file", f"{exc.message}{' ' + exc.hint if exc.hint else ''}",
                                         exc.location))
             continue
-        settings = Settings.from_env(args.models, base_dir=Path(path).resolve().parent)
-        _check_input_rules(settings, path, args.allow_dir)
-        add_comfy_models(settings, args.comfy_models)
+        if not args.json:
+            print_assumptions(graph, path)
         validator = GraphValidator(registry, settings)
         problems = validator.validate(graph)
         all_problems += problems
@@ -379,8 +391,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nodeflow.settings import Settings
 
     registry = _registry(args, report=not args.json)
+    from nodeflow.graph import check_graph_path
+
+    check_graph_path(args.file)
+    # Before the graph is read: a ComfyUI workflow finds its model files in these folders
+    settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
+    _check_input_rules(settings, args.file, args.allow_dir)
+    add_comfy_models(settings, args.comfy_models)
     with graph_loading():
-        graph = load_graph_file(args.file, registry)
+        graph = load_graph_file(args.file, registry, settings)
+    if not args.json:
+        print_assumptions(graph, args.file)
     if Path(args.file).suffix.lower() == ".png":
         graph.source = Path(args.file)
     from nodeflow.overrides import apply_overrides
@@ -390,9 +411,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for warning in flag_warnings(graph, registry):  # deprecated or experimental node types
         print(f"warning: {printable(str(warning))}", file=sys.stderr)
-    settings = Settings.from_env(args.models, args.out, base_dir=Path(args.file).resolve().parent)
-    _check_input_rules(settings, args.file, args.allow_dir)
-    add_comfy_models(settings, args.comfy_models)
     from nodeflow.sweeps.options import wanted as sweep_wanted
 
     if sweep_wanted(args):  # many jobs, on this machine or a Ray cluster

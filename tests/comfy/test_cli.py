@@ -160,3 +160,50 @@ def test_a_comfyui_png_validates_against_the_comfyui_folder(tmp_path: Path, comf
     # folders, which include the ComfyUI folder given on the command line (and its input/).
     assert main(["validate", str(png), "--comfy-models", str(comfy_root)]) == 0
     assert main(["validate", str(png)]) == 2
+
+
+def sd35_workflow(tmp_path: Path) -> tuple[Path, Path]:
+    """A ComfyUI folder holding a tiny SD3.5 single-file checkpoint under a name that says nothing
+    (and T5's tokenizer), and an API workflow that loads it with CheckpointLoaderSimple."""
+    from tests.nodes.flow import tiny
+
+    root = tmp_path / "ComfyUI"
+    parts = tiny.sd3_components()
+    tiny.save_sd3_bundle(root / "models" / "checkpoints" / "mystery.safetensors", parts)
+    parts["tokenizer_3"].save_pretrained(root / "models" / "tokenizers" / "t5")
+    doc = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    doc["4"]["inputs"]["ckpt_name"] = "mystery.safetensors"
+    doc["5"]["inputs"]["batch_size"] = 1
+    doc["3"]["inputs"]["steps"] = 2
+    workflow = tmp_path / "sd35_api.json"
+    workflow.write_text(json.dumps(doc))
+    return root, workflow
+
+
+def test_validate_gives_the_importer_the_comfyui_folders(tmp_path: Path, capsys: Any) -> None:
+    """The checkpoint is read as SD3 from its file, found only through --comfy-models, while the
+    workflow is converted; without the folder it is not found, stays SD's, and validation says so."""
+    root, workflow = sd35_workflow(tmp_path)
+    assert main(["validate", str(workflow), "--comfy-models", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "valid" in captured.out and "note:" not in captured.err, captured
+    assert main(["validate", str(workflow)]) == 2
+    assert "mystery.safetensors" in capsys.readouterr().err
+
+
+def test_run_gives_the_importer_the_comfyui_folders(tmp_path: Path) -> None:
+    root, workflow = sd35_workflow(tmp_path)
+    out = tmp_path / "out"
+    assert main(["run", str(workflow), "--comfy-models", str(root), "--out", str(out), "-q"]) == 0
+    pictures = sorted(out.rglob("*.png"))
+    assert pictures, "no picture written"
+    with Image.open(pictures[0]) as im:
+        assert im.size == (64, 64)
+
+
+def test_run_and_validate_print_what_the_import_assumed(tmp_path: Path, capsys: Any) -> None:
+    for command in (["validate", str(FIXTURES / "flux_api.json")],
+                    ["run", str(FIXTURES / "flux_api.json"), "--out", str(tmp_path / "out"), "-q"]):
+        assert main(command) == 2  # the models are not here
+        err = capsys.readouterr().err
+        assert "flux_api.json: assumed #12 UNETLoader" in err and "Traceback" not in err, err
