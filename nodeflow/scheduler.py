@@ -31,6 +31,7 @@ from nodeflow.events import (
 )
 from nodeflow.events import NodeFailed as NodeFailedEvent
 from nodeflow.graph import Graph
+from nodeflow.models import current_device, current_node
 from nodeflow.node import Node, check_value
 from nodeflow.plan import Plan
 
@@ -215,11 +216,21 @@ class Scheduler:
         self.waiting: dict[str, int] = {}
         """Per node to run: parents still to finish."""
         self.children: dict[str, list[str]] = {}
-        for n in plan.to_run:
-            parents = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in in_run]
-            self.waiting[n] = len(parents)
-            for p in parents:
-                self.children.setdefault(p, []).append(n)
+        self.remaining_uses: dict[str, int] = {}
+        """Per node: how many nodes of the run still read its outputs (see `consumers`)."""
+        uses, children, waiting = self.remaining_uses, self.children, self.waiting
+        for n in plan.to_run:  # one pass for all three
+            count = 0
+            for ln in plan.incoming.get(n, ()):
+                src = ln.src
+                uses[src] = uses.get(src, 0) + 1
+                if src in in_run:
+                    count += 1
+                    if src in children:
+                        children[src].append(n)
+                    else:
+                        children[src] = [n]
+            waiting[n] = count
         self.ready = [(self.position[n], n) for n in plan.to_run if self.waiting[n] == 0]
         heapq.heapify(self.ready)
         self.pending: list[Job] = []
@@ -229,7 +240,6 @@ class Scheduler:
         """Outputs of this run still needed by a later node or requested."""
         self.dead: set[str] = set()
         """Failed or skipped nodes: their descendants are skipped."""
-        self.remaining_uses = consumers(plan)
         self.busy: set[str] = set()
         """Devices computing an accelerator node now."""
         self.placed: dict[str, str] = {}
@@ -267,7 +277,8 @@ class Scheduler:
             job = self.retry_jobs.pop(n, None) or self._prepare(n)
             if job is not None:
                 self.pending.append(job)
-        self.pending.sort(key=lambda j: self.position[j.node])
+        if len(self.pending) > 1:
+            self.pending.sort(key=lambda j: self.position[j.node])
 
     def _start_cpu_nodes(self) -> None:
         # CPU nodes start at once (under a RAM budget only in depth-first turn, so models are
@@ -327,12 +338,14 @@ class Scheduler:
         if ctx.files:
             result.files.extend(ctx.files)
         if self.run_state.listening:
-            self.run_state.emit(NodeFinished(n, plan.classes[n].id, seconds, list(ctx.files)))
+            self.run_state.emit(NodeFinished(n, job.cls.id, seconds, list(ctx.files)))
         # Drop values nothing later in this run needs (they stay in the cache).
+        uses = self.remaining_uses
         for ln in plan.incoming.get(n, ()):
-            if ln.src in self.remaining_uses:
-                self.remaining_uses[ln.src] -= 1
-                if self.remaining_uses[ln.src] <= 0 and ln.src not in plan.requested:
+            left = uses.get(ln.src)
+            if left is not None:
+                uses[ln.src] = left - 1
+                if left <= 1 and ln.src not in plan.requested:
                     self.values.pop(ln.src, None)
         self._release(n)
 
@@ -427,14 +440,8 @@ class Scheduler:
         plan = self.plan
         cls = plan.classes[n]
         literals = self.graph.nodes[n].inputs
-        kwargs: dict[str, Any] = {}
-        for spec in cls.inputs:
-            if spec.name in literals:
-                kwargs[spec.name] = literals[spec.name]
-            elif spec.has_default:
-                kwargs[spec.name] = spec.default
-            else:
-                kwargs[spec.name] = None
+        get = literals.get
+        kwargs = {name: get(name, default) for name, default in _input_defaults(cls)}
         for ln in plan.incoming.get(n, ()):
             source = self.values.get(ln.src)
             if source is None:
@@ -494,10 +501,20 @@ def _ranged_inputs(cls: type[Node]) -> bool:
 _RANGED: dict[type[Node], bool] = {}
 
 
+def _input_defaults(cls: type[Node]) -> list[tuple[str, Any]]:
+    """Each input's name and the value it gets when the graph gives none (None if required)."""
+    known = _DEFAULTS.get(cls)
+    if known is None:
+        known = _DEFAULTS[cls] = [(s.name, s.default if s.has_default else None) for s in cls.inputs]
+    return known
+
+
+_DEFAULTS: dict[type[Node], list[tuple[str, Any]]] = {}
+_OUTPUT_NAMES: dict[type[Node], list[str]] = {}
+
+
 def call_node(job: Job) -> tuple[dict[str, Any], float]:
     """Run one node (in whichever thread), on the device the scheduler gave it."""
-    from nodeflow.models import current_device, current_node
-
     node_token = current_node.set(job.node)
     device_token = current_device.set(job.device)
     try:
@@ -522,25 +539,33 @@ def depth_first(plan: Plan) -> list[str]:
     it is computed with an explicit stack, never recursion.
     """
     in_run = set(plan.to_run)
+    incoming = plan.incoming
     order: list[str] = []
     done: set[str] = set()
+    opened: set[str] = set()
+    """On the stack below their parents, to be placed once those are."""
     roots = [n for n in plan.requested if n in in_run]
     roots += [n for n in reversed(plan.to_run) if n not in roots]
     for root in roots:
         if root in done:
             continue
-        stack: list[tuple[str, bool]] = [(root, False)]
+        stack = [root]
         while stack:
-            n, expanded = stack.pop()
+            n = stack[-1]
             if n in done:
+                stack.pop()
                 continue
-            if expanded:
-                done.add(n)
-                order.append(n)
-                continue
-            stack.append((n, True))
-            parents = [ln.src for ln in plan.incoming.get(n, ()) if ln.src in in_run and ln.src not in done]
-            stack.extend((p, False) for p in reversed(parents))
+            if n not in opened:
+                opened.add(n)
+                parents = [ln.src for ln in incoming.get(n, ())
+                           if ln.src in in_run and ln.src not in done]
+                if parents:  # first parent first: pushed last
+                    parents.reverse()
+                    stack.extend(parents)
+                    continue
+            stack.pop()
+            done.add(n)
+            order.append(n)
     return order
 
 
@@ -555,7 +580,9 @@ def consumers(plan: Plan) -> dict[str, int]:
 
 def normalise_outputs(cls: type[Node], raw: Any) -> dict[str, Any]:
     """A node's return value as a mapping by output name; a located error when it is not one."""
-    names = [o.name for o in cls.outputs]
+    names = _OUTPUT_NAMES.get(cls)
+    if names is None:
+        names = _OUTPUT_NAMES[cls] = [o.name for o in cls.outputs]
     if isinstance(raw, Mapping):
         missing = [name for name in names if name not in raw]
         if missing:
