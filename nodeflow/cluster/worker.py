@@ -83,7 +83,7 @@ def model_key(kind: str, value: str) -> str:
 
 def problem_json(error: Any) -> dict[str, Any]:
     """A located nodeflow error as the JSON of a validation problem (what `nodeflow serve`
-    reports)."""
+    reports; its `error_json` is made from this)."""
     loc = error.location
     code = "".join("_" + c.lower() if c.isupper() else c for c in type(error).__name__).lstrip("_")
     message = error.message + (f" {error.hint}" if error.hint else "")

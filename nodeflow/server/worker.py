@@ -86,16 +86,10 @@ def error_json(exc: NodeflowError) -> dict[str, Any]:
     if isinstance(exc, GraphInvalid):
         return {"type": "graph_invalid", "message": exc.message,
                 "problems": [p.to_json() for p in exc.problems]}
-    loc = exc.location
-    text = exc.message + (f" {exc.hint}" if exc.hint else "")
-    return {"type": _snake(type(exc).__name__), "message": str(exc),
-            "problems": [{"code": _snake(type(exc).__name__), "message": text, "file": loc.file,
-                          "node": loc.node, "node_type": loc.node_type, "socket": loc.socket,
-                          "line": loc.line, "column": loc.column}]}
+    from nodeflow.cluster.worker import problem_json
 
-
-def _snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+    problem = problem_json(exc)
+    return {"type": problem["code"], "message": str(exc), "problems": [problem]}
 
 
 class LocalWorker:
