@@ -49,7 +49,9 @@ def ray_server_workers(args: argparse.Namespace, config: Any) -> list[RayServerW
     worker_config = WorkerConfig(plugins=[str(Path(d).expanduser().resolve()) for d in plugins],
                                  models=[str(Path(d).resolve()) for d in config.models_dirs],
                                  folders=folders, allowed_dirs=[str(config.input_dir.resolve())],
-                                 threads=requested_threads(None) or default_threads())
+                                 threads=requested_threads(None) or default_threads(),
+                                 vram_budget=_size(getattr(config, "vram_budget", None)),
+                                 ram_budget=_size(getattr(config, "ram_budget", None)))
     workers = [RayServerWorker(f"ray:w{i}", config.registry, worker_config, config.input_dir,
                                options) for i in range(count)]
     try:
@@ -60,6 +62,11 @@ def ray_server_workers(args: argparse.Namespace, config: Any) -> list[RayServerW
             worker.close()
         raise
     return workers
+
+
+def _size(n: int | None) -> str | None:
+    """A budget in bytes as the worker's configuration writes sizes."""
+    return None if n is None else str(n)
 
 
 class RayServerWorker:

@@ -42,3 +42,32 @@ def test_server_jobs_run_on_ray_workers_with_files_and_located_errors(
     finally:
         assert server.stop() == 0, server.output()
 
+
+
+@pytest.mark.slow  # a server process and two Ray actors: ~40 s
+def test_server_jobs_on_ray_workers_keep_to_the_models_they_hold(ray_cluster, tmp_path: Path) -> None:
+    from collections import Counter
+
+    from tests.server.test_submit_checks import weights_graph, write_weights
+
+    models = tmp_path / "models"
+    write_weights(models / "checkpoints" / "a.safetensors", 1.0)
+    write_weights(models / "checkpoints" / "b.safetensors", 2.0)
+    address = ray_cluster.get_runtime_context().gcs_address
+    # Room for one 64 KB model per actor: a worker given A, B, A reads A twice.
+    server = start_server(tmp_path / "data", extra=(
+        "--ray", address, "--ray-workers", "2", "--models", str(models), "--ram-budget", "96KB"))
+    try:
+        with server.client() as client:
+            ids = []
+            for i in range(3):
+                ids.append(("a", submit(client, weights_graph("a.safetensors", i, 0.05))["id"]))
+                ids.append(("b", submit(client, weights_graph("b.safetensors", i, 0.5))["id"]))
+            jobs = [(model, wait_job(client, job_id, timeout=180)) for model, job_id in ids]
+    finally:
+        assert server.stop() == 0, server.output()
+    assert all(job["state"] == "done" for _, job in jobs), jobs
+    loads: Counter[tuple[str, str]] = Counter()
+    for model, job in jobs:
+        loads[(job["worker"], model)] += job["model_loads"]
+    assert all(n <= 1 for n in loads.values()), loads
