@@ -61,17 +61,16 @@ class ConsoleReporter:
     def __call__(self, event: ev.Event) -> None:
         if self.quiet:
             return
-        if isinstance(event, ev.RunStarted):
-            self.total = len(event.to_run)
-            for problem in event.warnings:
-                self.message(f"warning: {problem} (not needed by this run)")
-            if event.cached:
-                self.message(f"{len(event.cached)} node(s) from the cache")
-        elif isinstance(event, ev.NodeStarted):
+        # The two events of every node first: a large graph sends hundreds of thousands.
+        if isinstance(event, ev.NodeStarted):
             self.index += 1
-            if self._throttled():
+            if self.total > self.MANY and self._throttled():
                 return
             self.message(f"{self._prefix(event.node, event.type)} running")
+        elif isinstance(event, ev.NodeFinished):
+            if self.total > self.MANY and self._throttled():
+                return
+            self.message(f"{self._prefix(event.node, event.type)} done in {event.seconds:.2f}s")
         elif isinstance(event, ev.NodeProgress):
             if time.monotonic() - self._last_plain > 1.0:
                 self._last_plain = time.monotonic()
@@ -83,10 +82,12 @@ class ConsoleReporter:
                 if event.message:
                     text += f" {event.message}"
                 self.message(text)
-        elif isinstance(event, ev.NodeFinished):
-            if self._throttled():
-                return
-            self.message(f"{self._prefix(event.node, event.type)} done in {event.seconds:.2f}s")
+        elif isinstance(event, ev.RunStarted):
+            self.total = len(event.to_run)
+            for problem in event.warnings:
+                self.message(f"warning: {problem} (not needed by this run)")
+            if event.cached:
+                self.message(f"{len(event.cached)} node(s) from the cache")
         elif isinstance(event, ev.NodeFailed):
             self.message(f"{self._prefix(event.node, event.type)} FAILED")
             self.message(f"error: {event.error}")
@@ -114,8 +115,6 @@ class ConsoleReporter:
     of a 100,000-node graph cost more than running it); failures always show."""
 
     def _throttled(self) -> bool:
-        if self.total <= self.MANY:
-            return False
         now = time.monotonic()
         if now - self._last_node_line < 0.25 and self.index < self.total:
             return True
