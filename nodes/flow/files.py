@@ -3,9 +3,11 @@
 A file's layout is told from its tensor names (the safetensors header), never from its
 file name: an original-layout MMDiT (``joint_blocks.*``, SD3.x) or Flux transformer
 (``double_blocks.*``), the same in diffusers' layout, CLIP and T5 text encoders in
-transformers' layout, an original-layout autoencoder (``encoder.down.*``), or an SD3.5
-checkpoint bundling all of them under ``model.diffusion_model.``, ``text_encoders.*.`` and
-``first_stage_model.``. Anything else is a clear error saying what was found.
+transformers' layout, an original-layout autoencoder (``encoder.down.*``), or a checkpoint
+bundling all of them under ``model.diffusion_model.``, ``text_encoders.{clip_l,clip_g,t5xxl}.
+transformer.`` and the VAE's prefix: ``first_stage_model.`` in SD3.5's, ``vae.`` in Flux's
+all-in-one files (ComfyUI's prefixes for the two families). Anything else is a clear error
+saying what was found.
 
 No hub is reachable, so configurations are inferred from tensor shapes. The few numbers
 shapes cannot tell follow the released models: 64-wide attention heads in CLIP, T5 and
@@ -45,7 +47,9 @@ BUNDLE_PREFIXES = {"transformer": "model.diffusion_model.", "vae": "first_stage_
                    "clip_l": "text_encoders.clip_l.transformer.",
                    "clip_g": "text_encoders.clip_g.transformer.",
                    "t5": "text_encoders.t5xxl.transformer."}
-"""Where each part sits in an SD3.x checkpoint that bundles everything."""
+"""Where each part sits in a checkpoint that bundles everything (the VAE: SD3.x's prefix)."""
+BUNDLE_VAE_PREFIXES = {"sd3": "first_stage_model.", "flux": "vae."}
+"""The VAE's prefix in each family's bundled checkpoints."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class Layout:
     original: bool = True
     """Original (Stability / Black Forest Labs) layout rather than diffusers'."""
     prefix: str = ""
+    family: str = ""
+    """For a bundle: 'sd3' or 'flux'."""
 
 
 def _strip(keys: Iterable[str], prefix: str) -> list[str]:
@@ -66,9 +72,10 @@ def _strip(keys: Iterable[str], prefix: str) -> list[str]:
 def detect(keys: Iterable[str], name: str) -> Layout:
     """The layout of a file with these tensor names, or a ModelError naming the file."""
     keys = list(keys)
-    if any(k.startswith(BUNDLE_PREFIXES["transformer"] + "joint_blocks.") for k in keys) and \
-            any(k.startswith(("text_encoders.", "first_stage_model.")) for k in keys):
-        return Layout("bundle", True)
+    for family, blocks in (("sd3", "joint_blocks."), ("flux", "double_blocks.")):
+        if any(k.startswith(BUNDLE_PREFIXES["transformer"] + blocks) for k in keys) and \
+                any(k.startswith(("text_encoders.", BUNDLE_VAE_PREFIXES[family])) for k in keys):
+            return Layout("bundle", True, family=family)
     for prefix in ("model.diffusion_model.", ""):
         body = _strip(keys, prefix)
         if any(k.startswith("joint_blocks.") for k in body):
@@ -100,17 +107,17 @@ def detect(keys: Iterable[str], name: str) -> Layout:
     raise ModelError(f"{name} is not a layout nodeflow knows for SD3 or Flux (its first tensors: "
                      f"{sample or 'none'})",
                      hint="Expected an SD3.x/Flux diffusion model, a CLIP-L/CLIP-G/T5 text encoder, a "
-                          "16-channel VAE (ae.safetensors) or an SD3.5 checkpoint that bundles them.")
+                          "16-channel VAE (ae.safetensors) or an SD3.5 or Flux checkpoint that bundles them.")
 
 
-def bundle_family(path: Path) -> str:
-    """'flux' for a checkpoint bundling a Flux transformer, else 'sd3'."""
+def bundle_vae_prefix(keys: Iterable[str]) -> str:
+    """The VAE's prefix in a bundled checkpoint with these tensor names ('' if it is none)."""
+    keys = list(keys)
     try:
-        keys = safetensors_header(path)
-    except (OSError, ValueError):
-        return "sd3"
-    return "flux" if any(k.startswith(BUNDLE_PREFIXES["transformer"] + "double_blocks.") for k in keys) \
-        else "sd3"
+        layout = detect(keys, "")
+    except ModelError:
+        return ""
+    return BUNDLE_VAE_PREFIXES[layout.family] if layout.kind == "bundle" else ""
 
 
 def file_layout(path: Path) -> Layout:

@@ -71,8 +71,8 @@ def _layout_problem(found: Path, wanted: Iterable[str]) -> str | None:
 
 
 class LoadCheckpoint(Node):
-    """Load an SD3.x or Flux checkpoint: a diffusers folder, or an SD3.x single file that bundles
-    the diffusion model, CLIP-L, CLIP-G, (T5) and the VAE."""
+    """Load an SD3.x or Flux checkpoint: a diffusers folder, or a single file that bundles the
+    diffusion model, its text encoders and the VAE (SD3.5's, or Flux's all-in-one files)."""
 
     id = "flow.LoadCheckpoint"
     category = "flow/loaders"
@@ -160,7 +160,7 @@ def weights_family(found: Path) -> str | None:
     except ModelError as exc:
         return "sd" if "1.x/2.x/SDXL" in exc.message else None
     if layout.kind == "bundle":
-        return files.bundle_family(found)
+        return layout.family
     return layout.kind if layout.kind in FAMILY_CHOICES else "sd"
 
 

@@ -1,4 +1,4 @@
-"""Loading SD3.x and Flux: diffusers folders, the split files ComfyUI users keep, SD3.5 bundles.
+"""Loading SD3.x and Flux: diffusers folders, the split files ComfyUI users keep, single-file bundles.
 
 * a diffusers folder (``model_index.json`` with ``transformer/``, ``vae/``, the text encoders
   and their tokenizers), through ``load_folder``;
@@ -7,7 +7,7 @@
 * text encoder files (``clip_l``, ``clip_g``, ``t5xxl`` in ``models/text_encoders`` or ``clip``),
   whose roles are told from their tensors, through ``load_text_encoders``;
 * a 16-channel autoencoder (``ae.safetensors``), through ``load_vae``;
-* an SD3.x checkpoint bundling all of these, through ``load_bundle``.
+* a checkpoint bundling all of these (SD3.5's, or Flux's all-in-one files), through ``load_bundle``.
 
 Tokenizers: a diffusers folder carries its own. For split files, CLIP's tokenizer is rebuilt
 from the vocabulary open-clip-torch ships (as the diffusion pack does), and T5's comes from a
@@ -194,7 +194,7 @@ def load_transformer_file(path: Path, dtype: Any = None, weight_dtype: str = "de
     layout = files.file_layout(path)
     if layout.kind == "bundle":
         prefix = files.BUNDLE_PREFIXES["transformer"]
-        layout = files.Layout("sd3", True)
+        layout = files.Layout(layout.family, True)
     elif layout.kind in ("sd3", "flux"):
         prefix = layout.prefix
     else:
@@ -207,7 +207,7 @@ def load_transformer_file(path: Path, dtype: Any = None, weight_dtype: str = "de
 def _describe(kind: str) -> str:
     return {"clip": "CLIP text encoder", "t5": "T5 text encoder", "vae": "VAE",
             "sd3": "SD3 diffusion model", "flux": "Flux diffusion model",
-            "bundle": "full SD3 checkpoint"}.get(kind, kind)
+            "bundle": "full SD3/Flux checkpoint"}.get(kind, kind)
 
 
 def _where(kind: str) -> str:
@@ -302,8 +302,8 @@ def load_vae(path: Path, family: str, dtype: Any = None) -> Autoencoder:
         return Autoencoder(vae.eval().requires_grad_(False), folder_family(path) or "")
     layout = files.file_layout(path)
     if layout.kind == "bundle":
-        layout = files.Layout("vae", True, files.BUNDLE_PREFIXES["vae"])
-        family = "sd3"
+        family = layout.family
+        layout = files.Layout("vae", True, files.BUNDLE_VAE_PREFIXES[family])
     if layout.kind != "vae":
         raise ModelError(f"{path.name} holds a {_describe(layout.kind)}, not a VAE",
                          hint=_where(layout.kind))
@@ -320,25 +320,33 @@ def load_vae(path: Path, family: str, dtype: Any = None) -> Autoencoder:
 
 
 def load_bundle(path: Path, t5_tokenizer: Path | None, dtype: Any = None) -> FlowCheckpoint:
-    """An SD3.x single-file checkpoint with its transformer, text encoders and VAE."""
+    """A single-file checkpoint with its transformer, text encoders and VAE: SD3.5's (CLIP-L,
+    CLIP-G, optionally T5) or Flux's all-in-one (CLIP-L and T5)."""
+    family = files.file_layout(path).family or "sd3"
+    prefixes = {**files.BUNDLE_PREFIXES, "vae": files.BUNDLE_VAE_PREFIXES[family]}
     tensors = files.read_tensors(path)
-    parts: dict[str, dict[str, Any]] = {name: {} for name in files.BUNDLE_PREFIXES}
+    parts: dict[str, dict[str, Any]] = {name: {} for name in prefixes}
     for key, tensor in tensors.items():
-        for name, prefix in files.BUNDLE_PREFIXES.items():
+        for name, prefix in prefixes.items():
             if key.startswith(prefix):
                 parts[name][key[len(prefix):]] = tensor
                 break
+    what = files_name(family)
     if not parts["transformer"]:
-        raise ModelError(f"{path.name} has no SD3 diffusion model (model.diffusion_model.*)")
-    missing = [n for n in ("vae", "clip_l", "clip_g") if not parts[n]]
+        raise ModelError(f"{path.name} has no {what} diffusion model (model.diffusion_model.*)")
+    needed = ("vae", "clip_l", "clip_g") if family == "sd3" else ("vae", "clip_l", "t5")
+    missing = [n for n in needed if not parts[n]]
     if missing:
-        raise ModelError(f"{path.name} is an SD3 checkpoint without its {', '.join(missing)}",
+        raise ModelError(f"{path.name} is a {what} checkpoint without its "
+                         f"{', '.join(n.replace('t5', 't5xxl') for n in missing)}",
                          hint="Load the diffusion model with flow.LoadDiffusionModel and the other "
                               "parts from their own files.")
-    family, sd = files.transformer_state(files.Layout("sd3", True), parts["transformer"])
+    _family, sd = files.transformer_state(files.Layout(family, True), parts["transformer"])
     model = model_from_state(family, sd, str(path), dtype)
     t5 = (parts["t5"], str(path)) if parts["t5"] else None
-    clip = assemble_encoders("sd3", [(parts["clip_l"], str(path)), (parts["clip_g"], str(path))], t5,
-                             t5_tokenizer, dtype)
-    vae = Autoencoder(files.build_vae(parts["vae"], "sd3", dtype), "sd3")
+    clips = [(parts[role], str(path)) for role in ("clip_l", "clip_g") if parts[role]]
+    if family == "flux":
+        clips = clips[:1]  # a Flux file carries CLIP-L only; anything under clip_g is not used
+    clip = assemble_encoders(family, clips, t5, t5_tokenizer, dtype)
+    vae = Autoencoder(files.build_vae(parts["vae"], family, dtype), family)
     return FlowCheckpoint(model, clip, vae)

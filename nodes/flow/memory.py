@@ -156,24 +156,26 @@ def vae_estimate(found: Any, dtype: str) -> ValueEstimate | None:
             sub = path / "vae" if (path / "vae").is_dir() else path
             size = estimate_file_bytes(sub, dtype)
         else:
-            size = header_bytes(path, dtype, prefix="first_stage_model." if _bundle(path) else "") or 0
+            size = header_bytes(path, dtype, prefix=_vae_prefix(path)) or 0
     except (OSError, ValueError):
         return None
     return ValueEstimate({f"{path.name}:vae": size},
                          {"channels": 128, "tile": 512, "scale": 8, "itemsize": DTYPE_BYTES[dtype]})
 
 
-def _bundle(path: Any) -> bool:
+def _vae_prefix(path: Any) -> str:
+    """The VAE's prefix in a bundled checkpoint, '' for a VAE file."""
     from nodeflow.api import safetensors_header
+    from nodeflow.nodes.flow.files import bundle_vae_prefix
 
     try:
-        return any(k.startswith("first_stage_model.") for k in safetensors_header(path))
+        return bundle_vae_prefix(safetensors_header(path))
     except (OSError, ValueError):
-        return False
+        return ""
 
 
 def checkpoint_estimate(found: Any, dtype: str, vae_dtype: str) -> MemoryEstimate | None:
-    """The transformer, text encoders and VAE of a diffusers folder or an SD3 bundle."""
+    """The transformer, text encoders and VAE of a diffusers folder or an SD3/Flux bundle."""
     from pathlib import Path
 
     from nodeflow.api import estimate_file_bytes

@@ -125,3 +125,48 @@ def test_flux_folder_matches_pipeline(registry, flow_models, flux_parts, flux_re
                            ("checkpoint.vae", "decode.vae")):
         graph.connect(source, target)
     assert close(run(registry, graph, flow_models), flux_reference) <= 1
+
+
+def flux_checkpoint_graph(path: str) -> Any:
+    """The Flux graph with its three split-file loaders replaced by one flow.LoadCheckpoint."""
+    graph = flux_graph()
+    for node in ("unet", "clip", "vae"):
+        graph.remove_node(node)
+    graph.add_node("flow.LoadCheckpoint", "checkpoint", {"path": path})
+    for source, target in (("checkpoint.model", "sampler.model"), ("checkpoint.clip", "positive.clip"),
+                           ("checkpoint.vae", "decode.vae")):
+        graph.connect(source, target)
+    return graph
+
+
+def test_flux_all_in_one_checkpoint_gives_the_split_files_picture(registry, flow_models, flux_parts,
+                                                                   torch_threads):
+    """A Flux checkpoint bundling transformer, CLIP-L, T5 and VAE (ComfyUI's all-in-one layout) loads
+    offline, T5's tokenizer from models/tokenizers/t5 as for split files, and draws their picture."""
+    from nodeflow.nodes.flow.load_nodes import LoadCheckpoint
+    from tests.nodes.flow import tiny
+
+    path = tiny.save_flux_bundle(flow_models / "checkpoints" / "tiny-flux-aio.safetensors", flux_parts["parts"])
+    assert LoadCheckpoint.model_family(path) == "flux"
+    ours = run(registry, flux_checkpoint_graph(path.name), flow_models)
+    split = run(registry, flux_graph(), flow_models)
+    assert np.asarray(ours).tobytes() == np.asarray(split).tobytes()
+
+
+def test_a_flux_checkpoint_without_t5_says_what_is_missing(registry, flow_models, flux_parts, torch_threads):
+    from safetensors.torch import load_file, save_file
+
+    from nodeflow.executor import Executor
+    from nodeflow.settings import Settings
+    from tests.nodes.flow import tiny
+
+    full = tiny.save_flux_bundle(flow_models / "checkpoints" / "tiny-flux-aio.safetensors", flux_parts["parts"])
+    tensors = {k: v for k, v in load_file(str(full)).items() if not k.startswith("text_encoders.t5xxl.")}
+    save_file(tensors, str(flow_models / "checkpoints" / "tiny-flux-no-t5.safetensors"))
+    executor = Executor(registry, Settings(models_dirs=[flow_models]))
+    try:
+        result = executor.run(flux_checkpoint_graph("tiny-flux-no-t5.safetensors"), ["decode"])
+    finally:
+        executor.close()
+    failure = str(result.failed.get("checkpoint"))
+    assert "tiny-flux-no-t5.safetensors" in failure and "t5xxl" in failure, result.failed

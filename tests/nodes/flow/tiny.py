@@ -362,3 +362,22 @@ def save_sd3_bundle(path: Path, parts: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
     return path
+
+
+def save_flux_bundle(path: Path, parts: dict[str, Any]) -> Path:
+    """A Flux all-in-one single file, as ComfyUI saves them: the original-layout transformer under
+    model.diffusion_model., CLIP-L and T5 under text_encoders.{clip_l,t5xxl}.transformer., the
+    original-layout VAE under vae."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    for prefix, sd in (("model.diffusion_model.", _invert_flux(dict(parts["transformer"].state_dict()))),
+                       ("vae.", _ldm_vae(parts["vae"])),
+                       ("text_encoders.clip_l.transformer.", parts["text_encoder"].state_dict()),
+                       ("text_encoders.t5xxl.transformer.", parts["text_encoder_2"].state_dict())):
+        for key, tensor in sd.items():
+            if key != "encoder.embed_tokens.weight":
+                tensors[prefix + key] = tensor.contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
