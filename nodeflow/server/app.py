@@ -81,6 +81,8 @@ class ServerConfig:
     """Which finished jobs (history, events and files) are kept."""
     keep_interval: float = DEFAULT_INTERVAL
     """Seconds between two applications of ``keep`` while the server runs."""
+    policy: str = "affinity"
+    """How a free worker picks its job: ``affinity`` or ``oldest`` (for comparison)."""
     devices: list[str] | None = None
     vram_budget: int | None = None
     """Bytes of models each device may hold (default: its free memory less a reserve)."""
@@ -108,7 +110,7 @@ class Server:
         self.store = JobStore(config.data_dir / "jobs.sqlite3")
         self.hub = EventHub(self.store)
         workers = config.workers if config.workers is not None else default_workers(config)
-        self.dispatcher = Dispatcher(self.store, self.hub, workers, config.output_dir)
+        self.dispatcher = Dispatcher(self.store, self.hub, workers, config.output_dir, config.policy)
         self.retention = RetentionSweeper(self.store, config.output_dir, config.keep,
                                           config.keep_interval)
         self.started = time.time()

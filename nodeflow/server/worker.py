@@ -37,6 +37,9 @@ PREVIEW_INTERVAL = 0.1
 PREVIEW_SIZE = 256
 """Longest side of a preview picture, in pixels."""
 
+POLICIES = ("affinity", "oldest")
+"""How the dispatcher picks a free worker's job: model affinity, or the oldest (to compare)."""
+
 EventCallback = Callable[[str, dict[str, Any]], None]
 """``emit(type, data)``: an event of the running job. ``type == "preview"`` is not logged."""
 
@@ -281,7 +284,11 @@ def _is_image(value: Any) -> bool:
 class Dispatcher:
     """Feeds queued jobs to workers, one thread per worker; cancels; drains on shutdown."""
 
-    def __init__(self, store: JobStore, hub: EventHub, workers: Sequence[Worker], output_dir: Path) -> None:
+    def __init__(self, store: JobStore, hub: EventHub, workers: Sequence[Worker], output_dir: Path,
+                 policy: str = "affinity") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown dispatch policy {policy!r} (choose from {POLICIES})")
+        self.policy = policy
         self.store = store
         self.hub = hub
         self.workers = list(workers)
@@ -382,7 +389,7 @@ class Dispatcher:
         it goes next. None (the oldest job) when no worker can say what it holds."""
         from nodeflow.cluster.scheduler import choose_job
 
-        if not any(hasattr(w, "holds") for w in self.workers):
+        if self.policy == "oldest" or not any(hasattr(w, "holds") for w in self.workers):
             return None
         with self._lock:
             others = [_holds(w) | self._loading.get(w.name, frozenset())
