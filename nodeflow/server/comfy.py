@@ -386,6 +386,12 @@ def _object_info(server: Server) -> dict[str, Any]:
             "deprecated": bool(cls.deprecated), "experimental": bool(cls.experimental),
         }
     info.update(_mapped_types(server))
+    try:  # the SD3/Flux types a client may submit (see nodeflow.comfy.object_info)
+        from nodeflow.comfy.object_info import flow_object_info
+    except ImportError:
+        return info
+    for name, entry in flow_object_info(server.registry, _input_entry).items():
+        info.setdefault(name, entry)
     return info
 
 
@@ -405,13 +411,13 @@ def _mapped_types(server: Server) -> dict[str, Any]:
         specs: dict[str, Any] = {}  # ComfyUI input name -> the nodeflow input it feeds
         for key, part in nmap.parts.items():
             inputs = classes[key].input_map
-            for comfy_name, socket in part.links.items():
+            for socket, comfy_name in part.links.items():  # nodeflow socket <- ComfyUI input
                 specs.setdefault(comfy_name, inputs.get(socket))
             for socket, widget in part.values.items():
                 specs.setdefault(widget.name, inputs.get(socket))
         required: dict[str, Any] = {}
-        for name in (*[n for p in nmap.parts.values() for n in p.links], *nmap.widgets):
-            if name == SEED_CONTROL or name in required:
+        for name in (*[n for p in nmap.parts.values() for n in p.links.values()], *nmap.widgets):
+            if name == SEED_CONTROL or name in required or name.startswith("@"):
                 continue
             spec = specs.get(name)
             required[name] = _input_entry(spec) if spec is not None else ["*", {}]
