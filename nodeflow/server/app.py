@@ -187,6 +187,9 @@ class Server:
                 return
             except NodeflowError as exc:
                 refused = refused or exc
+            except Exception:  # noqa: BLE001 - an estimate that fails must not refuse the job
+                log.exception("could not check the memory plan of a submitted job")
+                return
         if refused is not None:
             body = error_json(refused)
             raise ApiError(400, body["message"], type_=body["type"], problems=body["problems"])
