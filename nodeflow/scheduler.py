@@ -94,6 +94,11 @@ class RunState:
             with self._emit_lock:
                 self._dropped.append(entry.node)
 
+    @property
+    def has_dropped(self) -> bool:
+        """Has the model manager let go of models since `take_dropped` (no lock: a hint)?"""
+        return bool(self._dropped)
+
     def take_dropped(self) -> list[str]:
         if not self._dropped:  # the common case: no lock needed to see it is empty
             return []
@@ -283,7 +288,12 @@ class Scheduler:
     def _start_cpu_nodes(self) -> None:
         # CPU nodes start at once (under a RAM budget only in depth-first turn, so models are
         # loaded just before they are used).
-        for job in [j for j in self.pending if not j.cls.uses_accelerator]:
+        pending = self.pending
+        if len(pending) == 1 and not pending[0].cls.uses_accelerator and not (
+                self.frugal and self.running):  # one ready node (a chain): no list to sort out
+            self._start(pending.pop(), "cpu")
+            return
+        for job in [j for j in pending if not j.cls.uses_accelerator]:
             if self.frugal and (self.running or job is not self.pending[0]):
                 break
             self.pending.remove(job)
@@ -372,8 +382,9 @@ class Scheduler:
             self._release(n)
             return None
         try:
-            for gone in run.take_dropped():
-                self.values.pop(gone, None)
+            if run.has_dropped:
+                for gone in run.take_dropped():
+                    self.values.pop(gone, None)
             kwargs = self.gather_inputs(n, recompute=True)
             if links and _ranged_inputs(cls):
                 check_actual_inputs(cls, kwargs, (ln.dst_socket for ln in links))
