@@ -9,7 +9,8 @@ Anything not listed in ``__all__`` is private to nodeflow and may change between
 The API follows ``API_VERSION``: a plugin declares the range it supports as
 ``NODEFLOW_API = ">=1.0,<2"`` in its pack module, and a plugin whose range excludes the
 running nodeflow is skipped with a message. Additions raise the minor version (1.1: the
-model service protocol, model kinds, and the file, picture and safetensors helpers).
+model service protocol, model kinds, and the file, picture and safetensors helpers; 1.2: the
+``Node.model_family`` hook of loaders).
 """
 
 from __future__ import annotations

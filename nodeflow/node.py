@@ -440,6 +440,14 @@ class Node:
         return None
 
     @classmethod
+    def model_family(cls, path: Path) -> str | None:
+        """For a loader: the model family of the file or folder at ``path`` as this node reads
+        it (e.g. ``"sd3"``, ``"flux"``; ``"sd"`` for a model of a family it does not load), or
+        None when it cannot tell. Importers of foreign workflows ask it to pick the node type a
+        loader becomes; it reads headers or configs only, and never raises."""
+        return None
+
+    @classmethod
     def to_json(cls) -> dict[str, Any]:
         """The node type's full schema, as `nodeflow nodes --json` prints it."""
         return {
@@ -518,7 +526,7 @@ def node_flag(cls: type[Node]) -> tuple[str, str] | None:
     return None
 
 
-_HOOKS = ("check", "estimate_memory", "fingerprint", "migrate")
+_HOOKS = ("check", "estimate_memory", "fingerprint", "migrate", "model_family")
 """Node hooks nodeflow calls on the class, so they must be classmethods."""
 
 

@@ -28,7 +28,7 @@ from nodeflow.errors import PluginError
 from nodeflow.node import Node, declaration_problems
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 """The plugin API version; packs declare the range they support as ``NODEFLOW_API``.
 1.1 added the model service protocol, model kinds and the file helpers (see docs/plugins.md)."""
 

@@ -95,8 +95,7 @@ class WorkflowConverter:
         if found is None or nmap is None:
             return None
         cls = self.registry.get(next(iter(nmap.parts.values())).type)
-        hook = getattr(cls, "model_family", None)
-        family = hook(found) if callable(hook) else None
+        family = cls.model_family(found) if cls is not None else None
         return family if isinstance(family, str) else None
 
     def map_for(self, node: ComfyNode) -> NodeMap | None:

@@ -454,3 +454,25 @@ def test_imported_flux_img2img_follows_comfyuis_start(registry: Any, flux_instal
     assert run_with(1.0).tobytes() == txt2img.tobytes()
     half = run_with(0.5)
     assert np.abs(half.astype(int) - txt2img.astype(int)).max() > 3
+
+
+def test_a_flux_all_in_one_checkpoint_is_read_from_its_tensors(registry: Any, flux_install: Path,
+                                                              torch_threads: Any) -> None:
+    """CheckpointLoaderSimple naming a Flux all-in-one file whose name says nothing becomes
+    flow.LoadCheckpoint, from the file's tensors, and draws the split-file workflow's picture."""
+    tiny.save_flux_bundle(flux_install / "models" / "checkpoints" / "all_in_one.safetensors", tiny.flux_components())
+    doc = _flux_api()
+    for split in ("10", "11", "12"):
+        del doc[split]
+    doc["4"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "all_in_one.safetensors"}}
+    doc["30"]["inputs"]["model"] = ["4", 0]
+    doc["6"]["inputs"]["clip"] = ["4", 1]
+    doc["8"]["inputs"]["vae"] = ["4", 2]
+    path = flux_install / "aio_api.json"
+    path.write_text(json.dumps(doc))
+    result = import_workflow(path, registry, settings_for(flux_install))
+    assert result is not None and not result.problems and not result.assumptions, result.problems
+    assert result.graph.nodes["CheckpointLoaderSimple_4"].type == "flow.LoadCheckpoint"
+    ours = pictures(registry, result.graph, flux_install)
+    split = pictures(registry, imported(registry, "flux_api.json", flux_install).graph, flux_install)
+    assert ours.tobytes() == split.tobytes()
