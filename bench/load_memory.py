@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # training/ runs from the checkout
 
 GB = 1024 ** 3
 
