@@ -70,3 +70,25 @@ def test_flux_inpaint_matches_pipeline(registry, flow_models, flux_parts, flux_p
     ours = run(registry, with_mask(flux_graph(sampler={"steps": 4}), pictures, "vae.vae", 0.8), flow_models)
     ref = reference("FluxInpaintPipeline", flux_pipe, pictures, 0.8, guidance_scale=3.5, output_type="np")
     assert close(ours, ref) <= 1
+
+
+@pytest.mark.parametrize("sampler", ["heun", "dpmpp_2m", "euler_ancestral"])
+def test_comfyuis_other_samplers_keep_the_unmasked_area(registry, flow_models, flux_parts, pictures,
+                                                        torch_threads, sampler):
+    """With ComfyUI's semantics every sampler restores the unmasked area after each step: it ends as
+    the encoded picture, as with euler, and only the masked area is repainted differently."""
+    import torch
+
+    def samples(name: str) -> Any:
+        graph = with_mask(flux_graph(sampler={"steps": 4, "sampler": name, "scheduler": "simple",
+                                              "semantics": "comfyui"}), pictures, "vae.vae", 0.8)
+        run(registry, graph, flow_models)
+        return _EXECUTORS[(flow_models,)].run(graph, ["sampler"]).outputs["sampler"]["latent"].samples
+
+    ours, euler = samples(sampler), samples("euler")
+    mask = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(
+        sd_tiny.mask_picture(SIZE, SIZE), dtype=np.float32) / 255)[None, None], size=ours.shape[-2:])[0, 0]
+    keep = mask < 0.5
+    assert keep.any() and (~keep).any()
+    assert torch.equal(ours[..., keep], euler[..., keep])
+    assert float((ours[..., ~keep] - euler[..., ~keep]).abs().max()) > 1e-3
