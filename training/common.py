@@ -10,7 +10,12 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -34,7 +39,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return ap
 
 
-def setup(args) -> None:
+def setup(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
@@ -75,7 +80,7 @@ def cosine_lr(base: float, frac: float, warmup: float = 0.02, floor: float = 0.1
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def atomic_dir(final: str | Path, write) -> None:
+def atomic_dir(final: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_dir)`` then atomically(ish) replace ``final`` with it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +97,7 @@ def atomic_dir(final: str | Path, write) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_file(final: str | Path, write) -> None:
+def atomic_file(final: str | Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then atomically replace ``final`` with the file it wrote
     (readable by all, as a shipped file; some writers create files private)."""
     final = Path(final)
@@ -106,10 +111,10 @@ def atomic_file(final: str | Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def log(*a) -> None:
+def log(*a: object) -> None:
     print(time.strftime("%H:%M:%S"), *a, flush=True)
     sys.stdout.flush()
 
 
-def n_params(model) -> int:
+def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

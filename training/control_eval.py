@@ -34,13 +34,18 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import evaluate, world
 from .common import MODELS
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 DEFAULT_BASE = MODELS / "checkpoints" / "nodeflow-shapes"
 DEFAULT_LORA = MODELS / "loras" / "nodeflow-shapes-outlined.safetensors"
@@ -176,14 +181,14 @@ def edge_iou(image: Any, scene: world.Scene) -> float:
 # --------------------------------------------------------------------------- generation
 
 
-def _scheduler(pipe) -> None:
+def _scheduler(pipe: Any) -> None:
     from diffusers import DDIMScheduler
 
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
 
 
-def load_pipeline(base: Any = DEFAULT_BASE):
+def load_pipeline(base: Any = DEFAULT_BASE) -> Any:
     """A ``StableDiffusionPipeline`` (fp32, DDIM from the shipped scheduler config) from a path,
     or ``base`` itself when it already is a pipeline."""
     if not isinstance(base, (str, os.PathLike)):
@@ -196,13 +201,13 @@ def load_pipeline(base: Any = DEFAULT_BASE):
     return pipe
 
 
-def _generators(seed: int, n: int):
+def _generators(seed: int, n: int) -> list[torch.Generator]:
     import torch
 
     return [torch.Generator().manual_seed(seed + i) for i in range(n)]
 
 
-def _colour_scores(scenes, images) -> dict:
+def _colour_scores(scenes: Sequence[world.Scene], images: Sequence[Image.Image]) -> dict[str, float]:
     an = [evaluate.analyse(im) for im in images]
     n = max(1, len(scenes))
     return {
@@ -211,7 +216,7 @@ def _colour_scores(scenes, images) -> dict:
     }
 
 
-def _nanmean(xs) -> float | None:
+def _nanmean(xs: Iterable[float]) -> float | None:
     xs = [x for x in xs if not math.isnan(x)]
     return round(float(np.mean(xs)), 4) if xs else None
 
@@ -221,7 +226,7 @@ def lora_sweep(
     lora: str | Path = DEFAULT_LORA,
     n: int = 16,
     seed: int = EVAL_SEED,
-    strengths=(0.0, 0.5, 1.0),
+    strengths: Sequence[float] = (0.0, 0.5, 1.0),
     steps: int = 20,
     guidance: float = 7.5,
     batch: int = 16,
@@ -270,7 +275,7 @@ def lora_sweep(
     return out
 
 
-def load_controlnet_pipeline(base: Any = DEFAULT_BASE, controlnet: Any = DEFAULT_CONTROLNET):
+def load_controlnet_pipeline(base: Any = DEFAULT_BASE, controlnet: Any = DEFAULT_CONTROLNET) -> Any:
     """A ``StableDiffusionControlNetPipeline`` from the base pipeline (path or pipeline) and a
     ControlNet folder (or a loaded ``ControlNetModel``)."""
     import torch
@@ -290,8 +295,8 @@ def controlnet_eval(
     controlnet: Any = DEFAULT_CONTROLNET,
     n: int = 16,
     seed: int = EVAL_SEED,
-    scales=(0.0, 1.0),
-    prompts=("caption", "empty"),
+    scales: Sequence[float] = (0.0, 1.0),
+    prompts: Sequence[str] = ("caption", "empty"),
     steps: int = 20,
     guidance: float = 7.5,
     batch: int = 16,
@@ -346,7 +351,7 @@ def world_reference(n: int = 16, seed: int = EVAL_SEED) -> dict:
     }
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default=str(DEFAULT_BASE), help="the base StableDiffusionPipeline folder")
     ap.add_argument("--lora", default="", help="LoRA .safetensors to sweep ('' = skip)")

@@ -32,19 +32,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import world
 from .common import MODELS
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 _PAL_NAMES = list(world.PALETTE)
 _PAL = np.array([world.PALETTE[c] for c in _PAL_NAMES], dtype=np.float32)
 
 
-def nearest_colour(rgb) -> str:
+def nearest_colour(rgb: Sequence[float] | np.ndarray) -> str:
     d = ((_PAL - np.asarray(rgb, np.float32)) ** 2).sum(-1)
     return _PAL_NAMES[int(np.argmin(d))]
 
@@ -147,7 +152,7 @@ def _area_ratios(mask: np.ndarray) -> tuple[float, float]:
     return area / bbox_area, area / max(1.0, _hull_area(mask))
 
 
-def analyse(img) -> Analysis:
+def analyse(img: Image.Image | np.ndarray) -> Analysis:
     """Estimate background colour, shape colour and shape kind of a 64x64 image."""
     from scipy import ndimage
 
@@ -177,7 +182,7 @@ def analyse(img) -> Analysis:
                     round(solidity, 3), bbox, tuple(round(h, 4) for h in harmonics))  # type: ignore[arg-type]
 
 
-def placements(images) -> np.ndarray:
+def placements(images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
     """Centre x, centre y and extent (pixels) of the shape in each picture where one is found."""
     rows = []
     for image in images:
@@ -202,7 +207,7 @@ def world_spread(n: int = 2000, seed: int = 777) -> float:
     return spread(rows)
 
 
-def diversity(images) -> float:
+def diversity(images: Sequence[Image.Image | np.ndarray]) -> float:
     """How varied the pictures of one prompt are in shape position and size, as a fraction of
     the world's variety (1.0: as varied as the scenes the model was trained on)."""
     return spread(placements(images)) / world_spread()
@@ -214,7 +219,7 @@ def prompts(n: int, seed: int) -> list[world.Scene]:
     return [world.sample_scene(rng, shape=world.SHAPES[i % len(world.SHAPES)]) for i in range(n)]
 
 
-def score(scenes, images) -> dict:
+def score(scenes: Sequence[world.Scene], images: Sequence[Image.Image | np.ndarray]) -> dict[str, Any]:
     res = {"colour": 0, "background": 0, "shape": 0, "all": 0, "n": len(scenes)}
     per_shape: dict[str, list[int]] = {s: [0, 0] for s in world.SHAPES}
     rows = []
@@ -235,7 +240,7 @@ def score(scenes, images) -> dict:
     return {"accuracy": acc, "rows": rows}
 
 
-def load_pipeline(model: str | Path):
+def load_pipeline(model: str | Path) -> Any:
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -244,7 +249,7 @@ def load_pipeline(model: str | Path):
     return pipe
 
 
-def generate(pipe, texts: list[str], seed: int, steps: int = 25, guidance: float = 7.5, guidance_rescale: float = 0.0, batch: int = 16):
+def generate(pipe: Any, texts: list[str], seed: int, steps: int = 25, guidance: float = 7.5, guidance_rescale: float = 0.0, batch: int = 16) -> list[Image.Image]:
     import torch
 
     images = []
@@ -271,7 +276,7 @@ def vae_round_trip(model: str | Path, arrays: list[np.ndarray], batch: int = 50)
     return out
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(MODELS / "checkpoints" / "nodeflow-shapes"))
     ap.add_argument("--n", type=int, default=64)

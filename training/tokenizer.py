@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .world import WORDS
 
@@ -49,7 +51,7 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     return parts
 
 
-def build(words=WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def build(words: Sequence[str] = WORDS) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Return (vocab, merges) such that every word in ``words`` is one token.
 
     Merges are added greedily at the lowest priority, which never changes how
@@ -111,14 +113,14 @@ def save(out: str | Path) -> Path:
     return out
 
 
-def load(folder: str | Path):
+def load(folder: str | Path) -> Any:
     """Load the saved tokenizer with transformers (offline)."""
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

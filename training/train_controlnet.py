@@ -34,6 +34,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from . import common as C  # sets the offline environment first
 from .common import MODELS
@@ -72,7 +73,7 @@ steers unprompted generations.  Initialised from the base UNet
 """
 
 
-def latent_factor(vae) -> int:
+def latent_factor(vae: Any) -> int:
     """Pixels per latent cell of an ``AutoencoderKL`` (2 ** number of downsampling blocks)."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
@@ -85,7 +86,7 @@ def conditioning_channels_for(factor: int, first: int = 16) -> tuple[int, ...]:
     return tuple(first * 2**i for i in range(stages + 1))
 
 
-def write_controlnet(final: Path, controlnet, fp16: bool, meta: dict) -> None:
+def write_controlnet(final: Path, controlnet: Any, fp16: bool, meta: dict[str, Any]) -> None:
     def write(tmp: Path) -> None:
         net = copy.deepcopy(controlnet).eval()
         if fp16:
@@ -136,10 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     vedges_t = torch.from_numpy(vedges)
     C.log(f"encoded {len(caps)} scenes (+{args.val} held out) in {clock0.elapsed():.0f}s")
 
-    def cond_image(e):  # uint8 (B, 64, 64) in {0, 255} -> float (B, 3, 64, 64) in [0, 1]
+    def cond_image(e: torch.Tensor) -> torch.Tensor:  # uint8 (B, 64, 64) in {0, 255} -> float (B, 3, 64, 64) in [0, 1]
         return (e.float() / 255.0)[:, None].expand(-1, 3, -1, -1).contiguous()
 
-    def predict(noisy, t, hidden, cond, scale: float = 1.0):
+    def predict(noisy: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor, cond: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         down, mid = controlnet(noisy, t, encoder_hidden_states=hidden, controlnet_cond=cond, conditioning_scale=scale, return_dict=False)
         return unet(noisy, t, hidden, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
 

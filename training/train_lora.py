@@ -30,15 +30,20 @@ are shared with :mod:`training.train_controlnet`.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import common as C  # sets the offline environment first
 from .common import MODELS
 from .loop import ParamEMA, Trainer, ema_weights
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_BASE = C.DEFAULT_OUT
 DEFAULT_LORA = MODELS / "loras" / "nodeflow-shapes-outlined.safetensors"
@@ -55,7 +60,7 @@ VAL_SEED = 4242  # fixed held-out batch for the logged validation loss
 # --------------------------------------------------------------------------- shared helpers
 
 
-def adapter_parser(doc: str, *, out: Path, dropout: float, batch: int):
+def adapter_parser(doc: str, *, out: Path, dropout: float, batch: int) -> argparse.ArgumentParser:
     """The command-line options shared by the trainers of adapters on a frozen base
     (this LoRA and :mod:`training.train_controlnet`)."""
     ap = C.base_parser(doc.splitlines()[0])
@@ -70,7 +75,7 @@ def adapter_parser(doc: str, *, out: Path, dropout: float, batch: int):
     return ap
 
 
-def load_base(base: str | Path):
+def load_base(base: str | Path) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     """(tokenizer, text_encoder, unet, vae, scheduler_config) of a pipeline folder: fp32, eval, frozen."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -88,7 +93,7 @@ def load_base(base: str | Path):
     return tokenizer, text_encoder, unet, vae, sched
 
 
-def train_scheduler(config: dict):
+def train_scheduler(config: dict[str, Any]) -> Any:
     """A ``DDPMScheduler`` with the base pipeline's noise schedule and prediction type."""
     from diffusers import DDPMScheduler
 
@@ -96,7 +101,7 @@ def train_scheduler(config: dict):
     return DDPMScheduler(**{k: config[k] for k in keep if k in config})
 
 
-def encode_world(vae, n: int, seed: int, outlined: bool = False, batch: int = 64):
+def encode_world(vae: Any, n: int, seed: int, outlined: bool = False, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str], np.ndarray]:
     """``n`` world scenes from ``default_rng(seed)``, rendered and VAE-encoded.
 
     Returns ``(means, stds, captions, edges)``: fp16 latent means/stds (n, 4, h, w),
@@ -126,7 +131,7 @@ def encode_world(vae, n: int, seed: int, outlined: bool = False, batch: int = 64
     return torch.cat(means), torch.cat(stds), caps, edges
 
 
-def caption_table(tokenizer, caps: list[str]):
+def caption_table(tokenizer: Any, caps: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(ids table (k, 77), index of each caption in it, index of the empty caption)."""
     import torch
 
@@ -136,7 +141,7 @@ def caption_table(tokenizer, caps: list[str]):
     return ids, torch.tensor([index[c] for c in caps]), index[""]
 
 
-def sample_timesteps(sched, n: int, gen, skew: float = 1.0):
+def sample_timesteps(sched: Any, n: int, gen: torch.Generator, skew: float = 1.0) -> torch.Tensor:
     """``n`` training timesteps: uniform for ``skew`` 1; for ``skew`` k > 1 t = T * (1 - (1 - u) ** k),
     which favours high noise levels (where a picture's layout is decided) but covers all."""
     import torch
@@ -148,7 +153,7 @@ def sample_timesteps(sched, n: int, gen, skew: float = 1.0):
     return (T * (1 - (1 - u) ** skew)).long().clamp(0, T - 1)
 
 
-def heldout_timesteps(sched, n: int):
+def heldout_timesteps(sched: Any, n: int) -> torch.Tensor:
     """Evenly spaced timesteps over the whole schedule (a low-variance held-out loss)."""
     import torch
 
@@ -156,7 +161,8 @@ def heldout_timesteps(sched, n: int):
     return ((torch.arange(n) + 0.5) * T / n).long().clamp(0, T - 1)
 
 
-def noisy_batch(sched, means, stds, idx, sf: float, gen, t=None, skew: float = 1.0):
+def noisy_batch(sched: Any, means: torch.Tensor, stds: torch.Tensor, idx: torch.Tensor, sf: float, gen: torch.Generator,
+                t: torch.Tensor | None = None, skew: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(noisy latents, timesteps, target) for pool items ``idx``: the base model's objective."""
     import torch
 
@@ -169,20 +175,20 @@ def noisy_batch(sched, means, stds, idx, sf: float, gen, t=None, skew: float = 1
     return noisy, t, target
 
 
-def base_name(base) -> str:
+def base_name(base: str | Path) -> str:
     """The base pipeline as recorded in metadata: relative to the shipped models folder when inside it."""
     path = Path(base).resolve()
     return str(path.relative_to(MODELS)) if path.is_relative_to(MODELS) else str(base)
 
 
-def command_line(module: str, argv) -> str:
+def command_line(module: str, argv: list[str] | None) -> str:
     return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
 
 
 # --------------------------------------------------------------------------- LoRA
 
 
-def lora_tensors(unet, text_encoder, fp16: bool) -> dict:
+def lora_tensors(unet: Any, text_encoder: Any, fp16: bool) -> dict[str, torch.Tensor]:
     """The adapters' weights in the diffusers/peft single-file layout."""
     from peft.utils import get_peft_model_state_dict
 
@@ -200,7 +206,7 @@ def lora_tensors(unet, text_encoder, fp16: bool) -> dict:
     return out
 
 
-def save_lora(path: Path, tensors: dict, meta: dict) -> None:
+def save_lora(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     C.atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "nodeflow_training": json.dumps(meta)}))

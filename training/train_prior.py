@@ -19,14 +19,18 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .common import MODELS, Clock, base_parser, cosine_lr, log, n_params, setup
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_PRIOR = MODELS / "priors" / "nodeflow-shapes-prior.safetensors"
 DEFAULT_TOKENIZER = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 
 
-def tokenize_world(tokenizer, n: int, seed: int, chunk: int = 256):
+def tokenize_world(tokenizer: Any, n: int, seed: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids int64 (n, h*w), colour labels int64 (n,)) for ``n`` filled scenes from ``seed``."""
     import numpy as np
     import torch
@@ -43,7 +47,7 @@ def tokenize_world(tokenizer, n: int, seed: int, chunk: int = 256):
     return torch.from_numpy(grid.reshape(n, -1)), torch.from_numpy(labels)
 
 
-def save_atomic(model, out: Path) -> None:
+def save_atomic(model: torch.nn.Module, out: Path) -> None:
     from nodeflow.nodes.ar.prior import save_prior
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +59,7 @@ def save_atomic(model, out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = base_parser(__doc__.splitlines()[0])
     ap.set_defaults(out=str(DEFAULT_PRIOR), minutes=15.0, batch=32, lr=1e-3)
     ap.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER), help="the VQ tokenizer folder")

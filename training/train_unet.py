@@ -31,12 +31,17 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import common as C  # sets the offline environment first
 from .loop import ParamEMA, Trainer
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEDULER_KW = dict(
     num_train_timesteps=1000,
@@ -50,7 +55,7 @@ SCHEDULER_KW = dict(
 )
 
 
-def make_text_encoder(tokenizer, hidden: int = 64, layers: int = 3):
+def make_text_encoder(tokenizer: Any, hidden: int = 64, layers: int = 3) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     cfg = CLIPTextConfig(
@@ -68,7 +73,7 @@ def make_text_encoder(tokenizer, hidden: int = 64, layers: int = 3):
     return CLIPTextModel(cfg)
 
 
-def make_unet(cross_dim: int, channels=(48, 96, 128)):
+def make_unet(cross_dim: int, channels: Sequence[int] = (48, 96, 128)) -> Any:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
@@ -85,19 +90,19 @@ def make_unet(cross_dim: int, channels=(48, 96, 128)):
     )
 
 
-def make_train_scheduler():
+def make_train_scheduler() -> Any:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(**SCHEDULER_KW)
 
 
-def make_sample_scheduler():
+def make_sample_scheduler() -> Any:
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(**SCHEDULER_KW, set_alpha_to_one=True, steps_offset=1)
 
 
-def encode_pool(vae, n: int, seed: int, batch: int = 64):
+def encode_pool(vae: Any, n: int, seed: int, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Render ``n`` world scenes (seeded) and encode them: (mean, std, captions)."""
     import torch
 
@@ -121,11 +126,11 @@ def encode_pool(vae, n: int, seed: int, batch: int = 64):
     return torch.cat(means), torch.cat(stds), caps
 
 
-def write_pipeline(final: Path, static: Path, unet, text_encoder, tokenizer, fp16: bool, meta: dict) -> None:
+def write_pipeline(final: Path, static: Path, unet: Any, text_encoder: Any, tokenizer: Any, fp16: bool, meta: dict[str, Any]) -> None:
     """Write the full pipeline folder to a temp dir, then swap it into place."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-    def write(tmp: Path):
+    def write(tmp: Path) -> None:
         vae = AutoencoderKL.from_pretrained(static / "vae")
         u = copy.deepcopy(unet).eval()
         te = copy.deepcopy(text_encoder).eval()

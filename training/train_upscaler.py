@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,7 +42,7 @@ HELDOUT_SEED = 424242  # evaluation scenes; the training stream is seeded by --s
 SCALE = 4
 
 
-def make_generator(num_filters: int = 32, num_blocks: int = 2):
+def make_generator(num_filters: int = 32, num_blocks: int = 2) -> torch.nn.Module:
     """spandrel's own ESRGAN (old-arch RRDBNet; growth channels 32), 4x."""
     import torch
     from spandrel.architectures.ESRGAN import ESRGAN
@@ -77,7 +77,7 @@ def make_generator(num_filters: int = 32, num_blocks: int = 2):
     return net
 
 
-def make_compact(num_feat: int = 32, num_conv: int = 8):
+def make_compact(num_feat: int = 32, num_conv: int = 8) -> torch.nn.Module:
     """spandrel's Real-ESRGAN Compact, 4x; the last conv starts at zero so the untrained
     network is exactly a nearest-neighbour upscaler (its built-in residual base)."""
     import torch
@@ -132,13 +132,13 @@ def heldout_pairs(n: int, seed: int = HELDOUT_SEED) -> tuple[np.ndarray, np.ndar
     return np.stack(lows), np.stack(highs)
 
 
-def to_tensor(a: np.ndarray):
+def to_tensor(a: np.ndarray) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float().div(255.0)
 
 
-def to_uint8(t) -> np.ndarray:
+def to_uint8(t: torch.Tensor) -> np.ndarray:
     return t.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
@@ -155,7 +155,7 @@ def bicubic(lows: np.ndarray, scale: int = SCALE) -> np.ndarray:
     )
 
 
-def upscale(net, lows: np.ndarray, chunk: int = 4) -> np.ndarray:
+def upscale(net: torch.nn.Module, lows: np.ndarray, chunk: int = 4) -> np.ndarray:
     import torch
 
     out = []
@@ -165,7 +165,7 @@ def upscale(net, lows: np.ndarray, chunk: int = 4) -> np.ndarray:
     return np.concatenate(out)
 
 
-def evaluate(net, n: int = 16) -> tuple[float, float]:
+def evaluate(net: torch.nn.Module, n: int = 16) -> tuple[float, float]:
     """(model PSNR, bicubic PSNR) in dB, averaged over ``n`` held-out pairs (per-image PSNR)."""
     lows, highs = heldout_pairs(n)
     was = net.training
@@ -178,11 +178,11 @@ def evaluate(net, n: int = 16) -> tuple[float, float]:
     return pm, pb
 
 
-def state_dict_for(net, dtype) -> dict:
+def state_dict_for(net: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return {k: v.detach().to(dtype).contiguous().clone() for k, v in net.state_dict().items()}
 
 
-def save(net, path: Path, dtype, meta: dict) -> None:
+def save(net: torch.nn.Module, path: Path, dtype: torch.dtype, meta: dict[str, Any]) -> None:
     """Write the generator's weights to ``path`` via a temporary file and a rename."""
     from safetensors.torch import save_file
 
@@ -190,7 +190,7 @@ def save(net, path: Path, dtype, meta: dict) -> None:
     C.atomic_file(path, lambda tmp: save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()}))
 
 
-def choose_dtype(net, n: int = 16):
+def choose_dtype(net: torch.nn.Module, n: int = 16) -> tuple[torch.dtype, float, float]:
     """fp16 unless rounding the weights to fp16 costs more than 0.05 dB on held-out pairs."""
     import torch
 
@@ -214,7 +214,7 @@ class Pool:
         for i in self.rng.integers(0, len(self.low), size=k):
             self.low[i], self.high[i] = random_pair(self.rng)
 
-    def batch(self, n: int, crop: int, edge_p: float = 0.8):
+    def batch(self, n: int, crop: int, edge_p: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random low crops (``crop`` px) and their aligned high crops, randomly flipped/rotated.
 
         With probability ``edge_p`` a crop is centred (with jitter) on a pixel of the shape's
@@ -247,7 +247,7 @@ class Pool:
         return to_tensor(lo), to_tensor(hi)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = C.base_parser(__doc__.splitlines()[0])
     ap.set_defaults(out=str(DEFAULT_DIR), batch=8, lr=5e-4, minutes=25.0)
     ap.add_argument("--arch", choices=("compact", "esrgan"), default="compact")

@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import common as C  # sets the offline environment first
 from .common import MODELS
 
+if TYPE_CHECKING:
+    import torch
+
 DEFAULT_DIR = MODELS / "tokenizers" / "nodeflow-shapes-vq"
 HELDOUT_SEED = 515151  # evaluation scenes; the training stream is seeded by --seed
 
 
-def make_vq(codes: int = 256, dim: int = 8):
+def make_vq(codes: int = 256, dim: int = 8) -> Any:
     from diffusers import VQModel
 
     return VQModel(
@@ -48,7 +52,7 @@ def make_vq(codes: int = 256, dim: int = 8):
     )
 
 
-def to_tensor(images: np.ndarray):
+def to_tensor(images: np.ndarray) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -70,7 +74,7 @@ def heldout(n: int, seed: int = HELDOUT_SEED) -> np.ndarray:
     return world.dataset(n, seed, outlined=0.3)[0]
 
 
-def roundtrip(vq, images: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def roundtrip(vq: Any, images: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 reconstructions, int64 token ids (n, h, w)) of uint8 images, via the codebook."""
     import torch
 
@@ -91,7 +95,7 @@ def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(float(mse), 1e-10)))
 
 
-def evaluate(vq, n: int = 256) -> dict:
+def evaluate(vq: Any, n: int = 256) -> dict[str, Any]:
     """Held-out reconstruction PSNR (mean of per-image dB) and codebook usage."""
     images = heldout(n)
     was = vq.training
@@ -112,16 +116,16 @@ def evaluate(vq, n: int = 256) -> dict:
     }
 
 
-def save(vq, out_dir) -> None:
+def save(vq: Any, out_dir: str | Path) -> None:
     import copy
 
-    def write(tmp):
+    def write(tmp: Path) -> None:
         copy.deepcopy(vq).eval().save_pretrained(tmp, safe_serialization=True)
 
     C.atomic_dir(out_dir, write)
 
 
-def reseed_codes(vq, z_flat, used) -> int:
+def reseed_codes(vq: Any, z_flat: torch.Tensor, used: torch.Tensor) -> int:
     """Move unused codebook vectors onto random encoder outputs (plus a little noise)."""
     import torch
 
@@ -135,7 +139,7 @@ def reseed_codes(vq, z_flat, used) -> int:
     return len(dead)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = C.base_parser(__doc__.splitlines()[0])
     ap.set_defaults(out=str(DEFAULT_DIR), batch=16, lr=1e-3, minutes=20.0)
     ap.add_argument("--codes", type=int, default=256, help="codebook size (num_vq_embeddings)")

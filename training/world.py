@@ -21,6 +21,7 @@ Typical use::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -267,7 +268,7 @@ def dataset(
     return images, captions, scenes
 
 
-def grid(images, cols: int = 8) -> Image.Image:
+def grid(images: Sequence[Image.Image | np.ndarray] | np.ndarray, cols: int = 8) -> Image.Image:
     """Tile a list/array of equally sized RGB images (PIL or uint8 arrays) into one image."""
     arrs = [np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im) for im in images]
     h, w = arrs[0].shape[:2]
