@@ -103,6 +103,44 @@ def splice_partners(rng: np.random.Generator, backgrounds: list[str], p: float):
     return partners, masks
 
 
+def overshoot(z, x, tol: float = 0.04):
+    """How far each latent cell lies outside the range of its picture's plain cells.
+
+    ``z`` (n, c, 16, 16) are latents of the pictures ``x`` (n, 3, 64, 64) in [-1, 1].  A cell
+    is plain when its 4x4 pixels and a 4-pixel margin around them are one colour (within
+    ``tol``): its code is that colour's, untouched by any edge.  A world picture is two
+    colours, so a cell on the shape's edge should code something between the codes of the
+    plain cells; a cell coding far beyond them in some channel is what the decoder draws
+    as a blemish.  Returns, per cell and channel, the distance outside [min, max] of the
+    picture's plain cells in that channel, in units of the channel's standard deviation
+    over the batch: (n, c, 16, 16), 0 inside the range.  Pictures
+    without plain cells of two different colours (plain background, small or outlined shapes)
+    give 0.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, c = z.shape[:2]
+    hi_px = F.max_pool2d(x, 12, stride=4, padding=4)
+    lo_px = -F.max_pool2d(-x, 12, stride=4, padding=4)
+    plain = ((hi_px - lo_px).amax(1) <= tol).flatten(1)  # (n, cells)
+    colour = F.avg_pool2d(x, 4).flatten(2)  # (n, 3, cells)
+    big = torch.finfo(z.dtype).max
+    colour_lo = torch.where(plain[:, None], colour, torch.full_like(colour, big)).amin(-1)
+    colour_hi = torch.where(plain[:, None], colour, torch.full_like(colour, -big)).amax(-1)
+    two_colours = plain.any(1) & ((colour_hi - colour_lo).amax(1) > 0.25)  # (n,)
+    flat = z.flatten(2)  # (n, c, cells)
+    mask = plain[:, None].expand_as(flat)
+    keep = two_colours[:, None, None]
+    hi = torch.where(mask, flat, torch.full_like(flat, -big)).amax(-1, keepdim=True)
+    lo = torch.where(mask, flat, torch.full_like(flat, big)).amin(-1, keepdim=True)
+    hi = torch.where(keep, hi, flat.amax(-1, keepdim=True))  # no range: nothing lies outside it
+    lo = torch.where(keep, lo, flat.amin(-1, keepdim=True))
+    std = flat.transpose(0, 1).reshape(c, -1).std(1).clamp_min(1e-4)[None, :, None]
+    out = (torch.relu(flat - hi) + torch.relu(lo - flat)) / std
+    return out.view_as(z)
+
+
 def psnr(a, b) -> float:
     import torch
 
@@ -161,12 +199,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--splice", type=float, default=0.0,
                     help="with --decoder-only: fraction of pictures whose latents are partly another "
                          "picture's (as after inpainting), composited the same way in the target")
+    ap.add_argument("--outlier", type=float, default=0.0,
+                    help="weight of the latent overshoot penalty (see overshoot()); not with --decoder-only")
     ap.add_argument("--vae-dir", default="", help="where to write the VAE (default: OUT/vae)")
     args = ap.parse_args(argv)
     if args.decoder_only and not args.init:
         raise SystemExit("--decoder-only needs --init")
     if args.splice > 0 and not args.decoder_only:
         raise SystemExit("--splice needs --decoder-only")
+    if args.outlier > 0 and args.decoder_only:
+        raise SystemExit("--outlier shapes the encoder's latents: it cannot be used with --decoder-only")
     C.setup(args)
     from pathlib import Path
 
@@ -221,7 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.decoder_only:
             return rec_loss
         kl = post.kl().mean() / (64 * 64 * 3)
-        return rec_loss + args.kl * kl * (64 * 64 * 3) / 1000.0
+        total = rec_loss + args.kl * kl * (64 * 64 * 3) / 1000.0
+        if args.outlier > 0:
+            total = total + args.outlier * overshoot(post.mean, x).square().mean()
+        return total
 
     def checkpoint(final: bool) -> None:
         nonlocal best
