@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .common import MODELS, Clock, base_parser, cosine_lr, log, n_params, setup
+from .loop import Trainer
 
 if TYPE_CHECKING:
     import torch
@@ -109,38 +110,32 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(args.seed)
-    clock = Clock(args.minutes, args.steps)
-    last_save = clock.elapsed()
-    step, ema = 0, None
-    model.train()
-    while not clock.done(step):
-        lr = cosine_lr(args.lr, clock.fraction(step), warmup=0.03)
-        for group in opt.param_groups:
-            group["lr"] = lr
+
+    def loss() -> torch.Tensor:
         idx = torch.randint(len(tokens), (args.batch,), generator=gen)
         x, y = tokens[idx], labels[idx].clone()
         drop = torch.rand(args.batch, generator=gen) < args.label_dropout
         y[drop] = model.num_classes  # the "no label" start token
         logits = model(y, x[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
-        if step % 25 == 0:
-            log(f"step {step} loss {ema:.3f} lr {lr:.2e} {clock.elapsed() / 60:.1f} min")
-        if clock.elapsed() - last_save >= 60 * args.save_every:
-            model.eval()
-            save_atomic(model, out)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1))
+
+    def checkpoint(final: bool) -> None:
+        model.eval()
+        save_atomic(model, out)
+        if final:
+            log(f"done: {trainer.step} steps in {trainer.elapsed() / 60:.1f} min, loss {trainer.smoothed_loss}, "
+                f"saved {out} ({out.stat().st_size / 1024:.0f} KiB)")
+        else:
             model.train()
-            last_save = clock.elapsed()
-            log(f"saved {out} at step {step}")
-    model.eval()
-    save_atomic(model, out)
-    log(f"done: {step} steps in {clock.elapsed() / 60:.1f} min, loss {ema}, saved {out} "
-        f"({out.stat().st_size / 1024:.0f} KiB)")
+            log(f"saved {out} at step {trainer.step}")
+
+    trainer = Trainer(
+        params=list(model.parameters()), optimizer=opt, loss=loss, checkpoint=checkpoint,
+        lr=lambda frac: cosine_lr(args.lr, frac, warmup=0.03), minutes=args.minutes, steps=args.steps,
+        save_every=args.save_every, log_every=25, loss_decay=0.98,
+    )
+    model.train()
+    trainer.run()
 
 
 if __name__ == "__main__":
