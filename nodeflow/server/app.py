@@ -135,12 +135,16 @@ class Server:
         if problems:
             raise invalid(problems, name)
         apply_request_overrides(graph, self.registry, overrides)
-        settings = ServerSettings(models_dirs=self.config.models_dirs, out_dir=self.config.output_dir,
-                                  input_dir=self.config.input_dir, folders=self.config.model_folders)
-        problems = GraphValidator(self.registry, settings).validate(graph)
+        problems = GraphValidator(self.registry, self.request_settings()).validate(graph)
         if problems:
             raise invalid(problems, name)
         return graph
+
+    def request_settings(self) -> ServerSettings:
+        """Where a request's graph finds files: the server's models folders (and ComfyUI
+        folders) and its input folder, nothing else."""
+        return ServerSettings(models_dirs=self.config.models_dirs, out_dir=self.config.output_dir,
+                              input_dir=self.config.input_dir, folders=self.config.model_folders)
 
     def submit(self, graph: Graph, *, kind: str, outputs: list[str] | None, request: Any = None,
                client_id: str | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:

@@ -67,7 +67,8 @@ def import_comfy(server: Server, document: Any, name: str, overrides: Any = None
     wf, problems = parse_workflow(kind, document, name)
     if problems:
         raise _invalid(problems, name)
-    imported = convert_workflow(wf, server.registry)
+    # The server's folders (--models, --comfy-models), so a model's family is read from its file.
+    imported = convert_workflow(wf, server.registry, server.request_settings())
     if imported.problems:
         raise _invalid(imported.problems, name)
     data = imported.graph.to_json()

@@ -207,3 +207,18 @@ def test_run_and_validate_print_what_the_import_assumed(tmp_path: Path, capsys: 
         assert main(command) == 2  # the models are not here
         err = capsys.readouterr().err
         assert "flux_api.json: assumed #12 UNETLoader" in err and "Traceback" not in err, err
+
+
+def test_the_server_gives_the_importer_its_comfyui_folders(tmp_path: Path) -> None:
+    """`nodeflow serve --comfy-models DIR`: a ComfyUI prompt loading a checkpoint whose name says
+    nothing is read as SD3 from the file in that folder, so it is accepted, not refused as SD."""
+    from tests.server.conftest import start_server
+
+    root, workflow = sd35_workflow(tmp_path)
+    server = start_server(tmp_path / "data", extra=("--comfy-models", str(root)))
+    try:
+        with server.client() as client:
+            response = client.post("/prompt", json={"prompt": json.loads(workflow.read_text())})
+        assert response.status_code == 200, response.text
+    finally:
+        server.stop()
