@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nodeflow import __version__
 from nodeflow.errors import UsageError
 from nodeflow.registry import API_VERSION
 
@@ -19,7 +20,7 @@ name = "nodeflow-{name}"
 version = "0.1.0"
 description = "{title} nodes for nodeflow"
 requires-python = ">=3.11"
-dependencies = ["nodeflow>={api_major}.0"]
+dependencies = ["nodeflow>={nodeflow_min}"]
 
 [project.optional-dependencies]
 test = ["pytest"]
@@ -104,8 +105,12 @@ def scaffold_plugin(name: str, parent: Path) -> Path:
     if folder.exists():
         raise UsageError(f"{folder} already exists; choose another name or folder")
     major = int(API_VERSION.split(".")[0])
+    # The package requires the nodeflow release that wrote it, not its plugin API version
+    # (NODEFLOW_API says that): a requirement no installed nodeflow meets sends pip to
+    # the package index for another distribution of that name.
+    release = ".".join(__version__.split(".")[:2])
     values = {"name": name, "title": name.replace("_", " ").title(), "api_major": major,
-              "next_major": major + 1}
+              "next_major": major + 1, "nodeflow_min": release}
     files = {
         "pyproject.toml": PYPROJECT,
         f"nodeflow_{name}/__init__.py": MODULE,

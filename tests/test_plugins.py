@@ -36,6 +36,17 @@ def test_scaffold_install_discover_and_its_own_test_passes(tmp_path):
     assert "2 passed" in tests.stdout
 
 
+def test_scaffold_requirements_are_met_by_the_installed_nodeflow(tmp_path):
+    # What `pip install -e ./sparkle` resolves, without an index: the nodeflow it requires is
+    # the one already installed, so pip never looks for another distribution of that name.
+    folder = scaffold_plugin("sparkle", tmp_path)
+    resolve = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
+                              "--no-build-isolation", str(folder)], capture_output=True, text=True)
+    assert resolve.returncode == 0, resolve.stdout + resolve.stderr
+    assert "Would install nodeflow-sparkle-0.1.0" in resolve.stdout
+    assert "Would install nodeflow-0" not in resolve.stdout
+
+
 def test_scaffold_refuses_bad_names_and_existing_folders(tmp_path):
     with pytest.raises(UsageError, match="lower-case"):
         scaffold_plugin("Bad-Name", tmp_path)
