@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,13 @@ def write(folder: str | Path) -> list[Path]:
     return out
 
 
-if __name__ == "__main__":
-    for p in write(sys.argv[1] if len(sys.argv) > 1 else "graphs/assets"):
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the demo graphs' input pictures.")
+    parser.add_argument("folder", nargs="?", default="graphs/assets",
+                        help="where to write them (default: graphs/assets)")
+    for p in write(parser.parse_args(argv).folder):
         print(p)
+
+
+if __name__ == "__main__":
+    main()
