@@ -28,7 +28,7 @@ DEFAULT_OUT = MODELS / "checkpoints" / "nodeflow-shapes"
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="diffusers pipeline folder to write into")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the trained model (default: %(default)s)")
     ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
     ap.add_argument("--steps", type=int, default=0, help="if > 0: train exactly this many steps (ignores --minutes; bit-reproducible)")
     ap.add_argument("--seed", type=int, default=0)
