@@ -27,6 +27,7 @@ from nodeflow import __version__  # noqa: E402
 from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError, printable  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print("nodeflow: interrupted", file=sys.stderr)
         return interrupted_exit_code(exc)
+    except BrokenPipeError:
+        # The reader went away (`nodeflow nodes --json | head`): stop quietly, as a program
+        # killed by SIGPIPE does, and keep the interpreter's last flush from failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _print_warnings_plainly() -> None:

@@ -216,6 +216,18 @@ def test_light_commands_do_not_import_torch():
     assert help_text.returncode == 0 and "run" in help_text.stdout
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback():
+    # `nodeflow nodes --json | head -c 600`: the listing is larger than the pipe holds.
+    proc = subprocess.Popen([PYTHON, "-m", "nodeflow", "nodes", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(600).startswith(b"[")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_ctrl_c_cancels_cleanly_with_exit_130(tmp_path):
     plugin = tmp_path / "plugins"
     plugin.mkdir()
