@@ -74,6 +74,8 @@ class Trainer:
     - ``checkpoint(final)`` writes what the script ships: every ``save_every`` minutes
       with ``final=False`` and once at the end with ``final=True``.
     - ``log_extra()`` adds to the progress line logged every ``log_every`` steps.
+    - ``after_step()`` runs after each optimiser step (and EMA update), before the log:
+      for what a script does to its model between steps.
 
     A loss that is not finite stops the run before it reaches the weights: the last
     checkpoint stays as it was.
@@ -94,6 +96,7 @@ class Trainer:
         log_every: int = 50,
         loss_decay: float = 0.98,
         log_extra: Callable[[], str] | None = None,
+        after_step: Callable[[], None] | None = None,
         clip: float = 1.0,
     ) -> None:
         self.params = list(params)
@@ -108,6 +111,7 @@ class Trainer:
         self.log_every = max(1, log_every)
         self.loss_decay = loss_decay
         self.log_extra = log_extra
+        self.after_step = after_step
         self.clip = clip
         self.step = 0
         self.start_step = 0
@@ -141,6 +145,8 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
             self.step += 1
+            if self.after_step is not None:
+                self.after_step()
             d = self.loss_decay
             self.smoothed_loss = value if self.smoothed_loss is None else d * self.smoothed_loss + (1 - d) * value
             if self.step % self.log_every == 0:

@@ -25,6 +25,7 @@ import numpy as np
 
 from . import common as C  # sets the offline environment first
 from .common import MODELS
+from .loop import Trainer
 
 if TYPE_CHECKING:
     import torch
@@ -166,45 +167,49 @@ def main(argv: list[str] | None = None) -> None:
         z0 = vq.encode(x0).latents.permute(0, 2, 3, 1).reshape(-1, args.dim)
     reseed_codes(vq, z0, used)
 
-    clock = C.Clock(args.minutes, args.steps)
-    step, last_save, ema_rec, ema_q = 0, 0.0, None, None
-    while not clock.done(step):
-        frac = clock.fraction(step)
-        lr = C.cosine_lr(args.lr, frac)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    last: dict[str, Any] = {}  # what the step left for after_step: latents, codes, losses
+    codes = {"used": 0, "reseeded": 0}
+    smoothed: dict[str, float] = {}
+
+    def loss() -> torch.Tensor:
+        last["frac"] = trainer.clock.fraction(trainer.step)
         x = to_tensor(batch(rng, args.batch))
         h = vq.encode(x).latents
         quant, q_loss, (_p, _e, idx) = vq.quantize(h)
         rec = vq.decoder(vq.post_quant_conv(quant))
         rec_loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-        loss = rec_loss + args.commit * q_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vq.parameters(), 1.0)
-        opt.step()
-        step += 1
+        last.update(h=h, idx=idx, rec=rec_loss.item(), vq=q_loss.item())
+        return rec_loss + args.commit * q_loss
 
-        used[idx.flatten()] = True
-        recent.append(h.detach().permute(0, 2, 3, 1).reshape(-1, args.dim)[::4])
+    def after_step() -> None:
+        nonlocal recent
+        used[last["idx"].flatten()] = True
+        recent.append(last["h"].detach().permute(0, 2, 3, 1).reshape(-1, args.dim)[::4])
         recent = recent[-8:]
-        if step % args.reseed_every == 0:
-            n_dead = reseed_codes(vq, torch.cat(recent), used) if frac < args.reseed_until else 0
-            n_used = int(used.sum())
+        if trainer.step % args.reseed_every == 0:
+            codes["reseeded"] = reseed_codes(vq, torch.cat(recent), used) if last["frac"] < args.reseed_until else 0
+            codes["used"] = int(used.sum())
             used[:] = False
-        ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
-        ema_q = q_loss.item() if ema_q is None else 0.95 * ema_q + 0.05 * q_loss.item()
-        if step % args.reseed_every == 0:
-            C.log(f"step {step} rec {ema_rec:.4f} vq {ema_q:.4f} codes used {n_used}/{args.codes} "
-                  f"(re-seeded {n_dead}) lr {lr:.2e} {clock.elapsed() / step:.2f}s/step")
-        if clock.elapsed() - last_save > 60 * args.save_every:
-            m = evaluate(vq, 64)
-            save(vq, out)
-            last_save = clock.elapsed()
-            C.log(f"checkpoint at step {step}: held-out PSNR {m['psnr_db']:.2f} dB, "
+        for k in ("rec", "vq"):
+            smoothed[k] = last[k] if k not in smoothed else 0.95 * smoothed[k] + 0.05 * last[k]
+
+    def checkpoint(final: bool) -> None:
+        m = evaluate(vq, 256 if final else 64)
+        save(vq, out)
+        last["metrics"] = m
+        if not final:
+            C.log(f"checkpoint at step {trainer.step}: held-out PSNR {m['psnr_db']:.2f} dB, "
                   f"codes used {m['codes_used']}/{m['codebook_size']}, perplexity {m['perplexity']:.1f}")
-    m = evaluate(vq, 256)
-    save(vq, out)
+
+    trainer = Trainer(
+        params=list(vq.parameters()), optimizer=opt, loss=loss, checkpoint=checkpoint, after_step=after_step,
+        lr=lambda frac: C.cosine_lr(args.lr, frac), minutes=args.minutes, steps=args.steps,
+        save_every=args.save_every, log_every=args.reseed_every, loss_decay=0.95,
+        log_extra=lambda: (f" (rec {smoothed['rec']:.4f} vq {smoothed['vq']:.4f}) codes used {codes['used']}/{args.codes}"
+                           f" (re-seeded {codes['reseeded']})"),
+    )
+    trainer.run()
+    m, step, clock = last["metrics"], trainer.step, trainer.clock
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     report = {"dir": str(out), "bytes": size, "params": C.n_params(vq), "steps": step,
               "minutes": round(clock.elapsed() / 60, 2), **m}

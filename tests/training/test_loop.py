@@ -86,6 +86,17 @@ def test_ema_follows_the_weights_with_a_warm_up_and_is_swapped_in_for_saving():
         assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), live))
 
 
+def test_after_step_sees_every_step_before_its_log_line(capsys):
+    model, loss = _problem()
+    seen: list[int] = []
+    trainer = _trainer(model, loss, 5, [])
+    trainer.after_step = lambda: seen.append(trainer.step)
+    trainer.log_extra = lambda: f" after {seen[-1]}"
+    trainer.run()
+    assert seen == [1, 2, 3, 4, 5]
+    assert " after 5 lr " in capsys.readouterr().out and trainer.step == 5
+
+
 def test_a_loss_that_is_not_finite_stops_before_the_weights_change():
     import torch
 
