@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,23 @@ def _has_vocab(folder: Path) -> bool:
     return (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
 
 
+@contextmanager
+def _diffusers_quiet() -> Iterator[None]:
+    """diffusers' own loading bar and its notes while it builds a pipeline from one file (the
+    run's progress lines say what is loading); loads are serialised, so this is no race."""
+    from diffusers.utils import logging as diffusers_logging
+
+    bars, level = diffusers_logging.is_progress_bar_enabled(), diffusers_logging.get_verbosity()
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+        if bars:
+            diffusers_logging.enable_progress_bar()
+
+
 def load_single_file(path: Path, dtype: Any = None) -> Any:
     """Load an original-layout .safetensors checkpoint into a `Checkpoint`."""
     import diffusers
@@ -220,7 +238,8 @@ def load_single_file(path: Path, dtype: Any = None) -> Any:
         else:
             kwargs["add_watermarker"] = False
         try:
-            pipe = cls.from_single_file(str(path), **kwargs)
+            with _diffusers_quiet():
+                pipe = cls.from_single_file(str(path), **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelError(f"cannot load {path.name} as a {info.family.upper()} checkpoint: {exc}",
                              hint="Check that the file is complete; a checkpoint of another "
