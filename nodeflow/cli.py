@@ -1,7 +1,7 @@
 """The ``nodeflow`` command: run, validate and inspect graphs headless.
 
 Exit codes: 0 success, 1 a node failed, 2 invalid graph or usage, 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM), 129 hung up (SIGHUP).
+143 terminated (SIGTERM), 129 hung up (SIGHUP), 141 the output's reader went away.
 Heavy libraries (torch and friends) are imported only by the nodes that need them.
 """
 
