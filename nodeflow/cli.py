@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, TextIO  # noqa: E402
 
 from nodeflow import __version__  # noqa: E402
-from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError, printable  # noqa: E402
+from nodeflow.errors import GraphInvalid, Location, NodeflowError, Problem, UsageError, printable, with_hint  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cmd | head`
@@ -265,8 +265,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             all_problems += exc.problems
             continue
         except GraphFileError as exc:
-            all_problems.append(Problem("file", f"{exc.message}{' ' + exc.hint if exc.hint else ''}",
-                                        exc.location))
+            all_problems.append(Problem("file", with_hint(exc.message, exc.hint), exc.location))
             continue
         if not args.json:
             print_assumptions(graph, path)

@@ -51,6 +51,15 @@ def printable(text: str, keep: str = "") -> str:
 _printable = printable
 
 
+def with_hint(message: str, hint: str | None) -> str:
+    """A message followed by what to do about it, as two sentences."""
+    if not hint:
+        return message
+    message = message.rstrip()
+    stop = "" if message.endswith((".", "!", "?", ":", ";")) else "."
+    return f"{message}{stop} {hint}"
+
+
 class NodeflowError(Exception):
     """Base of every error nodeflow reports to a user."""
 
@@ -62,10 +71,8 @@ class NodeflowError(Exception):
 
     def __str__(self) -> str:
         where = str(self.location)
-        text = f"{where}: {self.message}" if where else self.message
-        if self.hint:
-            text += f" {self.hint}"
-        return text
+        text = with_hint(self.message, self.hint)
+        return f"{where}: {text}" if where else text
 
 
 class UsageError(NodeflowError):

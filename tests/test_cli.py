@@ -133,7 +133,9 @@ def test_unreadable_files_are_clear_errors(tmp_path, capsys, content, fragment):
 
 def test_missing_file(capsys):
     assert main(["validate", "/nonexistent/g.json"]) == 2
-    assert "/nonexistent/g.json: file not found" in capsys.readouterr().err
+    assert "/nonexistent/g.json: file not found. Check the path." in capsys.readouterr().err
+    assert main(["run", "/nonexistent/g.json"]) == 2  # the message and what to do, as sentences
+    assert "/nonexistent/g.json: file not found. Check the path." in capsys.readouterr().err
 
 
 def test_json_events_and_result(picture_graph, tmp_path, capsys):

@@ -84,9 +84,11 @@ def model_key(kind: str, value: str) -> str:
 def problem_json(error: Any) -> dict[str, Any]:
     """A located nodeflow error as the JSON of a validation problem (what `nodeflow serve`
     reports; its `error_json` is made from this)."""
+    from nodeflow.errors import with_hint
+
     loc = error.location
     code = "".join("_" + c.lower() if c.isupper() else c for c in type(error).__name__).lstrip("_")
-    message = error.message + (f" {error.hint}" if error.hint else "")
+    message = with_hint(error.message, error.hint)
     return {"code": code, "message": message, "file": loc.file, "node": loc.node,
             "node_type": loc.node_type, "socket": loc.socket, "line": loc.line,
             "column": loc.column}
