@@ -15,7 +15,7 @@ For each size N (default 5,000 and 100,000) it prints:
   the middle of the chain.
 
 CPU time is reported beside wall time because on a shared machine wall time mostly
-measures the other programs. Usage: python bench/executor_overhead.py [N ...]
+measures the other programs; each figure is the median of three runs. Usage: python bench/executor_overhead.py [N ...]
 """
 
 from __future__ import annotations
@@ -175,9 +175,11 @@ def main() -> None:
         folder = Path(tmp)
         for n in sizes:
             print(f"chain of {n} math.Add nodes")
-            whole_process(n, folder, repeats=3 if n <= 20_000 else 1)
+            # Three of each, medians: single runs on a shared machine differ by 10-20%.
+            whole_process(n, folder, repeats=3)
             for collector in (True, False):
-                steps = breakdown(n, folder, registry, collector)
+                runs = [breakdown(n, folder, registry, collector) for _ in range(3)]
+                steps = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                 parts = ", ".join(f"{k} {v / n * 1e6:5.1f}" for k, v in steps.items())
                 label = "as nodeflow runs" if collector else "collector off   "
                 print(f"  in one process, {label}: {sum(steps.values()) / n * 1e6:5.1f} µs CPU/node "
