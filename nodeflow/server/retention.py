@@ -56,7 +56,8 @@ class RetentionPolicy:
             parts.append(f"the newest {self.max_jobs:,}")
         if self.max_bytes is not None:
             parts.append(f"up to {format_size(self.max_bytes)} of files")
-        return "finished jobs are kept " + ", ".join(parts)
+        # "kept for 90 days, the newest 10,000"; without an age, "kept: the newest 5,000"
+        return "finished jobs are kept" + (" " if self.max_age is not None else ": ") + ", ".join(parts)
 
 
 def _age_text(seconds: float) -> str:

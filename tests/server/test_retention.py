@@ -133,6 +133,16 @@ def test_policies_read_as_written(text: str, policy: RetentionPolicy) -> None:
     assert parse_retention(text) == policy
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("90d,10000", "finished jobs are kept for 90 days, the newest 10,000"),
+    ("5000", "finished jobs are kept: the newest 5,000"),
+    ("5000,20GB", "finished jobs are kept: the newest 5,000, up to 20.0 GB of files"),
+    ("all", "finished jobs are kept until deleted"),
+])
+def test_the_policy_printed_at_start_reads_as_a_sentence(text: str, said: str) -> None:
+    assert parse_retention(text).describe() == said
+
+
 def test_a_policy_that_is_not_one_says_how_to_write_it() -> None:
     with pytest.raises(UsageError, match=r"'3x' is not an age \(30d, 12h, 2w\)"):
         parse_retention("30d,3x")
