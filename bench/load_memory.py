@@ -76,12 +76,8 @@ def build_controlnet(root: Path) -> Path:
 
 def build_sdxl(root: Path) -> Path:
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from safetensors.torch import save_file
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from nodeflow.nodes.diffusion.single_file import CONFIGS
-    from training.export_single_file import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 
     target = root / "checkpoints" / "sdxl.safetensors"
     if target.is_file():
@@ -89,6 +85,23 @@ def build_sdxl(root: Path) -> Path:
     config = CONFIGS / "sdxl"
     torch.manual_seed(0)
     state: dict = {}
+    # Built in bf16 from the start: an fp32 SDXL UNet and its bf16 copy would need ~16 GB.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        return _build_sdxl(target, config, state)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _build_sdxl(target: Path, config: Path, state: dict) -> Path:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from training.export_single_file import open_clip_to_ldm, text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / "unet"))
     state.update({k: v.to(torch.bfloat16) for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()})
     del unet
@@ -98,8 +111,7 @@ def build_sdxl(root: Path) -> Path:
     for k, v in text_encoder_to_ldm(te.state_dict()).items():
         state["conditioner.embedders.0." + k.removeprefix("cond_stage_model.")] = v.to(torch.bfloat16)
     te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(config / "text_encoder_2"))
-    # only sized here: the big encoder's tensors under the open-clip names' prefix
-    for k, v in te2.state_dict().items():
+    for k, v in open_clip_to_ldm(te2.state_dict()).items():  # open-clip's names, as SDXL files hold it
         state["conditioner.embedders.1.model." + k] = v.to(torch.bfloat16)
     save_file({k: v.contiguous() for k, v in state.items()}, str(target))
     return target

@@ -161,6 +161,37 @@ def text_encoder_to_ldm(sd: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def open_clip_to_ldm(sd: dict[str, Any]) -> dict[str, Any]:
+    """A transformers CLIPTextModelWithProjection state dict under open-clip's names (SD 2.x's
+    ``cond_stage_model.model.*`` and SDXL's ``conditioner.embedders.1.model.*`` hold this text
+    encoder so), without the prefix: q/k/v joined into ``in_proj``, the projection transposed."""
+    import torch
+
+    out: dict[str, Any] = {
+        "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+        "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+        "ln_final.weight": sd["text_model.final_layer_norm.weight"],
+        "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+        "text_projection": sd["text_projection.weight"].T.contiguous(),
+    }
+    names = [(".layer_norm1.", ".ln_1."), (".layer_norm2.", ".ln_2."), (".mlp.fc1.", ".mlp.c_fc."),
+             (".mlp.fc2.", ".mlp.c_proj."), (".self_attn.out_proj.", ".attn.out_proj.")]
+    layers = sorted({int(k.split(".")[3]) for k in sd if k.startswith("text_model.encoder.layers.")})
+    for i in layers:
+        src, dst = f"text_model.encoder.layers.{i}", f"transformer.resblocks.{i}"
+        for part in ("weight", "bias"):
+            out[f"{dst}.attn.in_proj_{part}"] = torch.cat(
+                [sd[f"{src}.self_attn.{p}_proj.{part}"] for p in ("q", "k", "v")])
+        for key, value in sd.items():
+            rest = key[len(src):]
+            if not key.startswith(src + ".") or (".self_attn." in rest and ".out_proj." not in rest):
+                continue  # q, k and v went into in_proj above
+            for a, b in names:
+                rest = rest.replace(a, b)
+            out[dst + rest] = value
+    return out
+
+
 def ldm_state_dict(folder: Path, half: Sequence[str] = ()) -> dict[str, Any]:
     """Every weight of the diffusers SD 1.x folder ``folder`` under original-layout names, in the
     dtype the folder stores it, except the parts named in ``half`` ("vae", "text_encoder"),
