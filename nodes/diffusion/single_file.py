@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -245,6 +246,17 @@ def load_single_file(path: Path, dtype: Any = None) -> Any:
                              hint="Check that the file is complete; a checkpoint of another "
                                   "architecture needs its config folder beside it "
                                   f"({path.stem}.config/).") from None
+        except Exception as exc:  # diffusers' SingleFileComponentError: a part has no weights
+            if type(exc).__name__ != "SingleFileComponentError":
+                raise
+            missing = re.search(r"Failed to load (\w+)", str(exc))
+            part = missing.group(1) if missing else "one of its parts"
+            raise ModelError(f"{path.name} is not a whole {info.family.upper()} checkpoint: it holds "
+                             f"no weights for {part} (or holds them under names nodeflow does not "
+                             "know)",
+                             hint="A checkpoint holds the UNet, the VAE and the text encoders. A file "
+                                  "with only some of them (a VAE alone, say) loads with its own "
+                                  "loader, such as diffusion.LoadVAE.") from None
         scheduler_config = read_scheduler_config(config / "scheduler")
     for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
         if module is not None:

@@ -105,3 +105,34 @@ def test_single_file_gives_the_same_pixels_as_its_folder(registry, models_dir, s
     # The run's own progress lines say what loads: diffusers' loading bar and notes stay out.
     err = capfd.readouterr().err
     assert "Loading pipeline components" not in err and "kept in float32" not in err, err
+
+
+def test_a_checkpoint_without_its_vae_says_which_part_is_missing(registry, models_dir, sd_ckpt, torch_threads):
+    """A file that holds the UNet and text encoder but no VAE fails with a located nodeflow error
+    naming the missing part, not diffusers' advice about its Python API."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    whole = models_dir / "checkpoints" / "partial-whole.safetensors"
+    ldm.save_sd1_single_file(sd_ckpt, whole)
+    target = models_dir / "checkpoints" / "partial.safetensors"
+    save_file({k: v for k, v in load_file(whole).items() if not k.startswith("first_stage_model.")}, target)
+    whole.unlink()
+    config = models_dir / "checkpoints" / "partial.config"
+    for sub in ("unet", "vae", "text_encoder", "scheduler"):
+        (config / sub).mkdir(parents=True)
+        for f in (sd_ckpt / sub).glob("*.json"):
+            shutil.copy(f, config / sub)
+    shutil.copy(sd_ckpt / "model_index.json", config)
+    graph = tiny.load_graph("txt2img", checkpoint={"path": "partial.safetensors"},
+                            latent={"width": 32, "height": 32}, sampler={"steps": 2, "seed": 2})
+    from nodeflow.executor import Executor
+    from nodeflow.settings import Settings
+
+    settings = Settings(models_dirs=[models_dir], base_dir=tiny.REPO / "graphs")
+    result = Executor(registry, settings).run(graph, ["decode"])
+    message = str(result.failed["checkpoint"])
+    assert "node 'checkpoint' (diffusion.LoadCheckpoint), socket 'path'" in message
+    assert "partial.safetensors is not a whole SD1 checkpoint" in message and "AutoencoderKL" in message
+    assert "from_pretrained" not in message and "Traceback" not in message
