@@ -175,3 +175,38 @@ def node_pos(graph: Graph, node_id: str) -> tuple[float, float] | None:
         return None
     x, y = graph.editor[node_id]["pos"][:2]
     return float(x), float(y)
+
+
+MAX_STRETCH = 3.0
+STRETCH_LIMIT = 600
+"""Stretching compares every pair of nodes: graphs larger than this are only pushed apart."""
+
+
+def stretch(rects: dict[str, tuple[float, float, float, float]], gap_x: float = 30.0,
+            gap_y: float = 30.0) -> tuple[float, float]:
+    """How much to widen and heighten a placed layout so that its nodes, at their real sizes, stop
+    overlapping: (sx, sy), each at least 1 and at most MAX_STRETCH.
+
+    A layout drawn for smaller nodes (a ComfyUI workflow's positions, or a file saved before its
+    nodes grew) keeps its shape this way: two nodes side by side are moved apart sideways, two
+    nodes one above the other vertically, instead of everything being pushed down one column.
+    ``rects`` are (x, y, width, height) per node.
+    """
+    items = list(rects.values())
+    if len(items) > STRETCH_LIMIT:
+        return 1.0, 1.0
+    sx = sy = 1.0
+    for i, (ax, ay, aw, ah) in enumerate(items):
+        for bx, by, bw, bh in items[i + 1:]:
+            if ax >= bx + bw or bx >= ax + aw or ay >= by + bh or by >= ay + ah:
+                continue  # apart already
+            dx, dy = abs(bx - ax), abs(by - ay)
+            left_w = aw if ax <= bx else bw
+            top_h = ah if ay <= by else bh
+            # Separate along the axis the two are already further apart on (relative to size).
+            if dx / max(left_w, 1.0) >= dy / max(top_h, 1.0):
+                if dx > 0:
+                    sx = max(sx, (left_w + gap_x) / dx)
+            elif dy > 0:
+                sy = max(sy, (top_h + gap_y) / dy)
+    return min(sx, MAX_STRETCH), min(sy, MAX_STRETCH)

@@ -20,7 +20,7 @@ from .document import Document
 from .inline_edit import InlineEditor
 from .items import FrameItem, LinkItem, NodeItem, OverviewItem, curve, socket_color
 from .labels import node_title
-from .layout import auto_positions, node_pos
+from .layout import auto_positions, node_pos, stretch
 
 
 @dataclass
@@ -121,11 +121,28 @@ class GraphScene(QGraphicsScene):
             if pos is not None:
                 item.setPos(*pos)
         self._syncing = False
+        self._stretch_to_fit()
         self._separate(sorted(self.node_items.values(), key=lambda it: (it.pos().y(), it.pos().x())))
         resolver = TypeResolver(graph, self.registry)
         for ln in graph.links:
             self._add_link(ln, resolver)
         self._build_frames()
+
+    def _stretch_to_fit(self) -> None:
+        """Spread a placed layout whose nodes overlap at their real sizes (see `layout.stretch`);
+        the new places are written to the graph's layout, so a save keeps what is shown."""
+        rects = {n: (it.pos().x(), it.pos().y(), it.width, it.height) for n, it in self.node_items.items()}
+        sx, sy = stretch(rects)
+        if sx == 1.0 and sy == 1.0:
+            return
+        x0 = min(r[0] for r in rects.values())
+        y0 = min(r[1] for r in rects.values())
+        self._syncing = True
+        for node_id, item in self.node_items.items():
+            x, y = x0 + (item.pos().x() - x0) * sx, y0 + (item.pos().y() - y0) * sy
+            item.setPos(x, y)
+            self.graph.editor.setdefault(node_id, {})["pos"] = [round(x, 1), round(y, 1)]
+        self._syncing = False
 
     def _build_frames(self) -> None:
         for f in self.frame_items:

@@ -134,3 +134,30 @@ def overlaps_fast(window: Any) -> int:
             if isinstance(other, NodeItem) and other is not item and other.body_rect().intersects(rect):
                 count += 1
     return count // 2
+
+
+def test_a_layout_drawn_for_smaller_nodes_is_stretched_keeping_its_shape(make_window, tmp_path):
+    """Positions drawn for smaller nodes (a ComfyUI workflow's, say): nodes side by side overlap at
+    their real sizes. Opening spreads the layout instead of pushing everything into one column:
+    no overlaps, rows stay rows, and what was left of a node stays left of it."""
+    graph = Graph()
+    ids = []
+    for row in range(3):
+        for col in range(4):
+            node_id = f"n{row}{col}"
+            graph.add_node("math.Add", node_id, {"a": 1.0, "b": 2.0})
+            graph.editor[node_id] = {"pos": [col * 120.0, row * 90.0]}  # nodes here are wider than 120
+            ids.append(node_id)
+    path = tmp_path / "cramped.json"
+    graph.save(path)
+    w = make_window(path)
+    assert overlaps(w) == []
+    pos = {n: w.scene.node_items[n].pos() for n in ids}
+    for row in range(3):
+        ys = {pos[f"n{row}{col}"].y() for col in range(4)}
+        assert len(ys) == 1, f"row {row} was broken up: {ys}"
+        xs = [pos[f"n{row}{col}"].x() for col in range(4)]
+        assert xs == sorted(xs) and len(set(xs)) == 4
+    assert pos["n00"].y() < pos["n10"].y() < pos["n20"].y()
+    # What is shown is what a save keeps.
+    assert w.doc.graph.editor["n13"]["pos"] == pytest.approx([pos["n13"].x(), pos["n13"].y()], abs=0.1)
