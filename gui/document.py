@@ -9,6 +9,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
+from nodeflow.comfy.model_paths import settings_from_env
 from nodeflow.errors import Problem
 from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
@@ -58,7 +59,8 @@ class Document(QObject):
         self.graph = graph if graph is not None else Graph()
         self.path = path
         self.base_dir = base_dir or (path.parent if path else Path.cwd())
-        self.settings = Settings.from_env([str(m) for m in (models or [])],
+        # with a ComfyUI user's folders: `nodeflow edit --comfy-models` passes them in the environment
+        self.settings = settings_from_env([str(m) for m in (models or [])],
                                           str(out_dir) if out_dir else None, base_dir=self.base_dir)
         self.undo = QUndoStack(self)
         self.problems: list[Problem] = []

@@ -106,17 +106,15 @@ class Settings:
     @classmethod
     def from_env(cls, models: list[str] | None = None, out_dir: str | None = None,
                  base_dir: Path | None = None) -> Settings:
+        """Settings with the models folders ``models`` then ``NODEFLOW_MODELS``'s. A ComfyUI user's
+        folders (``NODEFLOW_COMFY_MODELS``) are added a layer up, by
+        `nodeflow.comfy.model_paths.settings_from_env`."""
         dirs = [Path(m).expanduser() for m in (models or [])]
         env = os.environ.get("NODEFLOW_MODELS")
         if env:
             dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-        settings = cls(models_dirs=dirs, out_dir=Path(out_dir) if out_dir else Path("out"),
-                       base_dir=base_dir)
-        if os.environ.get("NODEFLOW_COMFY_MODELS"):
-            from nodeflow.comfy.model_paths import add_comfy_models  # a ComfyUI user's folders
-
-            add_comfy_models(settings, [])
-        return settings
+        return cls(models_dirs=dirs, out_dir=Path(out_dir) if out_dir else Path("out"),
+                   base_dir=base_dir)
 
     def search_dirs(self, kind: str) -> list[Path]:
         """Where a file of ``kind`` is looked for, in order."""

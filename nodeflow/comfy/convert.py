@@ -33,6 +33,7 @@ from nodeflow.comfy.mapping import (
     Widget,
     widget_values,
 )
+from nodeflow.comfy.model_paths import settings_from_env
 from nodeflow.errors import Location, Problem
 from nodeflow.graph import Graph
 from nodeflow.registry import NodeRegistry
@@ -82,7 +83,7 @@ class WorkflowConverter:
     def _find_model(self, kind: str, name: str) -> Path | None:
         if self.settings is None:
             base = Path(self.wf.file).resolve().parent if self.wf.file else None
-            self.settings = Settings.from_env(base_dir=base)
+            self.settings = settings_from_env(base_dir=base)
         try:
             return self.settings.resolve_path(kind, name.replace("\\", "/"))
         except (OSError, ValueError):

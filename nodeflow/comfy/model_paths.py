@@ -121,3 +121,11 @@ def add_comfy_models(settings: Settings, places: list[str] | None) -> Settings:
             known = settings.folders.setdefault(kind, [])
             known.extend(f for f in folders if f not in known)  # the environment may be read twice
     return settings
+
+
+def settings_from_env(models: list[str] | None = None, out_dir: str | None = None,
+                      base_dir: Path | None = None, comfy_models: list[str] | None = None) -> Settings:
+    """`Settings.from_env` that also finds models in a ComfyUI user's folders
+    (``comfy_models``, then ``NODEFLOW_COMFY_MODELS``): the settings the editor and the ComfyUI
+    importer build."""
+    return add_comfy_models(Settings.from_env(models, out_dir, base_dir), comfy_models)

@@ -143,10 +143,10 @@ def test_run_a_comfyui_workflow_to_a_picture(name: str, tmp_path: Path, comfy_ro
 
 
 def test_comfyui_folders_from_the_environment_reach_every_settings(comfy_root: Path, monkeypatch: Any) -> None:
-    from nodeflow.settings import Settings
+    from nodeflow.comfy.model_paths import settings_from_env
 
     monkeypatch.setenv("NODEFLOW_COMFY_MODELS", str(comfy_root))
-    settings = Settings.from_env()  # as the editor and the server build theirs
+    settings = settings_from_env()  # as the editor and the ComfyUI importer build theirs
     assert settings.resolve_path("checkpoints", "demo-model.safetensors") is not None
     assert settings.resolve_path("image", "start.png") == comfy_root / "input" / "start.png"
     assert main(["validate", str(FIXTURES / "more_api.json"), "--comfy-models", str(comfy_root)]) == 0
