@@ -230,6 +230,17 @@ def add_comfy_models(settings: Any, places: list[str]) -> None:
     add(settings, places)
 
 
+def console_reporter(stream: Any, *, quiet: bool = False) -> Any:
+    """The run's display on a console: live lines on a terminal that can redraw, plain lines else."""
+    from nodeflow.progress import ConsoleReporter, can_redraw
+
+    if not quiet and can_redraw(stream):
+        from nodeflow.live_progress import LiveReporter  # rich costs its import only here
+
+        return LiveReporter(stream)
+    return ConsoleReporter(stream, quiet=quiet)
+
+
 def print_assumptions(graph: Any, path: str, err: Any = None) -> None:
     """What the ComfyUI import assumed for a workflow (as ``nodeflow import`` prints it)."""
     comfy = graph.meta.get("comfyui") if isinstance(graph.meta, dict) else None
@@ -392,7 +403,7 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from nodeflow.events import CancelToken
     from nodeflow.executor import Executor, graph_loading
-    from nodeflow.progress import JsonReporter, console_reporter
+    from nodeflow.progress import JsonReporter
     from nodeflow.settings import Settings
 
     registry = _registry(args, report=not args.json)

@@ -1,9 +1,10 @@
 """Showing a run on a console: live per-node progress on a terminal, plain lines otherwise,
 or JSON lines.
 
-`console_reporter` picks the console form from where the output goes: a terminal gets
-`nodeflow.live_progress.LiveReporter` (one line per running node, redrawn), anything else (a pipe, a CI log, a
-file, ``TERM=dumb``) gets `ConsoleReporter`, a line per event that scripts can read.
+The command line picks the console form from where the output goes (`can_redraw`): a terminal
+gets `nodeflow.live_progress.LiveReporter` (one line per running node, redrawn, built on this
+module), anything else (a pipe, a CI log, a file, ``TERM=dumb``) gets `ConsoleReporter`, a line
+per event that scripts can read.
 """
 
 from __future__ import annotations
@@ -11,21 +12,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from nodeflow import events as ev
-
-if TYPE_CHECKING:
-    from nodeflow.live_progress import LiveReporter
-
-
-def console_reporter(stream: TextIO, *, quiet: bool = False) -> ConsoleReporter | LiveReporter:
-    """The reporter for a console: live lines on a terminal that can redraw, plain lines else."""
-    if not quiet and can_redraw(stream):
-        from nodeflow.live_progress import LiveReporter  # rich costs its import only here
-
-        return LiveReporter(stream)
-    return ConsoleReporter(stream, quiet=quiet)
 
 
 def can_redraw(stream: TextIO) -> bool:

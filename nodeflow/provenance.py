@@ -2,11 +2,16 @@
 
 Reading it back parses the PNG's chunks directly and decodes no pixels, so a picture too
 large to open, or a file that is not really a PNG, can never reach an image decoder here.
+A hash of every graph embedded here is recorded, so `nodeflow.trust` can tell the user's own
+pictures from a stranger's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
+import threading
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,12 +33,11 @@ def png_text_chunks(graph_json: str, notes: Mapping[str, Mapping[str, str]] | No
                     ) -> list[tuple[str, str]]:
     """The text chunks that carry ``graph_json`` in an output PNG, with nodeflow's version and,
     when given, the notes of the nodes that made it (`SETTINGS_KEY`). The graph is remembered as
-    this user's own (`nodeflow.trust.remember_graph`), so reopening the picture later is
+    this user's own (a hash of it is recorded here), so reopening the picture later is
     trusted like opening the graph file."""
     import json
 
     from nodeflow import __version__
-    from nodeflow.trust import remember_graph
 
     remember_graph(graph_json)
     chunks = [(GRAPH_KEY, graph_json), (VERSION_KEY, __version__)]
@@ -142,3 +146,79 @@ def _inflate(data: bytes) -> bytes:
     if inflater.unconsumed_tail:
         raise ValueError(f"a compressed text chunk inflates past {MAX_GRAPH_TEXT:,} bytes")
     return out
+
+
+# --- the record of graphs made here: a picture whose graph is in it is the user's own (nodeflow.trust)
+
+KNOWN_GRAPHS_FILE = "made-graphs.sha256"
+MAX_KNOWN_BYTES = 4 * 1024 * 1024
+"""The record keeps the newest hashes (about 130,000 graphs) and forgets older ones."""
+_DIGEST = 32
+_known_lock = threading.Lock()
+_remembered: set[bytes] = set()
+
+
+def data_dir() -> Path:
+    """Where nodeflow keeps its own state for this user (NODEFLOW_DATA_DIR overrides it)."""
+    env = os.environ.get("NODEFLOW_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_data_dir
+    except ImportError:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "nodeflow"
+    return Path(user_data_dir("nodeflow", appauthor=False))
+
+
+def _digest(graph_json: str) -> bytes:
+    return hashlib.sha256(graph_json.encode("utf-8", "surrogatepass")).digest()
+
+
+def remember_graph(graph_json: str) -> None:
+    """Record that this user ran ``graph_json`` here (it is being embedded in an output PNG).
+
+    Best effort: a folder that cannot be written only means the picture counts as foreign.
+    """
+    digest = _digest(graph_json)
+    record = data_dir() / KNOWN_GRAPHS_FILE
+    key = digest + str(record).encode()
+    with _known_lock:
+        if key in _remembered:
+            return
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            # One write of whole records with O_APPEND: processes writing at once never interleave.
+            if record.is_file() and record.stat().st_size >= MAX_KNOWN_BYTES:
+                _trim(record)
+            fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                os.write(fd, digest)
+            finally:
+                os.close(fd)
+        except OSError:
+            return
+        _remembered.add(key)
+
+
+def _trim(record: Path) -> None:
+    data = record.read_bytes()
+    keep = data[len(data) - MAX_KNOWN_BYTES // 2:]
+    keep = keep[len(keep) % _DIGEST:]
+    tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(keep)
+    os.replace(tmp, record)
+
+
+def is_known_graph(graph_json: str) -> bool:
+    """Whether this user ran exactly this graph here before (see `remember_graph`)."""
+    from nodeflow.files import read_head
+
+    digest = _digest(graph_json)
+    data = read_head(data_dir() / KNOWN_GRAPHS_FILE, 2 * MAX_KNOWN_BYTES)
+    at = data.find(digest)
+    while at >= 0 and at % _DIGEST:  # a match across two records is no match
+        at = data.find(digest, at + 1)
+    return at >= 0

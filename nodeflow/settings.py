@@ -106,9 +106,8 @@ class Settings:
     @classmethod
     def from_env(cls, models: list[str] | None = None, out_dir: str | None = None,
                  base_dir: Path | None = None) -> Settings:
-        """Settings with the models folders ``models`` then ``NODEFLOW_MODELS``'s. A ComfyUI user's
-        folders (``NODEFLOW_COMFY_MODELS``) are added a layer up, by
-        `nodeflow.comfy.model_paths.settings_from_env`."""
+        # Models in ``models``, then in NODEFLOW_MODELS's folders. A ComfyUI user's folders
+        # (NODEFLOW_COMFY_MODELS) are added a layer up: nodeflow.comfy.model_paths.settings_from_env.
         dirs = [Path(m).expanduser() for m in (models or [])]
         env = os.environ.get("NODEFLOW_MODELS")
         if env:

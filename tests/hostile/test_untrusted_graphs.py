@@ -141,17 +141,17 @@ def test_the_users_own_render_is_trusted_but_a_changed_graph_is_not(layout, caps
 
 
 def test_the_record_of_own_graphs_keeps_whole_records_and_stays_bounded(tmp_path, monkeypatch):
-    from nodeflow import trust
+    from nodeflow import provenance
 
     monkeypatch.setenv("NODEFLOW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(trust, "MAX_KNOWN_BYTES", 32 * 64)
+    monkeypatch.setattr(provenance, "MAX_KNOWN_BYTES", 32 * 64)
     graphs = [json.dumps({"n": i}) for i in range(200)]
     for g in graphs:
-        trust.remember_graph(g)
-    record = tmp_path / "data" / trust.KNOWN_GRAPHS_FILE
+        provenance.remember_graph(g)
+    record = tmp_path / "data" / provenance.KNOWN_GRAPHS_FILE
     size = record.stat().st_size
     assert size % 32 == 0 and size <= 32 * 64 + 32
     assert (record.stat().st_mode & 0o777) == 0o600
-    assert trust.is_known_graph(graphs[-1]) and trust.is_known_graph(graphs[-20])
-    assert not trust.is_known_graph(graphs[0])  # forgotten: the oldest went when it was trimmed
-    assert not trust.is_known_graph(json.dumps({"n": 1000}))
+    assert provenance.is_known_graph(graphs[-1]) and provenance.is_known_graph(graphs[-20])
+    assert not provenance.is_known_graph(graphs[0])  # forgotten: the oldest went when it was trimmed
+    assert not provenance.is_known_graph(json.dumps({"n": 1000}))
