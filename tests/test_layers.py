@@ -1,12 +1,15 @@
 """The layers hold: packs use only nodeflow.api, nothing but a pack imports a pack, the editor
-uses the engine's public surface (the import-linter contracts in pyproject.toml)."""
+uses the engine's public surface, and the engine's modules import only downwards, front ends on
+top and errors at the bottom (the import-linter contracts in pyproject.toml)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -44,7 +47,18 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_layer_contracts_are_kept(tree: Path) -> None:
     code, report = lint_imports(tree)
     assert code == 0, report
-    assert "Contracts: 3 kept, 0 broken." in report, report
+    assert "Contracts: 4 kept, 0 broken." in report, report
+
+
+def test_every_engine_module_has_a_layer() -> None:
+    """A new engine module is placed in the layers, so the order covers all of the engine."""
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (engine,) = [c for c in contracts if c["id"] == "engine"]
+    placed = [name.strip() for layer in engine["layers"] for name in re.split(r"[:|]", layer)]
+    modules = {f"nodeflow.{f.stem}" for f in (REPO / "nodeflow").glob("*.py") if f.stem != "__init__"}
+    packages = {f"nodeflow.{d.name}" for d in (REPO / "nodeflow").iterdir() if (d / "__init__.py").is_file()}
+    assert len(placed) == len(set(placed)), placed
+    assert sorted(modules | packages | {"nodeflow.gui"}) == sorted(placed)
 
 
 def test_each_contract_catches_its_violation(tree: Path, tmp_path: Path) -> None:
@@ -54,9 +68,15 @@ def test_each_contract_catches_its_violation(tree: Path, tmp_path: Path) -> None
     (planted / "nodeflow/nodes/zz_pack.py").write_text("from nodeflow.models import ModelManager\n")
     (planted / "nodeflow/zz_engine.py").write_text("import nodeflow.nodes.image\n")
     (planted / "nodeflow/gui/zz_editor.py").write_text("from nodeflow.scheduler import Job\n")
+    # The bottom layer reaching up to the executor (the link is replaced, the repository's file kept).
+    settings = planted / "nodeflow/settings.py"
+    text = settings.read_text()
+    settings.unlink()
+    settings.write_text(text + "\nfrom nodeflow.executor import Executor\n")
     code, report = lint_imports(planted)
     assert code != 0
-    assert "Contracts: 0 kept, 3 broken." in report, report
+    assert "Contracts: 0 kept, 4 broken." in report, report
+    assert "nodeflow.settings is not allowed to import nodeflow.executor" in report, report
     assert "nodeflow.nodes.zz_pack -> nodeflow.models" in report, report
     assert "nodeflow.zz_engine -> nodeflow.nodes.image" in report, report
     assert "nodeflow.gui.zz_editor -> nodeflow.scheduler" in report, report
