@@ -61,6 +61,29 @@ def test_every_engine_module_has_a_layer() -> None:
     assert sorted(modules | packages | {"nodeflow.gui"}) == sorted(placed)
 
 
+CYCLES = """
+import grimp
+
+graph = grimp.build_graph("nodeflow", cache_dir=None, exclude_type_checking_imports=True)
+engine = sorted(m for m in graph.modules if not m.startswith("nodeflow.nodes"))
+for module in engine:
+    for imported in sorted(graph.find_modules_directly_imported_by(module)):
+        back = graph.find_shortest_chain(importer=imported, imported=module)
+        if back and not imported.startswith("nodeflow.nodes"):
+            print(" -> ".join((module, *back)))
+"""
+
+
+def test_no_engine_module_is_in_an_import_cycle(tree: Path) -> None:
+    """No chain of imports leads from an engine or editor module back to itself, imports inside
+    functions included (imports for type checks only are left out: they do not run)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, "-c", CYCLES], cwd=tree, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "", f"import cycles:\n{done.stdout}"
+
+
 def test_each_contract_catches_its_violation(tree: Path, tmp_path: Path) -> None:
     planted = installed_tree(tmp_path / "planted")
     # A pack reaching past the API, the engine importing a pack, the editor reaching the model
@@ -81,3 +104,14 @@ def test_each_contract_catches_its_violation(tree: Path, tmp_path: Path) -> None
     assert "nodeflow.zz_engine -> nodeflow.nodes.image" in report, report
     assert "nodeflow.gui.zz_editor -> nodeflow.scheduler" in report, report
 
+
+def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
+    # files, below settings, importing settings inside a function: a lazy cycle
+    planted = installed_tree(tmp_path / "planted")
+    files = planted / "nodeflow/files.py"
+    text = files.read_text()
+    files.unlink()
+    files.write_text(text + "\n\ndef later() -> None:\n    import nodeflow.settings\n")
+    done = subprocess.run([sys.executable, "-c", CYCLES], cwd=planted, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(planted)}, timeout=300)
+    assert "nodeflow.files -> nodeflow.settings -> nodeflow.files" in done.stdout, done.stdout + done.stderr
