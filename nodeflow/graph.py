@@ -351,9 +351,8 @@ def check_graph_path(path: str | Path) -> None:
 def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph | None, list[Problem]]:
     """Parse graph JSON leniently: the graph (minus broken parts) and every structural problem."""
     fname = str(file) if file is not None else None
-    duplicates: list[Problem] = []
     try:
-        data = json.loads(text, object_pairs_hook=_object_without_duplicates(duplicates, fname))
+        data, duplicates = decode_graph_json(text, fname)
     except json.JSONDecodeError as exc:
         loc = Location(file=fname, line=exc.lineno, column=exc.colno)
         return None, [Problem("json", f"malformed JSON: {exc.msg}", loc)]
@@ -362,7 +361,21 @@ def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph |
     except ValueError as exc:
         # Python refuses to convert integers of more than 4300 digits (a denial-of-service guard).
         return None, [Problem("json", f"malformed JSON: {json_value_error(exc)}", Location(file=fname))]
-    graph, problems, paths = _read_document(data, fname)
+    return parse_decoded_graph(text, data, duplicates, fname)
+
+
+def decode_graph_json(text: str, file: str | None = None) -> tuple[Any, list[Problem]]:
+    """The JSON value of a graph file's text, and a problem for every key given twice in one
+    object. Raises what ``json.loads`` raises on text that is not JSON."""
+    duplicates: list[Problem] = []
+    return json.loads(text, object_pairs_hook=_object_without_duplicates(duplicates, file)), duplicates
+
+
+def parse_decoded_graph(text: str, data: Any, duplicates: list[Problem],
+                        file: str | None = None) -> tuple[Graph | None, list[Problem]]:
+    """`parse_graph_text` for text already decoded by `decode_graph_json` (``data``,
+    ``duplicates``): the file is read once, whoever first needs to look inside it."""
+    graph, problems, paths = _read_document(data, file)
     if problems and isinstance(data, dict) and data.get("version") == VERSION:  # not migrated
         problems = _with_lines(text, problems, paths)
     return graph, duplicates + problems
@@ -370,22 +383,29 @@ def parse_graph_text(text: str, file: str | Path | None = None) -> tuple[Graph |
 
 def _object_without_duplicates(found: list[Problem], file: str | None) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
     """A json object_pairs_hook recording every key given twice in one object: JSON allows it
-    and keeps the last, which would silently drop a node."""
+    and keeps the last, which would silently drop a node. Called for every object of the
+    file, so the usual case (no key twice) is one dict() and a length comparison."""
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                looks_like_node = isinstance(value, dict) and "type" in value
-                what = f"node id '{key}'" if looks_like_node else f"key '{key}'"
-                found.append(Problem(
-                    "duplicate_key", f"{what} appears twice in one JSON object; JSON readers "
-                    f"would silently keep only the second. Rename or remove one",
-                    Location(file=file, node=key if looks_like_node else None)))
-            out[key] = value
+        out = dict(pairs)  # keeps the last value of a key, at its first place, as json does
+        if len(out) != len(pairs):
+            _record_duplicates(pairs, found, file)
         return out
 
     return hook
+
+
+def _record_duplicates(pairs: list[tuple[str, Any]], found: list[Problem], file: str | None) -> None:
+    seen: set[str] = set()
+    for key, value in pairs:
+        if key in seen:
+            looks_like_node = isinstance(value, dict) and "type" in value
+            what = f"node id '{key}'" if looks_like_node else f"key '{key}'"
+            found.append(Problem(
+                "duplicate_key", f"{what} appears twice in one JSON object; JSON readers "
+                f"would silently keep only the second. Rename or remove one",
+                Location(file=file, node=key if looks_like_node else None)))
+        seen.add(key)
 
 
 def json_value_error(exc: ValueError) -> str:

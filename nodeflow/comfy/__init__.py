@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nodeflow.comfy.convert import ImportResult, convert_workflow
-from nodeflow.comfy.formats import detect, parse_workflow, read_document
+from nodeflow.comfy.formats import detect, parse_workflow, read_document, read_document_once
 from nodeflow.errors import GraphInvalid
 
 if TYPE_CHECKING:
@@ -44,13 +44,16 @@ def import_workflow(path: str | Path, registry: NodeRegistry,
 def load_graph_any(path: str | Path, registry: NodeRegistry, settings: Settings | None = None) -> Graph:
     """Read any graph file nodeflow accepts: a nodeflow graph (JSON or PNG), a ComfyUI workflow
     (UI or API format) or a PNG saved by ComfyUI. Raises `GraphInvalid` or `GraphFileError`."""
-    from nodeflow.graph import parse_graph_text
+    from nodeflow.graph import parse_decoded_graph, parse_graph_text
     from nodeflow.validate import migrate_nodes
 
     path = Path(path)
-    kind, data, text = read_document(path)
+    kind, data, text, duplicates = read_document_once(path)
     if kind == "nodeflow":
-        graph, problems = parse_graph_text(text, str(path))
+        if duplicates is None:  # not decoded yet (not JSON, or a PNG's text)
+            graph, problems = parse_graph_text(text, str(path))
+        else:
+            graph, problems = parse_decoded_graph(text, data, duplicates, str(path))
         if graph is not None:
             problems += migrate_nodes(graph, registry)
         if problems or graph is None:

@@ -104,16 +104,25 @@ def read_document(path: Path) -> tuple[Kind, Any, str]:
     that is none of the three, is returned as kind "nodeflow" so the graph reader reports it
     exactly as for any graph file. Files are read with the graph reader's limits.
     """
-    from nodeflow.graph import read_graph_text
+    kind, data, text, _duplicates = read_document_once(path)
+    return kind, data, text
+
+
+def read_document_once(path: Path) -> tuple[Kind, Any, str, list[Problem] | None]:
+    """`read_document`, and the keys given twice in one object, found by the same decoding
+    (`nodeflow.graph.decode_graph_json`), so a nodeflow graph is not decoded a second time
+    (`nodeflow.graph.parse_decoded_graph` takes it from here). None instead of that list when
+    the text was not decoded that way (not JSON, or a PNG's text): parse the text then."""
+    from nodeflow.graph import decode_graph_json, read_graph_text
 
     if _is_png(path):
-        return _read_png(path)
+        return (*_read_png(path), None)
     text = read_graph_text(path)
     try:
-        data = json.loads(text)
+        data, duplicates = decode_graph_json(text, str(path))
     except (ValueError, RecursionError):  # also numbers too long to read: the graph reader says where
-        return "nodeflow", None, text
-    return detect(data) or "nodeflow", data, text
+        return "nodeflow", None, text, None
+    return detect(data) or "nodeflow", data, text, duplicates
 
 
 def _is_png(path: Path) -> bool:
