@@ -184,22 +184,24 @@ def _vae_info(config: Mapping[str, Any], itemsize: int) -> dict[str, Any]:
             "scale": 2 ** (len(blocks) - 1), "itemsize": itemsize}
 
 
-def checkpoint_estimate(found: Path, dtype: str) -> dict[str, ValueEstimate]:
-    """What LoadCheckpoint's outputs will carry, from the files alone: the bytes of the UNet, the
-    text encoder(s) and the VAE loaded in ``dtype``, and the widths activation estimates need.
+def checkpoint_estimate(found: Path, dtype: str, vae_dtype: str | None = None) -> dict[str, ValueEstimate]:
+    """What LoadCheckpoint's outputs will carry, from the files alone: the bytes of the UNet and
+    the text encoder(s) loaded in ``dtype``, of the VAE in ``vae_dtype`` (default ``dtype``), and
+    the widths activation estimates need.
 
     A diffusers folder is sized by the weight files of its component folders, a single file
     by the tensors of its header under each part's prefix. Raises OSError, ValueError or
     ModelError when the files cannot be read.
     """
     itemsize = DTYPE_BYTES[dtype]
+    vae_dtype = vae_dtype or dtype
     sizes: dict[str, int] = {}
     if found.is_dir():
         for part in ("unet", "text_encoder", "text_encoder_2", "vae"):
             if (found / part).is_dir():
-                sizes[part] = estimate_file_bytes(found / part, dtype)
+                sizes[part] = estimate_file_bytes(found / part, vae_dtype if part == "vae" else dtype)
         unet = _config(found / "unet" / "config.json")
-        vae_info = _vae_info(_config(found / "vae" / "config.json"), itemsize)
+        vae_info = _vae_info(_config(found / "vae" / "config.json"), DTYPE_BYTES[vae_dtype])
         width = int((unet.get("block_out_channels") or [320])[0])
     else:
         from nodeflow.nodes.diffusion.single_file import (
@@ -214,11 +216,11 @@ def checkpoint_estimate(found: Path, dtype: str) -> dict[str, ValueEstimate]:
         for key, entry in header.items():
             owner = next((p for prefix, p in _SINGLE_FILE_PARTS if key.startswith(prefix)), None)
             if owner is not None:
-                sizes[owner] = sizes.get(owner, 0) + tensor_bytes(entry, dtype)
+                sizes[owner] = sizes.get(owner, 0) + tensor_bytes(entry, vae_dtype if owner == "vae" else dtype)
         # the file's own config folder (model.config/) when it has one, else the family's
         own = sidecar_folder(found)
         configs = own if own is not None else CONFIGS / FAMILY_CONFIGS[inspect_header(header, found.name).family]
-        vae_info = _vae_info(_config(configs / "vae" / "config.json"), itemsize)
+        vae_info = _vae_info(_config(configs / "vae" / "config.json"), DTYPE_BYTES[vae_dtype])
         conv_out = header.get("first_stage_model.decoder.conv_out.weight", {}).get("shape")
         if conv_out:
             vae_info["channels"] = int(conv_out[1])
@@ -234,30 +236,78 @@ def _found(values: Mapping[str, Any], ctx: EstimateContext, kind: str) -> Path |
     return ctx.settings.resolve_path(kind, name) if isinstance(name, str) and name else None
 
 
-SINGLE_FILE_TRANSIENT = 1.25
-"""Bytes held while a single file loads, per byte of the file: diffusers reads the whole file and
-converts it to new names before filling the modules. Measured by bench/load_memory.py: 1.12 for
-an SD 1.5 checkpoint, 1.22 for an SD 1.5 ControlNet (fp16 files loaded in fp32)."""
+LOAD_COPY_FACTOR = 1.25
+"""Bytes a load holds beside the model, per stored byte of a tensor it converts to another dtype:
+the file's pages of that tensor, read through the file mapping, stay resident beside the
+converted copy until the loaded state dict is dropped. Measured by bench/load_memory.py with fp16
+files loaded in bf16 or fp32: 1.1-1.25 for an SD 1.5 checkpoint, 1.2 for an SD 1.5 ControlNet."""
+
+FOLDER_COPY_FACTOR = 1.0
+"""`LOAD_COPY_FACTOR` for a file of a diffusers folder, which is read and converted by itself
+(measured: 0.84 for an SD 1.5 UNet loaded in bf16 from fp16)."""
+
+LOAD_IN_PLACE_FACTOR = 0.15
+"""The same for a tensor already stored in the dtype it is used in: safetensors maps the file and
+diffusers puts such a tensor into the model as it lies (renaming it, not copying it), so its pages
+are read only when first used and then count as the model's own weights. What remains is the
+load's bookkeeping: measured 0.13 of the file for SD 1.5, 0.14 for SDXL and 0.21 for an SD 1.5
+ControlNet, whose smaller file the fixed part (`LOAD_FIXED`) covers."""
+
+LOAD_FIXED = 64 * 1024 ** 2
+"""Bytes any load holds whatever its size (the pipeline's configs, tokenizers, empty modules)."""
+
+_FLOAT_NAMES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
 
 
-def load_transient(found: Path) -> int:
-    """Bytes held beside the model being built while it loads: a single file's tensors as stored,
-    and their converted copies (`SINGLE_FILE_TRANSIENT`), or a folder's largest weight file (its
-    components load one after another)."""
+def _file_transient(path: Path, dtype: str, vae_dtype: str | None, prefixes: tuple[str, ...] | None,
+                    built: bool, copy: float = LOAD_COPY_FACTOR) -> int:
+    """The transient of loading one .safetensors file (see `load_transient`): its tensors under
+    ``prefixes`` (None: all), each copied or used in place."""
+    total = 0
+    for key, entry in safetensors_header(path).items():
+        if prefixes is not None and not key.startswith(prefixes):
+            continue
+        stored = tensor_bytes(entry)
+        kind = str(entry.get("dtype", "F32"))
+        # a VAE is loaded in the model's dtype, then cast to its own (SD VAEs stay fp32 in fp16)
+        vae = vae_dtype is not None and (key.startswith("first_stage_model.") or prefixes is None)
+        targets = {dtype, vae_dtype} if vae else {dtype}
+        in_place = kind not in _FLOAT_NAMES or targets == {_FLOAT_NAMES[kind]}
+        if built:  # built in fp32, filled by copy, then cast: the fp32 model is held beside the cast
+            total += int(stored * copy) + (tensor_bytes(entry, "fp32") if dtype != "fp32" else 0)
+        else:
+            total += int(stored * (LOAD_IN_PLACE_FACTOR if in_place else copy))
+    return total
+
+
+def load_transient(found: Path, dtype: str, vae_dtype: str | None = None, *,
+                   prefixes: tuple[str, ...] | None = None, built: bool = False) -> int:
+    """Bytes held beside the model being built while it loads in ``dtype`` from ``found``, read
+    from the safetensors headers alone: per stored byte, `LOAD_COPY_FACTOR` for a tensor the load
+    converts to another dtype and `LOAD_IN_PLACE_FACTOR` for one it uses where the file mapping has
+    it, plus `LOAD_FIXED`. A folder's components load one after another: its largest file's
+    transient counts (with `FOLDER_COPY_FACTOR`).
+
+    ``vae_dtype``: the dtype the VAE is cast to after loading (for a folder, the files under
+    vae/; for a single file, the tensors under first_stage_model.). ``prefixes``: the tensors of
+    a single file that are loaded (a checkpoint's EMA copies are not). ``built``: the model is
+    built in fp32 and filled by copying (no tensor is used in place)."""
     if not found.is_dir():
-        return int(estimate_file_bytes(found) * SINGLE_FILE_TRANSIENT)
-    sizes = [estimate_file_bytes(f) for f in found.rglob("*.safetensors") if f.is_file()]
-    return max(sizes, default=0)
+        return LOAD_FIXED + _file_transient(found, dtype, vae_dtype, prefixes, built)
+    sizes = [_file_transient(f, dtype, vae_dtype if "vae" in f.relative_to(found).parts[:-1] else None,
+                             None, built, FOLDER_COPY_FACTOR)
+             for f in found.rglob("*.safetensors") if f.is_file()]
+    return LOAD_FIXED + max(sizes, default=0)
 
 
-def _loaded(outputs: Mapping[str, ValueEstimate], found: Path | None = None) -> MemoryEstimate:
+def _loaded(outputs: Mapping[str, ValueEstimate], found: Path | None = None,
+            transient: int = 0) -> MemoryEstimate:
     """A loader's estimate: it holds every model its outputs carry (in CPU memory), and while it
-    loads from ``found``, the load's transient too."""
+    loads from ``found``, the load's ``transient`` too (see `load_transient`)."""
     models = {name: size for value in outputs.values() for name, size in value.models.items()}
     if found is None:
         return MemoryEstimate(models, outputs=outputs)
-    return MemoryEstimate(models, activations=load_transient(found), outputs=outputs,
-                          note=f"while loading {found.name}")
+    return MemoryEstimate(models, activations=transient, outputs=outputs, note=f"while loading {found.name}")
 
 
 class LoadCheckpoint(Node):
@@ -303,8 +353,11 @@ class LoadCheckpoint(Node):
         found = _found(values, ctx, "checkpoints")
         if found is None:
             return None
+        dtype, vae_dtype = ctx.dtype("unet"), ctx.dtype("vae")
         try:
-            return _loaded(checkpoint_estimate(found, ctx.dtype("unet")), found)
+            prefixes = None if found.is_dir() else tuple(prefix for prefix, _part in _SINGLE_FILE_PARTS)
+            return _loaded(checkpoint_estimate(found, dtype, vae_dtype), found,
+                           load_transient(found, dtype, vae_dtype, prefixes=prefixes))
         except (OSError, ValueError, KeyError, ModelError):
             return None
 
@@ -386,12 +439,15 @@ class LoadVAE(Node):
             return None
         dtype = ctx.dtype("vae")
         try:
+            # a diffusers-layout file fills a VAE built in fp32; the original layout loads in place
+            built = False
             if found.is_dir():
                 folder = found / "vae" if (found / "vae" / "config.json").is_file() else found
                 size = estimate_file_bytes(folder, dtype)
                 info = _vae_info(_config(folder / "config.json"), DTYPE_BYTES[dtype])
             else:
                 header = safetensors_header(found)
+                built = any(".down_blocks." in k for k in header)
                 weights = [e for k, e in header.items() if k.startswith(_VAE_PREFIXES)]
                 size = sum(tensor_bytes(e, dtype) for e in weights or header.values())
                 info = _vae_info({}, DTYPE_BYTES[dtype])
@@ -399,9 +455,10 @@ class LoadVAE(Node):
                                  if k.endswith("decoder.conv_out.weight")), None)
                 if conv_out:
                     info["channels"] = int(conv_out[1])
+            transient = load_transient(found, dtype, built=built)
         except (OSError, ValueError, KeyError, ModelError):
             return None
-        return _loaded({"vae": ValueEstimate({found.name: size}, info)}, found)
+        return _loaded({"vae": ValueEstimate({found.name: size}, info)}, found, transient)
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("vae")
@@ -481,11 +538,16 @@ class LoadControlNet(Node):
         found = _found(values, ctx, "controlnet")
         if found is None:
             return None
+        from nodeflow.nodes.diffusion.adapters import adapter_file_layout
+
+        dtype = ctx.dtype("controlnet")
         try:
-            size = estimate_file_bytes(found, ctx.dtype("controlnet"))
+            size = estimate_file_bytes(found, dtype)
+            # a T2I-Adapter file fills a model built in fp32; a ControlNet file loads in place
+            transient = load_transient(found, dtype, built=adapter_file_layout(found) is not None)
         except (OSError, ValueError, ModelError):
             return None
-        return _loaded({"controlnet": ValueEstimate({found.name: size})}, found)
+        return _loaded({"controlnet": ValueEstimate({found.name: size})}, found, transient)
 
     def run(self, ctx: RunContext, path: str) -> Any:
         dtype = ctx.models.dtype("controlnet")
