@@ -1,20 +1,25 @@
-"""Guidance interval and rescale on the demo model: accuracy against diversity.
+"""Sampler and guidance settings of the demo graph: shape accuracy against diversity.
 
-For N prompts of the demo world (held-out seed), each picture is generated through a nodeflow
-graph (text encode → sampler → decode) with:
+Every picture is made by ``graphs/demo.json`` itself (text encode → ``diffusion.Sample`` →
+decode; the upscaler is not run), with the sampler inputs of each setting laid over the
+graph's own. ``demo`` is the graph exactly as shipped. For each of ``--prompts`` held-out
+prompts (``training.evaluate.prompts``, balanced over the four shapes) one run makes a batch of
+``--seeds`` pictures (one noise seed per prompt, from a range training never used).
 
-- ``cfg 1``: no guidance;
-- ``cfg 7.5``: guidance at every step;
-- ``cfg 7.5, t < 500``: guidance only at timesteps below 500 (``guidance_max_t`` 500);
-- ``cfg 7.5, rescale 0.7``: guidance everywhere, rescaled.
+- Accuracy: the fraction of pictures whose shape kind (and shape colour, and background) match
+  the prompt, judged by the shape checker ``training.evaluate.analyse``, overall and per shape.
+- Diversity: ``training.evaluate.diversity`` of each prompt's batch (spread of the shape's
+  position and size, as a fraction of the training world's; 1.0 is as varied as the world),
+  averaged over the prompts. It is measured on batches of the same size as
+  ``bench/demo_quality.py`` uses (16) by default; smaller batches read a little lower.
 
-Accuracy: the fraction of pictures whose shape colour, background colour and shape kind match
-the prompt (``training.evaluate.analyse``). Diversity: the spread of where the shape is
-and how big (standard deviations of its centre x, centre y and extent, root-sum-squared) as a
-fraction of the same spread in the training world's scenes (1.0: as varied as the world).
+A setting is a comma-separated list of ``input=value`` over the graph's sampler, e.g.
+``cfg=7.5,guidance_max_t=500,sampler=euler``; settings are separated by ``;``. Without
+``--settings`` a fixed list covering cfg, the guidance window, rescale, sampler, steps and
+timestep spacing is measured.
 
-Usage: python bench/sampler_guidance.py [--n 32] [--steps 25] [--node sample,ksampler]
-       [--threads 2]
+Usage: python bench/sampler_guidance.py [--prompts 8] [--seeds 16] [--threads 1]
+       [--settings "demo;cfg=3;cfg=5,guidance_max_t=600"] [--json results.json]
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,61 +43,85 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training import evaluate, world  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SEED = 777  # held out: training uses seeds 0..10 and 1000+
-SETTINGS = {
-    "cfg 1": {"cfg": 1.0},
-    "cfg 7.5": {"cfg": 7.5},
-    "cfg 7.5, t < 500": {"cfg": 7.5, "guidance_max_t": 500.0},
-    "cfg 7.5, rescale 0.7": {"cfg": 7.5, "guidance_rescale": 0.7},
-}
+GRAPH = REPO / "graphs" / "demo.json"
+SEED = 777  # prompts and noise seeds: training uses seeds 0..10 and 1000+
+DEFAULT_SETTINGS = [
+    "demo",
+    "cfg=1",
+    "cfg=3,guidance_max_t=1000",
+    "cfg=5,guidance_max_t=1000",
+    "cfg=7.5,guidance_max_t=1000",
+    "cfg=7.5,guidance_max_t=700",
+    "cfg=10,guidance_max_t=500",
+    "cfg=7.5,guidance_max_t=500,guidance_min_t=100",
+    "cfg=7.5,guidance_max_t=1000,guidance_rescale=0.7",
+    "cfg=7.5,guidance_max_t=500,sampler=euler",
+    "cfg=7.5,guidance_max_t=500,sampler=dpmpp_2m",
+    "cfg=7.5,guidance_max_t=500,sampler=euler_ancestral",
+    "cfg=7.5,guidance_max_t=500,steps=40",
+    "cfg=7.5,guidance_max_t=500,timestep_spacing=trailing",
+]
 
 
-def world_spread(n: int = 4000) -> float:
-    """Root-sum-squared std of shape centre x, y and extent (pixels) over the world's scenes."""
-    rng = np.random.default_rng(SEED)
-    scenes = [world.sample_scene(rng) for _ in range(n)]
-    stats = np.array([(s.cx * 64, s.cy * 64, s.radius * 128) for s in scenes])
-    return float(np.sqrt((stats.std(axis=0) ** 2).sum()))
+def parse_setting(text: str) -> dict[str, Any]:
+    """``cfg=7.5,sampler=euler`` → {"cfg": 7.5, "sampler": "euler"}; ``demo`` → {}."""
+    values: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part == "demo":
+            continue
+        key, sep, raw = part.partition("=")
+        if not sep:
+            raise SystemExit(f"setting {text!r}: {part!r} is not input=value")
+        value: Any = raw
+        for kind in (int, float):
+            try:
+                value = kind(raw)
+                break
+            except ValueError:
+                pass
+        values[key.strip()] = float(value) if key.strip() != "steps" and isinstance(value, int) else value
+    return values
 
 
-def spread(images: list[np.ndarray]) -> float:
-    stats = []
-    for image in images:
-        bbox = evaluate.analyse((image * 255).round().astype(np.uint8)).bbox
-        if bbox is not None:
-            x0, y0, x1, y1 = bbox
-            stats.append(((x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0)))
-    if len(stats) < 2:
-        return 0.0
-    return float(np.sqrt((np.array(stats).std(axis=0) ** 2).sum()))
-
-
-def graph_for(node: str, text: str, seed: int, steps: int, values: dict):
+def measure(executor: Any, values: dict[str, Any], prompts: int, seeds: int) -> dict[str, Any]:
+    """Accuracy and diversity of the demo graph with ``values`` laid over its sampler inputs."""
     from nodeflow.graph import Graph
 
-    graph = Graph.load(REPO / "graphs" / "txt2img.json")
-    graph.set_input("positive", "text", text)
-    if node == "sample":
-        for key, value in {"seed": seed, "steps": steps, "sampler": "ddim", **values}.items():
+    scenes = evaluate.prompts(prompts, SEED)
+    pictures: list[np.ndarray] = []
+    judged: list[world.Scene] = []
+    spreads = []
+    start = time.perf_counter()
+    for i, scene in enumerate(scenes):
+        graph = Graph.load(GRAPH)
+        graph.set_input("positive", "text", world.caption(scene))
+        graph.set_input("latent", "batch", seeds)
+        graph.set_input("sampler", "seed", SEED + 16 * i)
+        for key, value in values.items():
             graph.set_input("sampler", key, value)
-        return graph
-    graph.remove_node("sampler")
-    graph.add_node("diffusion.KSampler", "sampler", {"seed": seed, "steps": steps, "sampler_name": "euler",
-                                                     "scheduler": "normal", **values})
-    for src, dst in (("checkpoint.model", "model"), ("positive.conditioning", "positive"),
-                     ("negative.conditioning", "negative"), ("latent.latent", "latent_image")):
-        graph.connect(src, f"sampler.{dst}")
-    graph.connect("sampler.latent", "decode.latent")
-    return graph
+        result = executor.run(graph, ["decode"])
+        if not result.ok:
+            raise SystemExit(f"{values}: {result.failed}")
+        batch = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8)
+                 for im in result.outputs["decode"]["image"]]
+        pictures += batch
+        judged += [scene] * len(batch)
+        spreads.append(evaluate.diversity(batch))
+    took = (time.perf_counter() - start) / len(pictures)
+    acc = evaluate.score(judged, pictures)["accuracy"]
+    return {**{k: acc[k] for k in ("shape", "colour", "background", "all", "per_shape")},
+            "diversity": float(np.mean(spreads)), "n": len(pictures), "prompts": prompts,
+            "seeds": seeds, "seconds_per_picture": round(took, 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--node", default="sample,ksampler")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=8, help="held-out prompts (balanced over shapes)")
+    parser.add_argument("--seeds", type=int, default=16, help="pictures per prompt (one batch)")
+    parser.add_argument("--settings", default="", help="';'-separated settings (default: a fixed list)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default="", help="also append the results here, one JSON line each")
+    args = parser.parse_args(argv)
 
     import torch
 
@@ -99,28 +130,20 @@ def main() -> None:
     from nodeflow.settings import Settings
 
     torch.set_num_threads(args.threads)
-    executor = Executor(load_registry(use_env=False), Settings(base_dir=REPO / "graphs"))
-    scenes = evaluate.prompts(args.n, SEED)
-    reference = world_spread()
-    print(f"{args.n} prompts, {args.steps} steps; world spread {reference:.1f} px")
-    print(f"{'node':9} {'setting':22} {'colour':>7} {'backgr':>7} {'shape':>7} {'all':>7} "
-          f"{'diversity':>9} {'s/pic':>6}")
-    for node in args.node.split(","):
-        for name, values in SETTINGS.items():
-            start = time.perf_counter()
-            images = []
-            for i, scene in enumerate(scenes):
-                graph = graph_for(node, world.caption(scene), SEED + i, args.steps, values)
-                result = executor.run(graph, ["decode"])
-                if not result.ok:
-                    raise SystemExit(f"{node} {name}: {result.failed}")
-                images.append(result.outputs["decode"]["image"][0])
-            took = (time.perf_counter() - start) / len(scenes)
-            pictures = [(im * 255).round().astype(np.uint8) for im in images]
-            acc = evaluate.score(scenes, pictures)["accuracy"]
-            print(f"{node:9} {name:22} {acc['colour']:7.2f} {acc['background']:7.2f} "
-                  f"{acc['shape']:7.2f} {acc['all']:7.2f} {spread(images) / reference:9.2f} "
-                  f"{took:6.2f}", flush=True)
+    executor = Executor(load_registry(use_env=False), Settings(base_dir=GRAPH.parent))
+    settings = args.settings.split(";") if args.settings else DEFAULT_SETTINGS
+    print(f"graphs/demo.json, {args.prompts} prompts x {args.seeds} seeds")
+    print(f"{'setting':52} {'shape':>6} {'circle':>6} {'square':>6} {'triang':>6} {'star':>6} "
+          f"{'colour':>6} {'backgr':>6} {'divers':>6} {'s/pic':>6}")
+    for text in settings:
+        r = measure(executor, parse_setting(text), args.prompts, args.seeds)
+        per = r["per_shape"]
+        print(f"{text.strip():52} {r['shape']:6.1%} {per['circle']:6.0%} {per['square']:6.0%} "
+              f"{per['triangle']:6.0%} {per['star']:6.0%} {r['colour']:6.0%} {r['background']:6.0%} "
+              f"{r['diversity']:6.2f} {r['seconds_per_picture']:6.2f}", flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps({"setting": text.strip(), **r}) + "\n")
 
 
 if __name__ == "__main__":
