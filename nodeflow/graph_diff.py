@@ -10,23 +10,17 @@ every node again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from nodeflow.graph import Graph, Link
 
-
-@dataclass(frozen=True)
-class _NodeState:
-    type: str
-    version: str | None
-    inputs: dict[str, object]
+_NodeState = tuple[str, str | None, dict[str, object]]
+"""A node's type, version and literal inputs (a plain tuple: one is made per node per run)."""
 
 
 class GraphSnapshot:
     """The content of a graph at one moment (literal inputs are copied, one level deep)."""
 
     def __init__(self, graph: Graph) -> None:
-        self.nodes = {n.id: _NodeState(n.type, n.version, dict(n.inputs)) for n in graph}
+        self.nodes: dict[str, _NodeState] = {n.id: (n.type, n.version, dict(n.inputs)) for n in graph}
         self.links: tuple[Link, ...] = graph.links
 
     def changed_nodes(self, graph: Graph) -> set[str] | None:
@@ -37,9 +31,10 @@ class GraphSnapshot:
         changed = set()
         for node in graph:
             before = self.nodes.get(node.id)
-            if before is None or before.type != node.type or before.version != node.version:
+            if before is None or before[0] != node.type or before[1] != node.version:
                 return None
-            if before.inputs != node.inputs or _types_differ(before.inputs, node.inputs):
+            inputs = before[2]
+            if inputs != node.inputs or _types_differ(inputs, node.inputs):
                 changed.add(node.id)
         return changed
 
