@@ -11,10 +11,11 @@ world scenes (30% outlined, seed ``--seed``; training never draws from that stre
   latent cell lies from that channel's mean over the picture, in that channel's standard
   deviations; the largest over the channels, averaged over the pictures;
 - the overshoot figure (``training.train_vae.overshoot``): how far the most extreme cell
-  lies beyond the codes of the picture's plain cells (cells well inside the shape or the
-  background), in channel standard deviations over the set, averaged over the pictures
-  that have plain cells of both colours.  A cell at a shape's edge that codes something
-  far outside what either colour codes is what the decoder draws as a blemish;
+  lies off the line between the codes of the picture's two colours (the mean latents of
+  its plain cells, well inside the shape or the background), in channel standard
+  deviations over the set, averaged over the pictures that have plain cells of both
+  colours.  A cell coding something far from any mix of the two colours is what the
+  decoder draws as a blemish;
 - for a centred yellow circle on blue (the demo prompt's picture): each channel's most
   extreme cell against the channel's mean, and the reconstruction error there.
 

@@ -17,7 +17,9 @@ def test_from_scratch_run_writes_a_vae_with_its_latents_scaling_factor(tmp_path,
     from nodeflow.testing import run_node
     from training import train_vae
 
-    train_vae.main(["--steps", "2", "--batch", "2", "--out", str(tmp_path / "out"), "--threads", "1"])
+    # With the latent overshoot penalty on: its term joins the loss (a loss that is not finite stops the run).
+    train_vae.main(["--steps", "2", "--batch", "2", "--outlier", "2", "--out", str(tmp_path / "out"),
+                    "--threads", "1"])
     out = capsys.readouterr().out
     done = next(line for line in out.splitlines() if " done: " in line)
     assert "done: 2 steps" in done
@@ -56,3 +58,89 @@ def test_splice_needs_decoder_only(tmp_path):
 
     with pytest.raises(SystemExit, match="--splice needs --decoder-only"):
         train_vae.main(["--splice", "0.5", "--steps", "1", "--out", str(tmp_path)])
+
+
+def _shape_batch(size: int = 64, n: int = 4):
+    """World pictures with plain cells of both colours: big filled shapes."""
+    import numpy as np
+
+    from training import train_vae, world
+
+    scenes = [world.Scene(shape, colour, bg, 0.5, 0.5, 0.3)
+              for shape, colour, bg in [("square", "red", "white"), ("circle", "yellow", "blue"),
+                                        ("square", "green", "yellow"), ("circle", "white", "black")]]
+    return train_vae.to_tensor(np.stack([world.render_array(s, size) for s in scenes[:n]]))
+
+
+def test_overshoot_is_zero_for_codes_between_the_plain_cells_and_finds_a_spike_at_an_edge():
+    import torch
+    import torch.nn.functional as F
+
+    from training import train_vae
+
+    x = _shape_batch()
+    # A code that is each cell's mean colour lies between the two colours' codes everywhere.
+    z = torch.cat([F.avg_pool2d(x, 4), F.avg_pool2d(x, 4)[:, :1]], 1)
+    assert train_vae.overshoot(z, x).abs().max().item() < 1e-2
+    spiked = z.clone()
+    spiked[1, 1, 4, 11] += 5.0  # the yellow circle's top-right edge, as the blemish does
+    out = train_vae.overshoot(spiked, x)
+    assert out[1, :, 4, 11].amax().item() > 1.0
+    out[1, :, 4, 11] = 0  # only that cell is off the line between the two colours' codes
+    assert out.abs().max().item() < 1e-2
+    # A plain cell coding far out does not widen the range: it is caught itself (in a corner
+    # of the background, where an encoder could park what it does not want to pay for).
+    cornered = z.clone()
+    cornered[1, 2, 0, 0] -= 5.0
+    out = train_vae.overshoot(cornered, x)
+    assert out[1, :, 0, 0].amax().item() > 1.0
+    out[1, :, 0, 0] = 0  # it moves the background's mean code a little: far under the penalty's margin
+    assert out.abs().max().item() < 0.2 * train_vae.OUTLIER_MARGIN
+    # A plain picture has nothing to measure against: no overshoot, and no NaN in the gradient.
+    flat = torch.full((1, 3, 64, 64), 0.3)
+    zf = torch.randn(1, 4, 16, 16, requires_grad=True)
+    assert train_vae.overshoot(zf, flat).abs().max().item() == 0.0
+    (train_vae.overshoot(zf, x[:1]).square().mean() + zf.sum() * 0).backward()
+    assert torch.isfinite(zf.grad).all()
+
+
+def test_overshoot_penalty_trains_the_encoder_towards_codes_within_range():
+    """A few steps on one toy batch from the same random VAE: with the penalty the latents
+    overshoot the plain cells' codes less than without it, and the reconstruction still learns."""
+    import torch
+
+    from training import train_vae
+
+    x = _shape_batch(n=1)
+
+    def train(weight: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        vae = train_vae.make_vae()
+        opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
+        first = None
+        for _ in range(6):
+            post = vae.encode(x).latent_dist
+            rec = torch.nn.functional.mse_loss(vae.decode(post.mean).sample, x)
+            pen = train_vae.outlier_penalty(post.mean, x, margin=0.0)
+            assert torch.isfinite(pen)
+            first = rec.item() if first is None else first
+            opt.zero_grad()
+            (rec + weight * pen).backward()
+            opt.step()
+        with torch.no_grad():
+            mu = vae.encode(x).latent_dist.mean
+            rec = torch.nn.functional.mse_loss(vae.decode(mu).sample, x).item()
+        assert rec < first
+        return train_vae.overshoot(mu, x).square().mean().item(), rec
+
+    plain, _ = train(0.0)
+    penalised, _ = train(20.0)
+    assert penalised < 0.5 * plain
+
+
+def test_outlier_penalty_is_refused_with_decoder_only(tmp_path):
+    from training import train_vae
+
+    with pytest.raises(SystemExit, match="--outlier"):
+        train_vae.main(["--init", str(tmp_path), "--decoder-only", "--outlier", "1", "--steps", "1",
+                        "--out", str(tmp_path)])
