@@ -1,13 +1,24 @@
 """Loading full-size models: the plan-time estimate (models + load transient) against the peak
-RSS the load really reaches.
+RSS the load really reaches, and the RSS once every weight has been read.
 
 Builds full-size architectures with random weights from the carried configs (SD 1.5 in fp16
 as a diffusers folder and as an original-layout single file; an SD 1.5 ControlNet in fp16 as a
 single file; with --sdxl also SDXL in bf16 as a single file, which needs about 7 GB of disk and
-20 GB of RAM), then loads each in a fresh process through a one-node graph and prints the
-estimate beside the measured peak above the interpreter's baseline.
+20 GB of RAM to build), then loads each in a fresh process through a one-node graph, in each
+dtype asked for, and prints the estimate beside two measures above the interpreter's baseline:
+the peak while loading, and the RSS after every weight has been read once (as the first forward
+pass reads them).
 
-Usage: python bench/load_memory.py [--sdxl] [--dir DIR] [--dtype fp32|fp16]
+The two differ when a file is loaded in the dtype it stores: safetensors maps the file and
+diffusers uses such tensors in place, so the load itself stays small and the weights' pages
+become resident (file-backed, reclaimable) only when first read. Converted to another dtype, each
+tensor's file pages sit beside its copy while loading. The plan counts the weights plus the
+load transient, so the estimate must cover both measures.
+
+SDXL is loaded only in bf16, the dtype it is stored in: converted, it would need 14 GB (fp16)
+or 21 GB (fp32); the SD 1.5 rows measure the converting loads.
+
+Usage: python bench/load_memory.py [--sdxl] [--dir DIR] [--dtype fp32|fp16|bf16 ...]
 """
 
 from __future__ import annotations
@@ -130,6 +141,7 @@ from nodeflow.models import ModelManager
 from nodeflow.registry import load_registry
 from nodeflow.settings import Settings
 import diffusers, transformers  # their import is not the load's
+from dataclasses import fields, is_dataclass
 node_type, path, models, dtype = sys.argv[1:5]
 graph = Graph()
 graph.add_node(node_type, "load", {"path": path})
@@ -149,7 +161,15 @@ result = executor.run(graph, ["load"])
 done.set()
 sampler.join()
 assert result.ok, {k: str(v) for k, v in result.failed.items()}
-print(json.dumps({"base": base, "peak": max(peak, process.memory_info().rss)}))
+peak = max(peak, process.memory_info().rss)
+with torch.no_grad():  # read every weight once, as the first forward pass does
+    for value in result.outputs["load"].values():
+        for field in fields(value) if is_dataclass(value) else ():
+            module = getattr(value, field.name)
+            if isinstance(module, torch.nn.Module):
+                for tensor in module.parameters():
+                    float(tensor.sum())
+print(json.dumps({"base": base, "peak": peak, "used": process.memory_info().rss}))
 """
 
 
@@ -167,41 +187,46 @@ def estimate(node_type: str, path: str, models: Path, dtype: str) -> tuple[int, 
     return est.model_bytes, est.activations
 
 
-def measure(node_type: str, path: str, models: Path, dtype: str) -> int:
+def measure(node_type: str, path: str, models: Path, dtype: str) -> tuple[int, int]:
     out = subprocess.run([sys.executable, "-c", CHILD, node_type, path, str(models), dtype],
                          capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(out.stderr[-2000:])
     data = json.loads(out.stdout.strip().splitlines()[-1])
-    return data["peak"] - data["base"]
+    return data["peak"] - data["base"], data["used"] - data["base"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sdxl", action="store_true", help="also SDXL from a bf16 single file")
+    parser.add_argument("--sdxl", action="store_true", help="also SDXL from a bf16 single file (in bf16)")
     parser.add_argument("--dir", type=Path, default=None, help="keep the built models here")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", action="append", choices=("fp32", "fp16", "bf16"),
+                        help="a dtype to load in (repeatable; default: fp16 and bf16)")
     args = parser.parse_args()
+    dtypes = args.dtype or ["fp16", "bf16"]
     root = args.dir or Path(tempfile.mkdtemp(prefix="nodeflow-load-memory-"))
-    print(f"models in {root}; loading in {args.dtype}; peak RSS above the interpreter's baseline")
+    print(f"models in {root}; RSS above the interpreter's baseline: peak while loading, and once "
+          "every weight has been read")
     _folder, single = build_sd15(root)
-    cases = [("SD 1.5, diffusers folder (fp16)", "diffusion.LoadCheckpoint", "sd15-folder"),
-             ("SD 1.5, single file (fp16)", "diffusion.LoadCheckpoint", single.name)]
+    cases = [("SD 1.5, diffusers folder (fp16)", "diffusion.LoadCheckpoint", "sd15-folder", dtypes),
+             ("SD 1.5, single file (fp16)", "diffusion.LoadCheckpoint", single.name, dtypes)]
     build_controlnet(root)
     cases.append(("SD 1.5 ControlNet, single file (fp16)", "diffusion.LoadControlNet",
-                  "control_sd15_canny.safetensors"))
+                  "control_sd15_canny.safetensors", dtypes))
     if args.sdxl:
-        cases.append(("SDXL, single file (bf16)", "diffusion.LoadCheckpoint", build_sdxl(root).name))
-    print(f"{'model':40} {'weights':>9} {'transient':>10} {'estimate':>9} {'peak':>9} {'peak/est':>9} "
-          f"{'peak/weights':>13}")
-    for label, node_type, path in cases:
-        weights, transient = estimate(node_type, path, root, args.dtype)
-        peak = measure(node_type, path, root, args.dtype)
-        total = weights + transient
-        print(f"{label:40} {weights / GB:8.2f}G {transient / GB:9.2f}G {total / GB:8.2f}G "
-              f"{peak / GB:8.2f}G {peak / total:9.2f} {peak / weights:13.2f}")
-    print("(peak/weights: how far the peak was from an estimate of the weights alone, as planned before "
-          "the load transient was counted)")
+        cases.append(("SDXL, single file (bf16)", "diffusion.LoadCheckpoint", build_sdxl(root).name, ["bf16"]))
+    print(f"{'model':38} {'load':>4} {'weights':>8} {'transient':>9} {'estimate':>8} {'peak':>7} "
+          f"{'read':>7} {'max/est':>7}")
+    for label, node_type, path, load_dtypes in cases:
+        for dtype in load_dtypes:
+            weights, transient = estimate(node_type, path, root, dtype)
+            peak, used = measure(node_type, path, root, dtype)
+            total = weights + transient
+            print(f"{label:38} {dtype:>4} {weights / GB:7.2f}G {transient / GB:8.2f}G {total / GB:7.2f}G "
+                  f"{peak / GB:6.2f}G {used / GB:6.2f}G {max(peak, used) / total:7.2f}")
+    print("(peak: while loading; read: after every weight was read once, the steady state the plan "
+          "counts as the model's weights; max/est: the larger of the two over the estimate, at most 1 "
+          "when the estimate is a safe bound)")
 
 
 if __name__ == "__main__":
