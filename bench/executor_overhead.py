@@ -15,7 +15,9 @@ For each size N (default 5,000 and 100,000) it prints:
   the middle of the chain.
 
 CPU time is reported beside wall time because on a shared machine wall time mostly
-measures the other programs; each figure is the median of three runs. Usage: python bench/executor_overhead.py [N ...]
+measures the other programs; each figure is the median of three runs (seven for the whole
+process below 50,000 nodes), and the load average is printed beside them.
+Usage: python bench/executor_overhead.py [N ...]
 """
 
 from __future__ import annotations
@@ -174,9 +176,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for n in sizes:
-            print(f"chain of {n} math.Add nodes")
-            # Three of each, medians: single runs on a shared machine differ by 10-20%.
-            whole_process(n, folder, repeats=3)
+            print(f"chain of {n} math.Add nodes (load average {os.getloadavg()[0]:.1f} "
+                  f"on {os.cpu_count()} cores)")
+            # Medians of three, single runs on a shared machine differ by 10-20%; seven for
+            # small graphs, whose per-node figure is a small difference of two process times.
+            whole_process(n, folder, repeats=3 if n >= 50_000 else 7)
             for collector in (True, False):
                 runs = [breakdown(n, folder, registry, collector) for _ in range(3)]
                 steps = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

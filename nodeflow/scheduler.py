@@ -214,7 +214,7 @@ class Scheduler:
         self.result = result
         in_run = set(plan.to_run)
         order = depth_first(plan) if executor.model_aware else plan.to_run
-        self.position = {n: i for i, n in enumerate(order)}
+        self.position = dict(zip(order, range(len(order))))
         """Each node's turn among those ready at once (depth first when model-aware)."""
         self.frugal = getattr(executor._models, "ram_budget", None) is not None  # noqa: SLF001
         """Under a RAM budget: one node at a time, depth first."""
@@ -224,9 +224,10 @@ class Scheduler:
         self.remaining_uses: dict[str, int] = {}
         """Per node: how many nodes of the run still read its outputs (see `consumers`)."""
         uses, children, waiting = self.remaining_uses, self.children, self.waiting
+        incoming = plan.incoming
         for n in plan.to_run:  # one pass for all three
             count = 0
-            for ln in plan.incoming.get(n, ()):
+            for ln in incoming.get(n, ()):
                 src = ln.src
                 uses[src] = uses.get(src, 0) + 1
                 if src in in_run:
@@ -469,8 +470,12 @@ class Scheduler:
         plan = self.plan
         cls = plan.classes[n]
         literals = self.graph.nodes[n].inputs
-        get = literals.get
-        kwargs = {name: get(name, default) for name, default in _input_defaults(cls)}
+        defaults = _input_defaults(cls)
+        if literals.keys() <= defaults.keys():  # the usual case: no value for an unknown input
+            kwargs = {**defaults, **literals}  # in the order the inputs are declared
+        else:
+            get = literals.get
+            kwargs = {name: get(name, default) for name, default in defaults.items()}
         for ln in plan.incoming.get(n, ()):
             source = self.values.get(ln.src)
             if source is None:
@@ -530,15 +535,15 @@ def _ranged_inputs(cls: type[Node]) -> bool:
 _RANGED: dict[type[Node], bool] = {}
 
 
-def _input_defaults(cls: type[Node]) -> list[tuple[str, Any]]:
+def _input_defaults(cls: type[Node]) -> dict[str, Any]:
     """Each input's name and the value it gets when the graph gives none (None if required)."""
     known = _DEFAULTS.get(cls)
     if known is None:
-        known = _DEFAULTS[cls] = [(s.name, s.default if s.has_default else None) for s in cls.inputs]
+        known = _DEFAULTS[cls] = {s.name: s.default if s.has_default else None for s in cls.inputs}
     return known
 
 
-_DEFAULTS: dict[type[Node], list[tuple[str, Any]]] = {}
+_DEFAULTS: dict[type[Node], dict[str, Any]] = {}
 _OUTPUT_NAMES: dict[type[Node], list[str]] = {}
 
 
@@ -570,31 +575,29 @@ def depth_first(plan: Plan) -> list[str]:
     in_run = set(plan.to_run)
     incoming = plan.incoming
     order: list[str] = []
-    done: set[str] = set()
-    opened: set[str] = set()
-    """On the stack below their parents, to be placed once those are."""
+    seen: set[str] = set()
+    """Placed, or on the stack below their parents (a DAG: no parent of a node is on the stack)."""
     roots = [n for n in plan.requested if n in in_run]
-    roots += [n for n in reversed(plan.to_run) if n not in roots]
+    first = set(roots)
+    roots += [n for n in reversed(plan.to_run) if n not in first]
     for root in roots:
-        if root in done:
+        if root in seen:
             continue
-        stack = [root]
+        seen.add(root)
+        # Each entry: a node and where it is in its links; a parent not yet seen is entered
+        # before the node's next link is looked at (first parent first).
+        stack = [(root, iter(incoming.get(root, ())))]
         while stack:
-            n = stack[-1]
-            if n in done:
+            n, links = stack[-1]
+            for ln in links:
+                src = ln.src
+                if src in in_run and src not in seen:
+                    seen.add(src)
+                    stack.append((src, iter(incoming.get(src, ()))))
+                    break
+            else:  # every parent placed: the node goes next
                 stack.pop()
-                continue
-            if n not in opened:
-                opened.add(n)
-                parents = [ln.src for ln in incoming.get(n, ())
-                           if ln.src in in_run and ln.src not in done]
-                if parents:  # first parent first: pushed last
-                    parents.reverse()
-                    stack.extend(parents)
-                    continue
-            stack.pop()
-            done.add(n)
-            order.append(n)
+                order.append(n)
     return order
 
 
@@ -612,6 +615,8 @@ def normalise_outputs(cls: type[Node], raw: Any) -> dict[str, Any]:
     names = _OUTPUT_NAMES.get(cls)
     if names is None:
         names = _OUTPUT_NAMES[cls] = [o.name for o in cls.outputs]
+    if type(raw) is not dict and len(names) == 1 and not isinstance(raw, Mapping):
+        return {names[0]: raw}  # the usual case first: one output, its value
     if isinstance(raw, Mapping):
         missing = [name for name in names if name not in raw]
         if missing:
