@@ -13,6 +13,7 @@ in, and the widths the sampler's and decoder's activation estimates need.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from nodeflow.api import (
     estimate_file_bytes,
     safetensors_header,
     tensor_bytes,
+    weight_files,
 )
 from nodeflow.nodes.diffusion.files import (
     check_path_input,
@@ -262,7 +264,10 @@ _FLOAT_NAMES = {"F32": "fp32", "F16": "fp16", "BF16": "bf16"}
 def _file_transient(path: Path, dtype: str, vae_dtype: str | None, prefixes: tuple[str, ...] | None,
                     built: bool, copy: float = LOAD_COPY_FACTOR) -> int:
     """The transient of loading one .safetensors file (see `load_transient`): its tensors under
-    ``prefixes`` (None: all), each copied or used in place."""
+    ``prefixes`` (None: all), each copied or used in place. A pickle-format file is read whole
+    into memory: all of it is copied."""
+    if path.suffix.lower() != ".safetensors":
+        return int(path.stat().st_size * copy)
     total = 0
     for key, entry in safetensors_header(path).items():
         if prefixes is not None and not key.startswith(prefixes):
@@ -294,9 +299,10 @@ def load_transient(found: Path, dtype: str, vae_dtype: str | None = None, *,
     built in fp32 and filled by copying (no tensor is used in place)."""
     if not found.is_dir():
         return LOAD_FIXED + _file_transient(found, dtype, vae_dtype, prefixes, built)
+    files = [f for root, _dirs, _files in os.walk(found) for f in weight_files(Path(root))]
     sizes = [_file_transient(f, dtype, vae_dtype if "vae" in f.relative_to(found).parts[:-1] else None,
                              None, built, FOLDER_COPY_FACTOR)
-             for f in found.rglob("*.safetensors") if f.is_file()]
+             for f in files]
     return LOAD_FIXED + max(sizes, default=0)
 
 
