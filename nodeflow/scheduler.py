@@ -545,6 +545,8 @@ def _input_defaults(cls: type[Node]) -> dict[str, Any]:
 
 _DEFAULTS: dict[type[Node], dict[str, Any]] = {}
 _OUTPUT_NAMES: dict[type[Node], list[str]] = {}
+_PLAIN = frozenset({int, float, str, bool, bytes, type(None)})
+"""Types that are never a mapping of outputs (no Mapping check, which is slow for a number)."""
 
 
 def call_node(job: Job) -> tuple[dict[str, Any], float]:
@@ -615,7 +617,7 @@ def normalise_outputs(cls: type[Node], raw: Any) -> dict[str, Any]:
     names = _OUTPUT_NAMES.get(cls)
     if names is None:
         names = _OUTPUT_NAMES[cls] = [o.name for o in cls.outputs]
-    if type(raw) is not dict and len(names) == 1 and not isinstance(raw, Mapping):
+    if len(names) == 1 and (type(raw) in _PLAIN or (type(raw) is not dict and not isinstance(raw, Mapping))):
         return {names[0]: raw}  # the usual case first: one output, its value
     if isinstance(raw, Mapping):
         missing = [name for name in names if name not in raw]

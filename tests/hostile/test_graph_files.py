@@ -35,6 +35,20 @@ def test_duplicate_key_inside_inputs_is_rejected(tmp_path, capsys):
     assert code == 2 and "key 'value' appears twice" in err
 
 
+def test_run_reports_every_repeat_and_locates_other_problems(tmp_path, capsys):
+    # `nodeflow run` decodes the file once (to tell a ComfyUI workflow from a graph) and the
+    # graph reader takes that decoding: repeats and located problems are all still reported.
+    path = tmp_path / "dup.json"
+    path.write_text(HEADER + '\n "nodes": {"a": {"type": "math.Add", '
+                    '"inputs": {"b": 1.0, "b": 2.0, "b": 3.0}},\n  "c": {"type": "math.Add"}},\n'
+                    ' "links": [{"from": "a.sum", "to": "c"}]}\n')
+    code, _out, err = cli(capsys, "run", str(path), "--output", "c", "-q")
+    assert code == 2
+    assert err.count("key 'b' appears twice") == 2  # the second and the third 'b'
+    assert "dup.json:4:12: link #1: 'c' is not of the form node.socket" in err
+    assert_clean_error(err)
+
+
 @pytest.mark.parametrize("bad_id", ["evil\n", "a\nb", "esc\x1b[31m", "nul\x00", "tab\t", "sp ace"])
 def test_node_ids_with_control_characters_are_rejected(tmp_path, capsys, bad_id):
     path = write_graph(tmp_path / "g.json", {bad_id: {"type": "value.Int", "inputs": {"value": 1}}})
