@@ -12,6 +12,7 @@ from PIL import Image
 
 from nodeflow.cli import main
 from nodeflow.graph import Graph
+from tests.child_signals import default_signals
 
 from .conftest import REPO
 
@@ -248,7 +249,8 @@ def test_ctrl_c_cancels_cleanly_with_exit_130(tmp_path):
         "        return 1.0\n")
     path = write_graph(tmp_path / "g.json", {"slow": {"type": "slowpack.Slow", "inputs": {}}})
     proc = subprocess.Popen([PYTHON, "-m", "nodeflow", "run", str(path), "--plugins", str(plugin)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     deadline = time.monotonic() + 30
     line = ""
     while "running" not in line and time.monotonic() < deadline:

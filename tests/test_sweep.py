@@ -18,6 +18,7 @@ from nodeflow.settings import Settings
 from nodeflow.sweeps.runner import SweepEvent, run_local
 from nodeflow.sweeps.spec import parse_sweeps
 from nodeflow.sweeps.store import MANIFEST, STAGING
+from tests.child_signals import default_signals
 
 REPO = Path(__file__).resolve().parent.parent
 RESIZE = str(REPO / "graphs" / "resize.json")
@@ -322,7 +323,8 @@ def test_a_sweep_stopped_mid_job_resumes_with_every_job_once(tmp_path: Path, how
     out = tmp_path / "out"
     command = [sys.executable, "-m", "nodeflow", "run", str(path), "--out", str(out), "--json",
                "--plugins", str(plugins), "--sweep", "pause.steps=20..24"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)
     assert proc.stdout is not None
     finished = 0
     for line in proc.stdout:

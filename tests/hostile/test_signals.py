@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.child_signals import default_signals
+
 from .util import PYTHON, write_graph
 
 SLOW_PACK = """
@@ -68,7 +70,8 @@ def slow_run(tmp_path):
         graph.write_text(text)
         proc = subprocess.Popen([*prefix, PYTHON, "-m", "nodeflow", "run", str(graph), "--plugins",
                                  str(plugins), "--out", str(out)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                preexec_fn=default_signals)
         deadline = time.monotonic() + 60
         line = ""
         assert proc.stderr is not None
