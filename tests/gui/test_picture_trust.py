@@ -7,18 +7,8 @@ import json
 import os
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-
-def _foreign_png(path, load_path):
-    doc = {"format": "nodeflow.graph", "version": 1, "nodes": {
-        "load": {"type": "image.Load", "inputs": {"path": str(load_path)}},
-        "save": {"type": "image.Save", "inputs": {"prefix": "copy"}},
-    }, "links": [{"from": "load.image", "to": "save.image"}]}
-    info = PngInfo()
-    info.add_itxt("nodeflow", json.dumps(doc))
-    Image.new("RGB", (4, 4)).save(path, pnginfo=info)
-    return path
+from tests.hostile.test_untrusted_graphs import graph_png as _foreign_png
 
 
 def test_foreign_picture_graph_is_restricted_until_a_folder_is_allowed(qtbot, make_window, tmp_path):

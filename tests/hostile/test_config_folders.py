@@ -25,12 +25,7 @@ def single_file(tmp_path_factory):
     (models / "checkpoints").mkdir(parents=True)
     target = models / "checkpoints" / "tiny.safetensors"
     ldm.save_sd1_single_file(folder, target)
-    config = models / "checkpoints" / "tiny.config"
-    for sub in ("unet", "vae", "text_encoder", "scheduler"):
-        (config / sub).mkdir(parents=True)
-        for f in (folder / sub).glob("*.json"):
-            shutil.copy(f, config / sub)
-    shutil.copy(folder / "model_index.json", config)
+    ldm.config_beside(target, folder)
     return models
 
 

@@ -83,17 +83,11 @@ def test_carried_configs_describe_the_real_architectures(family, parts):
 
 def test_single_file_gives_the_same_pixels_as_its_folder(registry, models_dir, sd_ckpt, torch_threads,
                                                         capfd):
-    import shutil
 
     target = models_dir / "checkpoints" / "tiny-single.safetensors"
     ldm.save_sd1_single_file(sd_ckpt, target)
     # The tiny architecture is not a carried one: its config folder goes beside the file.
-    config = models_dir / "checkpoints" / "tiny-single.config"
-    for sub in ("unet", "vae", "text_encoder", "scheduler"):
-        (config / sub).mkdir(parents=True)
-        for f in (sd_ckpt / sub).glob("*.json"):
-            shutil.copy(f, config / sub)
-    shutil.copy(sd_ckpt / "model_index.json", config)
+    ldm.config_beside(models_dir / "checkpoints" / "tiny-single.safetensors", sd_ckpt)
 
     def render(path: str):
         graph = tiny.load_graph("txt2img", checkpoint={"path": path}, latent={"width": 32, "height": 32},
@@ -110,7 +104,6 @@ def test_single_file_gives_the_same_pixels_as_its_folder(registry, models_dir, s
 def test_a_checkpoint_without_its_vae_says_which_part_is_missing(registry, models_dir, sd_ckpt, torch_threads):
     """A file that holds the UNet and text encoder but no VAE fails with a located nodeflow error
     naming the missing part, not diffusers' advice about its Python API."""
-    import shutil
 
     from safetensors.torch import load_file, save_file
 
@@ -119,12 +112,7 @@ def test_a_checkpoint_without_its_vae_says_which_part_is_missing(registry, model
     target = models_dir / "checkpoints" / "partial.safetensors"
     save_file({k: v for k, v in load_file(whole).items() if not k.startswith("first_stage_model.")}, target)
     whole.unlink()
-    config = models_dir / "checkpoints" / "partial.config"
-    for sub in ("unet", "vae", "text_encoder", "scheduler"):
-        (config / sub).mkdir(parents=True)
-        for f in (sd_ckpt / sub).glob("*.json"):
-            shutil.copy(f, config / sub)
-    shutil.copy(sd_ckpt / "model_index.json", config)
+    ldm.config_beside(target, sd_ckpt)
     graph = tiny.load_graph("txt2img", checkpoint={"path": "partial.safetensors"},
                             latent={"width": 32, "height": 32}, sampler={"steps": 2, "seed": 2})
     from nodeflow.executor import Executor
