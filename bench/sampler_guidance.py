@@ -19,7 +19,7 @@ A setting is a comma-separated list of ``input=value`` over the graph's sampler,
 timestep spacing is measured.
 
 Usage: python bench/sampler_guidance.py [--prompts 8] [--seeds 16] [--seed 777] [--threads 1]
-       [--settings "demo;cfg=3;cfg=5,guidance_max_t=600"] [--json results.json]
+       [--settings "demo;cfg=3;cfg=5,guidance_max_t=600"] [--json results.json] [--models DIR]
 
 Measured on the shipped model (ddim, 20 steps unless said). Pruning, 4 prompts x 8 seeds:
 cfg 1 84% right / diversity 0.86; cfg 3 91% / 0.69; cfg 5 84% / 0.46; cfg 7.5 below t = 500
@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="prompts and noise seeds (keep within 11..999: training uses the rest)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="also append the results here, one JSON line each")
+    parser.add_argument("--models", default="",
+                        help="a models folder searched before the shipped one (a candidate "
+                             "checkpoints/nodeflow-shapes, say)")
     args = parser.parse_args(argv)
 
     import torch
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     from nodeflow.settings import Settings
 
     torch.set_num_threads(args.threads)
-    executor = Executor(load_registry(use_env=False), Settings(base_dir=GRAPH.parent))
+    models = [Path(args.models)] if args.models else []
+    executor = Executor(load_registry(use_env=False), Settings(models_dirs=models, base_dir=GRAPH.parent))
     settings = args.settings.split(";") if args.settings else DEFAULT_SETTINGS
     print(f"graphs/demo.json, {args.prompts} prompts x {args.seeds} seeds (seed {args.seed})")
     print(f"{'setting':52} {'shape':>6} {'circle':>6} {'square':>6} {'triang':>6} {'star':>6} "

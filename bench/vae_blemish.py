@@ -7,6 +7,10 @@ world scenes (30% outlined, seed ``--seed``; training never draws from that stre
   (the mean over the three colour channels of |decoded - original|): the mean over all
   pixels, the worst 1% (per picture, the mean of its worst 1% of pixels, averaged over the
   pictures) and the largest single pixel;
+- the blemish figures: per picture, the largest error at a pixel 3 or more pixels away from
+  any edge (where the original is one colour all around, so a soft edge does not count),
+  averaged over the pictures, and the fraction of pictures where it exceeds 24/255 (a
+  blotch one sees);
 - the latent outlier figure: per picture and latent channel, how far the most extreme
   latent cell lies from that channel's mean over the picture, in that channel's standard
   deviations; the largest over the channels, averaged over the pictures;
@@ -47,6 +51,7 @@ from training import world  # noqa: E402
 
 SHIPPED = C.DEFAULT_OUT / "vae"
 CIRCLE = world.Scene("circle", "yellow", "blue", 0.5, 0.5, 0.25)
+BLEMISH = 24.0  # /255: an error this big away from any edge is a visible blotch
 
 
 def load(folder: Path):
@@ -96,13 +101,26 @@ def errors(images: np.ndarray, recs: np.ndarray) -> np.ndarray:
     return np.abs(recs - images.astype(np.float32)).mean(-1)
 
 
+def flat_mask(images: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Pixels whose (2 * radius + 1)-square neighbourhood is one colour: (n, 64, 64) bool.
+    An error there is a blemish, not a soft edge."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    pad = np.pad(images.astype(np.int16), ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    win = sliding_window_view(pad, (2 * radius + 1, 2 * radius + 1), axis=(1, 2))
+    return ((win.max(axis=(-2, -1)) - win.min(axis=(-2, -1))).max(-1) <= 2)
+
+
 def measure(vae, images: np.ndarray) -> dict:
     recs, lat = round_trip(vae, images)
     err = errors(images, recs)
     per = err.reshape(len(err), -1)
     k = max(1, per.shape[1] // 100)
     worst = np.sort(per, axis=1)[:, -k:].mean(1)
+    flat_worst = np.where(flat_mask(images), err, 0).reshape(len(err), -1).max(1)
     return {
+        "blemish_error": float(flat_worst.mean()),
+        "blemished_pictures": float((flat_worst > BLEMISH).mean()),
         "mean_error": float(err.mean()),
         "worst1pct_error": float(worst.mean()),
         "max_error": float(err.max()),
@@ -172,11 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     images, _, _ = world.dataset(args.n, args.seed, outlined=0.3)
     results = {}
     print(f"{args.n} held-out world scenes (seed {args.seed}); errors in /255 per pixel")
-    print(f"{'VAE':40s} {'mean':>6s} {'worst1%':>8s} {'max':>6s} {'outlier':>8s} {'overshoot':>9s}")
+    print(f"{'VAE':40s} {'mean':>6s} {'worst1%':>8s} {'max':>6s} {'blemish':>8s} {'blotched':>8s} "
+          f"{'outlier':>8s} {'overshoot':>9s}")
     for vae, name, folder in zip(vaes, names, folders, strict=True):
         r = measure(vae, images)
         results[str(folder)] = r
         print(f"{name[:40]:40s} {r['mean_error']:6.2f} {r['worst1pct_error']:8.1f} {r['max_error']:6.1f} "
+              f"{r['blemish_error']:8.1f} {r['blemished_pictures']:8.0%} "
               f"{r['latent_outlier_std']:8.2f} {r['latent_overshoot_std']:9.2f}")
     for vae, name in zip(vaes, names, strict=True):
         print(f"centred yellow circle on blue, {name}:")

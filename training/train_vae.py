@@ -25,15 +25,30 @@ same background, and the target is the two pictures composited the same way.
 ``--decoder-only`` keeps the encoder, so the latent space and the UNet trained
 on it stay valid.
 
-The encoder learns to code one edge direction per pair of colours (for yellow on blue,
-the top right of a shape, about 23 degrees above horizontal) with latents far off any
-mix of the two colours' codes, and the decoder draws a notch there that no decoder
-training removes.  ``--outlier W`` adds W times the mean square of each cell's
-:func:`overshoot` (beyond ``OUTLIER_MARGIN``) to the loss of a run that trains the
-encoder.  Measured with ``bench/vae_blemish.py`` on short fine-tunes of the shipped VAE,
-W = 2-3 takes the notch off the shape's edge but the decoder then draws a blotch in the
-picture's top-left corner instead (in 14 of 128 held-out pictures, against 3), so it is
-off by default.
+The encoder of a VAE trained this way keeps a "register": for each pair of colours it codes
+one edge direction (for yellow on blue, the top right of a shape, about 23 degrees above
+horizontal) with latents far off any mix of the two colours' codes, and the decoder draws a
+notch there that no decoder training removes.  Hold the encoder away from coding it and the
+decoder draws a blotch in the picture's top-left corner instead, with or without the
+mid-block attention; forbid that blotch in the same run and the encoder codes the notch again.
+
+Two fine-tunes remove both, and keep the latent space (so a UNet trained on the init VAE's
+latents needs only a fine-tune to follow):
+
+    python -m training.train_vae --init DIR/vae --anchor 3 --empty 0.15 --lr 3e-4 --minutes 12
+    python -m training.train_vae --init DIR/vae --decoder-only --worst 1 --empty 0.15 --splice 0.5 \
+        --lr 3e-4 --minutes 12
+
+``--anchor W`` holds the encoder's latents to the init VAE's with the register cells
+replaced by the mean of their neighbours (:func:`clean_registers`; the replaced cells weigh
+``--anchor-register`` times more), so the encoder stops coding the notch; the decoder learns
+to draw without it.  ``--worst W`` then adds W times the mean of each picture's worst 1% of
+pixel errors away from edges, which takes the decoder's corner blotch away while the
+encoder, frozen, cannot move the register back.  ``bench/vae_blemish.py`` measures both.
+
+``--outlier W`` adds W times the mean square of each cell's :func:`overshoot` (beyond
+``OUTLIER_MARGIN``) to the loss of a run that trains the encoder.  Alone it moves the notch
+off the shape's edge into the corner blotch, so it is off by default.
 """
 
 from __future__ import annotations
@@ -167,6 +182,20 @@ def outlier_penalty(z: torch.Tensor, x: torch.Tensor, margin: float = OUTLIER_MA
     return torch.relu(overshoot(z, x) - margin).square().mean()
 
 
+def clean_registers(z: torch.Tensor, x: torch.Tensor, threshold: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z`` with every cell whose :func:`overshoot` exceeds ``threshold`` channel standard
+    deviations (in any channel) replaced by the mean of its plain neighbours (3x3): the code
+    a cell on the edge between the picture's two colours would have without a register.
+    Returns (cleaned latents, mask of the replaced cells (n, 1, 16, 16))."""
+    import torch.nn.functional as F
+
+    bad = (overshoot(z, x).amax(1, keepdim=True) > threshold).to(z.dtype)
+    good = 1 - bad
+    total = F.avg_pool2d(z * good, 3, 1, 1, count_include_pad=False)
+    weight = F.avg_pool2d(good, 3, 1, 1, count_include_pad=False)
+    return z * good + total / weight.clamp_min(1e-6) * bad, bad
+
+
 def psnr(a, b) -> float:
     import torch
 
@@ -228,12 +257,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--outlier", type=float, default=0.0,
                     help="weight of the latent overshoot penalty (see overshoot()), which keeps the encoder "
                          "from coding a shape's edge far off its colours' codes; not with --decoder-only")
+    ap.add_argument("--anchor", type=float, default=0.0,
+                    help="with --init, training the encoder: weight of a loss holding the encoder's latents "
+                         "to the init VAE's with its register cells cleaned (see clean_registers()), so a "
+                         "UNet trained on the init's latents needs only a fine-tune; keeps the scaling factor")
+    ap.add_argument("--anchor-register", type=float, default=30.0,
+                    help="with --anchor: how many times more a cleaned register cell weighs in that loss")
+    ap.add_argument("--worst", type=float, default=0.0,
+                    help="weight of a loss on each picture's worst 1%% of pixels away from edges (blemishes)")
     ap.add_argument("--vae-dir", default="", help="where to write the VAE (default: OUT/vae)")
     args = ap.parse_args(argv)
     if args.decoder_only and not args.init:
         raise SystemExit("--decoder-only needs --init")
     if args.splice > 0 and not args.decoder_only:
         raise SystemExit("--splice needs --decoder-only")
+    if args.anchor > 0 and (args.decoder_only or not args.init):
+        raise SystemExit("--anchor holds a trained encoder near the --init one: it needs --init and not --decoder-only")
     if args.outlier > 0 and args.decoder_only:
         raise SystemExit("--outlier shapes the encoder's latents: it cannot be used with --decoder-only")
     C.setup(args)
@@ -251,6 +290,12 @@ def main(argv: list[str] | None = None) -> None:
         vae = make_vae()
     C.log(f"VAE params: {C.n_params(vae):,}")
     fixed_sf = None
+    reference = None
+    if args.anchor > 0:
+        from diffusers import AutoencoderKL
+
+        fixed_sf = float(vae.config.scaling_factor)
+        reference = AutoencoderKL.from_pretrained(args.init).float().eval().requires_grad_(False)
     if args.decoder_only:
         fixed_sf = float(vae.config.scaling_factor)
         vae.encoder.requires_grad_(False)
@@ -287,19 +332,34 @@ def main(argv: list[str] | None = None) -> None:
             z = post.sample(generator=gen)
         rec = vae.decode(z).sample
         rec_loss = torch.nn.functional.mse_loss(rec, x) + 0.5 * torch.nn.functional.l1_loss(rec, x)
+        if args.worst > 0:
+            # only where the picture is flat for 3 pixels around: a blotch there is a blemish,
+            # while weighting the worst pixels on edges sharpens them into ringing
+            hi = torch.nn.functional.max_pool2d(x, 7, 1, 3)
+            lo = -torch.nn.functional.max_pool2d(-x, 7, 1, 3)
+            flat = ((hi - lo).amax(1) <= 0.04).to(x.dtype)
+            per_pixel = ((rec - x).abs().mean(1) * flat).flatten(1)  # (n, pixels)
+            k = max(1, per_pixel.shape[1] // 100)
+            rec_loss = rec_loss + args.worst * per_pixel.topk(k, dim=1).values.mean()
         if args.decoder_only:
             return rec_loss
         kl = post.kl().mean() / (64 * 64 * 3)
         total = rec_loss + args.kl * kl * (64 * 64 * 3) / 1000.0
         if args.outlier > 0:
             total = total + args.outlier * outlier_penalty(post.mean, x)
+        if reference is not None:
+            with torch.no_grad():
+                target, cleaned = clean_registers(reference.encode(x).latent_dist.mean, x)
+                std = target.transpose(0, 1).flatten(1).std(1).clamp_min(1e-4)[None, :, None, None]
+                weight = 1 + args.anchor_register * cleaned
+            total = total + args.anchor * (weight * ((post.mean - target) / std).square()).mean()
         return total
 
     def checkpoint(final: bool) -> None:
         nonlocal best
         p, m, s = evaluate(vae, empty=args.empty)
         sf = fixed_sf or 1.0 / s
-        if p > best or not args.decoder_only:
+        if p > best or not args.decoder_only or args.worst > 0:
             save(vae, vae_dir, sf)
             best = max(best, p)
         elif final:

@@ -144,3 +144,49 @@ def test_outlier_penalty_is_refused_with_decoder_only(tmp_path):
     with pytest.raises(SystemExit, match="--outlier"):
         train_vae.main(["--init", str(tmp_path), "--decoder-only", "--outlier", "1", "--steps", "1",
                         "--out", str(tmp_path)])
+
+
+def test_clean_registers_replaces_a_spiked_edge_cell_with_its_neighbours_and_leaves_the_rest():
+    import torch
+    import torch.nn.functional as F
+
+    from training import train_vae
+
+    x = _shape_batch()
+    z = torch.cat([F.avg_pool2d(x, 4), F.avg_pool2d(x, 4)[:, :1]], 1)
+    cleaned, mask = train_vae.clean_registers(z, x)
+    assert mask.sum().item() == 0 and torch.equal(cleaned, z)  # nothing off the colours' line
+    spiked = z.clone()
+    spiked[1, :, 4, 11] += torch.tensor([5.0, -4.0, 3.0, 5.0])
+    cleaned, mask = train_vae.clean_registers(spiked, x)
+    assert mask[1, 0, 4, 11] == 1 and mask.sum().item() == 1
+    neighbours = torch.cat([z[1, :, 3:6, 10:11], z[1, :, 3:6, 12:13], z[1, :, 3:4, 11:12], z[1, :, 5:6, 11:12]], 1)
+    assert torch.allclose(cleaned[1, :, 4, 11], neighbours.flatten(1).mean(1), atol=1e-5)
+    keep = torch.ones_like(z, dtype=torch.bool)
+    keep[1, :, 4, 11] = False
+    assert torch.equal(cleaned[keep], spiked[keep])
+
+
+def test_anchored_fine_tune_trains_the_encoder_and_keeps_the_scaling_factor(tmp_path, capsys):
+    import torch
+    from diffusers import AutoencoderKL
+
+    from training import train_vae
+
+    torch.manual_seed(0)
+    start = tmp_path / "start"
+    vae = train_vae.make_vae()
+    vae.register_to_config(scaling_factor=0.37)
+    vae.save_pretrained(start, safe_serialization=True)
+    train_vae.main(["--init", str(start), "--anchor", "3", "--worst", "1", "--empty", "0.2", "--steps", "3",
+                    "--batch", "4", "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert "done: 3 steps" in capsys.readouterr().out
+    after = AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
+    assert after.config.scaling_factor == pytest.approx(0.37)
+    enc_b, enc_a = vae.encoder.state_dict(), after.encoder.state_dict()
+    assert any(not torch.equal(enc_b[k], enc_a[k]) for k in enc_b)
+    with pytest.raises(SystemExit, match="--anchor"):
+        train_vae.main(["--anchor", "1", "--steps", "1", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="--anchor"):
+        train_vae.main(["--init", str(start), "--decoder-only", "--anchor", "1", "--steps", "1",
+                        "--out", str(tmp_path / "x")])
