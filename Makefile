@@ -26,7 +26,11 @@ demo: $(STAMP)
 demo-models: $(STAMP)
 	$(BIN)/python -m training.train_vae --minutes 10 --threads 2
 	$(BIN)/python -m training.train_vae --init nodeflow/demo/models/checkpoints/nodeflow-shapes/vae \
-		--decoder-only --empty 0.15 --splice 0.5 --minutes 10 --lr 3e-4 --threads 2
+		--anchor 3 --empty 0.15 --minutes 12 --lr 3e-4 --threads 2
+	$(BIN)/python -m training.train_vae --init nodeflow/demo/models/checkpoints/nodeflow-shapes/vae \
+		--decoder-only --worst 1 --empty 0.15 --splice 0.5 --minutes 27 --lr 3e-4 --threads 2
+	$(BIN)/python -m training.train_vae --init nodeflow/demo/models/checkpoints/nodeflow-shapes/vae \
+		--decoder-only --worst 0.5 --empty 0.15 --splice 0.5 --minutes 14 --lr 1e-4 --threads 2
 	$(BIN)/python -m training.train_unet --minutes 160 --threads 2
 	$(BIN)/python -m training.train_unet --resume --minutes 100 --lr 2e-4 --threads 2
 	$(BIN)/python -m training.export_single_file
