@@ -102,13 +102,11 @@ def errors(images: np.ndarray, recs: np.ndarray) -> np.ndarray:
 
 
 def flat_mask(images: np.ndarray, radius: int = 3) -> np.ndarray:
-    """Pixels whose (2 * radius + 1)-square neighbourhood is one colour: (n, 64, 64) bool.
-    An error there is a blemish, not a soft edge."""
-    from numpy.lib.stride_tricks import sliding_window_view
+    """Pixels of uint8 pictures (n, 64, 64, 3) whose (2 * radius + 1)-square neighbourhood is
+    one colour (within 2/255 per channel): (n, 64, 64) bool."""
+    from training.train_vae import flat_pixels, to_tensor
 
-    pad = np.pad(images.astype(np.int16), ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-    win = sliding_window_view(pad, (2 * radius + 1, 2 * radius + 1), axis=(1, 2))
-    return ((win.max(axis=(-2, -1)) - win.min(axis=(-2, -1))).max(-1) <= 2)
+    return flat_pixels(to_tensor(images), radius, tol=2.5 / 127.5).numpy()
 
 
 def measure(vae, images: np.ndarray) -> dict:

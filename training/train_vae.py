@@ -182,6 +182,17 @@ def outlier_penalty(z: torch.Tensor, x: torch.Tensor, margin: float = OUTLIER_MA
     return torch.relu(overshoot(z, x) - margin).square().mean()
 
 
+def flat_pixels(x: torch.Tensor, radius: int = 3, tol: float = 0.04) -> torch.Tensor:
+    """Pixels of the pictures ``x`` (n, 3, h, w) in [-1, 1] whose (2 * radius + 1)-square
+    neighbourhood is one colour (every channel within ``tol``): (n, h, w) bool.  An error
+    there is a blemish, not a soft edge."""
+    import torch.nn.functional as F
+
+    hi = F.max_pool2d(x, 2 * radius + 1, 1, radius)
+    lo = -F.max_pool2d(-x, 2 * radius + 1, 1, radius)
+    return (hi - lo).amax(1) <= tol
+
+
 def clean_registers(z: torch.Tensor, x: torch.Tensor, threshold: float = 1.5) -> tuple[torch.Tensor, torch.Tensor]:
     """``z`` with every cell whose :func:`overshoot` exceeds ``threshold`` channel standard
     deviations (in any channel) replaced by the mean of its plain neighbours (3x3): the code
@@ -335,9 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.worst > 0:
             # only where the picture is flat for 3 pixels around: a blotch there is a blemish,
             # while weighting the worst pixels on edges sharpens them into ringing
-            hi = torch.nn.functional.max_pool2d(x, 7, 1, 3)
-            lo = -torch.nn.functional.max_pool2d(-x, 7, 1, 3)
-            flat = ((hi - lo).amax(1) <= 0.04).to(x.dtype)
+            flat = flat_pixels(x).to(x.dtype)
             per_pixel = ((rec - x).abs().mean(1) * flat).flatten(1)  # (n, pixels)
             k = max(1, per_pixel.shape[1] // 100)
             rec_loss = rec_loss + args.worst * per_pixel.topk(k, dim=1).values.mean()
