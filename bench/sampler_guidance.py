@@ -92,30 +92,26 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def parse_setting(text: str) -> dict[str, Any]:
-    """``cfg=7.5,sampler=euler`` → {"cfg": 7.5, "sampler": "euler"}; ``demo`` → {}."""
-    values: dict[str, Any] = {}
+def parse_setting(text: str) -> list[str]:
+    """``cfg=7.5,sampler=euler`` → ``["sampler.cfg=7.5", "sampler.sampler=euler"]`` (``--set``
+    overrides of the graph's sampler); ``demo`` → []."""
+    overrides = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         if part == "demo":
             continue
-        key, sep, raw = part.partition("=")
-        if not sep:
+        if "=" not in part:
             raise SystemExit(f"setting {text!r}: {part!r} is not input=value")
-        value: Any = raw
-        for kind in (int, float):
-            try:
-                value = kind(raw)
-                break
-            except ValueError:
-                pass
-        values[key.strip()] = float(value) if key.strip() != "steps" and isinstance(value, int) else value
-    return values
+        overrides.append(f"sampler.{part}")
+    return overrides
 
 
-def measure(executor: Any, values: dict[str, Any], prompts: int, seeds: int,
+def measure(executor: Any, overrides: list[str], prompts: int, seeds: int,
             seed: int = SEED) -> dict[str, Any]:
-    """Accuracy and diversity of the demo graph with ``values`` laid over its sampler inputs."""
+    """Accuracy and diversity of the demo graph with ``overrides`` (``NODE.INPUT=VALUE``, parsed
+    and checked by the inputs' declared types, as ``--set``) laid over its inputs."""
+    from nodeflow.errors import GraphInvalid
     from nodeflow.graph import Graph
+    from nodeflow.overrides import apply_overrides
 
     scenes = evaluate.prompts(prompts, seed)
     pictures: list[np.ndarray] = []
@@ -127,11 +123,13 @@ def measure(executor: Any, values: dict[str, Any], prompts: int, seeds: int,
         graph.set_input("positive", "text", world.caption(scene))
         graph.set_input("latent", "batch", seeds)
         graph.set_input("sampler", "seed", seed + 16 * i)
-        for key, value in values.items():
-            graph.set_input("sampler", key, value)
+        try:
+            apply_overrides(graph, executor.registry, overrides)
+        except GraphInvalid as exc:
+            raise SystemExit(str(exc)) from None
         result = executor.run(graph, ["decode"])
         if not result.ok:
-            raise SystemExit(f"{values}: {result.failed}")
+            raise SystemExit(f"{overrides}: {result.failed}")
         batch = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8)
                  for im in result.outputs["decode"]["image"]]
         pictures += batch
