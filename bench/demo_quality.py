@@ -5,11 +5,14 @@ on scenes of the demo world drawn from seeds that training never used:
 
 - the shape checker itself (``training.evaluate.analyse``): how often it names the shape
   of ground-truth pictures (world renders, and the same through the demo VAE) right;
-- text-to-image (``nodeflow-shapes``): on N prompts, how often the shape colour, the
-  background colour and the shape kind of the picture match the prompt
-  (``training.evaluate.analyse``: outline harmonics and colour tests), and how varied
-  the pictures of one prompt are (``evaluate.diversity``: spread of shape position and size
-  over 16 seeds, as a fraction of the world's);
+- the demo graph (``graphs/demo.json`` exactly as shipped, its own sampler and guidance window,
+  run by nodeflow): shape kind, colours and diversity over 16 held-out prompts x 16 seeds, as
+  ``bench/sampler_guidance.py`` measures its ``demo`` setting;
+- text-to-image (``nodeflow-shapes`` through the diffusers pipeline, cfg at every step): on N
+  prompts, how often the shape colour, the background colour and the shape kind of the
+  picture match the prompt (``training.evaluate.analyse``: outline harmonics and colour
+  tests), and how varied the pictures of one prompt are (``evaluate.diversity``: spread of
+  shape position and size over 16 seeds, as a fraction of the world's);
 - ControlNet (``nodeflow-shapes-edges``): IoU of the generated shape with the shape the
   edge map outlines;
 - LoRA (``nodeflow-shapes-outlined``): how outlined the shapes are at strengths 0, 0.5, 1
@@ -19,7 +22,7 @@ on scenes of the demo world drawn from seeds that training never used:
 - VQ tokenizer (``nodeflow-shapes-vq``): round-trip PSNR;
 - AR prior (``nodeflow-shapes-prior``): how often a sampled picture has the asked colour.
 
-Usage: python bench/demo_quality.py [--n 64] [--threads 2] [--only sd,controlnet,...]
+Usage: python bench/demo_quality.py [--n 64] [--threads 2] [--only demo,sd,controlnet,...]
        [--json results.json]
 
 ``--n`` sets the number of prompts for the diffusion rows (the issue's table uses 64);
@@ -79,6 +82,18 @@ def sd_row(n: int, guidance: float = 7.5, per_prompt: int = 16) -> dict:
     return {"colour": acc["colour"], "background": acc["background"], "shape": acc["shape"],
             "per_shape": acc["per_shape"], "n": n, "guidance": guidance,
             "diversity": float(np.mean(spreads)), "per_prompt": per_prompt}
+
+
+def demo_row(prompts: int = 16, seeds: int = 16) -> dict:
+    """``graphs/demo.json`` as shipped, run by nodeflow: what ``make demo`` draws."""
+    from bench import sampler_guidance
+    from nodeflow.executor import Executor
+    from nodeflow.registry import load_registry
+    from nodeflow.settings import Settings
+
+    graph = sampler_guidance.GRAPH
+    executor = Executor(load_registry(use_env=False), Settings(base_dir=graph.parent))
+    return sampler_guidance.measure(executor, [], prompts, seeds, SEED)
 
 
 def controlnet_row(n: int) -> dict:
@@ -164,9 +179,18 @@ def table(results: dict) -> str:
             ", ".join(f"{k} {pct(v)}" for k, v in r["world"].items()), "≥ 95% each")
         row("shape checker", "right on world renders through the demo VAE",
             ", ".join(f"{k} {pct(v)}" for k, v in r["world_vae"].items()), "≥ 95% each")
+    if "demo" in results:
+        r = results["demo"]
+        row("graphs/demo.json", f"shape kind ({r['prompts']} prompts x {r['seeds']} seeds)",
+            pct(r["shape"]), "≥ 95%")
+        row("graphs/demo.json", "shape kind per shape",
+            ", ".join(f"{k} {pct(v)}" for k, v in r["per_shape"].items()))
+        row("graphs/demo.json", "shape colour / background", f"{pct(r['colour'])} / {pct(r['background'])}")
+        row("graphs/demo.json", f"diversity of one prompt ({r['seeds']} seeds)",
+            f"{r['diversity']:.2f} of the world's", "≥ 0.8")
     if "sd" in results:
         r = results["sd"]
-        row("nodeflow-shapes", f"diversity of one prompt ({r['per_prompt']} seeds, cfg {r['guidance']})",
+        row("nodeflow-shapes", f"diffusers pipeline, cfg {r['guidance']} at every step: diversity of one prompt ({r['per_prompt']} seeds)",
             f"{r['diversity']:.2f} of the world's", "≥ 0.8")
         row("nodeflow-shapes", f"shape colour ({r['n']} prompts)", pct(r["colour"]), "≥ 90%")
         row("nodeflow-shapes", "background colour", pct(r["background"]), "≥ 90%")
@@ -214,14 +238,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="prompts for the diffusion rows")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="checker,sd,controlnet,lora,upscaler,vq,prior")
+    ap.add_argument("--only", default="checker,demo,sd,controlnet,lora,upscaler,vq,prior")
     ap.add_argument("--guidance", type=float, default=7.5, help="cfg of the text-to-image rows")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    rows = {"checker": lambda: checker_row(400), "sd": lambda: sd_row(args.n, args.guidance), "controlnet": lambda: controlnet_row(args.n),
+    rows = {"checker": lambda: checker_row(400), "demo": demo_row, "sd": lambda: sd_row(args.n, args.guidance), "controlnet": lambda: controlnet_row(args.n),
             "lora": lambda: lora_row(max(8, args.n // 4)), "upscaler": upscaler_row,
             "vq": vq_row, "prior": prior_row}
     results: dict = {}
