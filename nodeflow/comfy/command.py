@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from nodeflow.comfy import import_workflow
+from nodeflow.comfy.convert import UNSUPPORTED_ADVICE
 from nodeflow.errors import GraphInvalid, Location, UsageError
 
 KIND_NAMES = {"ui": "ComfyUI workflow", "api": "ComfyUI API prompt"}
@@ -31,6 +33,9 @@ def run_import(file: str, output: str | None, partial: bool, registry: Any, err:
     if result.problems and not partial:
         raise GraphInvalid(result.problems, file)
     for problem in result.problems:
+        if problem.code == "comfy_unsupported":  # its advice is to do what is being done
+            problem = replace(problem, message=problem.message.removesuffix(UNSUPPORTED_ADVICE)
+                              + "; they are left out of the converted graph")
         print(f"warning: {problem}", file=err)
     for assumption in result.assumptions:
         print(f"note: {file}: assumed {assumption}", file=err)

@@ -48,6 +48,11 @@ UNCONVERTED_COLOR = "#aa3333"
 MAX_DEPTH = 256
 
 
+# Ends the "cannot run yet" problem; a --partial import replaces it with what it did instead.
+UNSUPPORTED_ADVICE = (". Nothing was run. Replace or remove these nodes, or convert the rest "
+                      "with `nodeflow import FILE -o graph.json --partial`")
+
+
 @dataclass
 class ImportResult:
     """A converted graph, the problems that stop it running as is, and what was left out."""
@@ -309,8 +314,7 @@ class WorkflowConverter:
         self.problems.insert(0, Problem(
             "comfy_unsupported",
             f"{count} ComfyUI node type{'s' if count > 1 else ''} nodeflow cannot run yet: "
-            + "; ".join(parts) + ". Nothing was run. Replace or remove these nodes, or convert the rest "
-            "with `nodeflow import FILE -o graph.json --partial`",
+            + "; ".join(parts) + UNSUPPORTED_ADVICE,
             Location(self.wf.file)))
 
     def _apply_primitives(self) -> None:

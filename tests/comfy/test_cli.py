@@ -38,7 +38,9 @@ def test_import_refuses_unsupported_nodes_and_writes_nothing(tmp_path: Path, cap
     assert "IPAdapterApply (nodes #2 'My IP adapter', #4)" in err and "Traceback" not in err
     assert not out.exists()
     assert main(["import", str(FIXTURES / "unsupported_ui.json"), "-o", str(out), "--partial"]) == 0
-    assert "warning:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "IPAdapterApply (nodes #2 'My IP adapter', #4)" in err and "left out of the converted graph" in err
+    assert "--partial" not in err  # no advice to do what was just done
     assert list(Graph.load(out).nodes) == ["CheckpointLoaderSimple_1"]
 
 
