@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ class Server:
         for folder in (config.data_dir, config.input_dir, config.output_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_data_dir(config.data_dir)
+        self._upload_lock = threading.Lock()
         self.store = JobStore(config.data_dir / "jobs.sqlite3")
         self.hub = EventHub(self.store)
         workers = config.workers if config.workers is not None else default_workers(config)
@@ -255,15 +257,25 @@ class Server:
             raise ApiError(400, f"'{base}' is not a picture nodeflow can read; upload PNG, JPEG or "
                            "WebP", type_="bad_picture") from None
         from nodeflow.files import atomic_write
+        from nodeflow.server.retention import folder_bytes
 
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / base
-        stem, suffix = os.path.splitext(base)
-        n = 1
-        while not overwrite and target.exists() and target.read_bytes() != data:
-            target = folder / f"{stem} ({n}){suffix}"
-            n += 1
-        atomic_write(target, data)
+        with self._upload_lock:  # one upload at a time checks the room left and takes it
+            target = folder / base
+            stem, suffix = os.path.splitext(base)
+            n = 1
+            while not overwrite and target.exists() and target.read_bytes() != data:
+                target = folder / f"{stem} ({n}){suffix}"
+                n += 1
+            if not (target.exists() and target.read_bytes() == data):
+                limit = self.config.limits.max_input_bytes
+                used = folder_bytes(self.config.input_dir)
+                freed = target.stat().st_size if target.exists() else 0
+                if used - freed + len(data) > limit:
+                    raise ApiError(507, f"the server's input folder is full: it holds {used:,} bytes of "
+                                   f"uploads and keeps at most {limit:,}; delete pictures from it, or "
+                                   "start the server with a larger --max-input-mb", type_="too_large")
+                atomic_write(target, data)
         return target.relative_to(self.config.input_dir).as_posix()
 
     def queue_counts(self) -> dict[str, int]:

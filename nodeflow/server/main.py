@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest graph or prompt request (default: 8)")
     parser.add_argument("--max-upload-mb", type=float, default=32.0, metavar="MB",
                         help="largest uploaded picture (default: 32)")
+    parser.add_argument("--max-input-mb", type=float, default=10240.0, metavar="MB",
+                        help="most the uploaded pictures in the input folder may hold together; "
+                             "further uploads are refused until some are deleted (default: 10240)")
     from nodeflow.cluster.serve import add_arguments as add_ray_arguments
 
     add_ray_arguments(parser)  # --ray, --ray-workers
@@ -133,8 +136,13 @@ def cmd_serve(args: argparse.Namespace, registry: Any) -> int:
     env = os.environ.get("NODEFLOW_MODELS")
     if env:
         models += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    for flag in ("max_request_mb", "max_upload_mb", "max_input_mb"):
+        if not getattr(args, flag) > 0:
+            raise UsageError(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: give a number of "
+                             "megabytes above 0")
     limits = Limits(max_request_bytes=int(args.max_request_mb * 1024 * 1024),
-                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                    max_input_bytes=int(args.max_input_mb * 1024 * 1024))
     folders = add_comfy_models(Settings(), getattr(args, "comfy_models", [])).folders
     from nodeflow.devices import parse_size
     from nodeflow.server.retention import DEFAULT_INTERVAL, DEFAULT_POLICY, parse_retention

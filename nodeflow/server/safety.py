@@ -39,6 +39,9 @@ class Limits:
     """A request body with a graph or a prompt."""
     max_upload_bytes: int = 32 * 1024 * 1024
     """An uploaded picture."""
+    max_input_bytes: int = 10 * 1024**3
+    """All the pictures in the input folder together: an upload that would pass it is refused
+    (507) until some are deleted, so clients cannot fill the server's disk."""
     max_nodes: int = 2000
     max_pixels: int = 64 * 1024 * 1024
     """Width × height × batch of any picture a node is asked to make, and of an upload."""

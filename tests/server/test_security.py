@@ -25,7 +25,8 @@ APP = "http://app.example"
 def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """Bound to every address, so it made a token; small limits; CORS for one origin."""
     running = start_server(tmp_path_factory.mktemp("open") / "data", host="0.0.0.0",
-                           extra=("--cors", APP, "--max-request-mb", "0.05", "--max-upload-mb", "0.05"))
+                           extra=("--cors", APP, "--max-request-mb", "0.05", "--max-upload-mb", "0.05",
+                                  "--max-input-mb", "0.1"))
     match = re.search(r"token: (\S+)", running.output())
     assert match, running.output()
     running.token = match.group(1)
@@ -116,6 +117,39 @@ BAD_GRAPHS = [
      "too_large", "r"),
     ({"format": "something else"}, "format", None),
 ]
+
+
+def test_uploads_cannot_fill_the_disk(open_server: RunningServer) -> None:
+    """The input folder holds at most --max-input-mb: past it an upload is refused with a message
+    saying what to do, nothing already there is touched, and deleting pictures makes room."""
+    def noise_png() -> bytes:
+        picture = Image.frombytes("RGB", (110, 110), os.urandom(110 * 110 * 3))
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    inputs = open_server.data / "input"
+    kept: dict[str, bytes] = {}
+    with open_server.client() as client:
+        for i in range(5):
+            data = noise_png()
+            response = client.post("/api/uploads", files={"file": (f"noise{i}.png", data, "image/png")})
+            if response.status_code != 200:
+                break
+            kept[response.json()["name"]] = data
+        assert len(kept) == 2, kept.keys()  # 2 x ~36 KB fit in 0.1 MB, a third does not
+        assert response.status_code == 507
+        error = response.json()["error"]
+        assert "input folder is full" in error["message"] and "--max-input-mb" in error["message"]
+        # The same through ComfyUI's route.
+        comfy = client.post("/upload/image", files={"image": ("more.png", noise_png(), "image/png")})
+        assert comfy.status_code == 507
+        assert {p.name: p.read_bytes() for p in inputs.iterdir()} == kept
+        # Sending a picture already there again takes no room; deleting one makes room.
+        again = client.post("/api/uploads", files={"file": ("noise0.png", kept["noise0.png"], "image/png")})
+        assert again.status_code == 200 and again.json()["name"] == "noise0.png"
+        (inputs / "noise1.png").unlink()
+        assert client.post("/api/uploads", files={"file": ("noise5.png", noise_png(), "image/png")}).status_code == 200
 
 
 @pytest.mark.parametrize("doc, code, node", BAD_GRAPHS)
