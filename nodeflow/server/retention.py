@@ -2,7 +2,8 @@
 
 A policy (``--keep-outputs``) bounds the finished jobs kept by age, by count and by the
 bytes of their files; a finished job past any bound is forgotten, its row, its events and
-its output folder together. Queued and running jobs are never touched. The server applies
+its output folder together. Queued and running jobs are never touched. Output folders whose
+job was forgotten by ComfyUI's ``POST /history`` go once they are older than the age bound. The server applies
 the policy when it starts and then every few minutes (`RetentionSweeper`).
 """
 
@@ -141,6 +142,24 @@ def apply_retention(store: JobStore, output_dir: Path, policy: RetentionPolicy,
             shutil.rmtree(folder, ignore_errors=True)
             report.folders += 1
     report.jobs = len(store.forget(sorted(expired)))
+    # Folders whose job is no longer known (a client cleared ComfyUI's history, which leaves
+    # the pictures for /view as ComfyUI does): kept while the age bound allows, counted from
+    # their last change; under a policy without an age, gone at once.
+    # Listed before the known jobs are read: a job's row is written before its folder, so a
+    # folder listed here whose job is unknown afterwards was really forgotten.
+    folders = sorted(output_dir.iterdir()) if output_dir.is_dir() else []
+    known = store.job_ids()
+    for folder in folders:
+        try:
+            if folder.name in known or not folder.is_dir() or folder.is_symlink():
+                continue
+            if before is not None and folder.stat().st_mtime >= before:
+                continue
+        except OSError:
+            continue
+        report.bytes += folder_bytes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        report.folders += 1
     return report
 
 

@@ -255,11 +255,8 @@ class JobStore:
         return ids
 
     def delete(self, job_id: str) -> bool:
-        """Forget a finished job's history entry (its events stay in the log)."""
-        with self._tx() as db:
-            cur = db.execute("DELETE FROM jobs WHERE id = ? AND state IN (?, ?, ?)",
-                             (job_id, *FINAL_STATES))
-            return cur.rowcount > 0
+        """Forget a finished job: its history entry and its events."""
+        return bool(self.forget([job_id]))
 
     def expired(self, *, finished_before: float | None = None,
                 keep_newest: int | None = None) -> list[str]:

@@ -3,6 +3,7 @@ together) when the server starts and in the background; queued and running jobs 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -120,6 +121,27 @@ def test_count_and_bytes_bounds_keep_the_newest(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(ids[4:])
     assert store.get(waiting.id) is not None and store.get(waiting.id).state == "queued"
     assert apply_retention(store, out, parse_retention("all")).jobs == 0
+    store.close()
+
+
+def test_forgotten_jobs_leave_no_events_and_their_folders_age_out(tmp_path: Path) -> None:
+    """ComfyUI's POST /history forgets a job but leaves its pictures for /view; they go once
+    older than the age bound (at once under a policy without one), and nothing else does."""
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    out = tmp_path / "output"
+    ids = [finished_job(store, out, 1000) for _ in range(3)]
+    assert events_of(tmp_path, ids[0]) > 0
+    assert store.delete(ids[0]) and store.delete(ids[1])
+    assert events_of(tmp_path, ids[0]) == 0 and events_of(tmp_path, ids[2]) > 0
+    three_days_ago = time.time() - 3 * DAY
+    os.utime(out / ids[0], (three_days_ago, three_days_ago))
+    report = apply_retention(store, out, parse_retention("2d"))
+    assert (report.jobs, report.folders, report.bytes) == (0, 1, 1000)
+    assert sorted(p.name for p in out.iterdir()) == sorted(ids[1:])
+    assert apply_retention(store, out, parse_retention("all")).folders == 0
+    report = apply_retention(store, out, parse_retention("5000"))
+    assert (report.jobs, report.folders) == (0, 1)
+    assert [p.name for p in out.iterdir()] == [ids[2]] and store.get(ids[2]) is not None
     store.close()
 
 
