@@ -43,7 +43,7 @@ def test_decoder_fine_tune_with_splices_keeps_the_encoder_and_saves_a_loadable_v
     start = tmp_path / "start"
     train_vae.make_vae().save_pretrained(start, safe_serialization=True)
     train_vae.main(["--init", str(start), "--decoder-only", "--empty", "0.2", "--splice", "0.5",
-                    "--steps", "3", "--batch", "4", "--out", str(tmp_path / "out"), "--threads", "1"])
+                    "--edge", "1", "--steps", "3", "--batch", "4", "--out", str(tmp_path / "out"), "--threads", "1"])
     before = AutoencoderKL.from_pretrained(start)
     after = AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
     enc_b, enc_a = before.encoder.state_dict(), after.encoder.state_dict()
@@ -51,6 +51,22 @@ def test_decoder_fine_tune_with_splices_keeps_the_encoder_and_saves_a_loadable_v
     dec_b, dec_a = before.decoder.state_dict(), after.decoder.state_dict()
     assert any(not torch.equal(dec_b[k], dec_a[k]) for k in dec_b)
     assert "done: 3 steps" in capsys.readouterr().out
+
+
+def test_edge_loss_counts_errors_at_a_shapes_edge_and_not_in_flat_areas():
+    import torch
+
+    from training import train_vae
+
+    x = -torch.ones(1, 3, 16, 16)
+    x[..., 4:12, 4:12] = 1.0  # a square
+    blurred = x.clone()
+    blurred[..., 4, 4:12] = 0.0  # its top edge drawn half-way between the two colours
+    stain = x.clone()
+    stain[..., 14, 1] = 0.0  # the same error on one pixel of flat background
+    assert train_vae.edge_loss(x, x).item() == 0.0
+    assert train_vae.edge_loss(stain, x).item() == 0.0
+    assert train_vae.edge_loss(blurred, x).item() > 0.1
 
 
 def test_splice_needs_decoder_only(tmp_path):
