@@ -7,6 +7,9 @@ world scenes (30% outlined, seed ``--seed``; training never draws from that stre
   (the mean over the three colour channels of |decoded - original|): the mean over all
   pixels, the worst 1% (per picture, the mean of its worst 1% of pixels, averaged over the
   pictures) and the largest single pixel;
+- the edge error: the mean error on pixels within a pixel of a change of colour (what a soft
+  edge costs; ``training.train_vae.edge_loss`` trains on it), and the flat error: the mean
+  error on pixels 3 or more pixels away from any edge (faint marks, a frame, a colour cast);
 - the blemish figures: per picture, the largest error at a pixel 3 or more pixels away from
   any edge (where the original is one colour all around, so a soft edge does not count),
   averaged over the pictures, and the fraction of pictures where it exceeds 24/255 (a
@@ -115,8 +118,12 @@ def measure(vae, images: np.ndarray) -> dict:
     per = err.reshape(len(err), -1)
     k = max(1, per.shape[1] // 100)
     worst = np.sort(per, axis=1)[:, -k:].mean(1)
-    flat_worst = np.where(flat_mask(images), err, 0).reshape(len(err), -1).max(1)
+    flat = flat_mask(images)
+    flat_worst = np.where(flat, err, 0).reshape(len(err), -1).max(1)
+    edge = ~flat_mask(images, radius=1)
     return {
+        "edge_error": float(err[edge].mean()),
+        "flat_error": float(err[flat].mean()),
         "blemish_error": float(flat_worst.mean()),
         "blemished_pictures": float((flat_worst > BLEMISH).mean()),
         "mean_error": float(err.mean()),
@@ -188,12 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     images, _, _ = world.dataset(args.n, args.seed, outlined=0.3)
     results = {}
     print(f"{args.n} held-out world scenes (seed {args.seed}); errors in /255 per pixel")
-    print(f"{'VAE':40s} {'mean':>6s} {'worst1%':>8s} {'max':>6s} {'blemish':>8s} {'blotched':>8s} "
-          f"{'outlier':>8s} {'overshoot':>9s}")
+    print(f"{'VAE':40s} {'mean':>6s} {'edge':>6s} {'flat':>6s} {'worst1%':>8s} {'max':>6s} {'blemish':>8s} "
+          f"{'blotched':>8s} {'outlier':>8s} {'overshoot':>9s}")
     for vae, name, folder in zip(vaes, names, folders, strict=True):
         r = measure(vae, images)
         results[str(folder)] = r
-        print(f"{name[:40]:40s} {r['mean_error']:6.2f} {r['worst1pct_error']:8.1f} {r['max_error']:6.1f} "
+        print(f"{name[:40]:40s} {r['mean_error']:6.2f} {r['edge_error']:6.1f} {r['flat_error']:6.2f} "
+              f"{r['worst1pct_error']:8.1f} {r['max_error']:6.1f} "
               f"{r['blemish_error']:8.1f} {r['blemished_pictures']:8.0%} "
               f"{r['latent_outlier_std']:8.2f} {r['latent_overshoot_std']:9.2f}")
     for vae, name in zip(vaes, names, strict=True):
