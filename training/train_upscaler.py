@@ -11,7 +11,9 @@ resolutions.
 
 Trains on the procedural world's (64x64 low, 256x256 high) pairs (``world.sr_pair``,
 filled and, 30% of the time, outlined shapes), generated on the fly from ``--seed``,
-on random crops.  The first part of the budget uses a pixel loss only (MSE by default: PSNR is what it is judged by); the rest
+on random crops; with ``--vae DIR``, a fraction ``--vae-p`` of the low pictures are that
+VAE's round trips (what the demo pipeline hands the upscaler: softer edges, faint marks), so
+the network learns to draw them sharp.  The first part of the budget uses a pixel loss only (MSE by default: PSNR is what it is judged by); the rest
 adds a relativistic-average GAN loss from a small patch discriminator (weight
 ``--adv``).  The saved weights are an exponential moving average of the generator.
 
@@ -132,6 +134,29 @@ def heldout_pairs(n: int, seed: int = HELDOUT_SEED) -> tuple[np.ndarray, np.ndar
     return np.stack(lows), np.stack(highs)
 
 
+class VaeRoundTrip:
+    """Low-resolution pictures as the demo pipeline hands them to the upscaler: encoded and
+    decoded by a VAE (its softer edges and faint marks), uint8 (n, h, w, 3) to the same."""
+
+    def __init__(self, folder: str | Path):
+        from diffusers import AutoencoderKL
+
+        if not (Path(folder) / "config.json").is_file():
+            raise SystemExit(f"--vae {folder}: not a VAE folder (no config.json)")
+        self.vae = AutoencoderKL.from_pretrained(str(folder)).float().eval().requires_grad_(False)
+
+    def __call__(self, lows: np.ndarray, chunk: int = 32) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(lows), chunk):
+                x = to_tensor(lows[i : i + chunk]) * 2 - 1
+                y = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
+                out.append(to_uint8((y + 1) / 2))
+        return np.concatenate(out)
+
+
 def to_tensor(a: np.ndarray) -> torch.Tensor:
     import torch
 
@@ -165,9 +190,12 @@ def upscale(net: torch.nn.Module, lows: np.ndarray, chunk: int = 4) -> np.ndarra
     return np.concatenate(out)
 
 
-def evaluate(net: torch.nn.Module, n: int = 16) -> tuple[float, float]:
-    """(model PSNR, bicubic PSNR) in dB, averaged over ``n`` held-out pairs (per-image PSNR)."""
+def evaluate(net: torch.nn.Module, n: int = 16, degrade: VaeRoundTrip | None = None) -> tuple[float, float]:
+    """(model PSNR, bicubic PSNR) in dB, averaged over ``n`` held-out pairs (per-image PSNR);
+    with ``degrade``, the low pictures are its round trips (the target stays the clean render)."""
     lows, highs = heldout_pairs(n)
+    if degrade is not None:
+        lows = degrade(lows)
     was = net.training
     net.eval()
     sr = upscale(net, lows)
@@ -204,15 +232,23 @@ def choose_dtype(net: torch.nn.Module, n: int = 16) -> tuple[torch.dtype, float,
 class Pool:
     """A pool of training pairs, part of which is re-rendered every step."""
 
-    def __init__(self, rng: np.random.Generator, size: int):
+    def __init__(self, rng: np.random.Generator, size: int, degrade: VaeRoundTrip | None = None,
+                 degrade_p: float = 0.0):
         self.rng = rng
+        self.degrade, self.degrade_p = degrade, degrade_p
         pairs = [random_pair(rng) for _ in range(size)]
         self.low = np.stack([p[0] for p in pairs])
         self.high = np.stack([p[1] for p in pairs])
+        if degrade is not None:
+            chosen = np.nonzero(rng.random(size) < degrade_p)[0]
+            if len(chosen):
+                self.low[chosen] = degrade(self.low[chosen])
 
     def refresh(self, k: int) -> None:
         for i in self.rng.integers(0, len(self.low), size=k):
             self.low[i], self.high[i] = random_pair(self.rng)
+            if self.degrade is not None and self.rng.random() < self.degrade_p:
+                self.low[i] = self.degrade(self.low[i][None])[0]
 
     def batch(self, n: int, crop: int, edge_p: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random low crops (``crop`` px) and their aligned high crops, randomly flipped/rotated.
@@ -262,7 +298,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--refresh", type=int, default=1, help="pool pairs re-rendered per step (rendering costs ~0.15 s a pair)")
     ap.add_argument("--eval-n", type=int, default=32, help="held-out pairs for the final PSNR")
     ap.add_argument("--init", default="", help="start the generator from this .safetensors (e.g. the shipped weights)")
+    ap.add_argument("--vae", default="",
+                    help="a VAE folder: a fraction --vae-p of the low pictures are its round trips, as "
+                         "the demo pipeline's pictures come out of its VAE, so the upscaler learns to "
+                         "draw their soft edges sharp")
+    ap.add_argument("--vae-p", type=float, default=0.5, help="with --vae: the fraction of such pictures")
     args = ap.parse_args(argv)
+    if not 0 <= args.vae_p <= 1:
+        raise SystemExit(f"--vae-p {args.vae_p:g}: give a fraction between 0 and 1")
     C.setup(args)
     import torch
     import torch.nn.functional as F
@@ -283,11 +326,15 @@ def main(argv: list[str] | None = None) -> None:
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.99))
     rng = np.random.default_rng(args.seed)
-    pool = Pool(rng, args.pool)
+    degrade = VaeRoundTrip(args.vae) if args.vae else None
+    pool = Pool(rng, args.pool, degrade, args.vae_p)
     C.log(f"pool of {args.pool} pairs ready")
+    trained_on = "training.world sr_pair 64->256"
+    if degrade is not None:
+        trained_on += f", {args.vae_p:.0%} of the low pictures through the VAE {args.vae}"
     meta = {"architecture": "Compact" if args.arch == "compact" else "ESRGAN", "scale": SCALE,
             "num_filters": args.filters, "num_blocks": args.blocks,
-            "trained_on": "training.world sr_pair 64->256", "seed": args.seed}
+            "trained_on": trained_on, "seed": args.seed}
 
     clock = C.Clock(args.minutes, args.steps)
     step, last_save, ema_l1, ema_adv, gan_steps = 0, 0.0, None, None, 0
@@ -348,6 +395,9 @@ def main(argv: list[str] | None = None) -> None:
             save(ema, path, torch.float16, {**meta, "steps": step})
             last_save = clock.elapsed()
             C.log(f"checkpoint at step {step}: held-out PSNR {pm:.2f} dB vs bicubic {pb:.2f} dB ({pm - pb:+.2f})")
+            if degrade is not None:
+                vm, vb = evaluate(ema, 8, degrade)
+                C.log(f"  through the VAE: {vm:.2f} dB vs bicubic {vb:.2f} dB ({vm - vb:+.2f})")
 
     dtype, p32, p16 = choose_dtype(ema, 16)
     pm, pb = evaluate(ema, args.eval_n)
@@ -358,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
               "steps": step, "gan_steps": gan_steps, "minutes": round(minutes, 2),
               "heldout_n": args.eval_n, "psnr_db": round(pm, 3), "bicubic_psnr_db": round(pb, 3),
               "gain_db": round(pm - pb, 3), "fp32_vs_fp16_psnr_db": [round(p32, 3), round(p16, 3)]}
+    if degrade is not None:
+        vm, vb = evaluate(ema, args.eval_n, degrade)
+        report.update(vae_psnr_db=round(vm, 3), vae_bicubic_psnr_db=round(vb, 3))
     C.log("done: " + json.dumps(report))
 
 
