@@ -20,6 +20,7 @@ timestep spacing is measured.
 
 Usage: python bench/sampler_guidance.py [--prompts 8] [--seeds 16] [--seed 777] [--threads 1]
        [--settings "demo;cfg=3;cfg=5,guidance_max_t=600"] [--json results.json] [--models DIR]
+       [--prompt "a yellow circle on a blue background"]
 
 Measured on the shipped model (ddim, 20 steps unless said). Pruning, 4 prompts x 8 seeds:
 cfg 1 84% right / diversity 0.86; cfg 3 91% / 0.69; cfg 5 84% / 0.46; cfg 7.5 below t = 500
@@ -105,15 +106,28 @@ def parse_setting(text: str) -> list[str]:
     return overrides
 
 
+def scene_of(prompt: str) -> world.Scene:
+    """The scene a demo-world caption asks for ("a yellow circle on a blue background"),
+    centred: the shape checker reads only its shape and colours."""
+    words = prompt.split()
+    if (len(words) != 7 or words[0] != "a" or words[3:5] != ["on", "a"] or words[6] != "background"
+            or words[2] not in world.SHAPES or not {words[1], words[5]} <= set(world.COLOURS)):
+        raise SystemExit(f"--prompt {prompt!r}: give a caption of the demo world, 'a COLOUR SHAPE on a "
+                         f"COLOUR background' (shapes: {', '.join(world.SHAPES)}; colours: "
+                         f"{', '.join(world.COLOURS)})")
+    return world.Scene(words[2], words[1], words[5], 0.5, 0.5, 0.25)
+
+
 def measure(executor: Any, overrides: list[str], prompts: int, seeds: int,
-            seed: int = SEED) -> dict[str, Any]:
+            seed: int = SEED, prompt: str = "") -> dict[str, Any]:
     """Accuracy and diversity of the demo graph with ``overrides`` (``NODE.INPUT=VALUE``, parsed
-    and checked by the inputs' declared types, as ``--set``) laid over its inputs."""
+    and checked by the inputs' declared types, as ``--set``) laid over its inputs; with
+    ``prompt``, of that one prompt over ``prompts`` batches."""
     from nodeflow.errors import GraphInvalid
     from nodeflow.graph import Graph
     from nodeflow.overrides import apply_overrides
 
-    scenes = evaluate.prompts(prompts, seed)
+    scenes = [scene_of(prompt)] * prompts if prompt else evaluate.prompts(prompts, seed)
     pictures: list[np.ndarray] = []
     judged: list[world.Scene] = []
     spreads = []
@@ -151,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="prompts and noise seeds (keep within 11..999: training uses the rest)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default="", help="also append the results here, one JSON line each")
+    parser.add_argument("--prompt", default="",
+                        help="measure this one prompt (--prompts batches of --seeds) instead of held-out ones")
     parser.add_argument("--models", default="",
                         help="a models folder searched before the shipped one (a candidate "
                              "checkpoints/nodeflow-shapes, say)")
@@ -166,11 +182,15 @@ def main(argv: list[str] | None = None) -> None:
     models = [Path(args.models)] if args.models else []
     executor = Executor(load_registry(use_env=False), Settings(models_dirs=models, base_dir=GRAPH.parent))
     settings = args.settings.split(";") if args.settings else DEFAULT_SETTINGS
-    print(f"graphs/demo.json, {args.prompts} prompts x {args.seeds} seeds (seed {args.seed})")
+    if args.prompt:
+        scene_of(args.prompt)
+        print(f"graphs/demo.json, {args.prompt!r}: {args.prompts} batches x {args.seeds} seeds (seed {args.seed})")
+    else:
+        print(f"graphs/demo.json, {args.prompts} prompts x {args.seeds} seeds (seed {args.seed})")
     print(f"{'setting':52} {'shape':>6} {'circle':>6} {'square':>6} {'triang':>6} {'star':>6} "
           f"{'colour':>6} {'backgr':>6} {'divers':>6} {'s/pic':>6}")
     for text in settings:
-        r = measure(executor, parse_setting(text), args.prompts, args.seeds, args.seed)
+        r = measure(executor, parse_setting(text), args.prompts, args.seeds, args.seed, args.prompt)
         per = r["per_shape"]
         print(f"{text.strip():52} {r['shape']:6.1%} {per['circle']:6.0%} {per['square']:6.0%} "
               f"{per['triangle']:6.0%} {per['star']:6.0%} {r['colour']:6.0%} {r['background']:6.0%} "
