@@ -37,6 +37,8 @@ demo-models: $(STAMP)
 	$(BIN)/python -m training.train_lora --minutes 45 --rank 16 --targets all --threads 2
 	$(BIN)/python -m training.train_controlnet --minutes 25 --threads 2
 	$(BIN)/python -m training.train_upscaler --minutes 40 --threads 2
+	$(BIN)/python -m training.train_upscaler --init nodeflow/demo/models/upscale/nodeflow-shapes-4x.safetensors \
+		--vae nodeflow/demo/models/checkpoints/nodeflow-shapes/vae --vae-p 0.5 --minutes 40 --lr 3e-4 --seed 2 --threads 2
 	$(BIN)/python -m training.train_vq --minutes 20 --threads 2
 	$(BIN)/python -m training.train_prior --minutes 15 --threads 2
 	$(BIN)/python bench/demo_quality.py
