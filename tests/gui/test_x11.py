@@ -44,5 +44,5 @@ def test_scripted_session_with_real_input_events(display, tmp_path):
                     "prompt": repr("a small red square in the corner\non a plain green background, seen from "
                                    "above, in soft morning light, with a thin white border around the picture"),
                     "prompt_steps": "1", "prompt_grew": "True",
-                    "prompt_undo": repr("a yellow circle on a blue background")}, done.stdout
+                    "prompt_undo": repr("a red star on a white background")}, done.stdout
     assert (tmp_path / "run.png").stat().st_size > 10000
