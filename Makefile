@@ -21,7 +21,7 @@ demo: $(STAMP)
 	@echo "The pictures are in out/. To open one with the graph that made it: $(BIN)/nodeflow edit out/<file>.png"
 
 # Retrain every shipped demo model from scratch into nodeflow/demo/models with the scripts in
-# training/ (run from this checkout; they are not part of the installed package; about 7 hours
+# training/ (run from this checkout; they are not part of the installed package; about 8.5 hours
 # on a 2-core CPU; each step's budget is its --minutes), then print the quality table.
 demo-models: $(STAMP)
 	$(BIN)/python -m training.train_vae --minutes 10 --threads 2

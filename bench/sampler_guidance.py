@@ -46,6 +46,17 @@ latents (8 prompts x 16 seeds, --seed 777 | --seed 300):
     cfg 7.5, t < 500    91% 0.87 | 86% 0.87
     cfg 5,   t < 600    91% 0.87 | 88% 0.88   (graphs/demo.json)
     cfg 5,   t < 700    94% 0.80 | 91% 0.85
+
+After 100 more minutes of UNet fine-tuning (same sets; a third, --seed 500, to check a choice):
+
+    cfg 5,   t < 600    94% 0.89 | 92% 0.87 | 94% 0.81   (graphs/demo.json)
+    cfg 5,   t < 650    95% 0.86 | 95% 0.86 | 92% 0.81
+    cfg 5,   t < 700    95% 0.84 | 95% 0.83
+
+Circles are the weak shape (75% and 78% with the shipped setting). One prompt, 4 x 16 seeds
+(--prompt): "a red star on a white background" (demo.json's) 100%, diversity 0.92; "a white
+circle on a black background" 98%; "a yellow star on a blue background" 92%; "a yellow circle
+on a blue background" 88% (72% before this fine-tune).
 """
 
 from __future__ import annotations
