@@ -45,8 +45,9 @@ def run(registry, name: str, tmp_path: Path, **inputs: dict) -> list[np.ndarray]
 
 
 # Shape kind of the demo text-to-image model on the handful of pictures below (3 prompts x 4
-# seeds of graphs/demo.json, its star is tested above): 12 of 12 right with the shipped
-# model and graph (its figure on 512 held-out pictures, 94%, is in the README; earlier
+# seeds of graphs/demo.json, its star is tested above): 11 of 12 right with the shipped
+# model and graph, one yellow circle read as a square (its figure on 512 held-out pictures,
+# 94%, is in the README; earlier
 # guidance settings got 8 of 12, earlier, shorter-trained models 1 and 5 of 12). The floor
 # leaves room for two pictures to differ on another platform.
 MIN_SHAPE_KIND = 10 / 12
