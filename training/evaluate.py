@@ -263,10 +263,16 @@ def generate(pipe: Any, texts: list[str], seed: int, steps: int = 25, guidance: 
 
 def vae_round_trip(model: str | Path, arrays: list[np.ndarray], batch: int = 50) -> list[np.ndarray]:
     """World renders (uint8 HxWx3) encoded (posterior mean) and decoded by the model's VAE."""
-    import torch
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(str(Path(model) / "vae"), local_files_only=True).eval()
+    return round_trip(vae, arrays, batch)
+
+
+def round_trip(vae: Any, arrays: Sequence[np.ndarray], batch: int = 50) -> list[np.ndarray]:
+    """Pictures (uint8 HxWx3) encoded (posterior mean) and decoded by a loaded VAE."""
+    import torch
+
     out: list[np.ndarray] = []
     for i in range(0, len(arrays), batch):
         x = torch.tensor(np.stack(arrays[i : i + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1

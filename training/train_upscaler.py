@@ -145,16 +145,10 @@ class VaeRoundTrip:
             raise SystemExit(f"--vae {folder}: not a VAE folder (no config.json)")
         self.vae = AutoencoderKL.from_pretrained(str(folder)).float().eval().requires_grad_(False)
 
-    def __call__(self, lows: np.ndarray, chunk: int = 32) -> np.ndarray:
-        import torch
+    def __call__(self, lows: np.ndarray) -> np.ndarray:
+        from .evaluate import round_trip
 
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(lows), chunk):
-                x = to_tensor(lows[i : i + chunk]) * 2 - 1
-                y = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
-                out.append(to_uint8((y + 1) / 2))
-        return np.concatenate(out)
+        return np.stack(round_trip(self.vae, list(lows), batch=32))
 
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
