@@ -3,8 +3,8 @@
 A policy (``--keep-outputs``) bounds the finished jobs kept by age, by count and by the
 bytes of their files; a finished job past any bound is forgotten, its row, its events and
 its output folder together. Queued and running jobs are never touched. Output folders whose
-job was forgotten by ComfyUI's ``POST /history`` go once they are older than the age bound. The server applies
-the policy when it starts and then every few minutes (`RetentionSweeper`).
+job was forgotten by ComfyUI's ``POST /history`` go once they are older than the age bound.
+The server applies the policy when it starts and then every few minutes (`RetentionSweeper`).
 """
 
 from __future__ import annotations
@@ -135,12 +135,15 @@ def apply_retention(store: JobStore, output_dir: Path, policy: RetentionPolicy,
             kept += folder_bytes(output_dir / job_id)
             if kept > policy.max_bytes:
                 expired.add(job_id)
+
+    def remove(folder: Path) -> None:
+        report.bytes += folder_bytes(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        report.folders += 1
+
     for job_id in sorted(expired):
-        folder = output_dir / job_id
-        if folder.is_dir():
-            report.bytes += folder_bytes(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            report.folders += 1
+        if (output_dir / job_id).is_dir():
+            remove(output_dir / job_id)
     report.jobs = len(store.forget(sorted(expired)))
     # Folders whose job is no longer known (a client cleared ComfyUI's history, which leaves
     # the pictures for /view as ComfyUI does): kept while the age bound allows, counted from
@@ -157,9 +160,7 @@ def apply_retention(store: JobStore, output_dir: Path, policy: RetentionPolicy,
                 continue
         except OSError:
             continue
-        report.bytes += folder_bytes(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        report.folders += 1
+        remove(folder)
     return report
 
 
