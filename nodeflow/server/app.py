@@ -260,18 +260,17 @@ class Server:
         from nodeflow.server.retention import folder_bytes
 
         folder.mkdir(parents=True, exist_ok=True)
+        stem, suffix = os.path.splitext(base)
         with self._upload_lock:  # one upload at a time checks the room left and takes it
-            target = folder / base
-            stem, suffix = os.path.splitext(base)
-            n = 1
-            while not overwrite and target.exists() and target.read_bytes() != data:
-                target = folder / f"{stem} ({n}){suffix}"
-                n += 1
-            if not (target.exists() and target.read_bytes() == data):
+            target, n = folder / base, 1
+            existing = target.read_bytes() if target.exists() else None
+            while not overwrite and existing is not None and existing != data:
+                target, n = folder / f"{stem} ({n}){suffix}", n + 1
+                existing = target.read_bytes() if target.exists() else None
+            if existing != data:  # the same picture already there takes no room
                 limit = self.config.limits.max_input_bytes
                 used = folder_bytes(self.config.input_dir)
-                freed = target.stat().st_size if target.exists() else 0
-                if used - freed + len(data) > limit:
+                if used - len(existing or b"") + len(data) > limit:
                     raise ApiError(507, f"the server's input folder is full: it holds {used:,} bytes of "
                                    f"uploads and keeps at most {limit:,}; delete pictures from it, or "
                                    "start the server with a larger --max-input-mb", type_="too_large")
